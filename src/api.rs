@@ -1,0 +1,1 @@
+//! The `KeyRotationPolicy` custom resource.

@@ -1,0 +1,1 @@
+//! Go/Kubernetes-style durations.

@@ -1,0 +1,14 @@
+//! jwks-operator: generates JWT signing keys, publishes them as a JWK Set,
+//! rotates them on a schedule and prunes retired keys once no token they
+//! signed can still be valid.
+//!
+//! Layout:
+//! - [`keys`]: the pure domain (algorithms, key material, JWKs, lifecycle
+//!   planner, tokens). No I/O.
+//! - [`api`]: the `KeyRotationPolicy` custom resource and its validation.
+//! - [`duration`]: Go/Kubernetes-style durations (`90s`, `1h30m`).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod duration;
+pub mod keys;
