@@ -6,9 +6,8 @@
 //! - [`keys`]: the pure domain (algorithms, key material, JWKs, lifecycle
 //!   planner, tokens). No I/O.
 //! - [`api`]: the `KeyRotationPolicy` custom resource and its validation.
-//! - [`duration`]: Go/Kubernetes-style durations (`90s`, `1h30m`).
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod duration;
+pub mod cli;
 pub mod keys;
