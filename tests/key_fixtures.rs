@@ -11,11 +11,16 @@
 //! The ordinary test here checks the committed file still parses and is what
 //! the generator would write (same seed, same keys).
 
-use jwks_operator::keys::{Algorithm, KeyParams, SigningKey, parse_private_jwks, private_jwks_json};
+use jwks_operator::keys::{
+    Algorithm, KeyParams, SigningKey, parse_private_jwks, private_jwks_json,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys/all-algorithms.jwks.json");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/keys/all-algorithms.jwks.json"
+);
 
 fn generate_all() -> Vec<SigningKey> {
     let mut rng = ChaCha20Rng::seed_from_u64(0x6a77_6b73);
@@ -24,7 +29,10 @@ fn generate_all() -> Vec<SigningKey> {
         .map(|alg| SigningKey::generate(KeyParams::new(*alg), &mut rng).expect("generate"))
         .collect();
     for bits in [3072, 4096] {
-        keys.push(SigningKey::generate(KeyParams::rsa(Algorithm::RS256, bits), &mut rng).expect("generate"));
+        keys.push(
+            SigningKey::generate(KeyParams::rsa(Algorithm::RS256, bits), &mut rng)
+                .expect("generate"),
+        );
     }
     keys
 }

@@ -393,7 +393,11 @@ impl<'a> JwkReader<'a> {
                 "Ed25519" => KeyKind::Ed25519,
                 other => return Err(curve("OKP", other)),
             },
-            other => return Err(JwkProblem::UnsupportedKeyType(truncate(other, 16).to_string())),
+            other => {
+                return Err(JwkProblem::UnsupportedKeyType(
+                    truncate(other, 16).to_string(),
+                ));
+            }
         })
     }
 
@@ -403,9 +407,9 @@ impl<'a> JwkReader<'a> {
         let alg = match self.opt_str("alg")? {
             None => kind.default_alg(),
             Some(name) => {
-                let alg: Algorithm = name
-                    .parse()
-                    .map_err(|_| JwkProblem::UnsupportedAlgorithm(truncate(name, 16).to_string()))?;
+                let alg: Algorithm = name.parse().map_err(|_| {
+                    JwkProblem::UnsupportedAlgorithm(truncate(name, 16).to_string())
+                })?;
                 if !kind.fits(alg) {
                     return Err(JwkProblem::AlgorithmMismatch {
                         alg,
@@ -508,12 +512,13 @@ impl Curve {
 
     /// The uncompressed public point for private scalar `d`.
     fn public_point(self, d: &[u8]) -> Result<Vec<u8>, JwkProblem> {
-        let point = match self {
-            Curve::P256 => p256::SecretKey::from_slice(d)
-                .map(|sk| sk.public_key().to_sec1_bytes().into_vec()),
-            Curve::P384 => p384::SecretKey::from_slice(d)
-                .map(|sk| sk.public_key().to_sec1_bytes().into_vec()),
-        };
+        let point =
+            match self {
+                Curve::P256 => p256::SecretKey::from_slice(d)
+                    .map(|sk| sk.public_key().to_sec1_bytes().into_vec()),
+                Curve::P384 => p384::SecretKey::from_slice(d)
+                    .map(|sk| sk.public_key().to_sec1_bytes().into_vec()),
+            };
         point.map_err(|_| JwkProblem::Inconsistent("d is not a valid private scalar for the curve"))
     }
 }
@@ -581,9 +586,18 @@ fn rsa_parameters(alg: Algorithm) -> &'static lc::RsaParameters {
 /// The public members of a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum PublicParts {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    Ec { curve: Curve, x: Vec<u8>, y: Vec<u8> },
-    Ed25519 { x: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    Ec {
+        curve: Curve,
+        x: Vec<u8>,
+        y: Vec<u8>,
+    },
+    Ed25519 {
+        x: Vec<u8>,
+    },
 }
 
 impl PublicParts {
@@ -840,7 +854,10 @@ impl SigningKey {
             }
             (true, None) => return Err(KeyError::generate(params, "RSA key size missing")),
             (false, Some(_)) => {
-                return Err(KeyError::generate(params, "key size given for a non-RSA algorithm"));
+                return Err(KeyError::generate(
+                    params,
+                    "key size given for a non-RSA algorithm",
+                ));
             }
             (false, None) => {}
         }
@@ -1026,7 +1043,9 @@ impl SigningKey {
                 .map_err(fail)?
                 .as_ref()
                 .to_vec()),
-            CachedSigner::Ed25519(pair) => Ok(pair.try_sign(message).map_err(fail)?.as_ref().to_vec()),
+            CachedSigner::Ed25519(pair) => {
+                Ok(pair.try_sign(message).map_err(fail)?.as_ref().to_vec())
+            }
         }
     }
 }
@@ -1117,17 +1136,19 @@ fn read_rsa(
     let prec = u32::try_from(n_len * 8).map_err(|_| JwkProblem::Inconsistent("n is too long"))?;
     let too_long = |m: &'static str| move |_| JwkProblem::Inconsistent(m);
     let n_int = BoxedUint::from_be_slice(n, prec).map_err(too_long("n is malformed"))?;
-    let e_prec = u32::try_from(e.len() * 8).map_err(|_| JwkProblem::Inconsistent("e is too long"))?;
+    let e_prec =
+        u32::try_from(e.len() * 8).map_err(|_| JwkProblem::Inconsistent("e is too long"))?;
     let e_int = BoxedUint::from_be_slice(e, e_prec).map_err(too_long("e is malformed"))?;
-    let d_int = BoxedUint::from_be_slice(d.expose(), prec).map_err(too_long("d is longer than n"))?;
-    let p_int = BoxedUint::from_be_slice(p.expose(), prec).map_err(too_long("p is longer than n"))?;
-    let q_int = BoxedUint::from_be_slice(q.expose(), prec).map_err(too_long("q is longer than n"))?;
+    let d_int =
+        BoxedUint::from_be_slice(d.expose(), prec).map_err(too_long("d is longer than n"))?;
+    let p_int =
+        BoxedUint::from_be_slice(p.expose(), prec).map_err(too_long("p is longer than n"))?;
+    let q_int =
+        BoxedUint::from_be_slice(q.expose(), prec).map_err(too_long("q is longer than n"))?;
     let key = rsa::PrivateKey::from_components(n_int, e_int, d_int, vec![p_int, q_int]).map_err(
         |err| match err {
             rsa::Error::InvalidModulus => JwkProblem::Inconsistent("n is not p*q"),
-            rsa::Error::InvalidExponent => {
-                JwkProblem::Inconsistent("d does not match e, p and q")
-            }
+            rsa::Error::InvalidExponent => JwkProblem::Inconsistent("d does not match e, p and q"),
             rsa::Error::InvalidPrime => JwkProblem::Inconsistent("p or q is not a valid factor"),
             rsa::Error::PublicExponentTooSmall | rsa::Error::PublicExponentTooLarge => {
                 JwkProblem::Rejected("unsupported public exponent e")
@@ -1181,7 +1202,11 @@ fn build_rsa_from_key(
         q: secret_uint(&key.primes()[1]),
         dp: key.dp().map(secret_uint).ok_or(missing.clone())?,
         dq: key.dq().map(secret_uint).ok_or(missing.clone())?,
-        qi: key.crt_coefficient().as_ref().map(secret_uint).ok_or(missing)?,
+        qi: key
+            .crt_coefficient()
+            .as_ref()
+            .map(secret_uint)
+            .ok_or(missing)?,
     };
     finish_rsa(kid, alg, public, private, key)
 }
@@ -1233,7 +1258,15 @@ fn build_ec(
         .map_err(|_| JwkProblem::Rejected("cannot encode the EC key as PKCS#8"))?;
     let pkcs8 = Secret::new(doc.as_ref().to_vec());
     let private = PrivateParts::Scalar { d };
-    assemble(kid, alg, None, public, private, pkcs8, CachedSigner::Ecdsa(pair))
+    assemble(
+        kid,
+        alg,
+        None,
+        public,
+        private,
+        pkcs8,
+        CachedSigner::Ecdsa(pair),
+    )
 }
 
 fn build_ed25519(
@@ -1242,9 +1275,8 @@ fn build_ed25519(
     x: Option<&[u8]>,
 ) -> Result<SigningKey, JwkProblem> {
     let pair = match x {
-        Some(x) => Ed25519KeyPair::from_seed_and_public_key(seed.expose(), x).map_err(|_| {
-            JwkProblem::Inconsistent("x is not the public key of d")
-        })?,
+        Some(x) => Ed25519KeyPair::from_seed_and_public_key(seed.expose(), x)
+            .map_err(|_| JwkProblem::Inconsistent("x is not the public key of d"))?,
         None => Ed25519KeyPair::from_seed_unchecked(seed.expose())
             .map_err(|e| JwkProblem::Rejected(e.description_()))?,
     };

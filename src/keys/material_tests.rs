@@ -17,14 +17,17 @@ fn rng(seed: u64) -> ChaCha20Rng {
 }
 
 fn problem(err: KeyError) -> JwkProblem {
-    err.jwk_problem().cloned().unwrap_or_else(|| panic!("not a JWK error: {err}"))
+    err.jwk_problem()
+        .cloned()
+        .unwrap_or_else(|| panic!("not a JWK error: {err}"))
 }
 
 // === thumbprints and kids ===
 
 #[test]
 fn thumbprint_matches_rfc7638_example() {
-    let jwk = json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"});
+    let jwk =
+        json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"});
     assert_eq!(jwk_thumbprint(&jwk).unwrap(), RFC7638_THUMBPRINT);
 
     let key = VerifyingKey::from_public_jwk(&jwk).unwrap();
@@ -33,7 +36,10 @@ fn thumbprint_matches_rfc7638_example() {
 
     let mut no_kid = jwk.clone();
     no_kid.as_object_mut().unwrap().remove("kid");
-    assert_eq!(VerifyingKey::from_public_jwk(&no_kid).unwrap().kid(), RFC7638_THUMBPRINT);
+    assert_eq!(
+        VerifyingKey::from_public_jwk(&no_kid).unwrap().kid(),
+        RFC7638_THUMBPRINT
+    );
 }
 
 #[test]
@@ -41,7 +47,8 @@ fn thumbprint_ignores_optional_members_and_leading_zeros() {
     let n = URL_SAFE_NO_PAD.decode(RFC7638_N).unwrap();
     let mut with_zero = vec![0u8];
     with_zero.extend_from_slice(&n);
-    let jwk = json!({"kty": "RSA", "n": b64(&with_zero), "e": "AQAB", "use": "sig", "x5t": "ignored"});
+    let jwk =
+        json!({"kty": "RSA", "n": b64(&with_zero), "e": "AQAB", "use": "sig", "x5t": "ignored"});
     assert_eq!(jwk_thumbprint(&jwk).unwrap(), RFC7638_THUMBPRINT);
 }
 
@@ -162,10 +169,17 @@ fn jwk_members_are_the_documented_ones() {
         assert_eq!(jwk["kid"], k.kid());
         assert_eq!(jwk["use"], "sig");
         assert_eq!(jwk["alg"], k.alg().as_str());
-        let mut members: Vec<&str> = jwk.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut members: Vec<&str> = jwk
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         members.sort_unstable();
         let mut expected = match k.alg() {
-            Algorithm::ES256 | Algorithm::ES384 => vec!["kty", "kid", "use", "alg", "crv", "x", "y", "d"],
+            Algorithm::ES256 | Algorithm::ES384 => {
+                vec!["kty", "kid", "use", "alg", "crv", "x", "y", "d"]
+            }
             Algorithm::EdDSA => vec!["kty", "kid", "use", "alg", "crv", "x", "d"],
             _ => vec![
                 "kty", "kid", "use", "alg", "n", "e", "d", "p", "q", "dp", "dq", "qi",
@@ -185,16 +199,25 @@ fn public_jwk_never_has_private_members() {
     for k in fixture_keys() {
         let public = k.public_jwk();
         for member in public.as_object().unwrap().keys() {
-            assert!(PUBLIC_MEMBERS.contains(&member.as_str()), "{member} in public JWK");
+            assert!(
+                PUBLIC_MEMBERS.contains(&member.as_str()),
+                "{member} in public JWK"
+            );
         }
     }
     // And no private value appears anywhere in the serialized public set.
-    let public = String::from_utf8(public_jwks_json(fixture_keys().iter().map(SigningKey::verifying_key))).unwrap();
+    let public = String::from_utf8(public_jwks_json(
+        fixture_keys().iter().map(SigningKey::verifying_key),
+    ))
+    .unwrap();
     for k in fixture_keys() {
         let private = k.private_jwk();
         for member in PRIVATE_MEMBERS {
             if let Some(v) = private.get(member).and_then(Value::as_str) {
-                assert!(!public.contains(v), "private {member} leaked into the public set");
+                assert!(
+                    !public.contains(v),
+                    "private {member} leaked into the public set"
+                );
             }
         }
     }
@@ -253,8 +276,16 @@ fn strict_parse_rejects_each_kind_of_broken_key() {
     use JwkProblem as P;
     let cases: Vec<(&str, Value, P)> = vec![
         ("not an object", json!(["RSA"]), P::NotAnObject),
-        ("no kty", without(rsa.clone(), "kty"), P::MissingMember("kty")),
-        ("kty oct", with(rsa.clone(), "kty", json!("oct")), P::UnsupportedKeyType("oct".into())),
+        (
+            "no kty",
+            without(rsa.clone(), "kty"),
+            P::MissingMember("kty"),
+        ),
+        (
+            "kty oct",
+            with(rsa.clone(), "kty", json!("oct")),
+            P::UnsupportedKeyType("oct".into()),
+        ),
         (
             "EC P-521",
             with(ec.clone(), "crv", json!("P-521")),
@@ -271,8 +302,16 @@ fn strict_parse_rejects_each_kind_of_broken_key() {
                 crv: "X25519".into(),
             },
         ),
-        ("alg HS256", with(rsa.clone(), "alg", json!("HS256")), P::UnsupportedAlgorithm("HS256".into())),
-        ("alg none", with(ec.clone(), "alg", json!("none")), P::UnsupportedAlgorithm("none".into())),
+        (
+            "alg HS256",
+            with(rsa.clone(), "alg", json!("HS256")),
+            P::UnsupportedAlgorithm("HS256".into()),
+        ),
+        (
+            "alg none",
+            with(ec.clone(), "alg", json!("none")),
+            P::UnsupportedAlgorithm("none".into()),
+        ),
         (
             "ES256 on RSA",
             with(rsa.clone(), "alg", json!("ES256")),
@@ -297,24 +336,52 @@ fn strict_parse_rejects_each_kind_of_broken_key() {
                 key: "EC P-256",
             },
         ),
-        ("use enc", with(rsa.clone(), "use", json!("enc")), P::NotForSigning("use is \"enc\"".into())),
+        (
+            "use enc",
+            with(rsa.clone(), "use", json!("enc")),
+            P::NotForSigning("use is \"enc\"".into()),
+        ),
         (
             "key_ops without sign",
             with(ec.clone(), "key_ops", json!(["verify"])),
             P::NotForSigning("key_ops lacks \"sign\"".into()),
         ),
         ("kid empty", with(rsa.clone(), "kid", json!("")), P::BadKid),
-        ("kid a number", with(rsa.clone(), "kid", json!(7)), P::NotAString("kid")),
-        ("n a number", with(rsa.clone(), "n", json!(65537)), P::NotAString("n")),
+        (
+            "kid a number",
+            with(rsa.clone(), "kid", json!(7)),
+            P::NotAString("kid"),
+        ),
+        (
+            "n a number",
+            with(rsa.clone(), "n", json!(65537)),
+            P::NotAString("n"),
+        ),
         ("RSA no d", without(rsa.clone(), "d"), P::MissingMember("d")),
         ("RSA no p", without(rsa.clone(), "p"), P::MissingMember("p")),
-        ("RSA no qi", without(rsa.clone(), "qi"), P::MissingMember("qi")),
+        (
+            "RSA no qi",
+            without(rsa.clone(), "qi"),
+            P::MissingMember("qi"),
+        ),
         ("EC no d", without(ec.clone(), "d"), P::MissingMember("d")),
         ("EC no y", without(ec.clone(), "y"), P::MissingMember("y")),
         ("OKP no d", without(ed.clone(), "d"), P::MissingMember("d")),
-        ("d not base64url", with(rsa.clone(), "d", json!("a+b/c")), P::NotBase64Url("d")),
-        ("d padded", with(ec.clone(), "d", json!("AAAA====")), P::NotBase64Url("d")),
-        ("RSA oth", with(rsa.clone(), "oth", json!([])), P::MultiPrimeRsa),
+        (
+            "d not base64url",
+            with(rsa.clone(), "d", json!("a+b/c")),
+            P::NotBase64Url("d"),
+        ),
+        (
+            "d padded",
+            with(ec.clone(), "d", json!("AAAA====")),
+            P::NotBase64Url("d"),
+        ),
+        (
+            "RSA oth",
+            with(rsa.clone(), "oth", json!([])),
+            P::MultiPrimeRsa,
+        ),
         (
             "RSA n from another key",
             with(rsa.clone(), "n", rsa_other["n"].clone()),
@@ -322,12 +389,20 @@ fn strict_parse_rejects_each_kind_of_broken_key() {
         ),
         (
             "RSA p,q from another key",
-            with(with(rsa.clone(), "p", rsa_other["p"].clone()), "q", rsa_other["q"].clone()),
+            with(
+                with(rsa.clone(), "p", rsa_other["p"].clone()),
+                "q",
+                rsa_other["q"].clone(),
+            ),
             P::Inconsistent("n is not p*q"),
         ),
         (
             "RSA d from another key",
-            with(rsa.clone(), "d", key(Algorithm::PS256).private_jwk()["d"].clone()),
+            with(
+                rsa.clone(),
+                "d",
+                key(Algorithm::PS256).private_jwk()["d"].clone(),
+            ),
             P::Inconsistent("d does not match e, p and q"),
         ),
         (
@@ -425,7 +500,10 @@ fn errors_in_a_set_name_the_key_by_index_and_kid() {
         other => panic!("unexpected {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("#1") && msg.contains(&kid) && msg.contains("dp"), "{msg}");
+    assert!(
+        msg.contains("#1") && msg.contains(&kid) && msg.contains("dp"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -443,8 +521,14 @@ fn a_set_never_silently_drops_a_key() {
 #[test]
 fn set_documents_must_be_jwk_sets() {
     for doc in [&b"not json"[..], b"[]", b"{}", b"{\"keys\": {}}"] {
-        assert!(matches!(parse_private_jwks(doc), Err(KeyError::InvalidJwkSet { .. })));
-        assert!(matches!(parse_public_jwks(doc), Err(KeyError::InvalidJwkSet { .. })));
+        assert!(matches!(
+            parse_private_jwks(doc),
+            Err(KeyError::InvalidJwkSet { .. })
+        ));
+        assert!(matches!(
+            parse_public_jwks(doc),
+            Err(KeyError::InvalidJwkSet { .. })
+        ));
     }
     assert!(parse_private_jwks(br#"{"keys": []}"#).unwrap().is_empty());
 }
@@ -487,7 +571,11 @@ fn missing_alg_is_inferred_from_the_key_type() {
         let jwk = without(key(alg).private_jwk(), "alg");
         let parsed = SigningKey::from_private_jwk(&jwk).unwrap();
         assert_eq!(parsed.alg(), expected);
-        assert_eq!(parsed.private_jwk()["alg"], expected.as_str(), "inferred alg is written back");
+        assert_eq!(
+            parsed.private_jwk()["alg"],
+            expected.as_str(),
+            "inferred alg is written back"
+        );
         let public = VerifyingKey::from_public_jwk(&without(key(alg).public_jwk(), "alg")).unwrap();
         assert_eq!(public.alg(), expected);
     }
@@ -495,7 +583,11 @@ fn missing_alg_is_inferred_from_the_key_type() {
 
 #[test]
 fn adopted_keys_keep_a_kid_that_is_not_a_thumbprint() {
-    let jwk = with(key(Algorithm::ES256).private_jwk(), "kid", json!("node-jose-random-kid"));
+    let jwk = with(
+        key(Algorithm::ES256).private_jwk(),
+        "kid",
+        json!("node-jose-random-kid"),
+    );
     let k = SigningKey::from_private_jwk(&jwk).unwrap();
     assert_eq!(k.kid(), "node-jose-random-kid");
     assert!(!k.kid_is_thumbprint());
@@ -503,12 +595,20 @@ fn adopted_keys_keep_a_kid_that_is_not_a_thumbprint() {
     assert_eq!(k.public_jwk()["kid"], "node-jose-random-kid");
 
     let no_kid = without(key(Algorithm::EdDSA).private_jwk(), "kid");
-    assert!(SigningKey::from_private_jwk(&no_kid).unwrap().kid_is_thumbprint());
+    assert!(
+        SigningKey::from_private_jwk(&no_kid)
+            .unwrap()
+            .kid_is_thumbprint()
+    );
 }
 
 #[test]
 fn unknown_extra_members_are_accepted_and_dropped() {
-    let jwk = with(key(Algorithm::EdDSA).private_jwk(), "x5t", json!("whatever"));
+    let jwk = with(
+        key(Algorithm::EdDSA).private_jwk(),
+        "x5t",
+        json!("whatever"),
+    );
     let k = SigningKey::from_private_jwk(&jwk).unwrap();
     assert!(k.private_jwk().get("x5t").is_none());
 }
@@ -526,10 +626,21 @@ fn sign_and_verify_round_trip_for_every_algorithm() {
             _ => k.params().rsa_bits.unwrap() as usize / 8,
         };
         assert_eq!(sig.len(), expected_len, "{:?}", k.params());
-        k.verifying_key().verify_signature(b"header.payload", &sig).unwrap();
-        assert!(k.verifying_key().verify_signature(b"header.payloaD", &sig).is_err());
+        k.verifying_key()
+            .verify_signature(b"header.payload", &sig)
+            .unwrap();
+        assert!(
+            k.verifying_key()
+                .verify_signature(b"header.payloaD", &sig)
+                .is_err()
+        );
         let other = other_key(k.alg());
-        assert!(other.verifying_key().verify_signature(b"header.payload", &sig).is_err());
+        assert!(
+            other
+                .verifying_key()
+                .verify_signature(b"header.payload", &sig)
+                .is_err()
+        );
     }
 }
 

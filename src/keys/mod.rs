@@ -10,6 +10,7 @@ pub mod alg;
 pub mod lifecycle;
 pub mod material;
 pub mod secret;
+pub mod token;
 
 #[cfg(test)]
 mod testing;

@@ -7,7 +7,8 @@ use super::material::{SigningKey, parse_private_jwks};
 
 /// The committed private set: one 2048-bit/curve key per algorithm in
 /// [`Algorithm::ALL`] order, then 3072- and 4096-bit RS256 keys.
-pub const FIXTURE_JWKS: &[u8] = include_bytes!("../../tests/fixtures/keys/all-algorithms.jwks.json");
+pub const FIXTURE_JWKS: &[u8] =
+    include_bytes!("../../tests/fixtures/keys/all-algorithms.jwks.json");
 
 /// The fixture keys, parsed once per test binary.
 pub fn fixture_keys() -> &'static [SigningKey] {
