@@ -1,0 +1,543 @@
+//! Minting and verifying JWTs with the key set. Pure: the caller passes `now`
+//! and the `jti`; nothing here reads a clock or an OS random source.
+//!
+//! - [`build_claims`] turns a [`TokenRequest`] into claims (`iss`, `sub`,
+//!   `aud`, `iat`, `nbf`, `exp`, `jti`), refusing a `ttl` above the policy's
+//!   `maxTokenTTL`; [`mint`] signs them with a [`SigningKey`];
+//!   [`mint_token`] does both.
+//! - A [`Verifier`] is built once from the published keys and checks tokens
+//!   against [`Expectations`] at a given `now`. Every failure is a
+//!   [`TokenError`] with a short stable [`TokenError::code`] for the HTTP
+//!   layer's `{"valid": false, "error": ...}`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::alg::Algorithm;
+use super::material::{KeyError, SigningKey, VerifyingKey, parse_public_jwks};
+
+/// The `typ` header of every minted token.
+pub const TOKEN_TYPE: &str = "JWT";
+
+/// Claims the operator sets itself; a request's extra `claims` may not contain them.
+pub const RESERVED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"];
+
+/// Tokens longer than this are refused as malformed before any parsing.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+// === errors ===
+
+/// Why a token could not be minted or did not verify.
+///
+/// Messages carry no key material; values taken from an untrusted token
+/// (`kid`, `alg`) are quoted and shortened.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Not three base64url segments, or a header/payload that is not a JSON object.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The header has no `kid`, so no key can be chosen.
+    #[error("token header has no kid")]
+    MissingKid,
+    /// No published key has the header's `kid`.
+    #[error("no published key has kid {0:?}")]
+    UnknownKid(String),
+    /// `none`, HMAC, an unknown algorithm, or an algorithm other than the one
+    /// of the key named by `kid`.
+    #[error("algorithm {0:?} is not allowed")]
+    AlgorithmNotAllowed(String),
+    /// The header has `crit` (no extensions are supported).
+    #[error("critical header parameters are not supported")]
+    UnsupportedHeader,
+    /// The signature does not verify under the key named by `kid`.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// `now` is at or past `exp + leeway`.
+    #[error("token expired at {exp} (now {now}, leeway {leeway}s)")]
+    Expired {
+        /// The `exp` claim.
+        exp: i64,
+        /// The time of the check.
+        now: i64,
+        /// The leeway allowed.
+        leeway: u64,
+    },
+    /// `nbf` or `iat` is later than `now + leeway`.
+    #[error("token is not valid before {not_before} (now {now}, leeway {leeway}s)")]
+    NotYetValid {
+        /// The `nbf` (or future `iat`) claim.
+        not_before: i64,
+        /// The time of the check.
+        now: i64,
+        /// The leeway allowed.
+        leeway: u64,
+    },
+    /// `iss` is absent or not the expected issuer.
+    #[error("token issuer is not the expected one")]
+    WrongIssuer,
+    /// `aud` is absent or names none of the expected audiences.
+    #[error("token audience is not an expected one")]
+    WrongAudience,
+    /// A claim that must be present (`exp`) is missing or not a number.
+    #[error("claim `{0}` is missing or not a number")]
+    MissingClaim(&'static str),
+    /// Minting: the requested `ttl` exceeds `maxTokenTTL`.
+    #[error("ttl of {requested}s exceeds maxTokenTTL of {max}s")]
+    TtlTooLong {
+        /// Requested lifetime in seconds.
+        requested: u64,
+        /// The policy's maximum in seconds.
+        max: u64,
+    },
+    /// Minting: the `ttl` is shorter than one second.
+    #[error("ttl must be at least 1s")]
+    TtlTooShort,
+    /// Minting: extra claims try to set a claim the operator sets.
+    #[error("claim `{0}` is set by the operator and cannot be overridden")]
+    ReservedClaim(String),
+    /// Minting: the key failed to sign.
+    #[error("cannot sign the token: {0}")]
+    Signing(#[source] KeyError),
+}
+
+// === impl TokenError ===
+
+impl TokenError {
+    /// A short stable code for API responses (`{"valid":false,"error":code}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenError::Malformed(_) => "malformed",
+            TokenError::MissingKid => "missing_kid",
+            TokenError::UnknownKid(_) => "unknown_kid",
+            TokenError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            TokenError::UnsupportedHeader => "unsupported_header",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired { .. } => "expired",
+            TokenError::NotYetValid { .. } => "not_yet_valid",
+            TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::MissingClaim(_) => "missing_claim",
+            TokenError::TtlTooLong { .. } => "ttl_too_long",
+            TokenError::TtlTooShort => "ttl_too_short",
+            TokenError::ReservedClaim(_) => "reserved_claim",
+            TokenError::Signing(_) => "signing_failed",
+        }
+    }
+
+    /// Whether the caller's input is at fault (a 4xx), as opposed to the
+    /// operator failing to sign (a 5xx).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, TokenError::Signing(_))
+    }
+}
+
+/// Shortens and keeps an untrusted string for an error message.
+fn untrusted(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+// === minting ===
+
+/// A token request, as the HTTP layer parsed it from
+/// `{"sub"?, "aud"?, "ttl"?, "claims"?}`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenRequest {
+    /// `sub` claim; omitted when `None`.
+    pub sub: Option<String>,
+    /// `aud` claim; `None` means the policy's audiences.
+    pub aud: Option<Vec<String>>,
+    /// Lifetime; `None` means the policy's `maxTokenTTL`.
+    pub ttl: Option<Duration>,
+    /// Extra claims; may not contain [`RESERVED_CLAIMS`].
+    pub claims: Map<String, Value>,
+}
+
+/// The policy's minting settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintSettings {
+    /// `iss` of minted tokens (the policy's `issuer`), omitted when `None`.
+    pub issuer: Option<String>,
+    /// Default `aud` (the policy's `audiences`), omitted when empty.
+    pub audiences: Vec<String>,
+    /// Upper bound on a token's lifetime (the policy's `maxTokenTTL`), also the default.
+    pub max_ttl: Duration,
+}
+
+/// Builds the claims of a token minted at `now` with id `jti`.
+///
+/// `iat` = `nbf` = `now` (whole seconds), `exp` = `iat + ttl`. The `ttl`
+/// defaults to `max_ttl` and may not exceed it ([`TokenError::TtlTooLong`]);
+/// sub-second parts are dropped. `aud` is a string for one audience, an
+/// array for several, absent for none.
+pub fn build_claims(
+    req: &TokenRequest,
+    settings: &MintSettings,
+    now: Timestamp,
+    jti: &str,
+) -> Result<Map<String, Value>, TokenError> {
+    let ttl = req.ttl.unwrap_or(settings.max_ttl);
+    if ttl > settings.max_ttl {
+        return Err(TokenError::TtlTooLong {
+            requested: ttl.as_secs(),
+            max: settings.max_ttl.as_secs(),
+        });
+    }
+    let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    if ttl_secs < 1 {
+        return Err(TokenError::TtlTooShort);
+    }
+    if let Some(name) = RESERVED_CLAIMS
+        .iter()
+        .find(|c| req.claims.contains_key(**c))
+    {
+        return Err(TokenError::ReservedClaim((*name).to_string()));
+    }
+
+    let iat = now.as_second();
+    let mut claims = req.claims.clone();
+    if let Some(iss) = &settings.issuer {
+        claims.insert("iss".into(), Value::String(iss.clone()));
+    }
+    if let Some(sub) = &req.sub {
+        claims.insert("sub".into(), Value::String(sub.clone()));
+    }
+    let aud = req.aud.as_ref().unwrap_or(&settings.audiences);
+    match aud.as_slice() {
+        [] => {}
+        [one] => {
+            claims.insert("aud".into(), Value::String(one.clone()));
+        }
+        many => {
+            claims.insert(
+                "aud".into(),
+                many.iter().cloned().map(Value::String).collect(),
+            );
+        }
+    }
+    claims.insert("iat".into(), iat.into());
+    claims.insert("nbf".into(), iat.into());
+    claims.insert("exp".into(), iat.saturating_add(ttl_secs).into());
+    claims.insert("jti".into(), Value::String(jti.to_string()));
+    Ok(claims)
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'static str,
+    kid: &'a str,
+    typ: &'static str,
+}
+
+/// Signs `claims` with `key` as a compact JWS: header
+/// `{"alg","kid","typ":"JWT"}`, base64url segments, the key's cached signer.
+///
+/// The serialization is done here rather than with `jsonwebtoken::encode`:
+/// that function takes an `EncodingKey` and builds a signer from it through
+/// its process-wide crypto provider on every call (for aws-lc: parse the RSA
+/// DER / EC PKCS#8 per signature), and jsonwebtoken 11 has no way to pass a
+/// pre-built signer. Keeping the parsed key pair is what makes RS256 signing
+/// fast, and the compact form is only a few lines.
+pub fn mint(key: &SigningKey, claims: &Map<String, Value>) -> Result<String, TokenError> {
+    let header = Header {
+        alg: key.alg().as_str(),
+        kid: key.kid(),
+        typ: TOKEN_TYPE,
+    };
+    let header = serde_json::to_vec(&header).expect("header serializes");
+    let payload = serde_json::to_vec(claims).expect("claims serialize");
+    let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 700);
+    URL_SAFE_NO_PAD.encode_string(&header, &mut token);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+    let signature = key.sign(token.as_bytes()).map_err(TokenError::Signing)?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+    Ok(token)
+}
+
+/// A freshly minted token, as the token endpoint returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintedToken {
+    /// The compact JWS.
+    pub token: String,
+    /// The `kid` it was signed with.
+    pub kid: String,
+    /// Its `exp`.
+    pub expires_at: Timestamp,
+}
+
+/// [`build_claims`] then [`mint`].
+pub fn mint_token(
+    key: &SigningKey,
+    req: &TokenRequest,
+    settings: &MintSettings,
+    now: Timestamp,
+    jti: &str,
+) -> Result<MintedToken, TokenError> {
+    let claims = build_claims(req, settings, now, jti)?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .unwrap_or_default();
+    Ok(MintedToken {
+        token: mint(key, &claims)?,
+        kid: key.kid().to_string(),
+        expires_at: Timestamp::from_second(exp).unwrap_or(Timestamp::MAX),
+    })
+}
+
+// === verification ===
+
+/// What a verified token must satisfy besides its signature.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// Required `iss`; `None` means `iss` is not checked.
+    pub issuer: Option<String>,
+    /// Acceptable audiences: the token's `aud` must name at least one. Empty
+    /// means `aud` is not checked (a token with an `aud` is then accepted).
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat` (the policy's `clockSkew`).
+    pub leeway: Duration,
+}
+
+/// A token that verified.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifiedToken {
+    /// The key that signed it.
+    pub kid: String,
+    /// Its algorithm (the key's).
+    pub alg: Algorithm,
+    /// Its claims.
+    pub claims: Map<String, Value>,
+}
+
+struct Entry {
+    key: VerifyingKey,
+    decoding: jsonwebtoken::DecodingKey,
+}
+
+/// Verifies tokens against a fixed set of public keys, looked up by `kid`.
+///
+/// Built once per published key set; per key it keeps the jsonwebtoken
+/// `DecodingKey` built from the JWK members. A token is accepted only with
+/// the algorithm of the key its `kid` names: normally the policy's algorithm,
+/// and during an algorithm change each key still verifies its own tokens.
+/// `none`, HMAC and every other algorithm are refused before any signature
+/// check.
+pub struct Verifier {
+    keys: HashMap<String, Entry>,
+}
+
+// === impl Verifier ===
+
+impl Verifier {
+    /// A verifier for these keys. A later key with an already seen `kid`
+    /// replaces the earlier one (parsed sets never have duplicates).
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a VerifyingKey>) -> Self {
+        let keys = keys
+            .into_iter()
+            .map(|key| {
+                let entry = Entry {
+                    decoding: key.decoding_key(),
+                    key: key.clone(),
+                };
+                (key.kid().to_string(), entry)
+            })
+            .collect();
+        Verifier { keys }
+    }
+
+    /// A verifier for a public JWK Set document.
+    pub fn from_public_jwks(bytes: &[u8]) -> Result<Self, KeyError> {
+        Ok(Self::new(&parse_public_jwks(bytes)?))
+    }
+
+    /// The kids this verifier knows.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// Verifies `token` at time `now`: header (`alg` must be the `kid`'s
+    /// key's algorithm), signature, then `iss`/`aud` as `expect` says, then
+    /// `exp` (required), `nbf` and `iat` with `expect.leeway`.
+    ///
+    /// jsonwebtoken checks the signature, `iss` and `aud`. Its time checks
+    /// read the system clock, so they are switched off and done here against
+    /// `now`: valid iff `nbf - leeway <= now < exp + leeway` and
+    /// `iat <= now + leeway`.
+    pub fn verify(
+        &self,
+        token: &str,
+        expect: &Expectations,
+        now: Timestamp,
+    ) -> Result<VerifiedToken, TokenError> {
+        let header = parse_header(token)?;
+        let kid = match header.get("kid") {
+            None => return Err(TokenError::MissingKid),
+            Some(Value::String(kid)) => kid,
+            Some(_) => return Err(TokenError::Malformed("kid is not a string")),
+        };
+        let alg = match header.get("alg") {
+            Some(Value::String(alg)) => alg,
+            _ => return Err(TokenError::Malformed("alg is missing or not a string")),
+        };
+        if header.contains_key("crit") {
+            return Err(TokenError::UnsupportedHeader);
+        }
+        let Ok(token_alg) = alg.parse::<Algorithm>() else {
+            return Err(TokenError::AlgorithmNotAllowed(untrusted(alg)));
+        };
+        let entry = self
+            .keys
+            .get(kid.as_str())
+            .ok_or_else(|| TokenError::UnknownKid(untrusted(kid)))?;
+        if token_alg != entry.key.alg() {
+            return Err(TokenError::AlgorithmNotAllowed(untrusted(alg)));
+        }
+
+        let mut validation = jsonwebtoken::Validation::new(jwt_alg(token_alg));
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims.clear();
+        if let Some(iss) = &expect.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        if expect.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&expect.audiences);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &entry.decoding, &validation)
+            .map_err(map_jwt_error)?;
+        let claims = data.claims;
+        check_times(&claims, expect.leeway, now)?;
+        Ok(VerifiedToken {
+            kid: kid.clone(),
+            alg: token_alg,
+            claims,
+        })
+    }
+}
+
+/// Decodes the protected header, insisting on exactly three segments.
+fn parse_header(token: &str) -> Result<Map<String, Value>, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed("token is too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("not three dot-separated segments"));
+    };
+    // An empty signature (`alg: none`) is left for the algorithm check to refuse.
+    let _ = signature;
+    if header.is_empty() || payload.is_empty() {
+        return Err(TokenError::Malformed("empty header or payload"));
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(TokenError::Malformed("header is not a JSON object")),
+    }
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => TokenError::BadSignature,
+        K::InvalidIssuer => TokenError::WrongIssuer,
+        K::InvalidAudience => TokenError::WrongAudience,
+        K::MissingRequiredClaim(c) if c == "iss" => TokenError::WrongIssuer,
+        K::MissingRequiredClaim(c) if c == "aud" => TokenError::WrongAudience,
+        K::InvalidAlgorithm | K::UnsupportedAlgorithm => {
+            TokenError::AlgorithmNotAllowed("(rejected by jsonwebtoken)".into())
+        }
+        K::Base64(_) => TokenError::Malformed("a segment is not base64url"),
+        K::Json(_) | K::Utf8(_) => TokenError::Malformed("payload is not a JSON object"),
+        K::InvalidClaimFormat(_) => TokenError::Malformed("a claim has the wrong type"),
+        // A key the crypto backend cannot use, or any other failure: the
+        // token does not verify under this key.
+        _ => TokenError::BadSignature,
+    }
+}
+
+/// A NumericDate claim as whole seconds (fractions dropped); `Err` if present
+/// but not a number.
+fn numeric_claim(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
+            .map(Some)
+            .ok_or(TokenError::Malformed("a time claim is out of range")),
+        Some(_) => Err(TokenError::Malformed("a time claim is not a number")),
+    }
+}
+
+fn check_times(
+    claims: &Map<String, Value>,
+    leeway: Duration,
+    now: Timestamp,
+) -> Result<(), TokenError> {
+    let now = now.as_second();
+    let leeway_s = leeway.as_secs();
+    let skew = i64::try_from(leeway_s).unwrap_or(i64::MAX);
+    let exp = numeric_claim(claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
+    if now >= exp.saturating_add(skew) {
+        return Err(TokenError::Expired {
+            exp,
+            now,
+            leeway: leeway_s,
+        });
+    }
+    for name in ["nbf", "iat"] {
+        if let Some(t) = numeric_claim(claims, name)?
+            && t > now.saturating_add(skew)
+        {
+            return Err(TokenError::NotYetValid {
+                not_before: t,
+                now,
+                leeway: leeway_s,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    use jsonwebtoken::Algorithm as J;
+    match alg {
+        Algorithm::RS256 => J::RS256,
+        Algorithm::RS384 => J::RS384,
+        Algorithm::RS512 => J::RS512,
+        Algorithm::PS256 => J::PS256,
+        Algorithm::PS384 => J::PS384,
+        Algorithm::PS512 => J::PS512,
+        Algorithm::ES256 => J::ES256,
+        Algorithm::ES384 => J::ES384,
+        Algorithm::EdDSA => J::EdDSA,
+    }
+}
+
+#[cfg(test)]
+#[path = "token_tests.rs"]
+mod tests;
