@@ -757,3 +757,23 @@ fn check_step(
     }
     Ok(())
 }
+
+#[test]
+fn plans_with_real_keys_from_a_seeded_generator() {
+    use rand_chacha::rand_core::SeedableRng;
+    let mut source = RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(7));
+    let policy = Policy {
+        params: KeyParams::new(Algorithm::EdDSA),
+        ..policy()
+    };
+    let first = plan(&policy, &KeySet::default(), t(0), &mut source).unwrap();
+    let active = first.keys.active().unwrap();
+    assert_eq!(
+        active.key.thumbprint(),
+        active.kid(),
+        "kid is the RFC 7638 thumbprint"
+    );
+    let second = plan(&policy, &first.keys, t(80), &mut source).unwrap();
+    assert_eq!(second.keys.keys.len(), 2);
+    assert_ne!(second.keys.keys[0].kid(), second.keys.keys[1].kid());
+}
