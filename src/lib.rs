@@ -13,4 +13,5 @@
 pub mod api;
 pub mod cli;
 pub mod keys;
+pub mod standalone;
 pub mod store;
