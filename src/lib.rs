@@ -6,8 +6,12 @@
 //! - [`keys`]: the pure domain (algorithms, key material, JWKs, lifecycle
 //!   planner, tokens). No I/O.
 //! - [`api`]: the `KeyRotationPolicy` custom resource and its validation.
+//! - [`http`]: the JWKS and token HTTP servers, answering from an in-memory snapshot.
+//! - [`metrics`]: Prometheus metrics shared by the engine and the servers.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod http;
 pub mod keys;
+pub mod metrics;
