@@ -12,6 +12,7 @@
 //!   state directory).
 //! - [`standalone`]: running without Kubernetes, from policy files and a
 //!   state directory.
+//! - [`verify`]: checking a JWT against a JWK Set from a URL or file (`verify`).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -21,3 +22,4 @@ pub mod keys;
 pub mod metrics;
 pub mod standalone;
 pub mod store;
+pub mod verify;
