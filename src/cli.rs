@@ -37,7 +37,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run without Kubernetes: policies from YAML files, keys in a local directory.
+    /// Run without Kubernetes: policies from YAML files, keys in a local directory
     ///
     /// Reads every KeyRotationPolicy in --policies (a file, or a directory of
     /// *.yaml/*.yml files; the same manifests you would `kubectl apply`;
@@ -52,12 +52,12 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Standalone(StandaloneArgs),
 
-    /// Check a JWT against a JWK Set (a URL or a file); exit 0 if valid, 1 if not.
+    /// Check a JWT against a JWK Set (a URL or a file); exit 0 if valid, 1 if not
     ///
     /// Prints `valid kid=<kid> alg=<alg> ...` on stdout, or a one-line reason
-    /// on stderr. Checks the
-    /// signature with the key its `kid` names (only that key's algorithm),
-    /// `exp` (required), `nbf` and `iat`; `iss` and `aud` only when asked.
+    /// on stderr. Checks the signature with the key its `kid` names (only
+    /// that key's algorithm), `exp` (required), `nbf` and `iat`; `iss` and
+    /// `aud` only when asked.
     ///
     ///   jwks-operator verify --jwks http://localhost:8080/default/demo/.well-known/jwks.json "$TOKEN"
     #[command(verbatim_doc_comment)]
