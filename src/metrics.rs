@@ -280,7 +280,7 @@ impl Collector for HttpCounters {
         {
             let mut metric = encoder.encode_descriptor(
                 "http_requests",
-                "HTTP responses by listener, route class and status code",
+                "HTTP responses by listener, route class and status code.",
                 None,
                 MetricType::Counter,
             )?;
@@ -308,7 +308,7 @@ impl Collector for HttpCounters {
         }
         let mut metric = encoder.encode_descriptor(
             "http_not_modified",
-            "304 Not Modified answers to conditional requests, by route class",
+            "304 Not Modified answers to conditional requests, by route class.",
             None,
             MetricType::Counter,
         )?;
