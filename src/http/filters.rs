@@ -102,11 +102,11 @@ fn if_none_match() -> impl Filter<Extract = (Option<String>,), Error = Rejection
 /// parameters (`; charset=utf-8`) ignored.
 pub fn is_json_content_type(value: &str) -> bool {
     let essence = value.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(..12)
-            .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
-            && essence.to_ascii_lowercase().ends_with("+json")
+    let structured_json = essence
+        .get(..12)
+        .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+        && essence.to_ascii_lowercase().ends_with("+json");
+    essence.eq_ignore_ascii_case("application/json") || structured_json
 }
 
 async fn read_limited<S, B>(stream: S) -> Result<Bytes, Rejection>

@@ -1334,19 +1334,14 @@ async fn roundtrip(addr: std::net::SocketAddr, request: &[u8]) -> String {
 #[tokio::test]
 async fn serve_binds_caps_chunked_bodies_and_shuts_down_gracefully() {
     let f = fixture();
-    let (stop_jwks, stopped_jwks) = tokio::sync::oneshot::channel::<()>();
-    let (stop_token, stopped_token) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = Shutdown::new();
     let any = "127.0.0.1:0".parse().unwrap();
-    let (jwks_addr, jwks_task) = serve(any, jwks_routes(f.state.clone()), async move {
-        let _ = stopped_jwks.await;
-    })
-    .await
-    .unwrap();
-    let (token_addr, token_task) = serve(any, token_routes(f.state.clone()), async move {
-        let _ = stopped_token.await;
-    })
-    .await
-    .unwrap();
+    let (jwks_addr, jwks_task) = serve(any, jwks_routes(f.state.clone()), shutdown.wait())
+        .await
+        .unwrap();
+    let (token_addr, token_task) = serve(any, token_routes(f.state.clone()), shutdown.wait())
+        .await
+        .unwrap();
     assert_ne!(jwks_addr.port(), 0);
 
     // HEAD over the wire: the length of the GET body, no body.
@@ -1395,8 +1390,8 @@ async fn serve_binds_caps_chunked_bodies_and_shuts_down_gracefully() {
     let res = roundtrip(token_addr, &req).await;
     assert!(res.starts_with("HTTP/1.1 200"), "{res}");
 
-    let _ = stop_jwks.send(());
-    let _ = stop_token.send(());
+    assert!(!shutdown.is_triggered());
+    shutdown.trigger();
     tokio::time::timeout(std::time::Duration::from_secs(5), async {
         jwks_task.await.unwrap();
         token_task.await.unwrap();
@@ -1404,4 +1399,8 @@ async fn serve_binds_caps_chunked_bodies_and_shuts_down_gracefully() {
     .await
     .expect("servers stop after the shutdown signal");
     assert!(tokio::net::TcpStream::connect(jwks_addr).await.is_err());
+    // Waiting after the fact completes at once.
+    tokio::time::timeout(std::time::Duration::from_secs(1), shutdown.wait())
+        .await
+        .unwrap();
 }
