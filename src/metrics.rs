@@ -11,7 +11,7 @@
 //! | `policy_degraded` | gauge | `namespace`, `name` | 1 while the policy has a problem (`Degraded`), else 0 |
 //! | `key_generation_seconds` | histogram | `alg` | time to generate one key |
 //! | `reconcile_errors_total` | counter | `namespace`, `name`, `kind` | failed reconciles / engine runs, by error kind |
-//! | `http_requests_total` | counter | `listener`, `route`, `status` | HTTP responses by listener (`jwks`, `token`), route class and status code |
+//! | `http_requests_total` | counter | `listener`, `route`, `status` | HTTP responses by listener (`jwks`, `token`, `metrics`), route class and status code |
 //! | `http_not_modified_total` | counter | `route` | `304 Not Modified` answers (also counted in `http_requests_total`) |
 //!
 //! Labels carry policy names, kids never appear, key material never does.
@@ -109,16 +109,19 @@ pub enum Listener {
     Jwks,
     /// The token listener (`--token-addr`).
     Token,
+    /// The probes-and-metrics listener (`--metrics-addr`).
+    Metrics,
 }
 
 impl Listener {
-    const ALL: [Listener; 2] = [Listener::Jwks, Listener::Token];
+    const ALL: [Listener; 3] = [Listener::Jwks, Listener::Token, Listener::Metrics];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Listener::Jwks => "jwks",
             Listener::Token => "token",
+            Listener::Metrics => "metrics",
         }
     }
 }

@@ -18,6 +18,7 @@ use std::str::FromStr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use warp::http::Method;
+use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::errors::{ApiError, handle_rejection};
@@ -205,6 +206,24 @@ pub fn jwks_routes(
     let policies = warp::path!("policies")
         .and(get())
         .map(move || handlers::policies(&s));
+
+    jwks.or(default_jwks)
+        .unify()
+        .or(discovery)
+        .unify()
+        .or(policies)
+        .unify()
+        .or(ops(&state))
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+        .with(observe(state.metrics_arc(), Listener::Jwks))
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, without error handling.
+fn ops(
+    state: &SharedState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
     let healthz = warp::path!("healthz").and(get()).map(handlers::healthz);
     let s = state.clone();
     let readyz = warp::path!("readyz")
@@ -214,22 +233,18 @@ pub fn jwks_routes(
     let metrics = warp::path!("metrics")
         .and(get())
         .map(move || handlers::metrics(&s));
+    healthz.or(readyz).unify().or(metrics).unify()
+}
 
-    jwks.or(default_jwks)
-        .unify()
-        .or(discovery)
-        .unify()
-        .or(policies)
-        .unify()
-        .or(healthz)
-        .unify()
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
+/// A listener for probes and scraping only (`--metrics-addr`): `/healthz`,
+/// `/readyz`, `/metrics`, JSON errors. The JWKS listener serves these too.
+pub fn metrics_routes(
+    state: SharedState,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    ops(&state)
         .recover(handle_rejection)
         .unify()
-        .with(observe(state.metrics_arc(), Listener::Jwks))
+        .with(observe(state.metrics_arc(), Listener::Metrics))
 }
 
 /// The token listener: `POST /{namespace}/{name}/token` and `.../verify`

@@ -27,6 +27,9 @@
 //! | `GET /readyz` | 200 `{"status":"ready"}` after `set_ready(true)`, else 503 |
 //! | `GET /metrics` | OpenMetrics text (see [`crate::metrics`]) |
 //!
+//! [`metrics_routes`] serves `/healthz`, `/readyz` and `/metrics` alone, for
+//! a separate `--metrics-addr`.
+//!
 //! Token listener ([`token_routes`], off unless `--token-addr`): `POST
 //! /{ns}/{name}/token` and `POST /{ns}/{name}/verify` (bodies in
 //! [`models`]), only for policies with `tokenEndpoint.enabled` (404
@@ -55,7 +58,7 @@ use tokio::task::JoinHandle;
 use warp::{Filter, Reply};
 
 pub use errors::ApiError;
-pub use filters::{BODY_LIMIT, jwks_routes, token_routes};
+pub use filters::{BODY_LIMIT, jwks_routes, metrics_routes, token_routes};
 pub use snapshot::{
     DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyRef, PolicySummary, PolicyView, Problem,
     SharedState, Snapshot, random_jti, strong_etag,

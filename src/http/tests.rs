@@ -687,6 +687,29 @@ async fn healthz_always_readyz_only_once_synced() {
 }
 
 #[tokio::test]
+async fn the_metrics_listener_serves_probes_and_metrics_only() {
+    let f = fixture();
+    let routes = boxed(metrics_routes(f.state.clone()));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(send(&routes, get(path)).await.status(), 200, "{path}");
+    }
+    for path in [API_JWKS, "/policies", "/.well-known/jwks.json"] {
+        assert_eq!(send(&routes, get(path)).await.status(), 404, "{path}");
+    }
+    let res = send(
+        &routes,
+        warp::test::request().method("POST").path("/metrics"),
+    )
+    .await;
+    assert_eq!(res.status(), 405);
+    let text = f.state.metrics().encode();
+    assert!(
+        text.contains("jwks_operator_http_requests_total{listener=\"metrics\",route=\"healthz\",status=\"200\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn metrics_route_serves_openmetrics_with_every_family() {
     let f = fixture();
     let r = PolicyRef::new("team-a", "api");
