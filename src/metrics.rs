@@ -33,8 +33,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::http::PolicyRef;
-use crate::keys::Algorithm;
-use crate::keys::lifecycle::{KeySet, KeyState, LifecycleEvent, LifecycleKey, RotationReason};
+use crate::keys::lifecycle::{
+    KeySet, KeySource, KeyState, LifecycleEvent, LifecycleKey, RotationReason,
+};
+use crate::keys::{Algorithm, KeyParams};
 
 /// Prefix of every metric name (`jwks_operator_...`).
 pub const PREFIX: &str = "jwks_operator";
@@ -98,6 +100,38 @@ pub fn next_prune_time<K: LifecycleKey>(set: &KeySet<K>) -> Option<Timestamp> {
         .filter(|k| k.state == KeyState::Retired)
         .filter_map(|k| k.prune_after)
         .min()
+}
+
+/// A [`KeySource`] that reports how long each generation took to
+/// `key_generation_seconds`: wrap the real source before handing it to the
+/// planner (`plan(&policy, &set, now, &mut TimedKeySource::new(source, &metrics))`).
+pub struct TimedKeySource<'m, S> {
+    inner: S,
+    metrics: &'m Metrics,
+}
+
+impl<'m, S> TimedKeySource<'m, S> {
+    /// Wraps `inner`, reporting to `metrics`.
+    pub fn new(inner: S, metrics: &'m Metrics) -> Self {
+        TimedKeySource { inner, metrics }
+    }
+
+    /// The wrapped source.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<K: LifecycleKey, S: KeySource<K>> KeySource<K> for TimedKeySource<'_, S> {
+    type Error = S::Error;
+
+    fn generate(&mut self, params: KeyParams) -> Result<K, Self::Error> {
+        let started = std::time::Instant::now();
+        let key = self.inner.generate(params)?;
+        self.metrics
+            .observe_key_generation(params.alg, started.elapsed().as_secs_f64());
+        Ok(key)
+    }
 }
 
 // === HTTP counters ===
@@ -697,6 +731,24 @@ mod tests {
         m.forget(&p());
         let text = m.encode();
         assert!(!text.contains("team-a"), "{text}");
+    }
+
+    #[test]
+    fn timed_key_source_observes_each_generation() {
+        use rand_chacha::rand_core::SeedableRng;
+        let m = Metrics::new();
+        let mut source = TimedKeySource::new(
+            crate::keys::lifecycle::RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(1)),
+            &m,
+        );
+        let params = KeyParams::new(Algorithm::EdDSA);
+        let _: std::sync::Arc<crate::keys::SigningKey> = source.generate(params).unwrap();
+        let _: std::sync::Arc<crate::keys::SigningKey> = source.generate(params).unwrap();
+        let text = m.encode();
+        assert!(
+            text.contains("jwks_operator_key_generation_seconds_count{alg=\"EdDSA\"} 2"),
+            "{text}"
+        );
     }
 
     #[test]
