@@ -3,7 +3,9 @@
 //! through `warp::test`.
 //!
 //! Routing rules:
-//! - Paths are matched exactly (no trailing slash, no percent-decoding).
+//! - Paths are matched segment by segment, without percent-decoding (a
+//!   single trailing slash and any query string are ignored, as warp does;
+//!   nothing is ever a redirect).
 //!   `{namespace}` must be a DNS label and `{name}` a DNS subdomain, so
 //!   `..`, `%2e%2e`, upper case or overlong segments never match: 404.
 //! - A known path with a method it does not serve is 405 with `Allow`; every
