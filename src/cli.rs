@@ -183,7 +183,9 @@ pub fn main(cli: Cli) -> ExitCode {
                     public_base_url: args.server.public_base_url,
                     default_policy: args.server.default_policy,
                 };
-                match crate::standalone::run(config, terminated()).await {
+                let shutdown = crate::http::Shutdown::new();
+                shutdown.trigger_on_termination_signal();
+                match crate::standalone::run(config, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e:#}");
@@ -257,22 +259,6 @@ async fn verify(args: VerifyArgs) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
     }
 }
 

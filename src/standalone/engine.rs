@@ -23,7 +23,6 @@
 //! until the document is fixed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -31,12 +30,8 @@ use tracing::{error, info, warn};
 
 use super::policies::{BadDocument, PolicyDoc, PolicyFiles};
 use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState};
-use crate::keys::alg::{Algorithm, KeyParams};
-use crate::keys::lifecycle::{
-    KeySet, KeySource, LifecycleEvent, LifecycleKey, Plan, PlanError, RngKeySource, after, plan,
-};
-use crate::keys::material::SigningKey;
-use crate::metrics::next_prune_time;
+use crate::keys::lifecycle::{KeySet, LifecycleEvent, Plan, PlanError, RngKeySource, after, plan};
+use crate::metrics::{TimedKeySource, next_prune_time};
 use crate::store::files::{FileStore, FileVersion, PolicyDir};
 use crate::store::{KeyStore as _, Loaded, StoreError, StoredKeySet};
 
@@ -293,13 +288,15 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
     let (current, version) = m.keys.clone().expect("loaded above");
 
     let policy = m.doc.resolved.clone();
+    let metrics = state.metrics_arc();
     let planned = tokio::task::spawn_blocking(move || {
-        let mut source = TimedSource::new(RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng)));
+        let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
+        let mut source = TimedKeySource::new(rng, &metrics);
         let result = plan(&policy, &current, now, &mut source);
-        (result, source.timings, current)
+        (result, current)
     })
     .await;
-    let (result, timings, current) = match planned {
+    let (result, current) = match planned {
         Ok(p) => p,
         Err(e) => {
             let problem = Problem::new(
@@ -311,9 +308,6 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
             return degrade(m, problem, retry);
         }
     };
-    for (alg, secs) in timings {
-        state.metrics().observe_key_generation(alg, secs);
-    }
     let Plan {
         keys,
         events,
@@ -420,33 +414,3 @@ fn log_event(r: &PolicyRef, event: &LifecycleEvent) {
     };
     info!(policy = %r, kid, "{event}");
 }
-
-/// A key source that records how long each generation took.
-struct TimedSource<S> {
-    inner: S,
-    timings: Vec<(Algorithm, f64)>,
-}
-
-impl<S> TimedSource<S> {
-    fn new(inner: S) -> Self {
-        TimedSource {
-            inner,
-            timings: Vec::new(),
-        }
-    }
-}
-
-impl<K: LifecycleKey, S: KeySource<K>> KeySource<K> for TimedSource<S> {
-    type Error = S::Error;
-
-    fn generate(&mut self, params: KeyParams) -> Result<K, Self::Error> {
-        let start = Instant::now();
-        let key = self.inner.generate(params);
-        self.timings
-            .push((params.alg, start.elapsed().as_secs_f64()));
-        key
-    }
-}
-
-/// Compile-time check: the engine's key type is the shared signing key.
-const _: fn(&StoredKeySet) -> &KeySet<Arc<SigningKey>> = |s| s;

@@ -11,11 +11,10 @@
 //! Signals: `SIGHUP` re-reads the policy files (that is how a changed
 //! policy, a manual rotation via the `jwks.dev/rotate-requested-at`
 //! annotation, or a revocation via `spec.revokedKeyIDs` is applied, and how a
-//! repaired state file is picked up); the future given to [`run`] (the
-//! binary wires `SIGTERM`/`SIGINT` to it) shuts down gracefully: in-flight
+//! repaired state file is picked up); the [`Shutdown`] given to [`run`] (the
+//! binary triggers it on `SIGTERM`/`SIGINT`) stops gracefully: in-flight
 //! requests finish, then the process exits.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +30,7 @@ pub mod policies;
 
 pub use engine::Engine;
 
-use crate::http::{self, PolicyRef, SharedState};
+use crate::http::{self, PolicyRef, SharedState, Shutdown};
 use crate::metrics::Metrics;
 use crate::store::files::FileStore;
 
@@ -58,10 +57,10 @@ pub struct Config {
     pub default_policy: Option<PolicyRef>,
 }
 
-/// Runs standalone mode until `shutdown` completes. Fails only at startup:
+/// Runs standalone mode until `shutdown` is triggered. Fails only at startup:
 /// the policy path cannot be read, the state directory cannot be created or
 /// is in use by another process, or a listener cannot be bound.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let store = FileStore::open(&config.state_dir)
         .with_context(|| format!("cannot use --state-dir {}", config.state_dir.display()))?;
     let _lock = store.lock_exclusive().with_context(|| {
@@ -75,17 +74,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let metrics = Arc::new(Metrics::new());
     let state = SharedState::new(config.default_policy.clone(), metrics);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
     let (jwks_addr, jwks_server) = http::serve(
         config.jwks_addr,
         http::jwks_routes(state.clone()),
-        stopped(),
+        shutdown.wait(),
     )
     .await
     .with_context(|| format!("cannot listen on --jwks-addr {}", config.jwks_addr))?;
@@ -93,7 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut servers = vec![jwks_server];
     if let Some(addr) = config.token_addr {
         let (token_addr, token_server) =
-            http::serve(addr, http::token_routes(state.clone()), stopped())
+            http::serve(addr, http::token_routes(state.clone()), shutdown.wait())
                 .await
                 .with_context(|| format!("cannot listen on --token-addr {addr}"))?;
         info!(addr = %token_addr, "token listener started");
@@ -110,14 +102,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "standalone mode ready"
     );
 
-    tokio::pin!(shutdown);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
     loop {
         let sleep = engine
             .next_wake()
             .map(|due| until(due).max(MIN_SLEEP))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut stop => break,
             _ = hangup.recv() => {
                 info!(path = %config.policies.display(), "SIGHUP: re-reading the policy files");
                 match policies::read_policies(&config.policies) {
@@ -132,7 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     info!("shutting down: finishing requests in flight");
     state.set_ready(false);
-    let _ = stop_tx.send(true);
+    shutdown.trigger();
     let all = futures::future::join_all(servers);
     if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
         error!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting anyway");
