@@ -486,3 +486,70 @@ fn a_bad_policy_document_is_reported_and_the_others_are_served() {
         "its keys stay on disk"
     );
 }
+
+/// A node-jose style `jwks.json` (no `alg`, its own kids, nothing else)
+/// placed in a policy's state directory is adopted: its first key signs, the
+/// others stay published, and the kids tokens already carry are kept.
+#[test]
+fn a_foreign_key_set_in_the_state_directory_is_adopted() {
+    let fixture: Value = serde_json::from_slice(
+        &fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/keys/all-algorithms.jwks.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let es256 = fixture["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["alg"] == "ES256")
+        .map(|k| {
+            let mut k = k.clone();
+            k.as_object_mut().unwrap().remove("alg");
+            k
+        })
+        .next()
+        .unwrap();
+    let mut older = fixture["keys"][0].clone(); // an RS256 key
+    older["kid"] = json!("legacy-rsa");
+    let mut newer = es256;
+    newer["kid"] = json!("8e0b3c1a-legacy");
+
+    let ws = Workspace::new();
+    let dir = ws.policy_state("default/legacy");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("jwks.json"),
+        json!({"keys": [newer, older]}).to_string(),
+    )
+    .unwrap();
+    ws.write_policy(
+        "p.yaml",
+        &manifest(
+            "legacy",
+            "",
+            "  algorithm: ES256\n  tokenEndpoint: {enabled: true}\n",
+        ),
+    );
+    let op = Operator::start(&ws.policies(), &ws.state());
+    let p = "default/legacy";
+    assert_eq!(op.kids(p), ["8e0b3c1a-legacy", "legacy-rsa"]);
+    assert_eq!(op.summary(p)["activeKeyID"], "8e0b3c1a-legacy");
+    let (token, kid) = op.mint(p, &json!({}));
+    assert_eq!(kid, "8e0b3c1a-legacy");
+    assert!(cli_verify(&op.jwks_url(p), &token).is_ok());
+    let names: Vec<String> = files(&dir).into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "active.kid",
+            "active.pem",
+            "jwks.json",
+            "jwks.public.json",
+            "lifecycle.json"
+        ],
+        "written back in the operator's layout"
+    );
+}

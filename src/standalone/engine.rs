@@ -25,11 +25,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use jiff::Timestamp;
 use tracing::{error, info, warn};
 
 use super::policies::{BadDocument, PolicyDoc, PolicyFiles};
-use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState};
+use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState, Shutdown};
 use crate::keys::lifecycle::{KeySet, LifecycleEvent, Plan, PlanError, RngKeySource, after, plan};
 use crate::metrics::{TimedKeySource, next_prune_time};
 use crate::store::files::{FileStore, FileVersion, PolicyDir};
@@ -39,6 +40,8 @@ use crate::store::{KeyStore as _, Loaded, StoreError, StoredKeySet};
 pub const CORRUPT_RECHECK: Duration = Duration::from_secs(30);
 /// Longest wait between retries of a failing write or key generation.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Policies planned and saved at the same time in one pass.
+pub const CONCURRENCY: usize = 8;
 /// Publish what a long pass has produced so far at least this often.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
@@ -52,6 +55,9 @@ struct Managed {
     keys: Option<(StoredKeySet, Option<FileVersion>)>,
     /// Whether `keys` is known to match the disk.
     in_sync: bool,
+    /// Whether `keys` must be written even if the planner changes nothing
+    /// (an adopted set, not yet in the operator's layout).
+    unsaved: bool,
     next_due: Timestamp,
     /// Set while the document is invalid: nothing is planned.
     frozen: Option<Problem>,
@@ -141,6 +147,7 @@ impl Engine {
                                 dir,
                                 keys: None,
                                 in_sync: false,
+                                unsaved: false,
                                 next_due: now,
                                 frozen: None,
                                 problem: None,
@@ -206,34 +213,52 @@ impl Engine {
             .min()
     }
 
-    /// Runs every policy that is due at `now()`; publishes as it goes.
-    pub async fn reconcile_due(&mut self) {
+    /// Runs every policy that is due at `now()`, up to [`CONCURRENCY`] at a
+    /// time (saving is fsync-bound, key generation CPU-bound on the blocking
+    /// pool); publishes as it goes. Starts no new policy once `shutdown` is
+    /// triggered.
+    pub async fn reconcile_due(&mut self, shutdown: &Shutdown) {
+        let now = Timestamp::now();
+        let due: Vec<PolicyRef> = self
+            .policies
+            .iter()
+            .filter(|(_, m)| m.frozen.is_none() && m.next_due <= now)
+            .map(|(r, _)| r.clone())
+            .collect();
+        // Each pass owns its policy's record while it runs.
+        let work: Vec<(PolicyRef, Managed)> = due
+            .into_iter()
+            .filter_map(|r| self.policies.remove(&r).map(|m| (r, m)))
+            .collect();
+        let state = &self.state;
+        let base_url = self.public_base_url.as_deref();
+        let mut passes = futures::stream::iter(work)
+            .map(|(r, mut m)| async move {
+                let publish = if shutdown.is_triggered() {
+                    Publish::Nothing
+                } else {
+                    reconcile(&mut m, state, base_url).await
+                };
+                (r, m, publish)
+            })
+            .buffer_unordered(CONCURRENCY);
+
         let mut batch = Vec::new();
         let mut last_publish = Instant::now();
-        let due: Vec<PolicyRef> = {
-            let now = Timestamp::now();
-            self.policies
-                .iter()
-                .filter(|(_, m)| m.frozen.is_none() && m.next_due <= now)
-                .map(|(r, _)| r.clone())
-                .collect()
-        };
-        for r in due {
-            let Some(m) = self.policies.get_mut(&r) else {
-                continue;
-            };
-            match reconcile(m, &self.state, self.public_base_url.as_deref()).await {
+        while let Some((r, m, publish)) = passes.next().await {
+            match publish {
                 Publish::View(view) => batch.push(view),
-                Publish::Problem(summary, problem) => self.state.set_problem(&r, summary, problem),
+                Publish::Problem(summary, problem) => state.set_problem(&r, summary, problem),
                 Publish::Nothing => {}
             }
+            self.policies.insert(r, m);
             if last_publish.elapsed() >= PUBLISH_EVERY && !batch.is_empty() {
-                self.state.upsert_all(std::mem::take(&mut batch));
+                state.upsert_all(std::mem::take(&mut batch));
                 last_publish = Instant::now();
             }
         }
         if !batch.is_empty() {
-            self.state.upsert_all(batch);
+            state.upsert_all(batch);
         }
     }
 }
@@ -258,15 +283,18 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
         match m.dir.load().await {
             Ok(Loaded::Empty) => {
                 m.keys = Some((KeySet::default(), None));
+                m.unsaved = false;
             }
             Ok(Loaded::Keys { set, version }) => {
                 info!(policy = %r, keys = set.keys.len(), %version, "loaded the stored key set");
                 m.keys = Some((set, Some(version)));
+                m.unsaved = false;
             }
             Ok(Loaded::Adoptable { keys, version }) => {
                 info!(policy = %r, keys = keys.len(), "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
                 let set = KeySet::adopt(keys, now, &m.doc.resolved);
                 m.keys = Some((set, Some(version)));
+                m.unsaved = true;
             }
             Ok(Loaded::Corrupt(e)) => {
                 let problem = Problem::new(
@@ -327,9 +355,12 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
     };
 
     let mut version = version;
-    if keys != current {
+    if keys != current || m.unsaved {
         match m.dir.save(&keys, version.as_ref()).await {
-            Ok(v) => version = Some(v),
+            Ok(v) => {
+                version = Some(v);
+                m.unsaved = false;
+            }
             Err(e) => return fail(m, state, &e, now),
         }
     }

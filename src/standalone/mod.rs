@@ -94,7 +94,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let mut engine = Engine::new(store, state.clone(), config.public_base_url.clone());
     engine.apply_files(files, Timestamp::now());
-    engine.reconcile_due().await;
+    engine.reconcile_due(&shutdown).await;
     state.set_ready(true);
     info!(
         policies = engine.policies().count(),
@@ -117,9 +117,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                     Ok(files) => engine.apply_files(files, Timestamp::now()),
                     Err(e) => error!("{e}; keeping the policies as they were"),
                 }
-                engine.reconcile_due().await;
+                engine.reconcile_due(&shutdown).await;
             }
-            () = tokio::time::sleep(sleep) => engine.reconcile_due().await,
+            () = tokio::time::sleep(sleep) => engine.reconcile_due(&shutdown).await,
         }
     }
 

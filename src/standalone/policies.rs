@@ -11,7 +11,8 @@
 //!    other kinds are skipped, so a directory of mixed manifests works);
 //! 2. `metadata.name` a valid object name, `metadata.namespace` a valid
 //!    namespace name, `default` when absent;
-//! 3. no unknown fields under `spec` (kubectl's strict field validation), and
+//! 3. no unknown fields at the top level or under `spec` (kubectl's strict
+//!    field validation), and
 //!    every field of the right type and syntax (enum values, durations);
 //! 4. the CRD's OpenAPI schema and CEL rules ([`validate_like_apiserver`]);
 //! 5. [`KeyRotationPolicySpec::resolve`](crate::api::KeyRotationPolicySpec::resolve);
@@ -37,6 +38,8 @@ use crate::store::files::is_dns_label;
 pub const API_VERSION: &str = "jwks.dev/v1alpha1";
 /// `kind` of the documents read.
 pub const KIND: &str = "KeyRotationPolicy";
+/// The fields a manifest may have at the top level.
+const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
 /// Namespace of a policy document without `metadata.namespace`.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -309,6 +312,12 @@ fn check_document(doc: RawDocument, source: &Source) -> Checked {
         json["spec"] = Value::Object(Default::default());
     }
 
+    if let Some(field) = json
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())))
+    {
+        return bad(policy_id, Some(field), "unknown field".into());
+    }
     if let Some(field) = unknown_spec_field(&json) {
         return bad(policy_id, Some(&field), "unknown field".into());
     }
