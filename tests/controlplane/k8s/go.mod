@@ -2,7 +2,7 @@
 // kubectl from the k8s.io/kubernetes module for the integration tests.
 // `go install k8s.io/kubernetes/cmd/...@vX` refuses because k/k's own go.mod
 // replaces its staging modules with local paths, so they are pinned here.
-// Regenerate the replace block with tests/controlplane/gen-k8s-replaces.sh.
+// The replace list = the modules k/k's go.mod requires at v0.0.0 (see README.md).
 module jwks-operator/tests/controlplane/k8s
 
 go 1.25.0
