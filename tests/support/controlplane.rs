@@ -228,9 +228,19 @@ impl ControlPlane {
         ] {
             let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
             let log = d(&format!("{name}.log"));
-            // kube-controller-manager needs a serving API; it retries until then.
+            // The garbage collector only notices CRDs created after it started
+            // on its next 30 s rediscovery: hold it back until the harness has
+            // installed ours (it touches `start-gc`).
+            let gate = if name == "kube-controller-manager" {
+                format!(
+                    "while [ ! -e '{}' ]; do sleep 0.1; done; exec ",
+                    d("start-gc")
+                )
+            } else {
+                "exec ".to_owned()
+            };
             script.push_str(&format!(
-                "{} >'{log}' 2>&1 &\npids=\"$pids $!\"\n",
+                "( {gate}{} ) >'{log}' 2>&1 &\npids=\"$pids $!\"\n",
                 quoted.join(" ")
             ));
         }
@@ -258,6 +268,8 @@ impl ControlPlane {
         if let Err(e) = plane.wait_ready(Duration::from_secs(90)).await {
             return Err(format!("{e}\n{}", plane.log_tails(40)));
         }
+        plane.install_crd(&plane.admin_client().await).await;
+        write(&plane.dir.join("start-gc"), "")?;
         // Keep stdin open: dropping it would stop everything.
         if let Some(stdin) = plane._supervisor.stdin.as_mut() {
             let _ = stdin.flush();
