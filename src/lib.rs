@@ -6,8 +6,11 @@
 //! - [`keys`]: the pure domain (algorithms, key material, JWKs, lifecycle
 //!   planner, tokens). No I/O.
 //! - [`api`]: the `KeyRotationPolicy` custom resource and its validation.
+//! - [`store`]: persistence of key sets (the Secret layout, the standalone
+//!   state directory).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod keys;
+pub mod store;
