@@ -820,6 +820,32 @@ fn image_tag_digest_and_extras_render_where_expected() {
 }
 
 #[test]
+fn rbac_and_service_account_can_be_brought_by_the_user() {
+    let objects = render(
+        RELEASE,
+        NS,
+        &[
+            ("rbac.create", "false"),
+            ("serviceAccount.create", "false"),
+            ("serviceAccount.name", "platform-jwks"),
+        ],
+    );
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
+        assert!(all(&objects, kind).is_empty(), "{kind} rendered");
+    }
+    assert_eq!(
+        one(&objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
+        "platform-jwks"
+    );
+}
+
+#[test]
 fn wrong_values_fail_with_a_message_naming_them() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
@@ -860,6 +886,10 @@ fn wrong_values_fail_with_a_message_naming_them() {
             "at '/metrics/serviceMonitor/interval'",
         ),
         (&[("crds.enabled", "yes")], "at '/crds/enabled'"),
+        (
+            &[("serviceAccount.create", "false")],
+            "serviceAccount.name is required when serviceAccount.create is false",
+        ),
         (
             &[("replicas", "2"), ("leaderElection.enabled", "false")],
             "replicas is 2 but leaderElection.enabled is false: every replica would write keys",
