@@ -513,6 +513,7 @@ fn default_values_render_a_least_privilege_highly_available_operator() {
     // PDB with 2 replicas.
     let pdb = one(&objects, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], selector_labels());
 
     // RBAC: exactly the contract, cluster-wide; the Lease only here, only ours.
