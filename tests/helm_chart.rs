@@ -1669,4 +1669,15 @@ async fn operator_runs_as_the_charts_service_account() {
     let set: Value = serde_json::from_str(&body).unwrap();
     assert!(!set["keys"].as_array().unwrap().is_empty());
     assert_eq!(http_get(&jwks, "/readyz").await.unwrap().0, 200);
+    assert_eq!(http_get(&metrics, "/metrics").await.unwrap().0, 200);
+    // Leader election used the chart's Lease, in the release namespace.
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, &ns)
+        .get(&format!("{}-leader", release.name))
+        .await
+        .expect("the leader-election Lease exists");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(!holder.is_empty(), "the Lease has a holder");
 }
