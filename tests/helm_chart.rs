@@ -1625,7 +1625,7 @@ async fn operator_runs_as_the_charts_service_account() {
         .kill_on_drop(true)
         .spawn()
         .expect("start jwks-operator");
-    let _operator = KillOnDrop(child);
+    let mut operator = KillOnDrop(child);
 
     let policy: KeyRotationPolicy =
         serde_yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
@@ -1649,6 +1649,9 @@ async fn operator_runs_as_the_charts_service_account() {
             .unwrap_or(false);
         if ready {
             break;
+        }
+        if let Some(exit) = operator.0.try_wait().unwrap() {
+            panic!("jwks-operator exited ({exit}) before the policy was Ready");
         }
         assert!(
             Instant::now() < deadline,
