@@ -13,12 +13,19 @@
 # runtime image. (A glibc `+crt-static` build would work too, but static glibc
 # cannot load NSS modules for name resolution; musl has no such caveat.)
 # The image is linux/amd64; for arm64 use aarch64-unknown-linux-musl.
+# This build was checked outside a container (Debian 12, musl-tools 1.2.3,
+# Rust 1.95, dev profile, the env below): a static-pie executable with no
+# ELF interpreter that runs `version` and `crd` with an empty environment.
 
 FROM rust:1-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*
 RUN rustup target add x86_64-unknown-linux-musl
+# Pin the choices above: aws-lc-sys's cc builder (fail rather than fall back
+# to cmake) with musl-gcc.
+ENV AWS_LC_SYS_CMAKE_BUILDER=0 \
+    CC_x86_64_unknown_linux_musl=musl-gcc
 WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and target dir between builds (BuildKit).
