@@ -15,8 +15,8 @@
 //!     .spawn()
 //! ```
 //!
-//! Every helm invocation gets its own throw-away HELM_*_HOME directories, so
-//! tests never read or write the user's helm configuration.
+//! Every helm invocation gets HELM_*_HOME directories under the target dir,
+//! so tests never read or write the user's helm configuration.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -46,10 +46,9 @@ pub fn random_suffix() -> String {
 /// A `helm` command isolated from the user's helm configuration; with a
 /// kubeconfig when it talks to a cluster.
 pub fn helm_command(kubeconfig: Option<&Path>) -> Command {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let home = HOME
-        .get_or_init(|| tempfile::tempdir().expect("helm home"))
-        .path();
+    // Under target/tmp: private to this checkout, and nothing to clean up
+    // (helm writes nothing there for local charts).
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
     let mut cmd = Command::new(tools_dir().join("helm"));
     cmd.env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_CONFIG_HOME", home.join("config"))
