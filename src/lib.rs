@@ -12,5 +12,6 @@
 
 pub mod api;
 pub mod cli;
+pub mod k8s;
 pub mod keys;
 pub mod store;
