@@ -1,0 +1,1 @@
+//! Route tests (warp::test, no sockets) and the bad-input battery.
