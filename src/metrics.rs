@@ -344,6 +344,7 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     error_kinds: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
     http: std::sync::Arc<HttpCounters>,
+    leader: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -413,6 +414,12 @@ impl Metrics {
         );
         let http = std::sync::Arc::new(HttpCounters::new());
         registry.register_collector(Box::new(http.clone()));
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and reconciles (always 1 without leader election), else 0",
+            leader.clone(),
+        );
         Metrics {
             registry,
             keys,
@@ -424,7 +431,13 @@ impl Metrics {
             reconcile_errors,
             error_kinds: Mutex::new(HashMap::new()),
             http,
+            leader,
         }
+    }
+
+    /// Reports whether this replica is the one that reconciles and writes.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// Reports a policy's current key set: keys by state, and the next

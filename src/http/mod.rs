@@ -55,7 +55,7 @@ use tokio::task::JoinHandle;
 use warp::{Filter, Reply};
 
 pub use errors::ApiError;
-pub use filters::{BODY_LIMIT, jwks_routes, token_routes};
+pub use filters::{BODY_LIMIT, jwks_routes, metrics_routes, token_routes};
 pub use snapshot::{
     DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyRef, PolicySummary, PolicyView, Problem,
     SharedState, Snapshot, random_jti, strong_etag,
