@@ -11,7 +11,7 @@
 //! | `policy_degraded` | gauge | `namespace`, `name` | 1 while the policy has a problem (`Degraded`), else 0 |
 //! | `key_generation_seconds` | histogram | `alg` | time to generate one key |
 //! | `reconcile_errors_total` | counter | `namespace`, `name`, `kind` | failed reconciles / engine runs, by error kind |
-//! | `http_requests_total` | counter | `listener`, `route`, `status` | HTTP responses by listener (`jwks`, `token`), route class and status code |
+//! | `http_requests_total` | counter | `listener`, `route`, `status` | HTTP responses by listener (`jwks`, `token`, `metrics`), route class and status code |
 //! | `http_not_modified_total` | counter | `route` | `304 Not Modified` answers (also counted in `http_requests_total`) |
 //!
 //! Labels carry policy names, kids never appear, key material never does.
@@ -33,8 +33,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::http::PolicyRef;
-use crate::keys::Algorithm;
-use crate::keys::lifecycle::{KeySet, KeyState, LifecycleEvent, LifecycleKey, RotationReason};
+use crate::keys::lifecycle::{
+    KeySet, KeySource, KeyState, LifecycleEvent, LifecycleKey, RotationReason,
+};
+use crate::keys::{Algorithm, KeyParams};
 
 /// Prefix of every metric name (`jwks_operator_...`).
 pub const PREFIX: &str = "jwks_operator";
@@ -100,6 +102,38 @@ pub fn next_prune_time<K: LifecycleKey>(set: &KeySet<K>) -> Option<Timestamp> {
         .min()
 }
 
+/// A [`KeySource`] that reports how long each generation took to
+/// `key_generation_seconds`: wrap the real source before handing it to the
+/// planner (`plan(&policy, &set, now, &mut TimedKeySource::new(source, &metrics))`).
+pub struct TimedKeySource<'m, S> {
+    inner: S,
+    metrics: &'m Metrics,
+}
+
+impl<'m, S> TimedKeySource<'m, S> {
+    /// Wraps `inner`, reporting to `metrics`.
+    pub fn new(inner: S, metrics: &'m Metrics) -> Self {
+        TimedKeySource { inner, metrics }
+    }
+
+    /// The wrapped source.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<K: LifecycleKey, S: KeySource<K>> KeySource<K> for TimedKeySource<'_, S> {
+    type Error = S::Error;
+
+    fn generate(&mut self, params: KeyParams) -> Result<K, Self::Error> {
+        let started = std::time::Instant::now();
+        let key = self.inner.generate(params)?;
+        self.metrics
+            .observe_key_generation(params.alg, started.elapsed().as_secs_f64());
+        Ok(key)
+    }
+}
+
 // === HTTP counters ===
 
 /// Which listener answered a request.
@@ -109,16 +143,19 @@ pub enum Listener {
     Jwks,
     /// The token listener (`--token-addr`).
     Token,
+    /// The probes-and-metrics listener (`--metrics-addr`).
+    Metrics,
 }
 
 impl Listener {
-    const ALL: [Listener; 2] = [Listener::Jwks, Listener::Token];
+    const ALL: [Listener; 3] = [Listener::Jwks, Listener::Token, Listener::Metrics];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Listener::Jwks => "jwks",
             Listener::Token => "token",
+            Listener::Metrics => "metrics",
         }
     }
 }
@@ -280,7 +317,7 @@ impl Collector for HttpCounters {
         {
             let mut metric = encoder.encode_descriptor(
                 "http_requests",
-                "HTTP responses by listener, route class and status code",
+                "HTTP responses by listener, route class and status code.",
                 None,
                 MetricType::Counter,
             )?;
@@ -308,7 +345,7 @@ impl Collector for HttpCounters {
         }
         let mut metric = encoder.encode_descriptor(
             "http_not_modified",
-            "304 Not Modified answers to conditional requests, by route class",
+            "304 Not Modified answers to conditional requests, by route class.",
             None,
             MetricType::Counter,
         )?;
@@ -707,6 +744,24 @@ mod tests {
         m.forget(&p());
         let text = m.encode();
         assert!(!text.contains("team-a"), "{text}");
+    }
+
+    #[test]
+    fn timed_key_source_observes_each_generation() {
+        use rand_chacha::rand_core::SeedableRng;
+        let m = Metrics::new();
+        let mut source = TimedKeySource::new(
+            crate::keys::lifecycle::RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(1)),
+            &m,
+        );
+        let params = KeyParams::new(Algorithm::EdDSA);
+        let _: std::sync::Arc<crate::keys::SigningKey> = source.generate(params).unwrap();
+        let _: std::sync::Arc<crate::keys::SigningKey> = source.generate(params).unwrap();
+        let text = m.encode();
+        assert!(
+            text.contains("jwks_operator_key_generation_seconds_count{alg=\"EdDSA\"} 2"),
+            "{text}"
+        );
     }
 
     #[test]

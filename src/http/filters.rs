@@ -3,7 +3,9 @@
 //! through `warp::test`.
 //!
 //! Routing rules:
-//! - Paths are matched exactly (no trailing slash, no percent-decoding).
+//! - Paths are matched segment by segment, without percent-decoding (a
+//!   single trailing slash and any query string are ignored, as warp does;
+//!   nothing is ever a redirect).
 //!   `{namespace}` must be a DNS label and `{name}` a DNS subdomain, so
 //!   `..`, `%2e%2e`, upper case or overlong segments never match: 404.
 //! - A known path with a method it does not serve is 405 with `Allow`; every
@@ -18,6 +20,7 @@ use std::str::FromStr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use warp::http::Method;
+use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::errors::{ApiError, handle_rejection};
@@ -102,11 +105,11 @@ fn if_none_match() -> impl Filter<Extract = (Option<String>,), Error = Rejection
 /// parameters (`; charset=utf-8`) ignored.
 pub fn is_json_content_type(value: &str) -> bool {
     let essence = value.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(..12)
-            .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
-            && essence.to_ascii_lowercase().ends_with("+json")
+    let structured_json = essence
+        .get(..12)
+        .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+        && essence.to_ascii_lowercase().ends_with("+json");
+    essence.eq_ignore_ascii_case("application/json") || structured_json
 }
 
 async fn read_limited<S, B>(stream: S) -> Result<Bytes, Rejection>
@@ -205,6 +208,24 @@ pub fn jwks_routes(
     let policies = warp::path!("policies")
         .and(get())
         .map(move || handlers::policies(&s));
+
+    jwks.or(default_jwks)
+        .unify()
+        .or(discovery)
+        .unify()
+        .or(policies)
+        .unify()
+        .or(ops(&state))
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+        .with(observe(state.metrics_arc(), Listener::Jwks))
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, without error handling.
+fn ops(
+    state: &SharedState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
     let healthz = warp::path!("healthz").and(get()).map(handlers::healthz);
     let s = state.clone();
     let readyz = warp::path!("readyz")
@@ -214,22 +235,18 @@ pub fn jwks_routes(
     let metrics = warp::path!("metrics")
         .and(get())
         .map(move || handlers::metrics(&s));
+    healthz.or(readyz).unify().or(metrics).unify()
+}
 
-    jwks.or(default_jwks)
-        .unify()
-        .or(discovery)
-        .unify()
-        .or(policies)
-        .unify()
-        .or(healthz)
-        .unify()
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
+/// A listener for probes and scraping only (`--metrics-addr`): `/healthz`,
+/// `/readyz`, `/metrics`, JSON errors. The JWKS listener serves these too.
+pub fn metrics_routes(
+    state: SharedState,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    ops(&state)
         .recover(handle_rejection)
         .unify()
-        .with(observe(state.metrics_arc(), Listener::Jwks))
+        .with(observe(state.metrics_arc(), Listener::Metrics))
 }
 
 /// The token listener: `POST /{namespace}/{name}/token` and `.../verify`

@@ -27,6 +27,9 @@
 //! | `GET /readyz` | 200 `{"status":"ready"}` after `set_ready(true)`, else 503 |
 //! | `GET /metrics` | OpenMetrics text (see [`crate::metrics`]) |
 //!
+//! [`metrics_routes`] serves `/healthz`, `/readyz` and `/metrics` alone, for
+//! a separate `--metrics-addr`.
+//!
 //! Token listener ([`token_routes`], off unless `--token-addr`): `POST
 //! /{ns}/{name}/token` and `POST /{ns}/{name}/verify` (bodies in
 //! [`models`]), only for policies with `tokenEndpoint.enabled` (404
@@ -60,6 +63,83 @@ pub use snapshot::{
     DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyRef, PolicySummary, PolicyView, Problem,
     SharedState, Snapshot, random_jti, strong_etag,
 };
+
+/// Resolves when the process is asked to stop: SIGTERM (what Kubernetes
+/// sends) or SIGINT (Ctrl-C).
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process")
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One stop switch for several servers (and the engine): every
+/// [`Shutdown::wait`] future completes once [`Shutdown::trigger`] is called.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    tx: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl Shutdown ===
+
+impl Shutdown {
+    /// A switch that is not triggered yet.
+    pub fn new() -> Self {
+        let (tx, _) = tokio::sync::watch::channel(false);
+        Shutdown {
+            tx: std::sync::Arc::new(tx),
+        }
+    }
+
+    /// Asks everything waiting to stop. Idempotent.
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether [`Self::trigger`] was called.
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// A future that completes once triggered (at once if already triggered):
+    /// pass it to [`serve`].
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.tx.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Triggers on SIGTERM or SIGINT ([`termination_signal`]), from a
+    /// background task.
+    pub fn trigger_on_termination_signal(&self) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            termination_signal().await;
+            tracing::info!("termination signal received; shutting down");
+            this.trigger();
+        })
+    }
+}
 
 /// Binds `addr` (port 0 picks a free port) and serves `routes` on it in a
 /// background task until `shutdown` completes; then stops accepting, lets

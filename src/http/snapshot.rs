@@ -473,9 +473,12 @@ impl Entry {
 }
 
 /// Every served policy at one instant. Immutable; replaced as a whole.
+///
+/// Keys are `Arc`s (looked up by `&PolicyRef` through `Borrow`), so the
+/// copy a writer makes clones pointers, not names.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    policies: HashMap<PolicyRef, Entry>,
+    policies: HashMap<Arc<PolicyRef>, Entry>,
 }
 
 impl Snapshot {
@@ -570,7 +573,7 @@ impl SharedState {
         self
     }
 
-    fn update(&self, f: impl Fn(&mut HashMap<PolicyRef, Entry>)) {
+    fn update(&self, f: impl Fn(&mut HashMap<Arc<PolicyRef>, Entry>)) {
         self.snapshot.rcu(|current| {
             let mut policies = current.policies.clone();
             f(&mut policies);
@@ -585,14 +588,16 @@ impl SharedState {
 
     /// Publishes several views in one swap (a standalone start with many policies).
     pub fn upsert_all(&self, views: impl IntoIterator<Item = PolicyView>) {
-        let views: Vec<Arc<PolicyView>> = views.into_iter().map(Arc::new).collect();
-        for v in &views {
-            self.metrics
-                .set_degraded(v.policy(), v.summary().degraded.is_some());
+        let views: Vec<(Arc<PolicyRef>, Arc<PolicyView>)> = views
+            .into_iter()
+            .map(|v| (Arc::new(v.policy().clone()), Arc::new(v)))
+            .collect();
+        for (r, v) in &views {
+            self.metrics.set_degraded(r, v.summary().degraded.is_some());
         }
         self.update(|map| {
-            for v in &views {
-                map.insert(v.policy().clone(), Entry::Serving(v.clone()));
+            for (r, v) in &views {
+                map.insert(r.clone(), Entry::Serving(v.clone()));
             }
         });
     }
@@ -613,6 +618,7 @@ impl SharedState {
             degraded: problem.clone(),
             ..summary_if_absent
         });
+        let key = Arc::new(policy.clone());
         self.update(|map| {
             let entry = match map.get(policy) {
                 Some(Entry::Serving(view)) => {
@@ -620,7 +626,7 @@ impl SharedState {
                 }
                 _ => Entry::NotReady(absent.clone()),
             };
-            map.insert(policy.clone(), entry);
+            map.insert(key.clone(), entry);
         });
     }
 
