@@ -282,16 +282,3 @@ pub fn token_routes(
         .unify()
         .with(observe(state.metrics_arc(), Listener::Token))
 }
-
-/// The metrics listener (`--metrics-addr`): `GET /metrics` only, for a
-/// scrape port that is not exposed with the JWKS Service.
-pub fn metrics_routes(
-    state: SharedState,
-) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let s = state.clone();
-    warp::path!("metrics")
-        .and(get())
-        .map(move || handlers::metrics(&s))
-        .recover(handle_rejection)
-        .unify()
-}
