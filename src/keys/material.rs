@@ -486,12 +486,12 @@ impl Curve {
         match self {
             Curve::P256 => {
                 let sk = p256::SecretKey::generate_from_rng(rng);
-                let d = Secret::new(sk.to_bytes().to_vec());
+                let d = Secret::new(Zeroizing::new(sk.to_bytes()).to_vec());
                 (d, sk.public_key().to_sec1_bytes().into_vec())
             }
             Curve::P384 => {
                 let sk = p384::SecretKey::generate_from_rng(rng);
-                let d = Secret::new(sk.to_bytes().to_vec());
+                let d = Secret::new(Zeroizing::new(sk.to_bytes()).to_vec());
                 (d, sk.public_key().to_sec1_bytes().into_vec())
             }
         }
