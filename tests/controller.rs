@@ -162,6 +162,7 @@ async fn a_policy_becomes_a_ready_secret_served_over_http_with_the_charts_permis
                 "algorithm": "ES256",
                 "issuer": "https://issuer.test",
                 "audiences": ["orders"],
+                "publicConfigMap": "api-public",
                 "tokenEndpoint": {"enabled": true},
             }),
         )
@@ -222,6 +223,22 @@ async fn a_policy_becomes_a_ready_secret_served_over_http_with_the_charts_permis
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, public);
     assert_eq!(kids(&body), vec![active.clone()]);
+    // The optional public ConfigMap carries the same public set.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.admin.clone(), &env.ns);
+    let cm = cms.get("api-public").await.expect("public ConfigMap");
+    assert_eq!(cm.data.as_ref().unwrap()["jwks.json"], public);
+    assert_eq!(cm.owner_references()[0].uid, created.uid().unwrap());
+    let (code, metrics) = op.get("/metrics");
+    assert_eq!(code, 200);
+    for family in [
+        "jwks_operator_reconcile_duration_seconds_count",
+        "jwks_operator_leader 1",
+        "jwks_operator_keys{",
+        "jwks_operator_key_generation_seconds_count",
+    ] {
+        assert!(metrics.contains(family), "{family} missing from /metrics");
+    }
     let (code, discovery) = op.get(&format!("/{}/api/.well-known/openid-configuration", env.ns));
     assert_eq!(code, 200);
     let discovery: Value = serde_json::from_str(&discovery).unwrap();
@@ -770,4 +787,51 @@ async fn an_algorithm_change_applies_at_the_next_rotation_and_old_keys_stay() {
         .find(|k| k["kid"] == first.as_str())
         .expect("old key still published");
     assert_eq!(old["alg"], "ES256");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_only_the_operator_can_judge_is_degraded_with_a_clear_message() {
+    let env = env("ctl-spec").await;
+    let _op = env.operator(&[]);
+    // A valid policy name whose default Secret name (`<name>-jwks`) is too long.
+    let long = "l".repeat(250);
+    env.create(&long, json!({"algorithm": "ES256"})).await;
+    let message = env
+        .policy_until(
+            &long,
+            Duration::from_secs(10),
+            "Degraded InvalidSpec",
+            |p| {
+                let c = p
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Degraded")?;
+                (c.status == "True" && c.reason == "InvalidSpec").then(|| c.message.clone())
+            },
+        )
+        .await;
+    assert!(message.contains("spec.secretName"), "{message}");
+    // No Event here: kube's recorder names an Event after its object, and
+    // the API server refuses names this long. The condition carries it.
+    let ready = env.policies().get(&long).await.unwrap().status.unwrap();
+    let ready = ready
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    let written = env
+        .secrets()
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=jwks-operator"))
+        .await
+        .unwrap();
+    assert!(
+        written.items.is_empty(),
+        "nothing is written for an invalid spec"
+    );
 }

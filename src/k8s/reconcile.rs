@@ -327,9 +327,20 @@ impl Reconciler<'_> {
 
 /// Reconciles one policy.
 pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&policy, &ctx).await;
+    ctx.metrics
+        .observe_reconcile(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(
+    policy: &Arc<KeyRotationPolicy>,
+    ctx: &Arc<Context>,
+) -> Result<Action, Error> {
     let r = Reconciler {
-        policy: &policy,
-        ctx: &ctx,
+        policy,
+        ctx,
         namespace: policy.namespace().unwrap_or_default(),
         name: policy.name_any(),
     };
@@ -557,5 +568,47 @@ impl<K, S: lifecycle::KeySource<K>> lifecycle::KeySource<K> for TimedSource<S> {
         self.metrics
             .observe_key_generation(params.alg, started.elapsed().as_secs_f64());
         key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("test", "Test")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    fn write_error(code: u16) -> Error {
+        Error::WriteSecret {
+            namespace: "ns".into(),
+            name: "p-jwks".into(),
+            source: api_error(code),
+        }
+    }
+
+    #[test]
+    fn conflicts_throttling_and_outages_are_retried_soon_and_the_rest_waits() {
+        for code in [409, 429, 500, 503] {
+            assert!(write_error(code).is_transient(), "{code}");
+        }
+        for code in [400, 403, 404, 422] {
+            assert!(!write_error(code).is_transient(), "{code}");
+        }
+        assert_eq!(write_error(409).kind(), "conflict");
+        assert_eq!(write_error(403).kind(), "write_secret");
+    }
+
+    #[test]
+    fn errors_name_the_operation_and_the_object() {
+        let e = write_error(403);
+        assert!(
+            e.to_string().starts_with("writing Secret ns/p-jwks:"),
+            "{e}"
+        );
     }
 }
