@@ -8,9 +8,15 @@
 //! - [`api`]: the `KeyRotationPolicy` custom resource and its validation.
 //! - [`store`]: persistence of key sets (the Secret layout, the standalone
 //!   state directory).
+//! - [`http`]: the JWKS and token HTTP servers, answering from an in-memory snapshot.
+//! - [`metrics`]: Prometheus metrics shared by the engine and the servers.
+//! - [`k8s`]: the Kubernetes adapter and controller (`run`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod http;
+pub mod k8s;
 pub mod keys;
+pub mod metrics;
 pub mod store;

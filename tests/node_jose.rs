@@ -49,7 +49,11 @@ fn run_node(args: &[&Path], mode: &str) -> Value {
         .arg(mode)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run `node` ({e}): install Node.js >= 18 and run tests/interop/install.sh"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `node` ({e}): install Node.js >= 18 and run tests/interop/install.sh"
+            )
+        });
     assert!(
         output.status.success(),
         "node interop.js {mode} failed: {}",
@@ -97,15 +101,31 @@ fn node_jose_reads_our_private_set_and_tokens_verify_both_ways() {
 
     // node-jose loaded every key, in order, and sees the same members we wrote.
     let kids: Vec<&str> = keys.iter().map(SigningKey::kid).collect();
-    let node_kids: Vec<&str> = report["kids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let node_kids: Vec<&str> = report["kids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(node_kids, kids);
     for k in &keys {
-        assert_eq!(report["keys"][k.kid()], k.private_jwk(), "node-jose's view of {}", k.kid());
+        assert_eq!(
+            report["keys"][k.kid()],
+            k.private_jwk(),
+            "node-jose's view of {}",
+            k.kid()
+        );
     }
 
     // node-jose verified every token we signed, with the key we named.
     for (v, k) in report["verified"].as_array().unwrap().iter().zip(&keys) {
-        assert_eq!(v["ok"], true, "node-jose rejected our {} token: {}", k.alg(), v["error"]);
+        assert_eq!(
+            v["ok"],
+            true,
+            "node-jose rejected our {} token: {}",
+            k.alg(),
+            v["error"]
+        );
         assert_eq!(v["keyKid"], k.kid());
         assert_eq!(v["header"]["alg"], k.alg().as_str());
         assert_eq!(v["claims"]["sub"], "rust");
@@ -132,7 +152,10 @@ fn node_jose_reads_our_private_set_and_tokens_verify_both_ways() {
 
 #[test]
 fn node_jose_cannot_load_ed25519_keys() {
-    let keys: Vec<SigningKey> = fixture_keys().into_iter().filter(|k| k.alg() == Algorithm::EdDSA).collect();
+    let keys: Vec<SigningKey> = fixture_keys()
+        .into_iter()
+        .filter(|k| k.alg() == Algorithm::EdDSA)
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, private_jwks_json(&keys).expose()).unwrap();
@@ -156,7 +179,12 @@ fn we_read_a_node_jose_generated_keystore() {
     let algs: Vec<Algorithm> = keys.iter().map(SigningKey::alg).collect();
     assert_eq!(
         algs,
-        [Algorithm::RS256, Algorithm::ES256, Algorithm::ES384, Algorithm::PS256],
+        [
+            Algorithm::RS256,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::PS256
+        ],
         "the P-256 key has no alg member and is inferred as ES256"
     );
     assert!(doc["keys"][1].get("alg").is_none());
@@ -167,17 +195,25 @@ fn we_read_a_node_jose_generated_keystore() {
         // Every member node-jose wrote is preserved when we write the key back.
         let ours = k.private_jwk();
         for (member, value) in original.as_object().unwrap() {
-            assert_eq!(&ours[member.as_str()], value, "{}: member {member}", k.kid());
+            assert_eq!(
+                &ours[member.as_str()],
+                value,
+                "{}: member {member}",
+                k.kid()
+            );
         }
         // The key signs and verifies.
         let sig = k.sign(b"adopted").unwrap();
-        k.verifying_key().verify_signature(b"adopted", &sig).unwrap();
+        k.verifying_key()
+            .verify_signature(b"adopted", &sig)
+            .unwrap();
     }
     assert!(keys[0].kid_is_thumbprint());
     assert!(!keys[3].kid_is_thumbprint(), "UUID kid adopted as is");
 
     // Tokens node-jose signed when it generated the keys verify under our Verifier.
-    let tokens: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("tokens.json")).unwrap()).unwrap();
+    let tokens: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("tokens.json")).unwrap()).unwrap();
     let verifier = Verifier::new(keys.iter().map(SigningKey::verifying_key));
     let expect = Expectations {
         issuer: Some("https://node-jose.example".into()),
@@ -186,7 +222,11 @@ fn we_read_a_node_jose_generated_keystore() {
     };
     for t in &tokens {
         let ok = verifier
-            .verify(t["token"].as_str().unwrap(), &expect, Timestamp::from_second(NOW + 10).unwrap())
+            .verify(
+                t["token"].as_str().unwrap(),
+                &expect,
+                Timestamp::from_second(NOW + 10).unwrap(),
+            )
             .unwrap_or_else(|e| panic!("node-jose fixture token for {} rejected: {e}", t["kid"]));
         assert_eq!(ok.claims["sub"], "fixture");
     }

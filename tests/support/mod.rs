@@ -3,3 +3,4 @@
 
 pub mod controlplane;
 pub mod helm;
+pub mod operator;
