@@ -1585,7 +1585,6 @@ impl Drop for KillOnDrop {
 }
 
 #[test]
-#[ignore = "needs `jwks-operator run` (the controller issue): un-ignore when it lands"]
 fn every_flag_the_chart_passes_is_accepted_by_the_binary() {
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
         .args(["run", "--help"])
@@ -1607,15 +1606,39 @@ fn every_flag_the_chart_passes_is_accepted_by_the_binary() {
 }
 
 #[tokio::test]
-#[ignore = "needs `jwks-operator run` (the controller issue): un-ignore when it lands"]
 async fn operator_runs_as_the_charts_service_account() {
+    // The default values: cluster-wide RBAC, leader election through the Lease.
+    operator_as_the_chart_runs_it_makes_a_policy_ready(false).await;
+}
+
+#[tokio::test]
+async fn operator_runs_as_the_charts_service_account_in_namespaced_mode() {
+    // Roles only in the watched namespace: the operator's watches must stay in it.
+    operator_as_the_chart_runs_it_makes_a_policy_ready(true).await;
+}
+
+/// Installs the chart, runs the binary as its ServiceAccount with its
+/// arguments (listen addresses aside), applies the example policy and waits
+/// for Ready, the key Secret, the JWKS route, probes, metrics and the Lease:
+/// the chart's RBAC is sufficient.
+async fn operator_as_the_chart_runs_it_makes_a_policy_ready(namespaced: bool) {
     let cp = control_plane().await;
     let _dump = DumpOnFailure(cp);
     let admin = cp.admin_client().await;
     let ns = cp.namespace(&admin, "chart-e2e").await;
     let apps = cp.namespace(&admin, "chart-e2e-apps").await;
-    // The default values: cluster-wide RBAC, leader election through the Lease.
-    let release = install_chart(cp, &ns, &[]).await;
+    let watch = format!("{{{apps}}}");
+    let values: Vec<(&str, &str)> = if namespaced {
+        vec![("watchNamespaces", watch.as_str())]
+    } else {
+        vec![]
+    };
+    let release = install_chart(cp, &ns, &values).await;
+    assert_eq!(
+        release.object("ClusterRole").is_none(),
+        namespaced,
+        "namespaced mode has no ClusterRole"
+    );
     let kubeconfig = release.service_account_kubeconfig(cp).await;
     let (jwks, metrics) = (free_addr(), free_addr());
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
