@@ -378,7 +378,7 @@ async fn reconcile_inner(
     let recheck = Some(Duration::from_secs(300));
     let (current, generation, resource_version, extra, adopted) = match classify(
         existing.as_ref(),
-        &policy,
+        policy,
     ) {
         Found::Absent => (KeySet::default(), 0, None, BTreeMap::new(), false),
         Found::Ours {
@@ -406,7 +406,7 @@ async fn reconcile_inner(
                 "Secret {secret_name} cannot be read ({e}); it is left untouched and the last good key set keeps being served. Fix or delete the data key to recover"
             );
             ctx.metrics
-                .inc_reconcile_error(&PolicyRef::of(&policy), "corrupt_key_set");
+                .inc_reconcile_error(&PolicyRef::of(policy), "corrupt_key_set");
             return r
                 .stop(Problem::blocking("CorruptKeySet", message), recheck)
                 .await;
@@ -460,7 +460,7 @@ async fn reconcile_inner(
                 name: r.name.clone(),
                 source,
             })?;
-        let object = secret_object(&policy, &encoded, resource_version.clone(), &extra);
+        let object = secret_object(policy, &encoded, resource_version.clone(), &extra);
         let pp = PostParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
@@ -509,7 +509,7 @@ async fn reconcile_inner(
         info!(policy = %key, event = reason, "{e}");
         r.event(type_, reason, action, e.to_string()).await;
     }
-    let policy_ref = PolicyRef::of(&policy);
+    let policy_ref = PolicyRef::of(policy);
     ctx.metrics.record_events(&policy_ref, &planned.events);
     ctx.metrics.observe_key_set(
         &policy_ref,
