@@ -37,6 +37,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the Kubernetes operator: reconcile KeyRotationPolicies into
+    /// Secrets and serve their JWK Sets (uses the in-cluster config or
+    /// KUBECONFIG).
+    Run(Box<RunArgs>),
+    /// Ask the operator to rotate a policy's key now (sets the
+    /// jwks.dev/rotate-requested-at annotation).
+    Rotate(RotateArgs),
     /// Run without Kubernetes: policies from YAML files, keys in a local directory
     ///
     /// Reads every KeyRotationPolicy in --policies (a file, or a directory of
@@ -66,12 +73,11 @@ pub enum Command {
     /// Print the KeyRotationPolicy CustomResourceDefinition as YAML
     /// (`jwks-operator crd | kubectl apply -f -`).
     Crd,
-
     /// Print the version.
     Version,
 }
 
-/// How log lines are written (to stderr).
+/// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -81,32 +87,61 @@ pub enum LogFormat {
     Json,
 }
 
-/// The HTTP servers, shared by `standalone` and (later) `run`.
+/// Listener and publication flags shared by `run` and `standalone`.
 #[derive(Args, Debug, Clone)]
-pub struct ServerArgs {
-    /// Address of the JWKS listener (JWK Sets, discovery, /policies, health,
-    /// metrics). Safe to expose. Port 0 picks a free port (logged).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+pub struct ServeArgs {
+    /// Address of the JWKS listener (public keys, discovery, /policies,
+    /// /healthz, /readyz, /metrics). Safe to expose.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "JWKS_ADDR")]
     pub jwks_addr: SocketAddr,
-
-    /// Address of the token listener (POST /<ns>/<name>/token and /verify,
-    /// for policies with tokenEndpoint.enabled). Off unless given. For
-    /// testing: never expose it.
-    #[arg(long, value_name = "ADDR")]
+    /// Address of the token listener (test-only mint/verify endpoints). Off
+    /// unless given; never the JWKS port.
+    #[arg(long, env = "JWKS_TOKEN_ADDR")]
     pub token_addr: Option<SocketAddr>,
-
-    /// Public base URL of the JWKS listener (https://jwks.example.com), used
-    /// for jwks_uri in discovery documents.
-    #[arg(long, value_name = "URL")]
+    /// Also serve GET /metrics on this address (for a scrape port).
+    #[arg(long, env = "JWKS_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Base URL clients reach the JWKS listener at (e.g.
+    /// https://jwks.example.com); used for `jwks_uri` and `status.jwksURI`.
+    #[arg(long, env = "JWKS_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
-
-    /// Policy served at GET /.well-known/jwks.json, as <namespace>/<name>.
-    #[arg(long, value_name = "NS/NAME")]
+    /// Policy (`namespace/name`) served at GET /.well-known/jwks.json.
+    #[arg(long, value_parser = parse_policy_ref, env = "JWKS_DEFAULT_POLICY")]
     pub default_policy: Option<PolicyRef>,
-
-    /// Log format. Log level: RUST_LOG (default `info`).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "JWKS_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+fn parse_policy_ref(s: &str) -> Result<PolicyRef, String> {
+    s.parse::<PolicyRef>().map_err(|e| e.to_string())
+}
+
+/// Flags of `jwks-operator run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Listener and publication flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Watch only this namespace (repeatable). Default: all namespaces.
+    #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE")]
+    pub namespaces: Vec<String>,
+    /// Elect a leader with a Lease: every replica serves, only the leader writes.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_elect_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "jwks-operator-leader")]
+    pub leader_elect_lease_name: String,
+    /// Seconds a leader's Lease lasts without renewal; another replica takes
+    /// over within this time after the leader dies.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub leader_elect_lease_duration: u64,
+    /// This replica's identity in the Lease (default: $POD_NAME, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 /// `jwks-operator standalone`.
@@ -122,9 +157,9 @@ pub struct StandaloneArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
 
-    /// Server options.
+    /// Listener and publication flags.
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub serve: ServeArgs,
 }
 
 /// `jwks-operator verify`.
@@ -160,54 +195,115 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d.into())
 }
 
-/// Runs a parsed command line and returns the process exit code.
-pub fn main(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Crd => {
-            print!("{}", crate::api::crd_yaml());
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("jwks-operator {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Command::Verify(args) => runtime(|| verify(args)),
-        Command::Standalone(args) => {
-            init_logging(args.server.log_format);
-            runtime(|| async move {
-                let config = crate::standalone::Config {
-                    policies: args.policies,
-                    state_dir: args.state_dir,
-                    jwks_addr: args.server.jwks_addr,
-                    token_addr: args.server.token_addr,
-                    public_base_url: args.server.public_base_url,
-                    default_policy: args.server.default_policy,
-                };
-                let shutdown = crate::http::Shutdown::new();
-                shutdown.trigger_on_termination_signal();
-                match crate::standalone::run(config, shutdown).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
-        }
-    }
+/// Arguments of `jwks-operator rotate`.
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// Name of the KeyRotationPolicy.
+    pub name: String,
+    /// Its namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
 }
 
-fn runtime<F: std::future::Future<Output = ExitCode>>(f: impl FnOnce() -> F) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
+/// Sets up logging: `RUST_LOG` filters (default `info`), `format` shapes.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt.block_on(f()),
-        Err(e) => {
-            eprintln!("jwks-operator: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("jwks-operator: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("connecting to Kubernetes (in-cluster config or KUBECONFIG): {e}")
+    })?;
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "jwks-operator".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = crate::k8s::run::RunConfig {
+        namespaces: args.namespaces,
+        jwks_addr: args.serve.jwks_addr,
+        token_addr: args.serve.token_addr,
+        metrics_addr: args.serve.metrics_addr,
+        leader_elect: args.leader_elect,
+        lease_namespace: args
+            .leader_elect_namespace
+            .unwrap_or_else(|| "default".into()),
+        lease_name: args.leader_elect_lease_name,
+        identity,
+        lease_duration: args.leader_elect_lease_duration,
+        public_base_url: args.serve.public_base_url,
+        default_policy: args.serve.default_policy,
+    };
+    crate::k8s::run::run(client, config, shutdown_signal()).await
+}
+
+async fn rotate(args: RotateArgs) -> anyhow::Result<String> {
+    use kube::api::{Api, Patch, PatchParams};
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("connecting to Kubernetes (in-cluster config or KUBECONFIG): {e}")
+    })?;
+    let api: Api<crate::api::KeyRotationPolicy> = Api::namespaced(client, &args.namespace);
+    // A fresh value every time: the operator acts once per distinct value.
+    let value = jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {crate::api::ROTATE_ANNOTATION: value}}
+    });
+    api.patch(&args.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => anyhow::anyhow!(
+                "KeyRotationPolicy {}/{} not found",
+                args.namespace,
+                args.name
+            ),
+            e => anyhow::anyhow!(
+                "requesting rotation of {}/{}: {e}",
+                args.namespace,
+                args.name
+            ),
+        })?;
+    Ok(value)
 }
 
 async fn verify(args: VerifyArgs) -> ExitCode {
@@ -262,15 +358,74 @@ async fn verify(args: VerifyArgs) -> ExitCode {
     }
 }
 
-/// Logs to stderr as text or JSON; level from `RUST_LOG`, default `info`.
-pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let config = crate::standalone::Config {
+        policies: args.policies,
+        state_dir: args.state_dir,
+        jwks_addr: args.serve.jwks_addr,
+        token_addr: args.serve.token_addr,
+        metrics_addr: args.serve.metrics_addr,
+        public_base_url: args.serve.public_base_url,
+        default_policy: args.serve.default_policy,
     };
+    let shutdown = crate::http::Shutdown::new();
+    shutdown.trigger_on_termination_signal();
+    crate::standalone::run(config, shutdown).await
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => {
+            init_logging(args.serve.log_format);
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("starting the async runtime: {e}")),
+            };
+            match rt.block_on(run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Rotate(args) => {
+            let (ns, name) = (args.namespace.clone(), args.name.clone());
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("starting the async runtime: {e}")),
+            };
+            match rt.block_on(rotate(args)) {
+                Ok(value) => {
+                    println!(
+                        "rotation of {ns}/{name} requested ({}={value})",
+                        crate::api::ROTATE_ANNOTATION
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Standalone(args) => {
+            init_logging(args.serve.log_format);
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("starting the async runtime: {e}")),
+            };
+            match rt.block_on(standalone(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Verify(args) => match runtime() {
+            Ok(rt) => rt.block_on(verify(args)),
+            Err(e) => fail(format!("starting the async runtime: {e}")),
+        },
+        Command::Crd => {
+            print!("{}", crate::api::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("jwks-operator {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
 }

@@ -6,18 +6,20 @@
 //! - [`keys`]: the pure domain (algorithms, key material, JWKs, lifecycle
 //!   planner, tokens). No I/O.
 //! - [`api`]: the `KeyRotationPolicy` custom resource and its validation.
-//! - [`http`]: the JWKS and token HTTP servers, answering from an in-memory snapshot.
-//! - [`metrics`]: Prometheus metrics shared by the engine and the servers.
 //! - [`store`]: persistence of key sets (the Secret layout, the standalone
 //!   state directory).
+//! - [`http`]: the JWKS and token HTTP servers, answering from an in-memory snapshot.
+//! - [`metrics`]: Prometheus metrics shared by the engine and the servers.
+//! - [`k8s`]: the Kubernetes adapter and controller (`run`).
 //! - [`standalone`]: running without Kubernetes, from policy files and a
-//!   state directory.
+//!   state directory (`standalone`).
 //! - [`verify`]: checking a JWT against a JWK Set from a URL or file (`verify`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod http;
+pub mod k8s;
 pub mod keys;
 pub mod metrics;
 pub mod standalone;

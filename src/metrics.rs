@@ -379,8 +379,10 @@ pub struct Metrics {
     degraded: Family<PolicyLabels, Gauge>,
     key_generation: Family<AlgLabels, Histogram>,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Histogram,
     error_kinds: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
     http: std::sync::Arc<HttpCounters>,
+    leader: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -450,6 +452,21 @@ impl Metrics {
         );
         let http = std::sync::Arc::new(HttpCounters::new());
         registry.register_collector(Box::new(http.clone()));
+        // 1 ms .. ~16 s: a reconcile is an API round trip or three, plus key
+        // generation when a key is due.
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time to reconcile one policy (gather, plan, write, status)",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and reconciles (always 1 without leader election), else 0",
+            leader.clone(),
+        );
         Metrics {
             registry,
             keys,
@@ -461,7 +478,19 @@ impl Metrics {
             reconcile_errors,
             error_kinds: Mutex::new(HashMap::new()),
             http,
+            leader,
+            reconcile_duration,
         }
+    }
+
+    /// Records how long one reconcile took.
+    pub fn observe_reconcile(&self, secs: f64) {
+        self.reconcile_duration.observe(secs);
+    }
+
+    /// Reports whether this replica is the one that reconciles and writes.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// Reports a policy's current key set: keys by state, and the next

@@ -244,7 +244,11 @@ impl Engine {
             .buffer_unordered(CONCURRENCY);
 
         let mut batch = Vec::new();
-        let mut last_publish = Instant::now();
+        // The first result is published at once (a fresh start serves its
+        // first policy without waiting for the others), later ones in batches.
+        let mut last_publish = Instant::now()
+            .checked_sub(PUBLISH_EVERY)
+            .unwrap_or_else(Instant::now);
         while let Some((r, m, publish)) = passes.next().await {
             match publish {
                 Publish::View(view) => batch.push(view),

@@ -51,6 +51,8 @@ pub struct Config {
     pub jwks_addr: SocketAddr,
     /// Address of the token listener, if it is on.
     pub token_addr: Option<SocketAddr>,
+    /// Address of a probes-and-metrics-only listener, if wanted.
+    pub metrics_addr: Option<SocketAddr>,
     /// Public base URL of the JWKS listener, for discovery documents.
     pub public_base_url: Option<String>,
     /// The policy served at `GET /.well-known/jwks.json`.
@@ -90,6 +92,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on --token-addr {addr}"))?;
         info!(addr = %token_addr, "token listener started");
         servers.push(token_server);
+    }
+    if let Some(addr) = config.metrics_addr {
+        let (metrics_addr, metrics_server) =
+            http::serve(addr, http::metrics_routes(state.clone()), shutdown.wait())
+                .await
+                .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        info!(addr = %metrics_addr, "metrics listener started");
+        servers.push(metrics_server);
     }
 
     let mut engine = Engine::new(store, state.clone(), config.public_base_url.clone());

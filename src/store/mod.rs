@@ -167,4 +167,4 @@ impl StoreError {
 }
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;

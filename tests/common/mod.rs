@@ -36,8 +36,9 @@ impl Operator {
         Self::start_with(policies, state_dir, &[])
     }
 
-    /// [`Operator::start`] with extra arguments.
-    pub fn start_with(policies: &Path, state_dir: &Path, extra: &[&str]) -> Operator {
+    /// Starts standalone mode with extra arguments and returns as soon as
+    /// the listeners are bound (policies may still be loading).
+    pub fn launch(policies: &Path, state_dir: &Path, extra: &[&str]) -> Operator {
         let mut child = Command::new(BIN)
             .args(["standalone", "--policies"])
             .arg(policies)
@@ -79,6 +80,13 @@ impl Operator {
         };
         op.jwks = op.wait_for_addr("JWKS listener started");
         op.token = op.wait_for_addr("token listener started");
+        op
+    }
+
+    /// Starts standalone mode and waits until its first pass over the
+    /// policies is done.
+    pub fn start_with(policies: &Path, state_dir: &Path, extra: &[&str]) -> Operator {
+        let mut op = Self::launch(policies, state_dir, extra);
         op.wait_for_log(
             |l| l["message"] == "standalone mode ready",
             Duration::from_secs(20),
