@@ -116,20 +116,19 @@ pub struct PolicyFiles {
 
 /// `--policies` itself cannot be read (missing, not a file or directory).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read policies from {}: {source}", path.display())]
+#[error("cannot read policies from {}: {error}", path.display())]
 pub struct ReadError {
     /// The path given.
     pub path: PathBuf,
-    /// Why.
-    #[source]
-    pub source: std::io::Error,
+    /// Why (part of the message, not chained).
+    pub error: std::io::Error,
 }
 
 /// Reads and validates every policy document under `path`.
 pub fn read_policies(path: &Path) -> Result<PolicyFiles, ReadError> {
-    let err = |source| ReadError {
+    let err = |error| ReadError {
         path: path.to_owned(),
-        source,
+        error,
     };
     let meta = std::fs::metadata(path).map_err(err)?;
     let files = if meta.is_dir() {
