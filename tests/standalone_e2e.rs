@@ -104,7 +104,7 @@ fn keys_are_published_ahead_and_pruned_only_after_their_tokens_expire() {
     const PUBLISH_AHEAD: f64 = 3.0;
     const MAX_TTL: f64 = 4.0;
     const SKEW: f64 = 1.0;
-    const TOLERANCE: f64 = 0.4;
+    const TOLERANCE: f64 = 0.3;
     let ws = Workspace::new();
     ws.write_policy(
         "rot.yaml",
@@ -125,11 +125,17 @@ fn keys_are_published_ahead_and_pruned_only_after_their_tokens_expire() {
     // The newest token of each kid, with its exp.
     let mut tokens: BTreeMap<String, (String, f64)> = BTreeMap::new();
     let mut active = first.clone();
+    // The longest time between two looks at the set: how late an
+    // observation can be, under load.
+    let mut max_gap: f64 = 0.0;
+    let mut last_look = now_secs();
     let deadline = Instant::now() + Duration::from_secs(25);
     while !gone.contains_key(&first) {
         assert!(Instant::now() < deadline, "the first key was never pruned");
         let published: BTreeSet<String> = op.kids(p).into_iter().collect();
         let seen_at = now_secs();
+        max_gap = max_gap.max(seen_at - last_look);
+        last_look = seen_at;
         for kid in &published {
             first_published.entry(kid.clone()).or_insert(seen_at);
         }
@@ -175,13 +181,13 @@ fn keys_are_published_ahead_and_pruned_only_after_their_tokens_expire() {
         .clone();
     let ahead = first_signing[&second] - first_published[&second];
     assert!(
-        ahead >= PUBLISH_AHEAD - TOLERANCE,
+        ahead >= PUBLISH_AHEAD - TOLERANCE - max_gap,
         "the second key signed {ahead:.2}s after it was published (publishAhead 3s)"
     );
     let retired = retired_at[&first];
     let pruned = gone[&first];
     eprintln!(
-        "second key signed {ahead:.2}s after publication; first key pruned {:.2}s after it retired",
+        "second key signed {ahead:.2}s after publication; first key pruned {:.2}s after it retired; looked every {max_gap:.2}s at most",
         pruned - retired
     );
     assert!(
@@ -190,7 +196,7 @@ fn keys_are_published_ahead_and_pruned_only_after_their_tokens_expire() {
         pruned - retired
     );
     assert!(
-        pruned <= retired + MAX_TTL + SKEW + 1.5,
+        pruned <= retired + MAX_TTL + SKEW + 1.5 + max_gap,
         "the first key lingered {:.2}s after it retired",
         pruned - retired
     );
