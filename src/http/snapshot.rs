@@ -541,13 +541,13 @@ impl fmt::Debug for SharedState {
     }
 }
 
-/// A fresh `jti`: 128 bits from the operating system's generator, base64url.
+/// A fresh `jti`: 128 random bits, base64url, from aws-lc's CSPRNG (the
+/// generator that already draws the ECDSA nonces; seeded and reseeded from
+/// the operating system). A `getrandom` system call per token cost ~1.5% of
+/// ES256 minting throughput.
 pub fn random_jti() -> Result<String, String> {
-    use rand::TryRng as _;
     let mut bytes = [0u8; 16];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| format!("the OS random generator failed: {e}"))?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "the random generator failed".to_string())?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
