@@ -135,10 +135,20 @@ impl Operator {
     /// Starts the binary with `kubeconfig` and `args` (after `run`), and
     /// waits until `/readyz` answers 200.
     pub fn start(kubeconfig: &Path, args: &[String]) -> Operator {
+        Operator::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_jwks-operator")),
+            kubeconfig,
+            args,
+        )
+    }
+
+    /// Like [`Operator::start`], with a given `jwks-operator` binary (the
+    /// benchmarks run a release build).
+    pub fn start_binary(binary: &Path, kubeconfig: &Path, args: &[String]) -> Operator {
         let (jwks_port, token_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("jwks-operator-{jwks_port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
+        let child = Command::new(binary)
             .arg("run")
             .arg(format!("--jwks-addr=127.0.0.1:{jwks_port}"))
             .arg(format!("--token-addr=127.0.0.1:{token_port}"))
@@ -176,6 +186,11 @@ impl Operator {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The last lines of its log.
