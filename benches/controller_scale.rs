@@ -102,6 +102,27 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Threads and open sockets of a process (each API connection is a socket).
+fn threads_and_sockets(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    (threads, sockets)
+}
+
 /// (busy, total) jiffies of the whole machine.
 fn machine_jiffies() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -629,6 +650,7 @@ async fn main() {
     let mut first_ready: HashMap<(String, String), Duration> = HashMap::new();
     let mut all_served: Option<Duration> = None;
     let mut rss_max: f64 = 0.0;
+    let (mut peak_threads, mut peak_sockets) = (0, 0);
     let deadline = Duration::from_secs(600);
     loop {
         let now = t_start.elapsed();
@@ -641,6 +663,9 @@ async fn main() {
             all_served = Some(t_start.elapsed());
         }
         rss_max = rss_max.max(status_mib(pid, "VmRSS"));
+        let (threads, sockets) = threads_and_sockets(pid);
+        peak_threads = peak_threads.max(threads);
+        peak_sockets = peak_sockets.max(sockets);
         if first_ready.len() == n_policies && all_served.is_some() {
             break;
         }
@@ -661,8 +686,9 @@ async fn main() {
     let ready_requests = diff(&requests_ready, &requests_before);
     let rss_ready = status_mib(pid, "VmRSS");
     let operator_cpu_ready = s1.operator;
+    let (threads_ready, sockets_ready) = threads_and_sockets(pid);
     eprintln!(
-        "[scale] all {n_policies} Ready {} after start (served {}); RSS {rss_ready:.1} MiB; {}",
+        "[scale] all {n_policies} Ready {} after start (served {}); RSS {rss_ready:.1} MiB; threads {threads_ready} (peak sampled {peak_threads}), sockets {sockets_ready} (peak sampled {peak_sockets}); {}",
         secs(all_ready),
         secs(all_served.unwrap_or_default()),
         ready_cpu.describe()
@@ -781,6 +807,12 @@ async fn main() {
             Some(rss_ready < RSS_TARGET_MIB && rss_steady < RSS_TARGET_MIB),
         ),
         row(
+            "operator threads / open sockets at all Ready (peak sampled)",
+            "—",
+            format!("{threads_ready} / {sockets_ready} ({peak_threads} / {peak_sockets})"),
+            None,
+        ),
+        row(
             "operator peak RSS over the whole run (VmHWM)",
             "< 100 MiB",
             format!("{hwm:.1} MiB (max sampled VmRSS {rss_max:.1} MiB)"),
@@ -795,7 +827,7 @@ async fn main() {
                 ms(*visible.last().unwrap_or(&Duration::ZERO)),
                 visible.len()
             ),
-            Some(visible.last().is_some_and(|m| *m < ROTATION_TARGET)),
+            visible.last().map(|m| *m < ROTATION_TARGET),
         ),
         row(
             "manual rotation: annotation → new key active in status (`publishAhead: 2s`)",
