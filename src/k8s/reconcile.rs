@@ -16,7 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::secret::{Found, classify, config_map_is_ours, config_map_object, secret_object};
-use super::status::{Observed, Problem, desired_status};
+use super::status::{Observed, Problem, WrittenStatus, desired_status};
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus, is_dns_subdomain};
 use crate::http::PolicyRef;
 use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, RngKeySource};
@@ -41,6 +41,8 @@ pub struct Context {
     pub public_base_url: Option<String>,
     /// False as soon as leadership is lost: no write starts after that.
     pub writable: Arc<AtomicBool>,
+    /// Statuses written and not yet seen back through the watch.
+    pub written: WrittenStatus,
 }
 
 /// A reconcile failed. Each variant names the operation and the object.
@@ -222,7 +224,8 @@ impl Reconciler<'_> {
         policy: Option<&lifecycle::Policy>,
         problem: Option<Problem>,
     ) -> Result<bool, Error> {
-        let prev = self.policy.status.as_ref();
+        let known = self.ctx.written.current(self.policy);
+        let prev = known.as_ref();
         let desired: KeyRotationPolicyStatus = desired_status(
             prev,
             Observed {
@@ -255,6 +258,7 @@ impl Reconciler<'_> {
             name: self.name.clone(),
             source,
         })?;
+        self.ctx.written.record(self.policy, desired);
         Ok(true)
     }
 

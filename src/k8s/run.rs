@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::reconcile::{Context, error_policy, reconcile};
 use super::serving::{self, apis, managed_selector};
+use super::status::WrittenStatus;
 use crate::api::KeyRotationPolicy;
 use crate::http::{self, PolicyRef, SharedState};
 use crate::metrics::Metrics;
@@ -116,6 +117,7 @@ pub async fn run(
         metrics: metrics.clone(),
         public_base_url: config.public_base_url.clone(),
         writable: writable.clone(),
+        written: WrittenStatus::default(),
     });
 
     if config.leader_elect {
