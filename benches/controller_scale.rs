@@ -846,10 +846,10 @@ async fn main() {
             ),
             "0",
             format!(
-                "{:.0} ({}); Lease renewals {:.0}",
+                "{:.0} ({}); Lease writes, all clients: {} (the operator's kube-lease-manager PATCHes, kube-apiserver PUTs its identity lease)",
                 total(&steady_writes),
                 describe_counts(&steady_writes),
-                total(&lease_writes)
+                describe_counts(&lease_writes)
             ),
             Some(total(&steady_writes) == 0.0),
         ),
