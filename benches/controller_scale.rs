@@ -53,8 +53,11 @@ use support::operator::{Operator, chart_identity};
 const READY_TARGET: Duration = Duration::from_secs(60);
 const RSS_TARGET_MIB: f64 = 100.0;
 const ROTATION_TARGET: Duration = Duration::from_secs(2);
-/// Requests the driver keeps in flight while creating policies.
-const CREATE_CONCURRENCY: usize = 32;
+/// Requests the driver keeps in flight while creating policies
+/// (`JWKS_SCALE_CREATE_CONCURRENCY`).
+fn create_concurrency() -> usize {
+    knob("JWKS_SCALE_CREATE_CONCURRENCY", 32).max(1) as usize
+}
 /// How often the driver lists policies while waiting for Ready.
 const POLL: Duration = Duration::from_millis(250);
 /// How often the JWKS route is polled after a rotation request.
@@ -413,7 +416,7 @@ async fn create_policies(admin: &Client, plan: &Plan) -> Duration {
                 }
             }
         })
-        .buffer_unordered(CREATE_CONCURRENCY)
+        .buffer_unordered(create_concurrency())
         .try_collect::<Vec<()>>()
         .await
         .expect("creating the policies");
@@ -769,9 +772,10 @@ async fn main() {
             "policies created before the operator starts",
             "—",
             format!(
-                "{n_policies} ES256 in {n_namespaces} namespaces, {} ({:.0}/s, {CREATE_CONCURRENCY} in flight)",
+                "{n_policies} ES256 in {n_namespaces} namespaces, {} ({:.0}/s, {} in flight)",
                 secs(creation),
-                n / creation.as_secs_f64()
+                n / creation.as_secs_f64(),
+                create_concurrency()
             ),
             None,
         ),
