@@ -80,9 +80,16 @@ mod cpu_time {
             unit
         }
 
-        fn scale_throughputs(&self, _typical: f64, throughput: &Throughput, values: &mut [f64]) -> &'static str {
+        fn scale_throughputs(
+            &self,
+            _typical: f64,
+            throughput: &Throughput,
+            values: &mut [f64],
+        ) -> &'static str {
             let per_iter = match throughput {
-                Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => *n as f64,
+                Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                    *n as f64
+                }
                 _ => 1.0,
             };
             values.iter_mut().for_each(|v| *v = per_iter * 1e9 / *v);

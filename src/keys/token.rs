@@ -373,20 +373,20 @@ impl Verifier {
     ) -> Result<VerifiedToken, TokenError> {
         let parts = split(token)?;
         let header = parts.header()?;
-        let kid = match header.get("kid") {
-            None => return Err(TokenError::MissingKid),
-            Some(Value::String(kid)) => kid,
-            Some(_) => return Err(TokenError::Malformed("kid is not a string")),
-        };
         let alg = match header.get("alg") {
             Some(Value::String(alg)) => alg,
             _ => return Err(TokenError::Malformed("alg is missing or not a string")),
         };
+        let Ok(token_alg) = alg.parse::<Algorithm>() else {
+            return Err(TokenError::AlgorithmNotAllowed(untrusted(alg)));
+        };
         if header.contains_key("crit") {
             return Err(TokenError::UnsupportedHeader);
         }
-        let Ok(token_alg) = alg.parse::<Algorithm>() else {
-            return Err(TokenError::AlgorithmNotAllowed(untrusted(alg)));
+        let kid = match header.get("kid") {
+            None => return Err(TokenError::MissingKid),
+            Some(Value::String(kid)) => kid,
+            Some(_) => return Err(TokenError::Malformed("kid is not a string")),
         };
         let key = self
             .keys

@@ -817,3 +817,12 @@ mod mutations {
         }
     }
 }
+
+#[test]
+fn alg_none_is_refused_as_such_even_without_kid() {
+    let token = forge(&json!({"alg": "none"}), &good_claims(), b"");
+    assert_eq!(
+        code(verifier().verify(&token, &expect(), at(NOW))),
+        "algorithm_not_allowed"
+    );
+}
