@@ -1,1 +1,865 @@
-//! The `KeyRotationPolicy` custom resource.
+//! The `KeyRotationPolicy` custom resource (`jwks.dev/v1alpha1`).
+//!
+//! The Rust types are the source of the CRD: doc comments become schema
+//! descriptions, `x_kube(validation)` rules become CEL rules the API server
+//! enforces at admission. [`KeyRotationPolicySpec::resolve`] turns a spec into
+//! the lifecycle planner's [`Policy`], applying defaults and the checks only
+//! the operator can make (those become a `Degraded` condition, never a crash).
+
+use std::collections::BTreeSet;
+use std::time::Duration as StdDuration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::alg::{Algorithm, DEFAULT_RSA_BITS, KeyParams, RSA_KEY_SIZES};
+use crate::keys::lifecycle::Policy;
+
+/// API group of the custom resource.
+pub const GROUP: &str = "jwks.dev";
+/// Annotation whose new value asks for a manual rotation.
+pub const ROTATE_ANNOTATION: &str = "jwks.dev/rotate-requested-at";
+/// Label naming the policy a Secret belongs to.
+pub const POLICY_LABEL: &str = "jwks.dev/policy";
+/// Standard label marking objects this operator manages.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "jwks-operator";
+
+/// Desired state of a set of JWT signing keys: which algorithm, how often to
+/// rotate, how long tokens may live, and where the keys are kept.
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the repeated keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "jwks.dev",
+    version = "v1alpha1",
+    kind = "KeyRotationPolicy",
+    plural = "keyrotationpolicies",
+    shortname = "krp",
+    namespaced,
+    status = "KeyRotationPolicyStatus",
+    doc = "A KeyRotationPolicy asks jwks-operator to generate JWT signing keys into a Secret, publish the public keys as a JWK Set, rotate them on a schedule and prune retired keys once no token they signed can still be valid.",
+    printcolumn(
+        name = "Algorithm",
+        type_ = "string",
+        json_path = ".spec.algorithm",
+        description = "JWS algorithm of new keys"
+    ),
+    printcolumn(
+        name = "Active Kid",
+        type_ = "string",
+        json_path = ".status.activeKeyID",
+        description = "kid of the key that signs now"
+    ),
+    printcolumn(
+        name = "Keys",
+        type_ = "integer",
+        json_path = ".status.keyCount",
+        description = "keys in the published set"
+    ),
+    printcolumn(
+        name = "Next Rotation",
+        type_ = "date",
+        json_path = ".status.nextRotationTime",
+        description = "when the next key becomes active"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "whether the key set is ready"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.keySize) || self.algorithm.startsWith('RS') || self.algorithm.startsWith('PS')").message("keySize applies only to RSA algorithms (RS256/384/512, PS256/384/512); remove it for ES256, ES384 and EdDSA"),
+    validation = Rule::new("!has(self.publishAhead) || duration(self.publishAhead) < duration(self.rotationInterval)").message("publishAhead must be shorter than rotationInterval, so each key is published before it signs and still signs for a while")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotationPolicySpec {
+    /// JWS algorithm of the keys this policy generates (one algorithm per key).
+    /// Changing it takes effect at the next rotation; older keys stay
+    /// published until they are pruned.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+
+    /// RSA modulus size in bits (2048, 3072 or 4096; default 2048). Only valid
+    /// with RSA algorithms. Changing it takes effect at the next rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [2048, 3072, 4096]))]
+    pub key_size: Option<u32>,
+
+    /// How long each key is the active signer, as a Go duration (`24h`,
+    /// `1h30m`). Default `24h`; at least `1s`.
+    #[serde(default = "default_rotation_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("rotationInterval must be a duration of at least 1s, such as 24h or 1h30m"))]
+    pub rotation_interval: Duration,
+
+    /// How long before it signs anything a new key is published in the JWK
+    /// Set, so verifier caches learn it first. Default: the smaller of `1h`
+    /// and a quarter of `rotationInterval`. `0s` publishes and activates at
+    /// once. Must be shorter than `rotationInterval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("publishAhead must be a non-negative duration such as 15m"))]
+    pub publish_ahead: Option<Duration>,
+
+    /// Upper bound on any token's lifetime (`exp - iat`). Tokens minted by the
+    /// operator are capped to it, and a retired key stays published at least
+    /// this long (plus `clockSkew`) after it stopped signing. Default `1h`.
+    #[serde(default = "default_max_token_ttl")]
+    #[serde(rename = "maxTokenTTL")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("maxTokenTTL must be a duration of at least 1s, such as 1h"))]
+    pub max_token_ttl: Duration,
+
+    /// Leeway for clock differences between signers and verifiers: added to
+    /// the retention of retired keys and allowed when verifying `exp`/`nbf`.
+    /// Default `60s`.
+    #[serde(default = "default_clock_skew")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('1h')").message("clockSkew must be a duration between 0s and 1h, such as 60s"))]
+    pub clock_skew: Duration,
+
+    /// Safety cap on the number of keys in the set (Pending + Active +
+    /// Retired). When a rotation would exceed it, the rotation is deferred
+    /// (condition `Degraded`, reason `MaxKeysReached`) rather than pruning a
+    /// key that may still verify live tokens. Default 10, minimum 2.
+    #[serde(default = "default_max_keys")]
+    #[schemars(range(min = 2, max = 100))]
+    pub max_keys: u32,
+
+    /// Name of the Secret holding the key set. Default `<policy name>-jwks`.
+    /// A Secret of that name that this operator does not manage is never
+    /// overwritten, unless its `jwks.json` is a valid private JWK Set, which
+    /// is then adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub secret_name: Option<String>,
+
+    /// Also write the public JWK Set to this ConfigMap, under the key
+    /// `jwks.json`, for consumers that mount it instead of fetching the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub public_config_map: Option<String>,
+
+    /// Issuer URL: the `iss` of minted tokens and of the OpenID discovery
+    /// document. Without it, no discovery document is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))").message("issuer must be an http(s) URL such as https://auth.example.com"))]
+    pub issuer: Option<String>,
+
+    /// Default `aud` of minted tokens; when set, `/verify` also requires the
+    /// token's audience to be one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub audiences: Vec<String>,
+
+    /// Emergency revocation: keys with these kids are removed from the set at
+    /// once (tokens they signed stop verifying). If the active key is
+    /// revoked, a fresh key becomes active immediately.
+    #[serde(
+        default,
+        rename = "revokedKeyIDs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(length(max = 100))]
+    pub revoked_key_ids: Vec<String>,
+
+    /// Test-only token endpoints for this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<TokenEndpoint>,
+}
+
+/// Opt-in for the mint/verify endpoints of the token listener.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenEndpoint {
+    /// Serve `POST /{namespace}/{name}/token` and `/verify` for this policy on
+    /// the token listener (which itself is off unless `--token-addr` is set).
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// A duration in the Go/Kubernetes format (`90s`, `15m`, `1h30m`, `1.5h`),
+/// parsed like Go's `time.ParseDuration` and printed the way a person writes
+/// it (`24h`, not `86400s`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Duration {
+    value: StdDuration,
+    negative: bool,
+}
+
+// === impl Duration ===
+
+impl Duration {
+    /// Whether the duration was written with a leading `-`.
+    pub fn is_negative(&self) -> bool {
+        self.negative
+    }
+}
+
+impl From<StdDuration> for Duration {
+    fn from(value: StdDuration) -> Self {
+        Duration {
+            value,
+            negative: false,
+        }
+    }
+}
+
+impl From<Duration> for StdDuration {
+    /// The magnitude; check [`Duration::is_negative`] first.
+    fn from(d: Duration) -> Self {
+        d.value
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parsed: kube::core::Duration = s
+            .parse()
+            .map_err(|e| format!("{s:?} is not a duration like 90s, 15m or 1h30m ({e})"))?;
+        Ok(Duration {
+            negative: parsed.is_negative(),
+            value: parsed.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.negative {
+            f.write_str("-")?;
+        }
+        f.write_str(&fmt_duration(self.value))
+    }
+}
+
+impl std::fmt::Debug for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string" })
+    }
+}
+
+fn default_rotation_interval() -> Duration {
+    StdDuration::from_secs(24 * 3600).into()
+}
+
+fn default_max_token_ttl() -> Duration {
+    StdDuration::from_secs(3600).into()
+}
+
+fn default_clock_skew() -> Duration {
+    StdDuration::from_secs(60).into()
+}
+
+fn default_max_keys() -> u32 {
+    10
+}
+
+/// Lifecycle state of a key, as reported in status.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum KeyStateName {
+    /// Published, not signing yet.
+    Pending,
+    /// The one key that signs.
+    Active,
+    /// Verify only; pruned after `pruneAfter`.
+    Retired,
+}
+
+/// Why the most recent rotation happened.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RotationReasonName {
+    /// The first key of the policy.
+    Initial,
+    /// `rotationInterval` elapsed.
+    Scheduled,
+    /// Requested with the `jwks.dev/rotate-requested-at` annotation.
+    Manual,
+    /// The active key was revoked.
+    Revoked,
+    /// `algorithm` or `keySize` changed.
+    AlgorithmChange,
+}
+
+/// One key of the set, as reported in status. Never carries key material.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    /// RFC 7638 thumbprint of the key.
+    pub kid: String,
+    /// JWS algorithm of the key.
+    pub alg: Algorithm,
+    /// Pending, Active or Retired.
+    pub state: KeyStateName,
+    /// When the key was generated (and published).
+    pub created_at: Time,
+    /// When the key became, or will become, the active signer.
+    pub activates_at: Time,
+    /// When the key stopped signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<Time>,
+    /// Earliest time the key is removed from the set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_after: Option<Time>,
+}
+
+/// Observed state of a KeyRotationPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotationPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the set is published and a key signs) and `Degraded` (something
+    /// needs attention; the reason says what).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// kid of the key that signs now.
+    #[serde(
+        default,
+        rename = "activeKeyID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub active_key_id: Option<String>,
+    /// kid of the published key that signs next.
+    #[serde(default, rename = "nextKeyID", skip_serializing_if = "Option::is_none")]
+    pub next_key_id: Option<String>,
+    /// Every key in the set, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyStatus>,
+    /// Number of keys in the set (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_count: Option<u32>,
+    /// When the active key last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// Why the active key last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_reason: Option<RotationReasonName>,
+    /// When the next key becomes active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// The last handled value of the `jwks.dev/rotate-requested-at` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_request: Option<String>,
+    /// Name of the Secret holding the key set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// URL of the public JWK Set, when the operator knows its public base URL.
+    #[serde(default, rename = "jwksURI", skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+}
+
+/// A spec the operator cannot act on. The message is meant for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field}: {message}")]
+pub struct SpecError {
+    /// Path of the offending field below `spec`.
+    pub field: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        SpecError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+fn non_negative(field: &'static str, d: &Duration) -> Result<StdDuration, SpecError> {
+    if d.is_negative() {
+        return Err(SpecError::new(
+            field,
+            format!("must not be negative (got {d})"),
+        ));
+    }
+    Ok(StdDuration::from(*d))
+}
+
+// === impl KeyRotationPolicySpec ===
+
+impl Default for KeyRotationPolicySpec {
+    fn default() -> Self {
+        KeyRotationPolicySpec {
+            algorithm: Algorithm::default(),
+            key_size: None,
+            rotation_interval: default_rotation_interval(),
+            publish_ahead: None,
+            max_token_ttl: default_max_token_ttl(),
+            clock_skew: default_clock_skew(),
+            max_keys: default_max_keys(),
+            secret_name: None,
+            public_config_map: None,
+            issuer: None,
+            audiences: Vec::new(),
+            revoked_key_ids: Vec::new(),
+            token_endpoint: None,
+        }
+    }
+}
+
+impl KeyRotationPolicySpec {
+    /// `publishAhead` as it applies: the explicit value, or
+    /// `min(1h, rotationInterval / 4)`.
+    pub fn effective_publish_ahead(&self) -> StdDuration {
+        match &self.publish_ahead {
+            Some(d) if !d.is_negative() => StdDuration::from(*d),
+            Some(_) => StdDuration::ZERO,
+            None => StdDuration::from(self.rotation_interval)
+                .checked_div(4)
+                .unwrap_or_default()
+                .min(StdDuration::from_secs(3600)),
+        }
+    }
+
+    /// The key parameters new keys are generated with.
+    pub fn key_params(&self) -> Result<KeyParams, SpecError> {
+        match (self.algorithm.is_rsa(), self.key_size) {
+            (true, None) => Ok(KeyParams::rsa(self.algorithm, DEFAULT_RSA_BITS)),
+            (true, Some(bits)) if RSA_KEY_SIZES.contains(&bits) => {
+                Ok(KeyParams::rsa(self.algorithm, bits))
+            }
+            (true, Some(bits)) => Err(SpecError::new(
+                "keySize",
+                format!("{bits} is not supported; use 2048, 3072 or 4096"),
+            )),
+            (false, None) => Ok(KeyParams::new(self.algorithm)),
+            (false, Some(_)) => Err(SpecError::new(
+                "keySize",
+                format!(
+                    "applies only to RSA algorithms; remove it for {}",
+                    self.algorithm
+                ),
+            )),
+        }
+    }
+
+    /// Checks what the schema cannot and produces the planner's policy.
+    ///
+    /// `rotation_request` is the current value of the
+    /// `jwks.dev/rotate-requested-at` annotation, if any.
+    pub fn resolve(&self, rotation_request: Option<&str>) -> Result<Policy, SpecError> {
+        let params = self.key_params()?;
+        let rotation_interval = non_negative("rotationInterval", &self.rotation_interval)?;
+        if rotation_interval < StdDuration::from_secs(1) {
+            return Err(SpecError::new(
+                "rotationInterval",
+                format!("must be at least 1s (got {})", self.rotation_interval),
+            ));
+        }
+        if let Some(d) = &self.publish_ahead {
+            non_negative("publishAhead", d)?;
+        }
+        let publish_ahead = self.effective_publish_ahead();
+        if publish_ahead >= rotation_interval {
+            return Err(SpecError::new(
+                "publishAhead",
+                format!(
+                    "must be shorter than rotationInterval ({} >= {})",
+                    fmt_duration(publish_ahead),
+                    fmt_duration(rotation_interval)
+                ),
+            ));
+        }
+        let max_token_ttl = non_negative("maxTokenTTL", &self.max_token_ttl)?;
+        if max_token_ttl < StdDuration::from_secs(1) {
+            return Err(SpecError::new("maxTokenTTL", "must be at least 1s"));
+        }
+        let clock_skew = non_negative("clockSkew", &self.clock_skew)?;
+        if clock_skew > StdDuration::from_secs(3600) {
+            return Err(SpecError::new("clockSkew", "must be at most 1h"));
+        }
+        for (field, name) in [
+            ("secretName", &self.secret_name),
+            ("publicConfigMap", &self.public_config_map),
+        ] {
+            if let Some(name) = name
+                && !is_dns_subdomain(name)
+            {
+                return Err(SpecError::new(
+                    field,
+                    format!(
+                        "{name:?} is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)"
+                    ),
+                ));
+            }
+        }
+        if !(2..=100).contains(&self.max_keys) {
+            return Err(SpecError::new(
+                "maxKeys",
+                format!("must be between 2 and 100 (got {})", self.max_keys),
+            ));
+        }
+        if let Some(issuer) = &self.issuer
+            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+        {
+            return Err(SpecError::new(
+                "issuer",
+                format!("{issuer:?} is not an http(s) URL"),
+            ));
+        }
+        Ok(Policy {
+            params,
+            rotation_interval,
+            publish_ahead,
+            max_token_ttl,
+            clock_skew,
+            max_keys: self.max_keys as usize,
+            revoked: self
+                .revoked_key_ids
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>(),
+            rotation_request: rotation_request.map(str::to_owned),
+        })
+    }
+
+    /// Cache lifetime for the public set: at most half of `publishAhead`
+    /// (so a verifier refreshes before a pre-published key starts signing)
+    /// and at most 300 s.
+    pub fn jwks_max_age(&self) -> u64 {
+        (self.effective_publish_ahead().as_secs() / 2).min(300)
+    }
+}
+
+// === impl KeyRotationPolicy ===
+
+impl KeyRotationPolicy {
+    /// Name of the Secret that holds this policy's key set.
+    pub fn secret_name(&self) -> String {
+        self.spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-jwks", self.name_any()))
+    }
+
+    /// The pending manual-rotation request (annotation value), if any.
+    pub fn rotation_request(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ROTATE_ANNOTATION))
+            .map(String::as_str)
+    }
+
+    /// Whether the token endpoints are enabled for this policy.
+    pub fn token_endpoint_enabled(&self) -> bool {
+        self.spec.token_endpoint.as_ref().is_some_and(|t| t.enabled)
+    }
+}
+
+/// The CRD's validation, as the API server would apply it: the OpenAPI schema
+/// of the generated CRD (types, enums, ranges, patterns) and its CEL rules,
+/// evaluated client-side. Used by standalone mode so a policy file is held to
+/// exactly the rules `kubectl apply` would enforce.
+pub fn validate_like_apiserver(object: &serde_json::Value) -> Result<(), Vec<String>> {
+    let crd = KeyRotationPolicy::crd();
+    let Some(schema) = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+    else {
+        return Err(vec!["the generated CRD has no schema".into()]);
+    };
+    let schema = match serde_json::to_value(schema) {
+        Ok(v) => v,
+        Err(e) => return Err(vec![format!("CRD schema does not serialize: {e}")]),
+    };
+    kube::core::cel::Validator::new()
+        .validate(&schema, object, None)
+        .map_err(|errs| {
+            errs.into_vec()
+                .into_iter()
+                .map(|e| {
+                    if e.field_path.is_empty() {
+                        e.message
+                    } else {
+                        format!("{}: {}", e.field_path, e.message)
+                    }
+                })
+                .collect()
+        })
+}
+
+/// Whether `name` is a valid Kubernetes object name (RFC 1123 subdomain).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !name.is_empty()
+        && name.len() <= 253
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Formats a duration the way Go prints one (`1h30m0s`, `90s` → `1m30s`),
+/// trimmed of zero-valued trailing units for readability (`1h30m`).
+pub fn fmt_duration(d: StdDuration) -> String {
+    let total = d.as_secs();
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    let millis = d.subsec_millis();
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || millis > 0 || out.is_empty() {
+        if millis > 0 {
+            out.push_str(&format!("{s}.{millis:03}s"));
+        } else {
+            out.push_str(&format!("{s}s"));
+        }
+    }
+    out
+}
+
+/// The CRD as YAML, exactly as `jwks-operator crd` prints it and as committed
+/// in `crds/keyrotationpolicies.jwks.dev.yaml`.
+pub fn crd_yaml() -> String {
+    let crd = KeyRotationPolicy::crd();
+    let body = serde_yaml::to_string(&crd).unwrap_or_else(|e| format!("# error: {e}\n"));
+    format!(
+        "# Generated by `jwks-operator crd` from src/api.rs. Do not edit by hand:\n# regenerate with `cargo run -- crd > crds/keyrotationpolicies.jwks.dev.yaml`.\n{body}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> KeyRotationPolicySpec {
+        serde_yaml::from_str(yaml).expect("spec parses")
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = spec("{}");
+        assert_eq!(s.algorithm, Algorithm::RS256);
+        let p = s.resolve(None).unwrap();
+        assert_eq!(p.params, KeyParams::rsa(Algorithm::RS256, 2048));
+        assert_eq!(p.rotation_interval, StdDuration::from_secs(86400));
+        assert_eq!(p.publish_ahead, StdDuration::from_secs(3600));
+        assert_eq!(p.max_token_ttl, StdDuration::from_secs(3600));
+        assert_eq!(p.clock_skew, StdDuration::from_secs(60));
+        assert_eq!(p.max_keys, 10);
+        assert_eq!(s.jwks_max_age(), 300);
+    }
+
+    #[test]
+    fn publish_ahead_defaults_to_a_quarter_of_short_intervals() {
+        let s = spec("rotationInterval: 20m");
+        assert_eq!(s.effective_publish_ahead(), StdDuration::from_secs(300));
+        assert_eq!(s.jwks_max_age(), 150);
+        let s = spec("rotationInterval: 8s");
+        assert_eq!(s.effective_publish_ahead(), StdDuration::from_secs(2));
+        assert_eq!(s.jwks_max_age(), 1);
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        let s =
+            spec("rotationInterval: 1h30m\nmaxTokenTTL: 90s\nclockSkew: 0s\npublishAhead: 1.5m");
+        let p = s.resolve(None).unwrap();
+        assert_eq!(p.rotation_interval, StdDuration::from_secs(5400));
+        assert_eq!(p.max_token_ttl, StdDuration::from_secs(90));
+        assert_eq!(p.clock_skew, StdDuration::ZERO);
+        assert_eq!(p.publish_ahead, StdDuration::from_secs(90));
+        let err =
+            serde_yaml::from_str::<KeyRotationPolicySpec>("rotationInterval: soon").unwrap_err();
+        assert!(err.to_string().contains("is not a duration"), "{err}");
+        // Printed as a person writes it.
+        let v = serde_json::to_value(spec("{}")).unwrap();
+        assert_eq!(v["rotationInterval"], "24h");
+        assert_eq!(v["maxTokenTTL"], "1h");
+        assert_eq!(v["clockSkew"], "1m");
+    }
+
+    #[test]
+    fn key_size_only_with_rsa() {
+        assert_eq!(
+            spec("algorithm: PS384\nkeySize: 4096")
+                .resolve(None)
+                .unwrap()
+                .params,
+            KeyParams::rsa(Algorithm::PS384, 4096)
+        );
+        let err = spec("algorithm: ES256\nkeySize: 2048")
+            .resolve(None)
+            .unwrap_err();
+        assert_eq!(err.field, "keySize");
+        let err = spec("keySize: 1024").resolve(None).unwrap_err();
+        assert!(err.message.contains("2048, 3072 or 4096"), "{err}");
+        assert_eq!(
+            spec("algorithm: EdDSA").resolve(None).unwrap().params,
+            KeyParams::new(Algorithm::EdDSA)
+        );
+    }
+
+    #[test]
+    fn operator_side_checks_name_the_field() {
+        let cases = [
+            ("rotationInterval: 10m\npublishAhead: 10m", "publishAhead"),
+            ("rotationInterval: -1h", "rotationInterval"),
+            ("rotationInterval: 500ms", "rotationInterval"),
+            ("maxTokenTTL: 0s", "maxTokenTTL"),
+            ("clockSkew: 2h", "clockSkew"),
+            ("maxKeys: 1", "maxKeys"),
+            ("issuer: ftp://x", "issuer"),
+            ("publishAhead: -5m", "publishAhead"),
+            ("secretName: Not_Valid", "secretName"),
+            ("publicConfigMap: -x", "publicConfigMap"),
+            ("maxKeys: 101", "maxKeys"),
+        ];
+        for (yaml, field) in cases {
+            let err = spec(yaml).resolve(None).unwrap_err();
+            assert_eq!(err.field, field, "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn spec_field_names_are_the_contract() {
+        let s = spec(
+            "algorithm: ES256\nrevokedKeyIDs: [a]\nmaxTokenTTL: 5m\ntokenEndpoint: {enabled: true}\npublicConfigMap: cm\nsecretName: s\naudiences: [x]\nissuer: https://i\nmaxKeys: 3\nclockSkew: 1s\npublishAhead: 1m\nrotationInterval: 1h",
+        );
+        assert_eq!(s.revoked_key_ids, vec!["a".to_string()]);
+        let v = serde_json::to_value(&s).unwrap();
+        for key in [
+            "algorithm",
+            "revokedKeyIDs",
+            "maxTokenTTL",
+            "tokenEndpoint",
+            "publicConfigMap",
+            "secretName",
+            "audiences",
+            "issuer",
+            "maxKeys",
+            "clockSkew",
+            "publishAhead",
+            "rotationInterval",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+    }
+
+    #[test]
+    fn status_field_names_are_the_contract() {
+        let st = KeyRotationPolicyStatus {
+            active_key_id: Some("a".into()),
+            next_key_id: Some("b".into()),
+            jwks_uri: Some("http://x".into()),
+            last_rotation_request: Some("r".into()),
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&st).unwrap();
+        for key in [
+            "activeKeyID",
+            "nextKeyID",
+            "jwksURI",
+            "lastRotationRequest",
+            "observedGeneration",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+    }
+
+    #[test]
+    fn go_style_duration_formatting() {
+        assert_eq!(fmt_duration(StdDuration::from_secs(5400)), "1h30m");
+        assert_eq!(fmt_duration(StdDuration::from_secs(90)), "1m30s");
+        assert_eq!(fmt_duration(StdDuration::ZERO), "0s");
+        assert_eq!(fmt_duration(StdDuration::from_millis(1500)), "1.500s");
+    }
+
+    fn validate(yaml: &str) -> Result<(), Vec<String>> {
+        let object: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+        validate_like_apiserver(&object)
+    }
+
+    const HEAD: &str =
+        "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {name: p}\n";
+
+    #[test]
+    fn cel_rules_accept_good_policies() {
+        validate(&format!("{HEAD}spec: {{}}")).unwrap();
+        validate(&format!(
+            "{HEAD}spec: {{algorithm: PS256, keySize: 3072, rotationInterval: 1h30m, publishAhead: 10m, issuer: 'https://auth.example.com'}}"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn cel_rules_reject_with_a_message_a_user_understands() {
+        let cases = [
+            (
+                "{algorithm: ES256, keySize: 2048}",
+                "keySize applies only to RSA",
+            ),
+            (
+                "{rotationInterval: 1h, publishAhead: 2h}",
+                "publishAhead must be shorter",
+            ),
+            (
+                "{rotationInterval: 10ms}",
+                "rotationInterval must be a duration",
+            ),
+            ("{issuer: 'not a url'}", "issuer must be an http(s) URL"),
+            ("{clockSkew: 3h}", "clockSkew must be a duration"),
+        ];
+        for (spec, needle) in cases {
+            let errs = validate(&format!("{HEAD}spec: {spec}")).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.contains(needle)),
+                "{spec}: expected {needle:?} in {errs:?}"
+            );
+        }
+    }
+}

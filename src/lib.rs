@@ -6,9 +6,17 @@
 //! - [`keys`]: the pure domain (algorithms, key material, JWKs, lifecycle
 //!   planner, tokens). No I/O.
 //! - [`api`]: the `KeyRotationPolicy` custom resource and its validation.
-//! - [`duration`]: Go/Kubernetes-style durations (`90s`, `1h30m`).
+//! - [`store`]: persistence of key sets (the Secret layout, the standalone
+//!   state directory).
+//! - [`http`]: the JWKS and token HTTP servers, answering from an in-memory snapshot.
+//! - [`metrics`]: Prometheus metrics shared by the engine and the servers.
+//! - [`k8s`]: the Kubernetes adapter and controller (`run`).
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod duration;
+pub mod cli;
+pub mod http;
+pub mod k8s;
 pub mod keys;
+pub mod metrics;
+pub mod store;

@@ -6,7 +6,20 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A JWS signing algorithm (RFC 7518 / RFC 8037 names). One algorithm per key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Algorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
     #[default]
@@ -82,7 +95,9 @@ impl fmt::Display for Algorithm {
 
 /// The string is not one of the supported algorithm names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported algorithm {0:?} (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)")]
+#[error(
+    "unsupported algorithm {0:?} (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
+)]
 pub struct UnknownAlgorithm(pub String);
 
 impl FromStr for Algorithm {

@@ -1,1 +1,725 @@
-//! The key lifecycle planner.
+//! The key lifecycle planner: Pending → Active → Retired → pruned.
+//!
+//! [`plan`] is a pure function of (policy, current key set, now, key source)
+//! returning the new key set, what happened, and when it next needs to run.
+//! It upholds the invariants of the product contract:
+//!
+//! 1. After the first plan there is exactly one Active key, and it is in the set.
+//! 2. A key activates only after it has been in the set for `publishAhead`
+//!    (the very first key and the replacement of a revoked active key excepted).
+//! 3. A retired key stays in the set until at least
+//!    `retiredAt + maxTokenTTL + clockSkew`, unless revoked.
+//! 5. At most one Active and at most one Pending key, ever.
+//! 8. `algorithm`/`keySize` changes apply to the next key generated; older
+//!    keys stay until pruned.
+//!
+//! Scheduling rules (decisions where the contract is silent):
+//! - The pending key for the next rotation is generated at
+//!   `active.activatesAt + rotationInterval - publishAhead`, and activates at
+//!   `max(active.activatesAt + rotationInterval, createdAt + publishAhead)`.
+//! - After downtime the planner catches up once: a missed rotation happens on
+//!   the first run after it was due (after `publishAhead` if the next key was
+//!   not yet published), and the schedule restarts from then rather than
+//!   rotating once per missed interval.
+//! - A manual request publishes a new key at once (if none is pending) and
+//!   activates the pending key as soon as it has been published for
+//!   `publishAhead` (immediately with `publishAhead: 0`).
+//! - Revoking the active key also discards the pending key (it was stored
+//!   beside the compromised one and never signed anything); a fresh key
+//!   becomes active at once.
+//! - A spec change of algorithm or key size discards a pending key with the
+//!   old parameters and publishes one with the new ones (it never signed).
+//! - When adding the next key would exceed `maxKeys`, the rotation is
+//!   deferred (and reported) until a retired key can be pruned; a needed key
+//!   is never pruned early. Ensuring an Active key is never deferred.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::alg::{Algorithm, KeyParams};
+
+/// What the planner needs to know about a key: its identity and parameters.
+/// Implemented by the real [`SigningKey`](super::material::SigningKey) and by
+/// lightweight test keys.
+pub trait LifecycleKey: Clone {
+    /// The key's `kid`.
+    fn kid(&self) -> &str;
+    /// The algorithm and size the key was generated with.
+    fn params(&self) -> KeyParams;
+}
+
+/// Where new keys come from. Randomness lives behind this trait, so the
+/// planner stays deterministic.
+pub trait KeySource<K> {
+    /// Why generation failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Generates a fresh key with the given parameters.
+    fn generate(&mut self, params: KeyParams) -> Result<K, Self::Error>;
+}
+
+/// The lifecycle parameters of one policy, resolved and validated
+/// (see `api::KeyRotationPolicySpec::resolve`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Parameters for newly generated keys.
+    pub params: KeyParams,
+    /// How long each key is the active signer.
+    pub rotation_interval: Duration,
+    /// How long a new key is published before it signs.
+    pub publish_ahead: Duration,
+    /// Upper bound on token lifetime.
+    pub max_token_ttl: Duration,
+    /// Clock leeway added to retention.
+    pub clock_skew: Duration,
+    /// Cap on the number of keys in the set.
+    pub max_keys: usize,
+    /// kids to remove at once.
+    pub revoked: BTreeSet<String>,
+    /// Current value of the manual-rotation request, if any.
+    pub rotation_request: Option<String>,
+}
+
+/// Where a key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyState {
+    /// Published, not signing yet.
+    Pending,
+    /// The one key that signs.
+    Active,
+    /// No longer signs; still published so tokens it signed verify.
+    Retired,
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyState::Pending => "Pending",
+            KeyState::Active => "Active",
+            KeyState::Retired => "Retired",
+        })
+    }
+}
+
+/// Why a key became (or will become) the active signer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RotationReason {
+    /// The set had no active key (first key of the policy).
+    Initial,
+    /// The active key served `rotationInterval`.
+    Scheduled,
+    /// A manual rotation was requested.
+    Manual,
+    /// The active key was revoked.
+    Revoked,
+    /// The policy's algorithm or key size changed.
+    AlgorithmChange,
+}
+
+impl fmt::Display for RotationReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RotationReason::Initial => "Initial",
+            RotationReason::Scheduled => "Scheduled",
+            RotationReason::Manual => "Manual",
+            RotationReason::Revoked => "Revoked",
+            RotationReason::AlgorithmChange => "AlgorithmChange",
+        })
+    }
+}
+
+/// A key with its lifecycle record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManagedKey<K> {
+    /// The key itself.
+    pub key: K,
+    /// Where it is in its life.
+    pub state: KeyState,
+    /// When it was generated and first published.
+    pub created_at: Timestamp,
+    /// When it became, or will become, the active signer.
+    pub activates_at: Timestamp,
+    /// When it stopped signing (Retired keys only).
+    pub retired_at: Option<Timestamp>,
+    /// Earliest time it may be pruned (Retired keys only).
+    pub prune_after: Option<Timestamp>,
+    /// Why it became, or will become, active.
+    pub reason: Option<RotationReason>,
+    /// The longest `maxTokenTTL` in force while the key signed: tokens it
+    /// signed may live this long, so it bounds retention even if the policy's
+    /// TTL was lowered since.
+    pub max_token_ttl: Duration,
+}
+
+impl<K: LifecycleKey> ManagedKey<K> {
+    /// The key's `kid`.
+    pub fn kid(&self) -> &str {
+        self.key.kid()
+    }
+}
+
+/// A policy's whole key set with lifecycle records, newest key first. This is
+/// what is persisted as one object (the Secret, or the state directory).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeySet<K> {
+    /// Keys, newest first.
+    pub keys: Vec<ManagedKey<K>>,
+    /// When the active key last changed.
+    pub last_rotation_time: Option<Timestamp>,
+    /// Why the active key last changed.
+    pub last_rotation_reason: Option<RotationReason>,
+    /// The last handled manual-rotation request value.
+    pub last_rotation_request: Option<String>,
+}
+
+impl<K> Default for KeySet<K> {
+    fn default() -> Self {
+        KeySet {
+            keys: Vec::new(),
+            last_rotation_time: None,
+            last_rotation_reason: None,
+            last_rotation_request: None,
+        }
+    }
+}
+
+/// A key set that breaks the lifecycle's structural rules (it was not written
+/// by this planner, or was edited by hand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InconsistentKeySet {
+    /// More than one key is marked Active.
+    #[error("{0} keys are marked Active; exactly one may sign")]
+    SeveralActive(usize),
+    /// More than one key is marked Pending.
+    #[error("{0} keys are marked Pending; at most one may wait to sign")]
+    SeveralPending(usize),
+    /// The same kid appears twice.
+    #[error("kid {0:?} appears more than once")]
+    DuplicateKid(String),
+    /// A key has no lifecycle record, or a record has no key.
+    #[error("key {kid:?} {problem}")]
+    Unmatched {
+        /// The kid concerned.
+        kid: String,
+        /// What is missing.
+        problem: &'static str,
+    },
+    /// The lifecycle record's algorithm disagrees with the key material.
+    #[error("key {kid:?} is recorded as {recorded} but the key material is {actual}")]
+    AlgorithmMismatch {
+        /// The kid concerned.
+        kid: String,
+        /// Algorithm in the record.
+        recorded: Algorithm,
+        /// Algorithm of the key.
+        actual: Algorithm,
+    },
+}
+
+/// Something that happened in one planning step. Shown as Kubernetes Events
+/// and log lines; carries kids, never key material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LifecycleEvent {
+    /// A key was generated and published.
+    Created {
+        /// kid of the new key.
+        kid: String,
+        /// State it was created in (Pending, or Active for first/emergency keys).
+        state: KeyState,
+        /// Why it was generated.
+        reason: RotationReason,
+    },
+    /// A pending key became the active signer.
+    Activated {
+        /// kid of the key.
+        kid: String,
+        /// Why.
+        reason: RotationReason,
+    },
+    /// The previous active key stopped signing.
+    Retired {
+        /// kid of the key.
+        kid: String,
+        /// Earliest time it may be pruned.
+        prune_after: Timestamp,
+    },
+    /// A retired key was removed: no token it signed can still be valid.
+    Pruned {
+        /// kid of the key.
+        kid: String,
+    },
+    /// A key was removed at once because its kid is in `revokedKeyIDs`.
+    Revoked {
+        /// kid of the key.
+        kid: String,
+        /// State it was in.
+        was: KeyState,
+    },
+    /// A pending key that never signed was dropped.
+    Discarded {
+        /// kid of the key.
+        kid: String,
+        /// Why.
+        why: &'static str,
+    },
+}
+
+impl fmt::Display for LifecycleEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LifecycleEvent::Created { kid, state, reason } => {
+                write!(f, "generated key {kid} as {state} ({reason})")
+            }
+            LifecycleEvent::Activated { kid, reason } => {
+                write!(f, "key {kid} is now the active signer ({reason})")
+            }
+            LifecycleEvent::Retired { kid, prune_after } => {
+                write!(
+                    f,
+                    "key {kid} retired; stays published until at least {prune_after}"
+                )
+            }
+            LifecycleEvent::Pruned { kid } => write!(f, "pruned retired key {kid}"),
+            LifecycleEvent::Revoked { kid, was } => write!(f, "revoked {was} key {kid}"),
+            LifecycleEvent::Discarded { kid, why } => {
+                write!(f, "discarded pending key {kid}: {why}")
+            }
+        }
+    }
+}
+
+/// A rotation that is due but cannot happen now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferral {
+    /// Machine-readable reason (condition reason).
+    pub reason: &'static str,
+    /// What is going on, for the user.
+    pub message: String,
+}
+
+/// The outcome of one planning step.
+#[derive(Clone, Debug)]
+pub struct Plan<K> {
+    /// The key set to persist (identical to the input when `events` is empty
+    /// and nothing else changed).
+    pub keys: KeySet<K>,
+    /// What happened, in order.
+    pub events: Vec<LifecycleEvent>,
+    /// When the planner must run again at the latest.
+    pub next_due: Timestamp,
+    /// A rotation that is due but deferred.
+    pub deferred: Option<Deferral>,
+}
+
+/// The planner could not produce a key set.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The current key set is structurally invalid; nothing is changed.
+    #[error("the stored key set is inconsistent: {0}")]
+    Inconsistent(#[from] InconsistentKeySet),
+    /// The key source failed to generate a key.
+    #[error("generating a {params} key failed: {source}")]
+    Generate {
+        /// What was being generated.
+        params: KeyParams,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// `t + d`, saturating at the end of representable time.
+pub fn after(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn before(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_sub(d).ok())
+        .unwrap_or(Timestamp::MIN)
+}
+
+// === impl KeySet ===
+
+impl<K: LifecycleKey> KeySet<K> {
+    /// The key that signs now.
+    pub fn active(&self) -> Option<&ManagedKey<K>> {
+        self.keys.iter().find(|k| k.state == KeyState::Active)
+    }
+
+    /// The published key that signs next.
+    pub fn pending(&self) -> Option<&ManagedKey<K>> {
+        self.keys.iter().find(|k| k.state == KeyState::Pending)
+    }
+
+    /// Looks a key up by kid.
+    pub fn get(&self, kid: &str) -> Option<&ManagedKey<K>> {
+        self.keys.iter().find(|k| k.kid() == kid)
+    }
+
+    /// Checks the structural rules: unique kids, at most one Active and one
+    /// Pending key.
+    pub fn check(&self) -> Result<(), InconsistentKeySet> {
+        let mut seen = BTreeSet::new();
+        for k in &self.keys {
+            if !seen.insert(k.kid()) {
+                return Err(InconsistentKeySet::DuplicateKid(k.kid().to_owned()));
+            }
+        }
+        let count = |s| self.keys.iter().filter(|k| k.state == s).count();
+        match (count(KeyState::Active), count(KeyState::Pending)) {
+            (a, _) if a > 1 => Err(InconsistentKeySet::SeveralActive(a)),
+            (_, p) if p > 1 => Err(InconsistentKeySet::SeveralPending(p)),
+            _ => Ok(()),
+        }
+    }
+
+    /// When the next key becomes active, as far as is known now.
+    pub fn next_rotation_time(&self, policy: &Policy) -> Option<Timestamp> {
+        if let Some(p) = self.pending() {
+            return Some(
+                p.activates_at
+                    .max(after(p.created_at, policy.publish_ahead)),
+            );
+        }
+        self.active()
+            .map(|a| after(a.activates_at, policy.rotation_interval))
+    }
+
+    /// Takes over keys that have no lifecycle records (an adopted JWK Set):
+    /// the first key becomes Active, the others Retired as of `now`, so they
+    /// stay published for a full token lifetime before they are pruned.
+    pub fn adopt(keys: Vec<K>, now: Timestamp, policy: &Policy) -> Self {
+        let prune_after = after(now, policy.max_token_ttl + policy.clock_skew);
+        let keys = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| ManagedKey {
+                key,
+                state: if i == 0 {
+                    KeyState::Active
+                } else {
+                    KeyState::Retired
+                },
+                created_at: now,
+                activates_at: now,
+                retired_at: (i > 0).then_some(now),
+                prune_after: (i > 0).then_some(prune_after),
+                reason: (i == 0).then_some(RotationReason::Initial),
+                max_token_ttl: policy.max_token_ttl,
+            })
+            .collect::<Vec<_>>();
+        let adopted_active = !keys.is_empty();
+        KeySet {
+            keys,
+            last_rotation_time: adopted_active.then_some(now),
+            last_rotation_reason: adopted_active.then_some(RotationReason::Initial),
+            last_rotation_request: None,
+        }
+    }
+}
+
+// === the planner ===
+
+/// Plans one step of the lifecycle at `now`. See the module docs for the rules.
+///
+/// Running it again at the same `now` with its own output yields no events;
+/// running it before `next_due` yields no events either, so a steady state
+/// makes no writes.
+pub fn plan<K, S>(
+    policy: &Policy,
+    current: &KeySet<K>,
+    now: Timestamp,
+    source: &mut S,
+) -> Result<Plan<K>, PlanError>
+where
+    K: LifecycleKey,
+    S: KeySource<K>,
+{
+    current.check()?;
+    let mut set = current.clone();
+    let mut events = Vec::new();
+    let mut deferred = None;
+    let mut generate = |params: KeyParams| {
+        source.generate(params).map_err(|e| PlanError::Generate {
+            params,
+            source: Box::new(e),
+        })
+    };
+
+    // Revocation: remove at once, whatever the state.
+    let mut active_revoked = false;
+    set.keys.retain(|k| {
+        if policy.revoked.contains(k.kid()) {
+            active_revoked |= k.state == KeyState::Active;
+            events.push(LifecycleEvent::Revoked {
+                kid: k.kid().to_owned(),
+                was: k.state,
+            });
+            false
+        } else {
+            true
+        }
+    });
+    if active_revoked {
+        set.keys.retain(|k| {
+            if k.state == KeyState::Pending {
+                events.push(LifecycleEvent::Discarded {
+                    kid: k.kid().to_owned(),
+                    why: "the active key was revoked; the next key is generated afresh",
+                });
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    // Pruning: a retired key goes once no token it signed can be valid, under
+    // the current policy's lifetime bound as well as the one it retired under.
+    for k in set.keys.iter_mut().filter(|k| k.state == KeyState::Retired) {
+        let retired_at = k.retired_at.unwrap_or(k.activates_at);
+        let due = after(retired_at, k.max_token_ttl + policy.clock_skew)
+            .max(k.prune_after.unwrap_or(Timestamp::MIN));
+        if k.retired_at.is_none() || k.prune_after != Some(due) {
+            k.retired_at = Some(retired_at);
+            k.prune_after = Some(due);
+        }
+    }
+    set.keys.retain(|k| {
+        let prune = k.state == KeyState::Retired && k.prune_after.is_some_and(|p| p <= now);
+        if prune {
+            events.push(LifecycleEvent::Pruned {
+                kid: k.kid().to_owned(),
+            });
+        }
+        !prune
+    });
+
+    // There is always exactly one signer: the first key of a policy and the
+    // replacement of a revoked one sign at once.
+    if set.active().is_none() {
+        let reason = if active_revoked {
+            RotationReason::Revoked
+        } else {
+            RotationReason::Initial
+        };
+        let key = generate(policy.params)?;
+        events.push(LifecycleEvent::Created {
+            kid: key.kid().to_owned(),
+            state: KeyState::Active,
+            reason,
+        });
+        set.keys.insert(
+            0,
+            ManagedKey {
+                key,
+                state: KeyState::Active,
+                created_at: now,
+                activates_at: now,
+                retired_at: None,
+                prune_after: None,
+                reason: Some(reason),
+                max_token_ttl: policy.max_token_ttl,
+            },
+        );
+        set.last_rotation_time = Some(now);
+        set.last_rotation_reason = Some(reason);
+    }
+    for k in set.keys.iter_mut().filter(|k| k.state == KeyState::Active) {
+        k.max_token_ttl = k.max_token_ttl.max(policy.max_token_ttl);
+    }
+
+    // A spec change of parameters replaces a pending key that never signed.
+    if let Some(pos) = set
+        .keys
+        .iter()
+        .position(|k| k.state == KeyState::Pending && k.key.params() != policy.params)
+    {
+        let k = set.keys.remove(pos);
+        events.push(LifecycleEvent::Discarded {
+            kid: k.kid().to_owned(),
+            why: "the policy's algorithm or key size changed",
+        });
+    }
+
+    let manual = policy
+        .rotation_request
+        .as_ref()
+        .is_some_and(|r| set.last_rotation_request.as_ref() != Some(r));
+    let active = set.active().expect("an active key was ensured above");
+    let scheduled_at = after(active.activates_at, policy.rotation_interval);
+    let active_params = active.key.params();
+
+    // Pre-publication of the next key.
+    if let Some(pending) = set.keys.iter_mut().find(|k| k.state == KeyState::Pending) {
+        if manual {
+            let earliest = after(pending.created_at, policy.publish_ahead).max(now);
+            pending.activates_at = pending.activates_at.min(earliest);
+            pending.reason = Some(RotationReason::Manual);
+            set.last_rotation_request = policy.rotation_request.clone();
+        }
+    } else if manual || now >= before(scheduled_at, policy.publish_ahead) {
+        if set.keys.len() + 1 > policy.max_keys {
+            deferred = Some(Deferral {
+                reason: "MaxKeysReached",
+                message: format!(
+                    "rotation is due but the set already holds {} keys (maxKeys {}); it waits until a retired key can be pruned. Raise maxKeys or lower maxTokenTTL to rotate on time",
+                    set.keys.len(),
+                    policy.max_keys
+                ),
+            });
+        } else {
+            let reason = if manual {
+                RotationReason::Manual
+            } else if active_params != policy.params {
+                RotationReason::AlgorithmChange
+            } else {
+                RotationReason::Scheduled
+            };
+            let target = if manual { now } else { scheduled_at };
+            let key = generate(policy.params)?;
+            events.push(LifecycleEvent::Created {
+                kid: key.kid().to_owned(),
+                state: KeyState::Pending,
+                reason,
+            });
+            set.keys.insert(
+                0,
+                ManagedKey {
+                    key,
+                    state: KeyState::Pending,
+                    created_at: now,
+                    activates_at: target.max(after(now, policy.publish_ahead)),
+                    retired_at: None,
+                    prune_after: None,
+                    reason: Some(reason),
+                    max_token_ttl: policy.max_token_ttl,
+                },
+            );
+            if manual {
+                set.last_rotation_request = policy.rotation_request.clone();
+            }
+        }
+    }
+
+    // Activation: the pending key signs once it is due and has been published
+    // for publishAhead (re-checked here in case publishAhead grew since).
+    if let Some(pos) = set.keys.iter().position(|k| k.state == KeyState::Pending) {
+        let published_long_enough = after(set.keys[pos].created_at, policy.publish_ahead);
+        let pending = &mut set.keys[pos];
+        if pending.activates_at < published_long_enough {
+            pending.activates_at = published_long_enough;
+        }
+        if now >= pending.activates_at {
+            // Keep the schedule's rhythm when woken a little late; after a
+            // longer outage restart it from now (catch up once), so the next
+            // pre-publication is not already overdue.
+            let rhythm = policy
+                .rotation_interval
+                .saturating_sub(policy.publish_ahead);
+            if now >= after(pending.activates_at, rhythm) {
+                pending.activates_at = now;
+            }
+            pending.state = KeyState::Active;
+            let reason = pending.reason.unwrap_or(RotationReason::Scheduled);
+            pending.reason = Some(reason);
+            pending.max_token_ttl = policy.max_token_ttl;
+            let kid = pending.kid().to_owned();
+            for k in set.keys.iter_mut() {
+                if k.state == KeyState::Active && k.kid() != kid {
+                    let prune_after = after(now, k.max_token_ttl + policy.clock_skew);
+                    k.state = KeyState::Retired;
+                    k.retired_at = Some(now);
+                    k.prune_after = Some(prune_after);
+                    events.push(LifecycleEvent::Retired {
+                        kid: k.kid().to_owned(),
+                        prune_after,
+                    });
+                }
+            }
+            events.push(LifecycleEvent::Activated { kid, reason });
+            set.last_rotation_time = Some(now);
+            set.last_rotation_reason = Some(reason);
+            // Newest first, and the signer leads when nothing is pending.
+            let key = set.keys.remove(pos);
+            set.keys.insert(0, key);
+        }
+    }
+
+    let next_due = next_due(policy, &set, now, deferred.is_some());
+    Ok(Plan {
+        keys: set,
+        events,
+        next_due,
+        deferred,
+    })
+}
+
+fn next_due<K: LifecycleKey>(
+    policy: &Policy,
+    set: &KeySet<K>,
+    now: Timestamp,
+    deferred: bool,
+) -> Timestamp {
+    let prunes = set
+        .keys
+        .iter()
+        .filter(|k| k.state == KeyState::Retired)
+        .filter_map(|k| k.prune_after);
+    let rotation = match (set.pending(), set.active()) {
+        (Some(p), _) => Some(p.activates_at),
+        (None, Some(a)) if !deferred => Some(before(
+            after(a.activates_at, policy.rotation_interval),
+            policy.publish_ahead,
+        )),
+        _ => None,
+    };
+    prunes
+        .chain(rotation)
+        .min()
+        // Nothing scheduled (cannot happen with an active key); look again later.
+        .unwrap_or_else(|| after(now, policy.rotation_interval))
+        .max(now)
+}
+
+// === impl LifecycleKey for SigningKey ===
+
+/// Key sets hold shared references: the secret exists once in memory however
+/// many snapshots point at it.
+impl LifecycleKey for std::sync::Arc<super::material::SigningKey> {
+    fn kid(&self) -> &str {
+        super::material::SigningKey::kid(self)
+    }
+
+    fn params(&self) -> KeyParams {
+        super::material::SigningKey::params(self)
+    }
+}
+
+/// Generates real keys from a caller-supplied random number generator (the OS
+/// generator in the binary, a seeded one in tests).
+pub struct RngKeySource<R>(pub R);
+
+impl<R: rand_core::CryptoRng> KeySource<std::sync::Arc<super::material::SigningKey>>
+    for RngKeySource<R>
+{
+    type Error = super::material::KeyError;
+
+    fn generate(
+        &mut self,
+        params: KeyParams,
+    ) -> Result<std::sync::Arc<super::material::SigningKey>, Self::Error> {
+        super::material::SigningKey::generate(params, &mut self.0).map(std::sync::Arc::new)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

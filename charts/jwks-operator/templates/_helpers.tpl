@@ -1,0 +1,137 @@
+{{/*
+Chart name, overridable with nameOverride.
+*/}}
+{{- define "jwks-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name prefix of every object: fullnameOverride, else the release name if
+it already contains the chart name, else <release>-<chart>. Truncated to 55
+characters so that "<fullname>-metrics" is still a valid Service name (a
+63-character DNS label).
+*/}}
+{{- define "jwks-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 55 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+helm.sh/chart label value.
+*/}}
+{{- define "jwks-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels selecting the operator's pods. Never change them: a Deployment's
+selector is immutable.
+*/}}
+{{- define "jwks-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "jwks-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Standard labels on every object.
+*/}}
+{{- define "jwks-operator.labels" -}}
+helm.sh/chart: {{ include "jwks-operator.chart" . }}
+{{ include "jwks-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jwks-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount the operator runs as.
+*/}}
+{{- define "jwks-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "jwks-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The leader-election Lease name.
+*/}}
+{{- define "jwks-operator.leaseName" -}}
+{{- default (printf "%s-leader" (include "jwks-operator.fullname" .)) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+The container image: repository:tag, or repository@digest (repository:tag@digest
+when both are set).
+*/}}
+{{- define "jwks-operator.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion }}
+{{- if .Values.image.digest }}
+{{- if .Values.image.tag }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- end }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+In-cluster base URL of the JWKS Service.
+*/}}
+{{- define "jwks-operator.serviceUrl" -}}
+{{- printf "http://%s.%s.svc:%d" (include "jwks-operator.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- end }}
+
+{{/*
+Value combinations values.schema.json cannot explain well. Included by the
+Deployment, so `helm install` fails before anything is created.
+*/}}
+{{- define "jwks-operator.validate" -}}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "replicas is %d but leaderElection.enabled is false: every replica would write keys. Enable leader election or set replicas: 1" (int .Values.replicas)) }}
+{{- end }}
+{{- if and .Values.tokenListener.service.enabled (not .Values.tokenListener.enabled) }}
+{{- fail "tokenListener.service.enabled requires tokenListener.enabled: there is no token listener to expose" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The RBAC rules the operator uses on policies, Secrets, ConfigMaps and events,
+in every watched namespace. Nothing else: no delete (Secrets and ConfigMaps
+are garbage-collected through their ownerReferences to the policy), no
+wildcard.
+*/}}
+{{- define "jwks-operator.rules" -}}
+- apiGroups: ["jwks.dev"]
+  resources: ["keyrotationpolicies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["jwks.dev"]
+  resources: ["keyrotationpolicies/status"]
+  verbs: ["get", "update", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

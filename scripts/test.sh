@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"): installs what the tests
+# need (idempotently, cached outside the repo) and runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Test-only tools, each installed by its own idempotent script.
+for installer in tests/interop/install.sh tests/controlplane/build.sh; do
+  if [ -f "$installer" ]; then
+    step "bash $installer"
+    bash "$installer"
+  fi
+done
+
+step "cargo test --locked"
+cargo test --locked "$@"

@@ -1,1 +1,0 @@
-//! Go/Kubernetes-style durations.

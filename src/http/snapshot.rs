@@ -1,0 +1,696 @@
+//! What the HTTP servers serve: an immutable snapshot of every policy's
+//! published key set, swapped atomically by the engine or controller.
+//!
+//! A [`PolicyView`] is built once per key-set change and holds everything a
+//! request needs already serialized: the public JWK Set bytes with their
+//! strong ETag and `Cache-Control`, the discovery document, the summary for
+//! `/policies`, and for token-enabled policies the active signer and a
+//! ready-made [`Verifier`]. Requests only `load()` the [`ArcSwap`] and clone
+//! `Bytes`; writers copy the (small) map of `Arc`s and swap it in.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use warp::http::HeaderValue;
+
+use crate::api::KeyRotationPolicy;
+use crate::keys::Algorithm;
+use crate::keys::lifecycle::{KeySet, RotationReason};
+use crate::keys::material::{SigningKey, public_jwks_json};
+use crate::keys::token::{Expectations, MintSettings, Verifier};
+use crate::metrics::Metrics;
+
+/// Namespace used when a policy document has none (standalone files).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+// === PolicyRef ===
+
+/// Names one policy: `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PolicyRef {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's name.
+    pub name: String,
+}
+
+// === impl PolicyRef ===
+
+impl PolicyRef {
+    /// A reference from its parts (not validated; see [`FromStr`] for that).
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        PolicyRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The reference of a policy object; a missing namespace is
+    /// [`DEFAULT_NAMESPACE`].
+    pub fn of(policy: &KeyRotationPolicy) -> Self {
+        PolicyRef {
+            namespace: policy
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            name: policy.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The path of the policy's public set: `/{namespace}/{name}/.well-known/jwks.json`.
+    pub fn jwks_path(&self) -> String {
+        format!("/{}/{}/.well-known/jwks.json", self.namespace, self.name)
+    }
+
+    /// The path of the policy's discovery document.
+    pub fn discovery_path(&self) -> String {
+        format!(
+            "/{}/{}/.well-known/openid-configuration",
+            self.namespace, self.name
+        )
+    }
+}
+
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A `namespace/name` string that is not a valid policy reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a policy reference: expected <namespace>/<name> (lowercase letters, digits, '-', and '.' in the name)"
+)]
+pub struct InvalidPolicyRef(pub String);
+
+impl FromStr for PolicyRef {
+    type Err = InvalidPolicyRef;
+
+    /// Parses `namespace/name` (as given to `--default-policy`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((ns, name)) if is_namespace(ns) && is_policy_name(name) => {
+                Ok(PolicyRef::new(ns, name))
+            }
+            _ => Err(InvalidPolicyRef(s.chars().take(300).collect())),
+        }
+    }
+}
+
+/// Whether `s` is a valid namespace name (an RFC 1123 DNS label: at most 63
+/// lowercase letters, digits and `-`, starting and ending alphanumeric).
+pub fn is_namespace(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Whether `s` is a valid policy name (an RFC 1123 DNS subdomain).
+pub fn is_policy_name(s: &str) -> bool {
+    crate::api::is_dns_subdomain(s)
+}
+
+// === Problem and PolicySummary ===
+
+/// Why a policy needs attention (its `Degraded` condition).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Machine-readable reason (a condition reason, `CamelCase`).
+    pub reason: String,
+    /// What is wrong, for a person. Never holds key material.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem from its parts.
+    pub fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One entry of `GET /policies`: the policy's status at a glance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySummary {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's name.
+    pub name: String,
+    /// Whether a key set is published and a key signs.
+    pub ready: bool,
+    /// The current problem, if any (the last good set, if there is one, is still served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Problem>,
+    /// Algorithm of the active key (the policy's algorithm before the first key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+    /// kid of the key that signs now.
+    #[serde(
+        default,
+        rename = "activeKeyID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub active_key_id: Option<String>,
+    /// kid of the published key that signs next.
+    #[serde(default, rename = "nextKeyID", skip_serializing_if = "Option::is_none")]
+    pub next_key_id: Option<String>,
+    /// Number of keys in the published set.
+    pub key_count: usize,
+    /// When the next key becomes active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Timestamp>,
+    /// When the active key last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Timestamp>,
+    /// Why the active key last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_reason: Option<RotationReason>,
+    /// The policy's issuer (then a discovery document is served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Path of the public set on the JWKS listener.
+    pub jwks_path: String,
+    /// Whether the token listener serves mint/verify for this policy.
+    pub token_endpoint: bool,
+}
+
+impl PolicySummary {
+    /// The summary of a policy that has no published set yet (`ready: false`):
+    /// what [`SharedState::set_problem`] shows when the first load failed.
+    pub fn for_policy(policy: &KeyRotationPolicy) -> Self {
+        let r = PolicyRef::of(policy);
+        PolicySummary {
+            jwks_path: r.jwks_path(),
+            namespace: r.namespace,
+            name: r.name,
+            ready: false,
+            degraded: None,
+            algorithm: Some(policy.spec.algorithm),
+            active_key_id: None,
+            next_key_id: None,
+            key_count: 0,
+            next_rotation_time: None,
+            last_rotation_time: None,
+            last_rotation_reason: None,
+            issuer: policy.spec.issuer.clone(),
+            token_endpoint: policy.token_endpoint_enabled(),
+        }
+    }
+
+    /// A bare summary for a policy known only by reference (for example a
+    /// document that failed to parse): not ready, nothing known.
+    pub fn unknown(policy: &PolicyRef) -> Self {
+        PolicySummary {
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+            ready: false,
+            degraded: None,
+            algorithm: None,
+            active_key_id: None,
+            next_key_id: None,
+            key_count: 0,
+            next_rotation_time: None,
+            last_rotation_time: None,
+            last_rotation_reason: None,
+            issuer: None,
+            jwks_path: policy.jwks_path(),
+            token_endpoint: false,
+        }
+    }
+}
+
+// === PolicyView ===
+
+/// Everything the token listener needs for one token-enabled policy.
+pub(crate) struct TokenSide {
+    /// The active key (`None` only for a set without one, which the planner never produces).
+    pub(crate) signer: Option<Arc<SigningKey>>,
+    /// Verifies against every published key.
+    pub(crate) verifier: Verifier,
+    /// `iss`, default `aud`, `maxTokenTTL`.
+    pub(crate) mint: MintSettings,
+    /// `iss`, `aud`, `clockSkew` as verification requires them.
+    pub(crate) expect: Expectations,
+}
+
+/// An immutable, pre-serialized view of one policy's published key set.
+#[derive(Clone)]
+pub struct PolicyView {
+    policy: PolicyRef,
+    jwks: Bytes,
+    etag: HeaderValue,
+    cache_control: HeaderValue,
+    max_age: u64,
+    discovery: Option<(Bytes, HeaderValue)>,
+    summary: PolicySummary,
+    token: Option<Arc<TokenSide>>,
+}
+
+impl fmt::Debug for PolicyView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyView")
+            .field("policy", &self.policy)
+            .field("etag", &self.etag)
+            .field("max_age", &self.max_age)
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The strong ETag of `bytes`: a quoted base64url SHA-256.
+pub fn strong_etag(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(digest.as_ref()))
+}
+
+fn header_value(s: String) -> HeaderValue {
+    // Built from base64url, digits and fixed ASCII text only.
+    HeaderValue::try_from(s).expect("an ASCII header value")
+}
+
+#[derive(Serialize)]
+struct Discovery<'a> {
+    issuer: &'a str,
+    jwks_uri: String,
+    response_types_supported: [&'static str; 1],
+    subject_types_supported: [&'static str; 1],
+    id_token_signing_alg_values_supported: Vec<&'static str>,
+}
+
+// === impl PolicyView ===
+
+impl PolicyView {
+    /// Builds the view of `policy` serving `keys` (every key in the set:
+    /// pending, active and retired, newest first). `public_base_url` (such as
+    /// `https://jwks.example.com`) makes the discovery document's `jwks_uri`
+    /// absolute on this server; without it `jwks_uri` is
+    /// `{issuer}/.well-known/jwks.json`. The summary says `ready: true`, no problem.
+    pub fn build(
+        policy: &KeyRotationPolicy,
+        keys: &KeySet<Arc<SigningKey>>,
+        public_base_url: Option<&str>,
+    ) -> PolicyView {
+        let r = PolicyRef::of(policy);
+        let spec = &policy.spec;
+        let jwks = Bytes::from(public_jwks_json(
+            keys.keys.iter().map(|k| k.key.verifying_key()),
+        ));
+        let etag = header_value(strong_etag(&jwks));
+        let max_age = spec.jwks_max_age();
+        let cache_control = header_value(format!("public, max-age={max_age}"));
+
+        let discovery = spec.issuer.as_deref().map(|issuer| {
+            let jwks_uri = match public_base_url {
+                Some(base) => format!("{}{}", base.trim_end_matches('/'), r.jwks_path()),
+                None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
+            };
+            let mut algs: Vec<&'static str> = Vec::new();
+            for k in &keys.keys {
+                let alg = k.key.alg().as_str();
+                if !algs.contains(&alg) {
+                    algs.push(alg);
+                }
+            }
+            let doc = Discovery {
+                issuer,
+                jwks_uri,
+                response_types_supported: ["id_token"],
+                subject_types_supported: ["public"],
+                id_token_signing_alg_values_supported: algs,
+            };
+            let bytes = Bytes::from(serde_json::to_vec(&doc).expect("discovery serializes"));
+            let etag = header_value(strong_etag(&bytes));
+            (bytes, etag)
+        });
+
+        let active = keys.active();
+        let next_rotation_time = spec
+            .resolve(policy.rotation_request())
+            .ok()
+            .and_then(|p| keys.next_rotation_time(&p));
+        let summary = PolicySummary {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            ready: active.is_some(),
+            degraded: None,
+            algorithm: Some(active.map_or(spec.algorithm, |a| a.key.alg())),
+            active_key_id: active.map(|a| a.kid().to_string()),
+            next_key_id: keys.pending().map(|p| p.kid().to_string()),
+            key_count: keys.keys.len(),
+            next_rotation_time,
+            last_rotation_time: keys.last_rotation_time,
+            last_rotation_reason: keys.last_rotation_reason,
+            issuer: spec.issuer.clone(),
+            jwks_path: r.jwks_path(),
+            token_endpoint: policy.token_endpoint_enabled(),
+        };
+
+        let token = policy.token_endpoint_enabled().then(|| {
+            Arc::new(TokenSide {
+                signer: active.map(|a| a.key.clone()),
+                verifier: Verifier::new(keys.keys.iter().map(|k| k.key.verifying_key())),
+                mint: MintSettings {
+                    issuer: spec.issuer.clone(),
+                    audiences: spec.audiences.clone(),
+                    max_ttl: std::time::Duration::from(spec.max_token_ttl),
+                },
+                expect: Expectations {
+                    issuer: spec.issuer.clone(),
+                    audiences: spec.audiences.clone(),
+                    leeway: std::time::Duration::from(spec.clock_skew),
+                },
+            })
+        });
+
+        PolicyView {
+            policy: r,
+            jwks,
+            etag,
+            cache_control,
+            max_age,
+            discovery,
+            summary,
+            token,
+        }
+    }
+
+    /// Which policy this is.
+    pub fn policy(&self) -> &PolicyRef {
+        &self.policy
+    }
+
+    /// The summary shown by `GET /policies`.
+    pub fn summary(&self) -> &PolicySummary {
+        &self.summary
+    }
+
+    /// The same published set with a new problem (`None` clears it): a
+    /// degraded policy keeps serving its last good set.
+    pub fn with_problem(&self, problem: Option<Problem>) -> PolicyView {
+        let mut view = self.clone();
+        view.summary.degraded = problem;
+        view
+    }
+
+    /// The public JWK Set exactly as served.
+    pub fn jwks_bytes(&self) -> &Bytes {
+        &self.jwks
+    }
+
+    /// The strong ETag of [`Self::jwks_bytes`], quotes included.
+    pub fn etag(&self) -> &str {
+        self.etag.to_str().unwrap_or_default()
+    }
+
+    /// `max-age` of the `Cache-Control` header, in seconds.
+    pub fn max_age(&self) -> u64 {
+        self.max_age
+    }
+
+    /// The OpenID discovery document, when the policy has an issuer.
+    pub fn discovery_bytes(&self) -> Option<&Bytes> {
+        self.discovery.as_ref().map(|(b, _)| b)
+    }
+
+    /// Whether the token listener serves this policy.
+    pub fn token_endpoint_enabled(&self) -> bool {
+        self.token.is_some()
+    }
+
+    pub(crate) fn etag_header(&self) -> &HeaderValue {
+        &self.etag
+    }
+
+    pub(crate) fn cache_control(&self) -> &HeaderValue {
+        &self.cache_control
+    }
+
+    pub(crate) fn discovery(&self) -> Option<&(Bytes, HeaderValue)> {
+        self.discovery.as_ref()
+    }
+
+    pub(crate) fn token_side(&self) -> Option<&TokenSide> {
+        self.token.as_deref()
+    }
+}
+
+// === Snapshot ===
+
+/// One policy as the servers see it.
+#[derive(Clone, Debug)]
+pub(crate) enum Entry {
+    /// A published set is served (possibly degraded: the last good one).
+    Serving(Arc<PolicyView>),
+    /// Known, but nothing published yet (the first load failed or is in progress).
+    NotReady(Arc<PolicySummary>),
+}
+
+impl Entry {
+    fn summary(&self) -> &PolicySummary {
+        match self {
+            Entry::Serving(v) => v.summary(),
+            Entry::NotReady(s) => s,
+        }
+    }
+}
+
+/// Every served policy at one instant. Immutable; replaced as a whole.
+///
+/// Keys are `Arc`s (looked up by `&PolicyRef` through `Borrow`), so the
+/// copy a writer makes clones pointers, not names.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    policies: HashMap<Arc<PolicyRef>, Entry>,
+}
+
+impl Snapshot {
+    pub(crate) fn get(&self, policy: &PolicyRef) -> Option<&Entry> {
+        self.policies.get(policy)
+    }
+
+    /// Number of policies (serving or not).
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Whether no policy is known.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// The summaries of every policy, sorted by namespace then name.
+    pub fn summaries(&self) -> Vec<&PolicySummary> {
+        let mut out: Vec<_> = self.policies.values().map(Entry::summary).collect();
+        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        out
+    }
+}
+
+// === SharedState ===
+
+type Clock = dyn Fn() -> Timestamp + Send + Sync;
+type JtiSource = dyn Fn() -> Result<String, String> + Send + Sync;
+
+/// The state shared by the engine/controller (writers) and the HTTP servers
+/// (readers). Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct SharedState {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    default_policy: Option<Arc<PolicyRef>>,
+    clock: Arc<Clock>,
+    jti: Arc<JtiSource>,
+}
+
+impl fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedState")
+            .field("policies", &self.snapshot.load().len())
+            .field("ready", &self.is_ready())
+            .field("default_policy", &self.default_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh `jti`: 128 bits from the operating system's generator, base64url.
+pub fn random_jti() -> Result<String, String> {
+    use rand::TryRng as _;
+    let mut bytes = [0u8; 16];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| format!("the OS random generator failed: {e}"))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+// === impl SharedState ===
+
+impl SharedState {
+    /// An empty state, not ready. `default_policy` is served at
+    /// `GET /.well-known/jwks.json`. The clock is the system clock, `jti`s
+    /// come from [`random_jti`].
+    pub fn new(default_policy: Option<PolicyRef>, metrics: Arc<Metrics>) -> Self {
+        SharedState {
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+            default_policy: default_policy.map(Arc::new),
+            clock: Arc::new(Timestamp::now),
+            jti: Arc::new(random_jti),
+        }
+    }
+
+    /// Replaces the clock the token endpoints read (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Replaces the source of `jti` values (tests).
+    pub fn with_jti_source(
+        mut self,
+        jti: impl Fn() -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.jti = Arc::new(jti);
+        self
+    }
+
+    fn update(&self, f: impl Fn(&mut HashMap<Arc<PolicyRef>, Entry>)) {
+        self.snapshot.rcu(|current| {
+            let mut policies = current.policies.clone();
+            f(&mut policies);
+            Snapshot { policies }
+        });
+    }
+
+    /// Publishes a policy's view, replacing any previous one, in one atomic swap.
+    pub fn upsert(&self, view: PolicyView) {
+        self.upsert_all([view]);
+    }
+
+    /// Publishes several views in one swap (a standalone start with many policies).
+    pub fn upsert_all(&self, views: impl IntoIterator<Item = PolicyView>) {
+        let views: Vec<(Arc<PolicyRef>, Arc<PolicyView>)> = views
+            .into_iter()
+            .map(|v| (Arc::new(v.policy().clone()), Arc::new(v)))
+            .collect();
+        for (r, v) in &views {
+            self.metrics.set_degraded(r, v.summary().degraded.is_some());
+        }
+        self.update(|map| {
+            for (r, v) in &views {
+                map.insert(r.clone(), Entry::Serving(v.clone()));
+            }
+        });
+    }
+
+    /// Records a policy's problem (`None` clears it). If a set is published,
+    /// it keeps being served with the problem shown; otherwise the policy is
+    /// listed as `summary_if_absent` (not ready) with the problem, and its
+    /// JWKS route answers 503.
+    pub fn set_problem(
+        &self,
+        policy: &PolicyRef,
+        summary_if_absent: PolicySummary,
+        problem: Option<Problem>,
+    ) {
+        self.metrics.set_degraded(policy, problem.is_some());
+        let absent = Arc::new(PolicySummary {
+            ready: false,
+            degraded: problem.clone(),
+            ..summary_if_absent
+        });
+        let key = Arc::new(policy.clone());
+        self.update(|map| {
+            let entry = match map.get(policy) {
+                Some(Entry::Serving(view)) => {
+                    Entry::Serving(Arc::new(view.with_problem(problem.clone())))
+                }
+                _ => Entry::NotReady(absent.clone()),
+            };
+            map.insert(key.clone(), entry);
+        });
+    }
+
+    /// Stops serving a policy and drops its metrics ([`Metrics::forget`]).
+    pub fn remove(&self, policy: &PolicyRef) {
+        self.update(|map| {
+            map.remove(policy);
+        });
+        self.metrics.forget(policy);
+    }
+
+    /// Marks the caches synced (`/readyz` answers 200) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether [`Self::set_ready`]`(true)` was called.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The shared metrics registry, for handing to other components.
+    pub fn metrics_arc(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The policy served at `GET /.well-known/jwks.json`.
+    pub fn default_policy(&self) -> Option<&PolicyRef> {
+        self.default_policy.as_deref()
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The published view of a policy, if it has one.
+    pub fn view(&self, policy: &PolicyRef) -> Option<Arc<PolicyView>> {
+        match self.snapshot.load().get(policy) {
+            Some(Entry::Serving(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// The summaries of every known policy, sorted (what `GET /policies` lists).
+    pub fn summaries(&self) -> Vec<PolicySummary> {
+        self.snapshot
+            .load()
+            .summaries()
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    pub(crate) fn new_jti(&self) -> Result<String, String> {
+        (self.jti)()
+    }
+}

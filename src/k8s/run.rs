@@ -1,0 +1,245 @@
+//! `jwks-operator run`: the HTTP servers and serving index on every replica,
+//! and the reconciler on the one that holds the Lease.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::reconcile::{Context, error_policy, reconcile};
+use super::serving::{self, apis, managed_selector};
+use crate::api::KeyRotationPolicy;
+use crate::http::{self, PolicyRef, SharedState};
+use crate::metrics::Metrics;
+
+/// Settings of `jwks-operator run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// JWKS listener.
+    pub jwks_addr: SocketAddr,
+    /// Token listener (off when None).
+    pub token_addr: Option<SocketAddr>,
+    /// Separate metrics listener (metrics are on the JWKS listener too).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Use a Lease so only one replica writes.
+    pub leader_elect: bool,
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// Lease duration in seconds (takeover happens within it).
+    pub lease_duration: u64,
+    /// Base URL the JWKS listener is reachable at, for `status.jwksURI`.
+    pub public_base_url: Option<String>,
+    /// Policy served at `/.well-known/jwks.json`.
+    pub default_policy: Option<PolicyRef>,
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let state = SharedState::new(config.default_policy.clone(), metrics.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (jwks_bound, jwks_task) = http::serve(
+        config.jwks_addr,
+        http::jwks_routes(state.clone()),
+        stopped(stop_rx.clone()),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("binding the JWKS listener on {}: {e}", config.jwks_addr))?;
+    info!(addr = %jwks_bound, "JWKS listener up");
+    let mut servers = vec![jwks_task];
+    if let Some(addr) = config.token_addr {
+        let (bound, task) = http::serve(
+            addr,
+            http::token_routes(state.clone()),
+            stopped(stop_rx.clone()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the token listener on {addr}: {e}"))?;
+        info!(addr = %bound, "token listener up");
+        servers.push(task);
+    }
+    if let Some(addr) = config.metrics_addr {
+        let (bound, task) = http::serve(
+            addr,
+            http::metrics_routes(state.clone()),
+            stopped(stop_rx.clone()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the metrics listener on {addr}: {e}"))?;
+        info!(addr = %bound, "metrics listener up");
+        servers.push(task);
+    }
+
+    let index = tokio::spawn(serving::run(
+        client.clone(),
+        config.namespaces.clone(),
+        state.clone(),
+        config.public_base_url.clone(),
+    ));
+
+    let writable = Arc::new(AtomicBool::new(false));
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "jwks-operator".into(),
+                instance: Some(config.identity.clone()),
+            },
+        ),
+        metrics: metrics.clone(),
+        public_base_url: config.public_base_url.clone(),
+        writable: writable.clone(),
+    });
+
+    if config.leader_elect {
+        lead(client, &config, ctx, metrics, stop_rx.clone()).await?;
+    } else {
+        writable.store(true, Ordering::SeqCst);
+        metrics.set_leader(true);
+        control(&client, &config.namespaces, ctx, stopped(stop_rx.clone())).await;
+    }
+
+    let _ = stopped(stop_rx).await;
+    index.abort();
+    for s in servers {
+        let _ = s.await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Runs the controllers (one per watched namespace, or one for all) until
+/// `until` resolves.
+async fn control(
+    client: &Client,
+    namespaces: &[String],
+    ctx: Arc<Context>,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        until.await;
+        let _ = tx.send(true);
+    });
+    let controllers = apis::<KeyRotationPolicy>(client, namespaces)
+        .into_iter()
+        .zip(apis::<Secret>(client, namespaces))
+        .zip(apis::<ConfigMap>(client, namespaces))
+        .map(|((policies, secrets), config_maps)| {
+            let owned = watcher::Config::default().labels(&managed_selector());
+            let mut rx = rx.clone();
+            Controller::new(policies, watcher::Config::default())
+                .owns(secrets, owned.clone())
+                .owns(config_maps, owned)
+                .graceful_shutdown_on(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "reconcile loop");
+                    }
+                })
+        });
+    futures::future::join_all(controllers).await;
+}
+
+/// Takes part in leader election; reconciles only while holding the Lease.
+async fn lead(
+    client: Client,
+    config: &RunConfig,
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let params = kube_lease_manager::LeaseParams::new(
+        config.identity.clone(),
+        config.lease_duration,
+        (config.lease_duration / 3).max(1),
+    );
+    let manager = kube_lease_manager::LeaseManager::new(
+        client.clone(),
+        &config.lease_name,
+        &config.lease_namespace,
+        params,
+        kube_lease_manager::LeaseCreateMode::AutoCreate,
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "setting up Lease {}/{}: {e}",
+            config.lease_namespace,
+            config.lease_name
+        )
+    })?;
+    let (mut leader, lease_task) = manager.watch().await;
+    loop {
+        // Wait to lead (or to stop).
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            changed = leader.wait_for(|l| *l) => {
+                if changed.is_err() {
+                    warn!("the lease manager stopped");
+                    break;
+                }
+            }
+        }
+        info!(identity = %config.identity, "acquired the Lease; reconciling");
+        ctx.writable.store(true, Ordering::SeqCst);
+        metrics.set_leader(true);
+        let mut lost = leader.clone();
+        let mut stop2 = stop.clone();
+        let writable = ctx.writable.clone();
+        control(&client, &config.namespaces, ctx.clone(), async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => {
+                    // Stop writing at once; the controller then drains.
+                    writable.store(false, Ordering::SeqCst);
+                    warn!("lost the Lease; stopped writing");
+                }
+                _ = stop2.wait_for(|s| *s) => {}
+            }
+        })
+        .await;
+        ctx.writable.store(false, Ordering::SeqCst);
+        metrics.set_leader(false);
+        if *stop.borrow() {
+            break;
+        }
+    }
+    // Dropping the receiver makes the lease manager release the Lease.
+    drop(leader);
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Ok(_))) => info!("released the Lease"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "releasing the Lease failed"),
+        _ => warn!("releasing the Lease did not finish in time"),
+    }
+    Ok(())
+}

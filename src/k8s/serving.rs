@@ -1,0 +1,309 @@
+//! What every replica serves: watches of KeyRotationPolicies and of the
+//! operator's Secrets feed the in-memory snapshot behind the HTTP routes
+//! (no API call per request). Leader or not, every replica runs this.
+//!
+//! A Secret that cannot be decoded does not replace the last good view: the
+//! policy is listed as degraded and its last good set keeps being served.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use tracing::{debug, warn};
+
+use super::secret::{Found, classify};
+use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState};
+
+/// Which namespaces to watch: all (empty) or the listed ones.
+pub fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
+}
+
+/// Label selector of the Secrets (and ConfigMaps) the operator writes.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+// One value per watch event, moved straight into the index: boxing would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Change {
+    Policy(Event<KeyRotationPolicy>),
+    Secret(Event<Secret>),
+}
+
+/// A change, with the namespace its watch covers (None: all namespaces).
+type Scoped = (Option<String>, Change);
+
+fn in_scope(scope: &Option<String>, namespace: &str) -> bool {
+    scope.as_deref().is_none_or(|s| s == namespace)
+}
+
+/// The index: the latest policies and Secrets, and what is served from them.
+#[derive(Default)]
+pub struct Index {
+    policies: HashMap<PolicyRef, Arc<KeyRotationPolicy>>,
+    // Secrets by (namespace, name).
+    secrets: HashMap<(String, String), Arc<Secret>>,
+}
+
+// === impl Index ===
+
+impl Index {
+    /// Recomputes what is served for `policy` from the index.
+    fn refresh(&self, state: &SharedState, policy: &PolicyRef, base_url: Option<&str>) {
+        let Some(p) = self.policies.get(policy) else {
+            state.remove(policy);
+            return;
+        };
+        let secret = self
+            .secrets
+            .get(&(policy.namespace.clone(), p.secret_name()))
+            .map(Arc::as_ref);
+        let summary = || PolicySummary::for_policy(p);
+        let status_problem = p
+            .status
+            .as_ref()
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == super::status::DEGRADED)
+            })
+            .filter(|c| c.status == "True")
+            .map(|c| Problem::new(c.reason.clone(), c.message.clone()));
+        match classify(secret, p) {
+            Found::Ours { set, .. } if set.active().is_some() => {
+                let view = PolicyView::build(p, &set, base_url);
+                state.upsert(match status_problem {
+                    Some(problem) => view.with_problem(Some(problem)),
+                    None => view,
+                });
+            }
+            Found::Ours { .. } | Found::Absent => {
+                state.set_problem(
+                    policy,
+                    summary(),
+                    Some(status_problem.unwrap_or_else(|| {
+                        Problem::new("NoKeySet", "the key set has not been written yet")
+                    })),
+                );
+            }
+            Found::Corrupt(e) => {
+                warn!(policy = %policy, data_key = e.data_key, "the key set cannot be read; serving the last good set");
+                state.set_problem(
+                    policy,
+                    summary(),
+                    Some(Problem::new(
+                        "CorruptKeySet",
+                        format!(
+                            "Secret {} cannot be read ({e}); the last good key set is served",
+                            p.secret_name()
+                        ),
+                    )),
+                );
+            }
+            // Not labelled ours yet (the watch only sees ours; a GET found it):
+            // the leader adopts or reports it.
+            Found::Adoptable { .. } | Found::Foreign(_) => {
+                state.set_problem(
+                    policy,
+                    summary(),
+                    Some(status_problem.unwrap_or_else(|| {
+                        Problem::new(
+                            "SecretNotOwned",
+                            "the Secret is not managed by jwks-operator",
+                        )
+                    })),
+                );
+            }
+        }
+    }
+
+    fn policy_of_secret(&self, secret: &Secret) -> Option<PolicyRef> {
+        let ns = secret.namespace()?;
+        let name = secret.name_any();
+        self.policies
+            .iter()
+            .find(|(r, p)| r.namespace == ns && p.secret_name() == name)
+            .map(|(r, _)| r.clone())
+    }
+}
+
+fn merged(
+    client: &Client,
+    namespaces: &[String],
+) -> impl Stream<Item = Result<Scoped, watcher::Error>> + Send + use<> {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let api = |scope: &Option<String>| -> (Api<KeyRotationPolicy>, Api<Secret>) {
+        match scope {
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+        }
+    };
+    let mut streams = Vec::new();
+    for scope in scopes {
+        let (policies, secrets) = api(&scope);
+        let s1 = scope.clone();
+        streams.push(
+            watcher::watcher(policies, watcher::Config::default())
+                .default_backoff()
+                .map(move |e| e.map(|e| (s1.clone(), Change::Policy(e))))
+                .boxed(),
+        );
+        streams.push(
+            watcher::watcher(
+                secrets,
+                watcher::Config::default().labels(&managed_selector()),
+            )
+            .default_backoff()
+            .map(move |e| e.map(|e| (scope.clone(), Change::Secret(e))))
+            .boxed(),
+        );
+    }
+    stream::select_all(streams)
+}
+
+/// Runs the index until the watch streams end (they don't, short of a
+/// shutdown of the runtime). `/readyz` turns ready once every watch has
+/// delivered its initial list.
+pub async fn run(
+    client: Client,
+    namespaces: Vec<String>,
+    state: SharedState,
+    base_url: Option<String>,
+) {
+    let mut index = Index::default();
+    // Each watch reports InitDone once per (re)list; ready after all of them.
+    let streams = if namespaces.is_empty() {
+        2
+    } else {
+        2 * namespaces.len()
+    };
+    let mut synced = 0usize;
+    // Objects of a re-list in progress, by kind.
+    type Policies = HashMap<PolicyRef, Arc<KeyRotationPolicy>>;
+    type Secrets = HashMap<(String, String), Arc<Secret>>;
+    let mut relist_policies: HashMap<Option<String>, Policies> = HashMap::new();
+    let mut relist_secrets: HashMap<Option<String>, Secrets> = HashMap::new();
+    let base = base_url.as_deref();
+    let mut changes = Box::pin(merged(&client, &namespaces));
+    while let Some(change) = changes.next().await {
+        let (scope, change) = match change {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "watch error; the watcher retries with backoff");
+                continue;
+            }
+        };
+        match change {
+            Change::Policy(Event::Apply(p) | Event::InitApply(p)) => {
+                let r = PolicyRef::of(&p);
+                let p = Arc::new(p);
+                match relist_policies.get_mut(&scope) {
+                    Some(pending) => {
+                        pending.insert(r, p);
+                    }
+                    None => {
+                        index.policies.insert(r.clone(), p);
+                        index.refresh(&state, &r, base);
+                    }
+                }
+            }
+            Change::Policy(Event::Delete(p)) => {
+                let r = PolicyRef::of(&p);
+                index.policies.remove(&r);
+                index.refresh(&state, &r, base);
+            }
+            Change::Policy(Event::Init) => {
+                relist_policies.insert(scope, HashMap::new());
+            }
+            Change::Policy(Event::InitDone) => {
+                if let Some(fresh) = relist_policies.remove(&scope) {
+                    let gone: Vec<PolicyRef> = index
+                        .policies
+                        .keys()
+                        .filter(|r| in_scope(&scope, &r.namespace) && !fresh.contains_key(*r))
+                        .cloned()
+                        .collect();
+                    index.policies.extend(fresh);
+                    for r in gone {
+                        index.policies.remove(&r);
+                    }
+                    let all: Vec<PolicyRef> = index.policies.keys().cloned().collect();
+                    for r in all {
+                        index.refresh(&state, &r, base);
+                    }
+                }
+                synced += 1;
+            }
+            Change::Secret(Event::Apply(s) | Event::InitApply(s)) => {
+                let key = (s.namespace().unwrap_or_default(), s.name_any());
+                let s = Arc::new(s);
+                match relist_secrets.get_mut(&scope) {
+                    Some(pending) => {
+                        pending.insert(key, s);
+                    }
+                    None => {
+                        let owner = index.policy_of_secret(&s);
+                        index.secrets.insert(key, s);
+                        if let Some(r) = owner {
+                            index.refresh(&state, &r, base);
+                        }
+                    }
+                }
+            }
+            Change::Secret(Event::Delete(s)) => {
+                let owner = index.policy_of_secret(&s);
+                index
+                    .secrets
+                    .remove(&(s.namespace().unwrap_or_default(), s.name_any()));
+                // A deleted Secret leaves the last good set served until the
+                // leader writes a new one.
+                if let Some(r) = owner {
+                    debug!(policy = %r, "Secret deleted; keeping the last good set until it is recreated");
+                }
+            }
+            Change::Secret(Event::Init) => {
+                relist_secrets.insert(scope, HashMap::new());
+            }
+            Change::Secret(Event::InitDone) => {
+                if let Some(fresh) = relist_secrets.remove(&scope) {
+                    index.secrets.retain(|(ns, _), _| !in_scope(&scope, ns));
+                    index.secrets.extend(fresh);
+                    let all: Vec<PolicyRef> = index.policies.keys().cloned().collect();
+                    for r in all {
+                        index.refresh(&state, &r, base);
+                    }
+                }
+                synced += 1;
+            }
+        }
+        if synced >= streams && !state.is_ready() {
+            state.set_ready(true);
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! What a policy's status should say, computed purely from what the
+//! reconciler observed. The reconciler patches status only when this differs
+//! from the current one, so a steady state makes no writes.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{KeyRotationPolicyStatus, KeyStateName, KeyStatus, RotationReasonName};
+use crate::keys::lifecycle::{KeySet, KeyState, LifecycleKey, Policy, RotationReason};
+
+/// Condition type: the key set is published and a key signs.
+pub const READY: &str = "Ready";
+/// Condition type: something needs the user's attention.
+pub const DEGRADED: &str = "Degraded";
+
+/// Something wrong with a policy, as a condition reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// CamelCase reason, e.g. `CorruptKeySet`.
+    pub reason: String,
+    /// What is wrong and what to do, for the user.
+    pub message: String,
+    /// Whether the policy has no usable key set because of it (Ready=False).
+    /// A deferred rotation, for instance, leaves the current key signing.
+    pub blocks_ready: bool,
+}
+
+impl Problem {
+    /// A problem that leaves no usable key set.
+    pub fn blocking(reason: &str, message: impl Into<String>) -> Self {
+        Problem {
+            reason: reason.to_owned(),
+            message: message.into(),
+            blocks_ready: true,
+        }
+    }
+
+    /// A problem that leaves the current key set working.
+    pub fn warning(reason: &str, message: impl Into<String>) -> Self {
+        Problem {
+            reason: reason.to_owned(),
+            message: message.into(),
+            blocks_ready: false,
+        }
+    }
+}
+
+/// What the reconciler knows when it writes status.
+pub struct Observed<'a, K> {
+    /// `metadata.generation` of the policy.
+    pub generation: Option<i64>,
+    /// The key set as persisted (None when there is none, or it is unreadable).
+    pub keys: Option<&'a KeySet<K>>,
+    /// The resolved policy (None when the spec is invalid).
+    pub policy: Option<&'a Policy>,
+    /// What is wrong, if anything.
+    pub problem: Option<Problem>,
+    /// Name of the Secret.
+    pub secret_name: String,
+    /// Public JWKS URL, when the operator knows its base URL.
+    pub jwks_uri: Option<String>,
+}
+
+fn state_name(s: KeyState) -> KeyStateName {
+    match s {
+        KeyState::Pending => KeyStateName::Pending,
+        KeyState::Active => KeyStateName::Active,
+        KeyState::Retired => KeyStateName::Retired,
+    }
+}
+
+/// The status name of a rotation reason.
+pub fn reason_name(r: RotationReason) -> RotationReasonName {
+    match r {
+        RotationReason::Initial => RotationReasonName::Initial,
+        RotationReason::Scheduled => RotationReasonName::Scheduled,
+        RotationReason::Manual => RotationReasonName::Manual,
+        RotationReason::Revoked => RotationReasonName::Revoked,
+        RotationReason::AlgorithmChange => RotationReasonName::AlgorithmChange,
+    }
+}
+
+fn time(t: Timestamp) -> Time {
+    // Status times have second precision (metav1.Time); truncate so that
+    // comparing a computed status with the stored one is exact.
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
+fn condition(
+    prev: Option<&KeyRotationPolicyStatus>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    // The transition time only moves when the status flips.
+    let last_transition_time = prev
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| time(now));
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+/// The status the policy should have. `prev` is the current status (its
+/// condition transition times are kept when nothing flipped, and the last
+/// handled rotation request is carried over when the key set is unreadable).
+pub fn desired_status<K: LifecycleKey>(
+    prev: Option<&KeyRotationPolicyStatus>,
+    obs: Observed<'_, K>,
+    now: Timestamp,
+) -> KeyRotationPolicyStatus {
+    let keys = obs.keys;
+    let has_signer = keys.and_then(|k| k.active()).is_some();
+    let ready = has_signer && !obs.problem.as_ref().is_some_and(|p| p.blocks_ready);
+    let (ready_reason, ready_message) = match (&obs.problem, ready) {
+        (Some(p), false) => (p.reason.clone(), p.message.clone()),
+        (_, true) => (
+            "KeySetPublished".to_owned(),
+            format!(
+                "key {} signs; {} key(s) published",
+                keys.and_then(|k| k.active())
+                    .map(|a| a.kid())
+                    .unwrap_or_default(),
+                keys.map(|k| k.keys.len()).unwrap_or_default()
+            ),
+        ),
+        (None, false) => ("NoKeySet".to_owned(), "no key set yet".to_owned()),
+    };
+    let (degraded_reason, degraded_message) = match &obs.problem {
+        Some(p) => (p.reason.clone(), p.message.clone()),
+        None => (
+            "AsExpected".to_owned(),
+            "nothing needs attention".to_owned(),
+        ),
+    };
+    let conditions = vec![
+        condition(
+            prev,
+            READY,
+            ready,
+            &ready_reason,
+            ready_message,
+            obs.generation,
+            now,
+        ),
+        condition(
+            prev,
+            DEGRADED,
+            obs.problem.is_some(),
+            &degraded_reason,
+            degraded_message,
+            obs.generation,
+            now,
+        ),
+    ];
+
+    let mut status = KeyRotationPolicyStatus {
+        observed_generation: obs.generation,
+        conditions,
+        secret_name: Some(obs.secret_name),
+        jwks_uri: obs.jwks_uri,
+        ..Default::default()
+    };
+    match keys {
+        Some(set) => {
+            status.active_key_id = set.active().map(|k| k.kid().to_owned());
+            status.next_key_id = set.pending().map(|k| k.kid().to_owned());
+            status.keys = set
+                .keys
+                .iter()
+                .map(|k| KeyStatus {
+                    kid: k.kid().to_owned(),
+                    alg: k.key.params().alg,
+                    state: state_name(k.state),
+                    created_at: time(k.created_at),
+                    activates_at: time(k.activates_at),
+                    retired_at: k.retired_at.map(time),
+                    prune_after: k.prune_after.map(time),
+                })
+                .collect();
+            status.key_count = Some(set.keys.len() as u32);
+            status.last_rotation_time = set.last_rotation_time.map(time);
+            status.last_rotation_reason = set.last_rotation_reason.map(reason_name);
+            status.last_rotation_request = set.last_rotation_request.clone();
+            status.next_rotation_time =
+                obs.policy.and_then(|p| set.next_rotation_time(p)).map(time);
+        }
+        None => {
+            // Unreadable or absent: keep what was last known about the keys
+            // rather than blanking it, so `kubectl get` still tells the story.
+            if let Some(prev) = prev {
+                status.active_key_id = prev.active_key_id.clone();
+                status.next_key_id = prev.next_key_id.clone();
+                status.keys = prev.keys.clone();
+                status.key_count = prev.key_count;
+                status.last_rotation_time = prev.last_rotation_time.clone();
+                status.last_rotation_reason = prev.last_rotation_reason;
+                status.last_rotation_request = prev.last_rotation_request.clone();
+                status.next_rotation_time = prev.next_rotation_time.clone();
+            }
+        }
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::keys::alg::{Algorithm, KeyParams};
+    use crate::keys::lifecycle::plan;
+    use crate::keys::lifecycle::tests::{Counter, TestKey};
+
+    fn t(n: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + n).unwrap()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            params: KeyParams::new(Algorithm::ES256),
+            rotation_interval: Duration::from_secs(100),
+            publish_ahead: Duration::from_secs(20),
+            max_token_ttl: Duration::from_secs(30),
+            clock_skew: Duration::from_secs(5),
+            max_keys: 10,
+            revoked: BTreeSet::new(),
+            rotation_request: None,
+        }
+    }
+
+    fn keys_at(n: i64) -> KeySet<TestKey> {
+        let p = policy();
+        let mut set = KeySet::default();
+        let mut source = Counter::default();
+        for step in [0, 80, 100] {
+            if step <= n {
+                set = plan(&p, &set, t(step), &mut source).unwrap().keys;
+            }
+        }
+        set
+    }
+
+    fn observed<'a>(
+        keys: Option<&'a KeySet<TestKey>>,
+        policy: &'a Policy,
+        problem: Option<Problem>,
+    ) -> Observed<'a, TestKey> {
+        Observed {
+            generation: Some(3),
+            keys,
+            policy: Some(policy),
+            problem,
+            secret_name: "p-jwks".into(),
+            jwks_uri: None,
+        }
+    }
+
+    fn cond<'a>(s: &'a KeyRotationPolicyStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_published_set_is_ready_and_not_degraded() {
+        let p = policy();
+        let set = keys_at(80);
+        let s = desired_status(None, observed(Some(&set), &p, None), t(81));
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, READY).observed_generation, Some(3));
+        assert_eq!(cond(&s, DEGRADED).status, "False");
+        assert_eq!(s.active_key_id.as_deref(), Some("k1"));
+        assert_eq!(s.next_key_id.as_deref(), Some("k2"));
+        assert_eq!(s.key_count, Some(2));
+        assert_eq!(s.next_rotation_time, Some(Time(t(100))));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.last_rotation_reason, Some(RotationReasonName::Initial));
+    }
+
+    #[test]
+    fn recomputing_an_unchanged_status_is_identical_so_nothing_is_written() {
+        let p = policy();
+        let set = keys_at(100);
+        let first = desired_status(None, observed(Some(&set), &p, None), t(101));
+        let again = desired_status(Some(&first), observed(Some(&set), &p, None), t(150));
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_a_condition_flips() {
+        let p = policy();
+        let set = keys_at(0);
+        let ok = desired_status(None, observed(Some(&set), &p, None), t(1));
+        let corrupt = Problem::blocking("CorruptKeySet", "lifecycle.json: not JSON");
+        let bad = desired_status(Some(&ok), observed(None, &p, Some(corrupt)), t(50));
+        assert_eq!(cond(&bad, READY).status, "False");
+        assert_eq!(cond(&bad, READY).reason, "CorruptKeySet");
+        assert_eq!(cond(&bad, READY).last_transition_time, Time(t(50)));
+        assert_eq!(cond(&bad, DEGRADED).message, "lifecycle.json: not JSON");
+        // What was known about the keys stays visible.
+        assert_eq!(bad.active_key_id, ok.active_key_id);
+        let healed = desired_status(Some(&bad), observed(Some(&set), &p, None), t(60));
+        assert_eq!(cond(&healed, READY).last_transition_time, Time(t(60)));
+        let still = desired_status(Some(&healed), observed(Some(&set), &p, None), t(70));
+        assert_eq!(cond(&still, READY).last_transition_time, Time(t(60)));
+    }
+
+    #[test]
+    fn a_deferred_rotation_is_degraded_but_still_ready() {
+        let p = policy();
+        let set = keys_at(0);
+        let deferred = Problem::warning("MaxKeysReached", "rotation deferred");
+        let s = desired_status(None, observed(Some(&set), &p, Some(deferred)), t(1));
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, DEGRADED).status, "True");
+        assert_eq!(cond(&s, DEGRADED).reason, "MaxKeysReached");
+    }
+}

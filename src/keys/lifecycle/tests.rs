@@ -1,0 +1,779 @@
+//! Tests of the lifecycle planner, written as the contract's invariants.
+//! Keys here are cheap stand-ins: the planner never looks at key material.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::*;
+use crate::keys::alg::{Algorithm, KeyParams};
+
+/// A key that is only an identity and parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TestKey {
+    kid: String,
+    params: KeyParams,
+}
+
+impl LifecycleKey for TestKey {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+    fn params(&self) -> KeyParams {
+        self.params
+    }
+}
+
+/// Hands out keys `k1`, `k2`, ... in order.
+#[derive(Default)]
+pub(crate) struct Counter(u32);
+
+impl KeySource<TestKey> for Counter {
+    type Error = Infallible;
+    fn generate(&mut self, params: KeyParams) -> Result<TestKey, Infallible> {
+        self.0 += 1;
+        Ok(TestKey {
+            kid: format!("k{}", self.0),
+            params,
+        })
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn t(n: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + n).unwrap()
+}
+
+/// A policy with round numbers: rotate every 100 s, publish 20 s ahead,
+/// tokens live 30 s, 5 s of skew.
+fn policy() -> Policy {
+    Policy {
+        params: KeyParams::new(Algorithm::ES256),
+        rotation_interval: secs(100),
+        publish_ahead: secs(20),
+        max_token_ttl: secs(30),
+        clock_skew: secs(5),
+        max_keys: 10,
+        revoked: BTreeSet::new(),
+        rotation_request: None,
+    }
+}
+
+struct Sim {
+    policy: Policy,
+    set: KeySet<TestKey>,
+    source: Counter,
+    now: Timestamp,
+    events: Vec<(Timestamp, LifecycleEvent)>,
+    last_plan: Option<Plan<TestKey>>,
+}
+
+impl Sim {
+    fn new(policy: Policy) -> Self {
+        Sim {
+            policy,
+            set: KeySet::default(),
+            source: Counter::default(),
+            now: t(0),
+            events: Vec::new(),
+            last_plan: None,
+        }
+    }
+
+    fn step(&mut self) -> &Plan<TestKey> {
+        let plan = super::plan(&self.policy, &self.set, self.now, &mut self.source).unwrap();
+        self.set = plan.keys.clone();
+        self.events
+            .extend(plan.events.iter().cloned().map(|e| (self.now, e)));
+        self.last_plan = Some(plan);
+        self.last_plan.as_ref().unwrap()
+    }
+
+    fn at(&mut self, n: i64) -> &Plan<TestKey> {
+        self.now = t(n);
+        self.step()
+    }
+
+    fn active(&self) -> &str {
+        self.set.active().unwrap().kid()
+    }
+
+    fn kids(&self) -> Vec<(&str, KeyState)> {
+        self.set.keys.iter().map(|k| (k.kid(), k.state)).collect()
+    }
+
+    fn next_due(&self) -> Timestamp {
+        self.last_plan.as_ref().unwrap().next_due
+    }
+}
+
+#[test]
+fn first_plan_makes_exactly_one_active_published_key() {
+    let mut sim = Sim::new(policy());
+    let plan = sim.at(0);
+    assert_eq!(
+        plan.events,
+        vec![LifecycleEvent::Created {
+            kid: "k1".into(),
+            state: KeyState::Active,
+            reason: RotationReason::Initial
+        }]
+    );
+    assert_eq!(sim.kids(), vec![("k1", KeyState::Active)]);
+    assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Initial));
+    // Next wake-up: when the next key must be pre-published.
+    assert_eq!(sim.next_due(), t(80));
+}
+
+#[test]
+fn next_key_is_published_publish_ahead_before_it_signs_and_signs_on_schedule() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    assert!(sim.at(79).events.is_empty(), "nothing is due before t=80");
+    let plan = sim.at(80);
+    assert_eq!(
+        plan.events,
+        vec![LifecycleEvent::Created {
+            kid: "k2".into(),
+            state: KeyState::Pending,
+            reason: RotationReason::Scheduled
+        }]
+    );
+    assert_eq!(sim.active(), "k1", "the new key is published, not signing");
+    assert_eq!(sim.set.pending().unwrap().activates_at, t(100));
+    assert_eq!(sim.next_due(), t(100));
+
+    let plan = sim.at(100);
+    assert_eq!(
+        plan.events,
+        vec![
+            LifecycleEvent::Retired {
+                kid: "k1".into(),
+                prune_after: t(135)
+            },
+            LifecycleEvent::Activated {
+                kid: "k2".into(),
+                reason: RotationReason::Scheduled
+            },
+        ]
+    );
+    assert_eq!(
+        sim.kids(),
+        vec![("k2", KeyState::Active), ("k1", KeyState::Retired)]
+    );
+    assert_eq!(sim.set.last_rotation_time, Some(t(100)));
+}
+
+#[test]
+fn retired_key_is_pruned_no_earlier_than_retired_at_plus_ttl_plus_skew() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80);
+    sim.at(100);
+    assert_eq!(sim.next_due(), t(135));
+    assert!(sim.at(134).events.is_empty());
+    assert!(
+        sim.set.get("k1").is_some(),
+        "still needed for tokens until 135"
+    );
+    let plan = sim.at(135);
+    assert_eq!(
+        plan.events,
+        vec![LifecycleEvent::Pruned { kid: "k1".into() }]
+    );
+    assert!(sim.set.get("k1").is_none());
+}
+
+#[test]
+fn lowering_max_token_ttl_does_not_shorten_retention_of_keys_that_signed_under_the_old_one() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80);
+    // Tokens minted by k1 until now may live 30 s; the TTL is lowered to 10 s
+    // just before k1 retires.
+    sim.policy.max_token_ttl = secs(10);
+    sim.at(100);
+    let k1 = sim.set.get("k1").unwrap();
+    assert_eq!(k1.prune_after, Some(t(135)));
+    // k2 starts signing under the new TTL only.
+    sim.at(180);
+    sim.at(200);
+    assert_eq!(sim.set.get("k2").unwrap().prune_after, Some(t(215)));
+}
+
+#[test]
+fn steady_state_makes_no_changes_between_due_times() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    let before = sim.set.clone();
+    for n in [1, 10, 50, 79] {
+        let plan = sim.at(n);
+        assert!(plan.events.is_empty(), "t={n}: {:?}", plan.events);
+        assert_eq!(plan.keys, before);
+    }
+}
+
+#[test]
+fn publish_ahead_zero_activates_at_once_and_the_signer_is_the_first_key() {
+    let mut sim = Sim::new(Policy {
+        publish_ahead: Duration::ZERO,
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(100);
+    assert_eq!(
+        sim.kids(),
+        vec![("k2", KeyState::Active), ("k1", KeyState::Retired)]
+    );
+    sim.policy.rotation_request = Some("now".into());
+    sim.at(110);
+    assert_eq!(sim.kids()[0], ("k3", KeyState::Active));
+    assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Manual));
+}
+
+#[test]
+fn manual_request_publishes_now_and_signs_after_publish_ahead_once_per_value() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.policy.rotation_request = Some("2026-11-24T10:00:00Z".into());
+    let plan = sim.at(10);
+    assert_eq!(
+        plan.events,
+        vec![LifecycleEvent::Created {
+            kid: "k2".into(),
+            state: KeyState::Pending,
+            reason: RotationReason::Manual
+        }]
+    );
+    assert_eq!(
+        sim.set.last_rotation_request.as_deref(),
+        Some("2026-11-24T10:00:00Z")
+    );
+    assert_eq!(sim.next_due(), t(30));
+    let plan = sim.at(30);
+    assert!(plan.events.contains(&LifecycleEvent::Activated {
+        kid: "k2".into(),
+        reason: RotationReason::Manual
+    }));
+    // The same value again does nothing; the schedule restarts from the
+    // manual rotation (after k1 is pruned at 30 + 30 + 5).
+    assert!(sim.at(40).events.is_empty());
+    assert_eq!(sim.next_due(), t(65));
+    sim.at(65);
+    assert_eq!(sim.next_due(), t(110));
+    // A new value rotates again.
+    sim.policy.rotation_request = Some("again".into());
+    assert!(!sim.at(41).events.is_empty());
+}
+
+#[test]
+fn manual_request_with_a_pending_key_activates_it_as_soon_as_it_is_safe() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80); // k2 pending until 100
+    sim.policy.rotation_request = Some("r1".into());
+    let plan = sim.at(85);
+    assert!(
+        plan.events.is_empty()
+            || plan
+                .events
+                .iter()
+                .all(|e| !matches!(e, LifecycleEvent::Created { .. }))
+    );
+    // Published at 80, so it may sign from 100: the request cannot make it sooner.
+    assert_eq!(sim.set.pending().unwrap().activates_at, t(100));
+    assert_eq!(
+        sim.set.pending().unwrap().reason,
+        Some(RotationReason::Manual)
+    );
+
+    let mut sim = Sim::new(Policy {
+        rotation_interval: secs(1000),
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(980); // k2 pending until 1000
+    sim.policy.rotation_request = Some("r1".into());
+    sim.at(990);
+    assert_eq!(sim.set.pending().unwrap().activates_at, t(1000));
+    let mut sim = Sim::new(Policy {
+        rotation_interval: secs(1000),
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(980);
+    sim.policy.rotation_request = Some("r1".into());
+    sim.at(1000);
+    assert_eq!(sim.active(), "k2");
+}
+
+#[test]
+fn revoking_a_retired_key_removes_it_at_once() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80);
+    sim.at(100);
+    sim.policy.revoked.insert("k1".into());
+    let plan = sim.at(101);
+    assert_eq!(
+        plan.events,
+        vec![LifecycleEvent::Revoked {
+            kid: "k1".into(),
+            was: KeyState::Retired
+        }]
+    );
+    assert_eq!(sim.kids(), vec![("k2", KeyState::Active)]);
+}
+
+#[test]
+fn revoking_the_active_key_makes_a_fresh_key_active_immediately() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80); // k2 pending
+    sim.policy.revoked.insert("k1".into());
+    let plan = sim.at(90);
+    assert_eq!(
+        plan.events,
+        vec![
+            LifecycleEvent::Revoked {
+                kid: "k1".into(),
+                was: KeyState::Active
+            },
+            LifecycleEvent::Discarded {
+                kid: "k2".into(),
+                why: "the active key was revoked; the next key is generated afresh"
+            },
+            LifecycleEvent::Created {
+                kid: "k3".into(),
+                state: KeyState::Active,
+                reason: RotationReason::Revoked
+            },
+        ]
+    );
+    assert_eq!(sim.kids(), vec![("k3", KeyState::Active)]);
+    assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Revoked));
+    // The schedule restarts from the replacement.
+    assert_eq!(sim.next_due(), t(170));
+}
+
+#[test]
+fn algorithm_change_applies_at_the_next_rotation_and_old_keys_stay_until_pruned() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.policy.params = KeyParams::rsa(Algorithm::PS256, 3072);
+    assert!(sim.at(50).events.is_empty(), "no rotation before it is due");
+    sim.at(80);
+    let pending = sim.set.pending().unwrap();
+    assert_eq!(pending.key.params, KeyParams::rsa(Algorithm::PS256, 3072));
+    assert_eq!(pending.reason, Some(RotationReason::AlgorithmChange));
+    sim.at(100);
+    assert_eq!(
+        sim.set.last_rotation_reason,
+        Some(RotationReason::AlgorithmChange)
+    );
+    assert_eq!(
+        sim.set.get("k1").unwrap().key.params,
+        KeyParams::new(Algorithm::ES256),
+        "the old key keeps its algorithm and stays published"
+    );
+}
+
+#[test]
+fn algorithm_change_replaces_a_pending_key_that_never_signed() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80); // k2 (ES256) pending until 100
+    sim.policy.params = KeyParams::new(Algorithm::EdDSA);
+    let plan = sim.at(90);
+    assert_eq!(plan.events.len(), 2, "{:?}", plan.events);
+    let pending = sim.set.pending().unwrap();
+    assert_eq!(pending.kid(), "k3");
+    assert_eq!(pending.key.params.alg, Algorithm::EdDSA);
+    // Freshly published, so it waits publishAhead from now.
+    assert_eq!(pending.activates_at, t(110));
+    assert!(sim.set.get("k2").is_none());
+}
+
+#[test]
+fn max_keys_defers_rotation_instead_of_pruning_a_needed_key() {
+    // Tokens live far longer than a key signs: retired keys pile up.
+    let mut sim = Sim::new(Policy {
+        max_keys: 3,
+        max_token_ttl: secs(1000),
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(80);
+    sim.at(100); // k2 active, k1 retired until 1105
+    sim.at(180); // k3 pending: 3 keys
+    sim.at(200); // k3 active, k1 k2 retired
+    let plan = sim.at(280);
+    let deferral = plan.deferred.clone().expect("rotation deferred");
+    assert_eq!(deferral.reason, "MaxKeysReached");
+    assert!(plan.events.is_empty());
+    assert_eq!(sim.set.keys.len(), 3);
+    assert_eq!(sim.active(), "k3", "the active key keeps signing");
+    // It wakes when the oldest retired key may be pruned, and rotates then.
+    assert_eq!(sim.next_due(), t(1105));
+    let plan = sim.at(1105);
+    assert!(plan.deferred.is_none());
+    assert!(
+        plan.events
+            .contains(&LifecycleEvent::Pruned { kid: "k1".into() })
+    );
+    assert_eq!(sim.set.pending().unwrap().kid(), "k4");
+}
+
+#[test]
+fn after_downtime_a_missed_rotation_happens_once() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    // Down from t=1 to t=1000: nine intervals missed.
+    let plan = sim.at(1000);
+    assert_eq!(plan.events.len(), 1, "{:?}", plan.events);
+    assert_eq!(sim.set.pending().unwrap().activates_at, t(1020));
+    sim.at(1020);
+    assert_eq!(sim.active(), "k2");
+    assert_eq!(sim.next_due(), t(1055), "next: prune k1");
+    sim.at(1055);
+    assert_eq!(
+        sim.next_due(),
+        t(1100),
+        "then pre-publish one interval after activation"
+    );
+    assert_eq!(sim.source.0, 2, "only one rotation for the whole outage");
+}
+
+#[test]
+fn after_downtime_with_a_pending_key_it_activates_once_and_the_schedule_restarts() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80);
+    let plan = sim.at(5000);
+    assert!(plan.events.contains(&LifecycleEvent::Activated {
+        kid: "k2".into(),
+        reason: RotationReason::Scheduled
+    }));
+    assert_eq!(sim.set.active().unwrap().activates_at, t(5000));
+    assert!(sim.at(5000).events.is_empty());
+    assert_eq!(sim.next_due(), t(5035));
+}
+
+#[test]
+fn slightly_late_wake_up_keeps_the_schedule_rhythm() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80);
+    sim.at(103); // 3 s late
+    assert_eq!(sim.set.active().unwrap().activates_at, t(100));
+    assert_eq!(
+        sim.set.get("k1").unwrap().retired_at,
+        Some(t(103)),
+        "k1 signed until 103"
+    );
+    assert_eq!(sim.set.get("k1").unwrap().prune_after, Some(t(138)));
+}
+
+#[test]
+fn growing_publish_ahead_delays_activation_of_a_key_published_too_recently() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80); // k2 pending, would sign at 100
+    sim.policy.publish_ahead = secs(50);
+    let plan = sim.at(100);
+    assert!(plan.events.is_empty(), "{:?}", plan.events);
+    assert_eq!(sim.set.pending().unwrap().activates_at, t(130));
+    sim.at(130);
+    assert_eq!(sim.active(), "k2");
+}
+
+#[test]
+fn an_inconsistent_set_is_an_error_and_is_left_alone() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80);
+    let mut broken = sim.set.clone();
+    for k in &mut broken.keys {
+        k.state = KeyState::Active;
+    }
+    let err = plan(&sim.policy, &broken, t(90), &mut Counter::default()).unwrap_err();
+    assert!(matches!(
+        err,
+        PlanError::Inconsistent(InconsistentKeySet::SeveralActive(2))
+    ));
+    broken.keys[1] = broken.keys[0].clone();
+    let err = plan(&sim.policy, &broken, t(90), &mut Counter::default()).unwrap_err();
+    assert!(matches!(
+        err,
+        PlanError::Inconsistent(InconsistentKeySet::DuplicateKid(_))
+    ));
+}
+
+#[test]
+fn adopted_keys_keep_signing_with_the_newest_and_retire_the_rest() {
+    let keys = (1..=3)
+        .map(|i| TestKey {
+            kid: format!("old{i}"),
+            params: KeyParams::new(Algorithm::RS256),
+        })
+        .collect();
+    let set = KeySet::adopt(keys, t(0), &policy());
+    let mut sim = Sim::new(policy());
+    sim.set = set;
+    let plan = sim.at(0);
+    assert!(plan.events.is_empty(), "{:?}", plan.events);
+    assert_eq!(sim.active(), "old1");
+    assert_eq!(sim.set.get("old2").unwrap().prune_after, Some(t(35)));
+    sim.at(35);
+    assert_eq!(sim.kids(), vec![("old1", KeyState::Active)]);
+}
+
+// === property tests over random timelines ===
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Wake at the planner's next due time (what the controller does).
+    WakeWhenDue,
+    /// Wake early, after `n` seconds (a watch event, a resync).
+    WakeAfter(u64),
+    /// The operator is down for `n` seconds.
+    Outage(u64),
+    /// A manual rotation request with a new value.
+    Manual,
+    /// Revoke the active key.
+    RevokeActive,
+    /// Revoke the i-th key of the set (modulo its length).
+    RevokeNth(usize),
+    /// Change algorithm.
+    ChangeAlgorithm(usize),
+    /// Change maxTokenTTL to n seconds.
+    ChangeTtl(u64),
+    /// Change publishAhead to n seconds (kept below the interval).
+    ChangePublishAhead(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => Just(Op::WakeWhenDue),
+        3 => (1u64..60).prop_map(Op::WakeAfter),
+        1 => (60u64..2000).prop_map(Op::Outage),
+        1 => Just(Op::Manual),
+        1 => Just(Op::RevokeActive),
+        1 => (0usize..10).prop_map(Op::RevokeNth),
+        1 => (0usize..9).prop_map(Op::ChangeAlgorithm),
+        1 => (1u64..200).prop_map(Op::ChangeTtl),
+        1 => (0u64..100).prop_map(Op::ChangePublishAhead),
+    ]
+}
+
+fn policy_strategy() -> impl Strategy<Value = Policy> {
+    (10u64..200, 0u64..100, 1u64..300, 0u64..30, 2usize..8).prop_map(
+        |(interval, ahead, ttl, skew, max_keys)| Policy {
+            rotation_interval: secs(interval),
+            publish_ahead: secs(ahead % interval),
+            max_token_ttl: secs(ttl),
+            clock_skew: secs(skew),
+            max_keys,
+            ..policy()
+        },
+    )
+}
+
+/// What the test observes from outside, to check invariants against.
+#[derive(Default)]
+struct Observed {
+    /// When each kid first appeared in the set (was published).
+    published_at: BTreeMap<String, Timestamp>,
+    /// Until when each kid signed, and the longest TTL in force meanwhile.
+    signed_until: BTreeMap<String, (Timestamp, Duration)>,
+    /// kids the test revoked.
+    revoked: BTreeSet<String>,
+    /// kids ever removed.
+    removed: BTreeSet<String>,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_on_every_step_of_random_timelines(
+        initial in policy_strategy(),
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        let mut sim = Sim::new(initial);
+        let mut seen = Observed::default();
+        let mut requests = 0;
+        sim.step();
+        check_step(&sim, &mut seen, None)?;
+        for op in ops {
+            let signer_before = sim.set.active().map(|k| k.kid().to_owned());
+            match op {
+                Op::WakeWhenDue => sim.now = sim.next_due(),
+                Op::WakeAfter(n) => sim.now = after(sim.now, secs(n)),
+                Op::Outage(n) => sim.now = after(sim.now, secs(n)),
+                Op::Manual => {
+                    requests += 1;
+                    sim.policy.rotation_request = Some(format!("r{requests}"));
+                }
+                Op::RevokeActive => {
+                    let kid = sim.active().to_owned();
+                    seen.revoked.insert(kid.clone());
+                    sim.policy.revoked.insert(kid);
+                }
+                Op::RevokeNth(i) => {
+                    let kid = sim.set.keys[i % sim.set.keys.len()].kid().to_owned();
+                    seen.revoked.insert(kid.clone());
+                    sim.policy.revoked.insert(kid);
+                }
+                Op::ChangeAlgorithm(i) => sim.policy.params = KeyParams::new(Algorithm::ALL[i]),
+                Op::ChangeTtl(n) => sim.policy.max_token_ttl = secs(n),
+                Op::ChangePublishAhead(n) => {
+                    sim.policy.publish_ahead = secs(n % sim.policy.rotation_interval.as_secs())
+                }
+            }
+            // The key that signed until now signed under the TTL in force.
+            if let Some(kid) = &signer_before {
+                let entry = seen.signed_until.entry(kid.clone()).or_insert((sim.now, Duration::ZERO));
+                entry.0 = sim.now;
+                entry.1 = entry.1.max(sim.policy.max_token_ttl);
+            }
+            let keys_before = sim.set.keys.len();
+            sim.step();
+            check_step(&sim, &mut seen, Some(keys_before))?;
+        }
+    }
+}
+
+fn check_step(
+    sim: &Sim,
+    seen: &mut Observed,
+    keys_before: Option<usize>,
+) -> Result<(), TestCaseError> {
+    let plan = sim.last_plan.as_ref().unwrap();
+    let now = sim.now;
+    // 1 & 5: exactly one Active, at most one Pending, unique kids.
+    prop_assert!(sim.set.check().is_ok(), "{:?}", sim.set.check());
+    prop_assert_eq!(
+        sim.set
+            .keys
+            .iter()
+            .filter(|k| k.state == KeyState::Active)
+            .count(),
+        1
+    );
+    // Progress: the next wake-up is in the future.
+    prop_assert!(
+        plan.next_due > now,
+        "next_due {} <= now {}",
+        plan.next_due,
+        now
+    );
+    // Idempotence: planning again at the same instant changes nothing, so a
+    // steady state makes no writes.
+    let mut source = Counter(10_000);
+    let again = super::plan(&sim.policy, &sim.set, now, &mut source).unwrap();
+    prop_assert!(
+        again.events.is_empty(),
+        "replan at {now}: {:?}",
+        again.events
+    );
+    prop_assert_eq!(&again.keys, &sim.set);
+    // Nothing happens before next_due either.
+    let just_before = before(plan.next_due, secs(1)).max(now);
+    let early = super::plan(&sim.policy, &sim.set, just_before, &mut source).unwrap();
+    prop_assert!(early.events.is_empty(), "before due: {:?}", early.events);
+
+    for k in &sim.set.keys {
+        seen.published_at.entry(k.kid().to_owned()).or_insert(now);
+        prop_assert!(!seen.removed.contains(k.kid()), "kid {} came back", k.kid());
+    }
+    for event in &plan.events {
+        match event {
+            // 2: a key signs only after it was published for publishAhead,
+            // except the first key and the replacement of a revoked one.
+            LifecycleEvent::Activated { kid, reason } => {
+                let published = seen.published_at[kid];
+                prop_assert!(
+                    after(published, sim.policy.publish_ahead) <= now,
+                    "{kid} ({reason}) published at {published}, signs at {now}, publishAhead {:?}",
+                    sim.policy.publish_ahead
+                );
+            }
+            LifecycleEvent::Created {
+                state: KeyState::Active,
+                reason,
+                ..
+            } => {
+                prop_assert!(
+                    matches!(reason, RotationReason::Initial | RotationReason::Revoked),
+                    "a key signed without pre-publication for {reason}"
+                );
+            }
+            // 3: a retired key is pruned only when no token it signed can be valid.
+            LifecycleEvent::Pruned { kid } => {
+                let (until, ttl) = seen.signed_until[kid];
+                let earliest = after(until, ttl + sim.policy.clock_skew);
+                prop_assert!(
+                    now >= earliest,
+                    "{kid} pruned at {now}, needed until {earliest}"
+                );
+                seen.removed.insert(kid.clone());
+            }
+            LifecycleEvent::Revoked { kid, .. } => {
+                prop_assert!(seen.revoked.contains(kid), "{kid} revoked without request");
+                seen.removed.insert(kid.clone());
+            }
+            // Only pending keys (which never signed) are discarded.
+            LifecycleEvent::Discarded { kid, .. } => {
+                prop_assert!(!seen.signed_until.contains_key(kid), "{kid} had signed");
+                seen.removed.insert(kid.clone());
+            }
+            _ => {}
+        }
+    }
+    // Any key that disappeared did so through one of the events above.
+    for kid in seen.published_at.keys() {
+        if sim.set.get(kid).is_none() {
+            prop_assert!(
+                seen.removed.contains(kid),
+                "{kid} vanished without an event"
+            );
+        }
+    }
+    // maxKeys: a rotation never grows the set past the cap.
+    if let Some(before) = keys_before {
+        prop_assert!(
+            sim.set.keys.len() <= sim.policy.max_keys.max(before),
+            "{} keys > maxKeys {}",
+            sim.set.keys.len(),
+            sim.policy.max_keys
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn plans_with_real_keys_from_a_seeded_generator() {
+    use rand_chacha::rand_core::SeedableRng;
+    let mut source = RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(7));
+    let policy = Policy {
+        params: KeyParams::new(Algorithm::EdDSA),
+        ..policy()
+    };
+    let first = plan(&policy, &KeySet::default(), t(0), &mut source).unwrap();
+    let active = first.keys.active().unwrap();
+    assert_eq!(
+        active.key.thumbprint(),
+        active.kid(),
+        "kid is the RFC 7638 thumbprint"
+    );
+    let second = plan(&policy, &first.keys, t(80), &mut source).unwrap();
+    assert_eq!(second.keys.keys.len(), 2);
+    assert_ne!(second.keys.keys[0].kid(), second.keys.keys[1].kid());
+}

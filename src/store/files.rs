@@ -1,0 +1,404 @@
+//! The standalone key store: `<state-dir>/<namespace>/<name>/` holding the
+//! five files of the Secret layout (see [`layout`]).
+//!
+//! # Durability
+//!
+//! Every file is written atomically: a temporary file in the same directory,
+//! `fsync`, `rename` over the target, `fsync` of the directory. Files are
+//! created `0600`, directories `0700`.
+//!
+//! Five renames are not one atomic step, and SPEC invariant 5 wants the whole
+//! set written as one object, so a save is a small roll-forward transaction:
+//!
+//! 1. each new file is staged as `.<file>.next` (written, `fsync`ed);
+//! 2. the commit marker `.commit` is written atomically (temp, `fsync`,
+//!    rename, directory `fsync`): from here on the new set is the stored one;
+//! 3. each staged file is renamed over its target; directory `fsync`;
+//! 4. `.commit` is removed; directory `fsync`.
+//!
+//! Before every load and save, an interrupted save is finished: with a
+//! `.commit` marker the remaining staged files are renamed into place (roll
+//! forward), without one they are deleted (the old set was never touched).
+//! So a crash at any point leaves either the old or the new set, never a mix,
+//! and at rest the directory holds exactly the five files.
+//!
+//! # Version precondition
+//!
+//! The store's version is the `generation` counter in `lifecycle.json`
+//! ([`FileVersion`]), incremented by every save; `0` stands for a foreign
+//! `jwks.json` without `lifecycle.json` (adoptable). A save takes an exclusive
+//! `flock` on the policy directory, finishes any interrupted save, decodes
+//! what is stored and compares its generation with the caller's expectation
+//! before writing anything. Generations rather than file mtimes: they survive
+//! copies and backups and do not depend on timestamp granularity. What cannot
+//! be decoded is never overwritten.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::layout::{self, DATA_KEYS, Decoded};
+use super::{KeyStore, Loaded, StoreError, StoredKeySet};
+use crate::keys::secret::SecretBytes;
+
+/// Mode of every file written.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory created.
+pub const DIR_MODE: u32 = 0o700;
+/// A stored file larger than this is not read (it is not one of ours).
+pub const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+
+const COMMIT: &str = ".commit";
+const COMMIT_TMP: &str = ".commit.tmp";
+
+fn staged(data_key: &str) -> String {
+    format!(".{data_key}.next")
+}
+
+/// The version of a standalone key set: `lifecycle.json`'s `generation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileVersion(pub u64);
+
+impl std::fmt::Display for FileVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "generation {}", self.0)
+    }
+}
+
+/// A state directory: one subdirectory per namespace, one per policy inside.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+// === impl FileStore ===
+
+impl FileStore {
+    /// Opens (creating it `0700` if needed) the state directory `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        create_dir(&root)?;
+        Ok(FileStore { root })
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The store of policy `namespace/name`. Both must be valid Kubernetes
+    /// names (which rules out `..`, `/` and other path tricks).
+    pub fn policy(&self, namespace: &str, name: &str) -> Result<PolicyDir, InvalidName> {
+        if !is_dns_label(namespace) {
+            return Err(InvalidName(format!(
+                "namespace {namespace:?} is not a valid Kubernetes namespace name"
+            )));
+        }
+        if !crate::api::is_dns_subdomain(name) {
+            return Err(InvalidName(format!(
+                "name {name:?} is not a valid Kubernetes object name"
+            )));
+        }
+        let dir = self.root.join(namespace).join(name);
+        Ok(PolicyDir {
+            inner: Arc::new(Inner {
+                location: dir.display().to_string(),
+                namespace_dir: self.root.join(namespace),
+                dir,
+            }),
+        })
+    }
+
+    /// Holds an exclusive lock on the whole state directory for as long as the
+    /// returned guard lives, so two processes never manage the same keys.
+    /// Fails at once if another process holds it.
+    pub fn lock_exclusive(&self) -> Result<StateLock, StoreError> {
+        let dir = File::open(&self.root).map_err(StoreError::io("open", &self.root))?;
+        match dir.try_lock() {
+            Ok(()) => Ok(StateLock { _dir: dir }),
+            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+                location: self.root.display().to_string(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &self.root)(e)),
+        }
+    }
+}
+
+/// Keeps the state directory locked; unlocks when dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    _dir: File,
+}
+
+/// A namespace or policy name that cannot be a directory name here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidName(pub String);
+
+/// Whether `s` is an RFC 1123 label (a namespace name).
+pub fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && crate::api::is_dns_subdomain(s) && !s.contains('.')
+}
+
+/// One policy's directory, `<state-dir>/<namespace>/<name>/`. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PolicyDir {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    namespace_dir: PathBuf,
+    location: String,
+}
+
+// === impl PolicyDir ===
+
+impl PolicyDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// [`KeyStore::load`], blocking the calling thread.
+    pub fn load_blocking(&self) -> Result<Loaded<FileVersion>, StoreError> {
+        if !self.inner.dir.exists() {
+            return Ok(Loaded::Empty);
+        }
+        let _lock = self.lock()?;
+        self.recover()?;
+        Ok(match self.read()? {
+            Ok(Decoded::Empty) => Loaded::Empty,
+            Ok(Decoded::Keys { set, generation }) => Loaded::Keys {
+                set,
+                version: FileVersion(generation),
+            },
+            Ok(Decoded::Adoptable(keys)) => Loaded::Adoptable {
+                keys,
+                version: FileVersion(0),
+            },
+            Err(e) => Loaded::Corrupt(e),
+        })
+    }
+
+    /// [`KeyStore::save`], blocking the calling thread.
+    pub fn save_blocking(
+        &self,
+        set: &StoredKeySet,
+        expected: Option<&FileVersion>,
+    ) -> Result<FileVersion, StoreError> {
+        let dir = &self.inner.dir;
+        if !dir.exists() {
+            create_dir(&self.inner.namespace_dir)?;
+            create_dir(dir)?;
+        }
+        let _lock = self.lock()?;
+        self.recover()?;
+        let found = match self.read()? {
+            Ok(Decoded::Empty) => None,
+            Ok(Decoded::Keys { generation, .. }) => Some(FileVersion(generation)),
+            Ok(Decoded::Adoptable(_)) => Some(FileVersion(0)),
+            Err(source) => {
+                return Err(StoreError::Corrupt {
+                    location: self.inner.location.clone(),
+                    source,
+                });
+            }
+        };
+        if found.as_ref() != expected {
+            let show = |v: Option<&FileVersion>| v.map_or("none".to_string(), |v| v.to_string());
+            return Err(StoreError::Conflict {
+                location: self.inner.location.clone(),
+                expected: show(expected),
+                found: show(found.as_ref()),
+            });
+        }
+        let next = FileVersion(found.map_or(1, |v| v.0 + 1));
+        let encoded = layout::encode(set, next.0).map_err(|source| StoreError::Encode {
+            location: self.inner.location.clone(),
+            source,
+        })?;
+
+        // 1. stage
+        for (key, bytes) in encoded.entries() {
+            write_synced(&dir.join(staged(key)), bytes)?;
+        }
+        // 2. commit point
+        write_synced(&dir.join(COMMIT_TMP), next.0.to_string().as_bytes())?;
+        rename(&dir.join(COMMIT_TMP), &dir.join(COMMIT))?;
+        sync_dir(dir)?;
+        // 3. + 4. install, then forget the marker
+        self.roll_forward()?;
+        Ok(next)
+    }
+
+    /// Exclusive `flock` on the directory itself (no lock file to leave behind).
+    fn lock(&self) -> Result<File, StoreError> {
+        let dir = &self.inner.dir;
+        let f = File::open(dir).map_err(StoreError::io("open", dir))?;
+        f.lock().map_err(StoreError::io("lock", dir))?;
+        Ok(f)
+    }
+
+    /// Finishes or discards an interrupted save.
+    fn recover(&self) -> Result<(), StoreError> {
+        let dir = &self.inner.dir;
+        if dir.join(COMMIT).exists() {
+            return self.roll_forward();
+        }
+        let mut removed = false;
+        for name in DATA_KEYS
+            .iter()
+            .map(|k| staged(k))
+            .chain([COMMIT_TMP.to_string()])
+        {
+            let path = dir.join(&name);
+            if path.exists() {
+                fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Renames the staged files present over their targets, then removes the
+    /// commit marker.
+    fn roll_forward(&self) -> Result<(), StoreError> {
+        let dir = &self.inner.dir;
+        for key in DATA_KEYS {
+            let from = dir.join(staged(key));
+            if from.exists() {
+                rename(&from, &dir.join(key))?;
+            }
+        }
+        sync_dir(dir)?;
+        let commit = dir.join(COMMIT);
+        fs::remove_file(&commit).map_err(StoreError::io("remove", &commit))?;
+        sync_dir(dir)
+    }
+
+    /// Reads and decodes the five files. Outer error: I/O; inner: content.
+    fn read(&self) -> Result<Result<Decoded, layout::DecodeError>, StoreError> {
+        let mut files: Vec<(&'static str, SecretBytes)> = Vec::with_capacity(5);
+        for key in DATA_KEYS {
+            let path = self.inner.dir.join(key);
+            match read_capped(&path) {
+                Ok(Some(bytes)) => files.push((key, bytes)),
+                Ok(None) => {
+                    return Ok(Err(layout::DecodeError {
+                        data_key: key,
+                        problem: format!("larger than {MAX_FILE_SIZE} bytes"),
+                    }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("read", path)(e)),
+            }
+        }
+        Ok(layout::decode(|k| {
+            files
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, b)| b.expose().as_slice())
+        }))
+    }
+}
+
+impl KeyStore for PolicyDir {
+    type Version = FileVersion;
+
+    fn location(&self) -> String {
+        self.inner.location.clone()
+    }
+
+    async fn load(&self) -> Result<Loaded<FileVersion>, StoreError> {
+        let this = self.clone();
+        blocking(move || this.load_blocking()).await
+    }
+
+    async fn save(
+        &self,
+        set: &StoredKeySet,
+        expected: Option<&FileVersion>,
+    ) -> Result<FileVersion, StoreError> {
+        let this = self.clone();
+        let set = set.clone();
+        let expected = expected.copied();
+        blocking(move || this.save_blocking(&set, expected.as_ref())).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Io {
+            op: "run file I/O task",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
+// === file helpers ===
+
+fn create_dir(path: &Path) -> Result<(), StoreError> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(StoreError::io("create directory", path)(e)),
+    }
+}
+
+/// Writes `bytes` to a new file at `path` (replacing a stale one), mode 0600, fsynced.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let _ = fs::remove_file(path);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(StoreError::io("create", path))?;
+    // The umask can only remove bits; make the mode exact anyway.
+    f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+        .map_err(StoreError::io("chmod", path))?;
+    f.write_all(bytes).map_err(StoreError::io("write", path))?;
+    f.sync_all().map_err(StoreError::io("fsync", path))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
+    fs::rename(from, to).map_err(StoreError::io("rename", to))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("fsync directory", dir))
+}
+
+/// The file's bytes; `Ok(None)` when it is larger than [`MAX_FILE_SIZE`].
+fn read_capped(path: &Path) -> std::io::Result<Option<SecretBytes>> {
+    let f = File::open(path)?;
+    // Sized up front so the buffer holding private material is not
+    // reallocated (leaving unwiped copies) while reading.
+    let len = f.metadata()?.len().min(MAX_FILE_SIZE + 1);
+    let mut buf = Vec::with_capacity(len as usize + 1);
+    f.take(MAX_FILE_SIZE + 1).read_to_end(&mut buf)?;
+    let buf = SecretBytes::new(buf);
+    if buf.expose().len() as u64 > MAX_FILE_SIZE {
+        return Ok(None);
+    }
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+#[path = "files_tests.rs"]
+mod tests;

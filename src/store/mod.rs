@@ -1,0 +1,170 @@
+//! Persistence of key sets, shared by standalone mode and the Kubernetes
+//! controller.
+//!
+//! - [`layout`]: the SPEC "Secret layout" codec between a key set and its
+//!   five data keys. Pure.
+//! - [`KeyStore`]: one policy's key set in some backing store, read whole and
+//!   written whole with an optimistic-concurrency precondition. The
+//!   Kubernetes Secret store implements it with the Secret's
+//!   `resourceVersion`; [`files::PolicyDir`] implements it for a standalone
+//!   state directory.
+//!
+//! Rules every store keeps (SPEC invariants 5 and 6):
+//! - the whole set is written as one object, and only if the stored version
+//!   is still the one the caller planned from ([`StoreError::Conflict`]
+//!   otherwise);
+//! - a stored set that cannot be parsed is reported ([`Loaded::Corrupt`]) and
+//!   never overwritten ([`StoreError::Corrupt`] on save).
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+
+pub mod files;
+pub mod layout;
+
+pub use layout::{DecodeError, EncodeError, StoredKeySet};
+
+use crate::keys::material::SigningKey;
+
+/// What a store holds for a policy.
+#[derive(Debug)]
+pub enum Loaded<V> {
+    /// Nothing yet: the planner starts from an empty set. Save with
+    /// `expected = None`.
+    Empty,
+    /// A key set this operator wrote, at `version`.
+    Keys {
+        /// The keys and their lifecycle records.
+        set: StoredKeySet,
+        /// Pass to [`KeyStore::save`] as the precondition.
+        version: V,
+    },
+    /// A valid private JWK Set without lifecycle records (for example a
+    /// node-jose `keys.json`), at `version`. Take it over with
+    /// [`KeySet::adopt`](crate::keys::lifecycle::KeySet::adopt) and save with
+    /// `expected = Some(version)`.
+    Adoptable {
+        /// The keys, in stored order (first = newest).
+        keys: Vec<std::sync::Arc<SigningKey>>,
+        /// Pass to [`KeyStore::save`] as the precondition.
+        version: V,
+    },
+    /// Something is stored that cannot be read. It is left as it is: the
+    /// policy is degraded until someone repairs or removes it.
+    Corrupt(DecodeError),
+}
+
+/// One policy's key set in a backing store.
+///
+/// `Version` identifies what was read, for the write precondition: a
+/// Secret's `resourceVersion`, a state directory's generation counter.
+pub trait KeyStore: Send + Sync {
+    /// The optimistic-concurrency token of a stored set.
+    type Version: Clone + fmt::Debug + fmt::Display + PartialEq + Send + Sync + 'static;
+
+    /// Where the set lives, for messages (`state/default/demo`,
+    /// `Secret default/demo-jwks`).
+    fn location(&self) -> String;
+
+    /// Reads the stored set.
+    fn load(&self) -> impl Future<Output = Result<Loaded<Self::Version>, StoreError>> + Send;
+
+    /// Writes `set` as one object if the store still holds `expected`
+    /// (`None`: nothing stored). Returns the new version. Refuses with
+    /// [`StoreError::Conflict`] when something else wrote in between and with
+    /// [`StoreError::Corrupt`] when what is stored cannot be parsed.
+    fn save(
+        &self,
+        set: &StoredKeySet,
+        expected: Option<&Self::Version>,
+    ) -> impl Future<Output = Result<Self::Version, StoreError>> + Send;
+}
+
+/// A store operation failed. Names the operation and the location; never
+/// carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stored set changed since it was read: reload, plan again, retry.
+    #[error(
+        "key set at {location} changed since it was read (expected version {expected}, found {found})"
+    )]
+    Conflict {
+        /// Where.
+        location: String,
+        /// The version the caller planned from.
+        expected: String,
+        /// The version found.
+        found: String,
+    },
+    /// What is stored cannot be parsed; it is not overwritten.
+    #[error("key set at {location} cannot be read and is left untouched: {source}")]
+    Corrupt {
+        /// Where.
+        location: String,
+        /// What is wrong, naming the data key (file).
+        #[source]
+        source: DecodeError,
+    },
+    /// The set to save breaks a lifecycle rule (a bug in the caller).
+    #[error("key set for {location} cannot be encoded: {source}")]
+    Encode {
+        /// Where it was to be written.
+        location: String,
+        /// Why.
+        #[source]
+        source: EncodeError,
+    },
+    /// A file-system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`write`, `rename`, `fsync`, ...).
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store is in use by another process.
+    #[error("{location} is in use by another process (lock held)")]
+    Locked {
+        /// Where.
+        location: String,
+    },
+}
+
+// === impl StoreError ===
+
+impl StoreError {
+    /// Whether retrying the same operation later may succeed (I/O trouble, a
+    /// lock, a conflict after reloading) rather than needing a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Conflict { .. } | StoreError::Io { .. } | StoreError::Locked { .. } => true,
+            StoreError::Corrupt { .. } | StoreError::Encode { .. } => false,
+        }
+    }
+
+    /// A short machine-readable reason, for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StoreError::Conflict { .. } => "StateConflict",
+            StoreError::Corrupt { .. } => "StateCorrupt",
+            StoreError::Encode { .. } => "StateInvalid",
+            StoreError::Io { .. } => "StateWriteFailed",
+            StoreError::Locked { .. } => "StateLocked",
+        }
+    }
+
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io { op, path, source }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;

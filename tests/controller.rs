@@ -1,0 +1,837 @@
+//! The operator against a real API server: `jwks-operator run` as a process,
+//! authenticated as the Helm chart's ServiceAccount with the chart's RBAC.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use jwks_operator::api::KeyRotationPolicy;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::controlplane::{ControlPlane, DumpOnFailure, control_plane};
+use support::operator::{ChartIdentity, Operator, chart_identity};
+
+const DATA_KEYS: [&str; 5] = [
+    "active.kid",
+    "active.pem",
+    "jwks.json",
+    "jwks.public.json",
+    "lifecycle.json",
+];
+
+struct Env {
+    cp: &'static ControlPlane,
+    admin: Client,
+    ns: String,
+    id: ChartIdentity,
+    _dump: DumpOnFailure,
+}
+
+async fn env(prefix: &str) -> Env {
+    let cp = control_plane().await;
+    let admin = cp.admin_client().await;
+    let ns = cp.namespace(&admin, prefix).await;
+    // A release per test: the chart's ClusterRole is cluster-scoped.
+    let id = chart_identity(cp, &admin, &ns, &ns, &[]).await;
+    Env {
+        cp,
+        admin,
+        ns,
+        id,
+        _dump: DumpOnFailure(cp),
+    }
+}
+
+impl Env {
+    fn operator(&self, extra: &[&str]) -> Operator {
+        let mut args = vec![format!("--namespace={}", self.ns)];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Operator::start(&self.id.kubeconfig, &args)
+    }
+
+    fn policies(&self) -> Api<KeyRotationPolicy> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    async fn create(&self, name: &str, spec: Value) -> KeyRotationPolicy {
+        let p: KeyRotationPolicy = serde_json::from_value(json!({
+            "apiVersion": "jwks.dev/v1alpha1",
+            "kind": "KeyRotationPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.policies()
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("create policy")
+    }
+
+    /// Waits until `check` returns Some for the policy.
+    async fn policy_until<T>(
+        &self,
+        name: &str,
+        limit: Duration,
+        what: &str,
+        mut check: impl FnMut(&KeyRotationPolicy) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            let p = self.policies().get(name).await.unwrap();
+            if let Some(v) = check(&p) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} not reached in {limit:?}; status: {}",
+                serde_json::to_string_pretty(&p.status).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn ready(&self, name: &str) -> KeyRotationPolicy {
+        self.policy_until(name, Duration::from_secs(30), "Ready", |p| {
+            let ready = p
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then(|| p.clone())
+        })
+        .await
+    }
+
+    async fn secret(&self, name: &str) -> Secret {
+        self.secrets().get(name).await.expect("get Secret")
+    }
+
+    fn jwks_path(&self, name: &str) -> String {
+        format!("/{}/{name}/.well-known/jwks.json", self.ns)
+    }
+
+    async fn event_reasons(&self, name: &str) -> BTreeSet<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.admin.clone(), &self.ns);
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+fn data(secret: &Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().unwrap()[key].0.clone()
+}
+
+fn kids(jwks: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(jwks).unwrap_or(Value::Null);
+    v["keys"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const PRIVATE_MEMBERS: [&str; 6] = ["\"d\"", "\"p\"", "\"q\"", "\"dp\"", "\"dq\"", "\"qi\""];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_becomes_a_ready_secret_served_over_http_with_the_charts_permissions() {
+    let env = env("ctl-basic").await;
+    let op = env.operator(&["--public-base-url=http://jwks.test"]);
+    let created = env
+        .create(
+            "api",
+            json!({
+                "algorithm": "ES256",
+                "issuer": "https://issuer.test",
+                "audiences": ["orders"],
+                "publicConfigMap": "api-public",
+                "tokenEndpoint": {"enabled": true},
+            }),
+        )
+        .await;
+    let p = env.ready("api").await;
+    let status = p.status.clone().unwrap();
+    let active = status.active_key_id.clone().expect("activeKeyID");
+    assert_eq!(status.keys.len(), 1);
+    assert_eq!(status.key_count, Some(1));
+    assert_eq!(status.secret_name.as_deref(), Some("api-jwks"));
+    assert_eq!(status.observed_generation, p.metadata.generation);
+    assert_eq!(
+        status.jwks_uri.as_deref(),
+        Some(format!("http://jwks.test/{}/api/.well-known/jwks.json", env.ns).as_str())
+    );
+    assert_eq!(
+        serde_json::to_value(status.last_rotation_reason).unwrap(),
+        "Initial"
+    );
+    assert!(status.next_rotation_time.is_some());
+    let status_json = serde_json::to_string(&status).unwrap();
+    for m in PRIVATE_MEMBERS {
+        assert!(!status_json.contains(m), "status carries {m}");
+    }
+
+    // The Secret: SPEC's data keys, labels, controller reference.
+    let secret = env.secret("api-jwks").await;
+    let keys: Vec<&str> = secret
+        .data
+        .as_ref()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, DATA_KEYS);
+    let labels = secret.labels();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "jwks-operator");
+    assert_eq!(labels["jwks.dev/policy"], "api");
+    let owner = &secret.owner_references()[0];
+    assert_eq!(owner.uid, created.uid().unwrap());
+    assert_eq!(owner.controller, Some(true));
+    assert_eq!(
+        String::from_utf8(data(&secret, "active.kid")).unwrap(),
+        active
+    );
+    assert!(
+        String::from_utf8(data(&secret, "active.pem"))
+            .unwrap()
+            .contains("BEGIN PRIVATE KEY")
+    );
+    let public = String::from_utf8(data(&secret, "jwks.public.json")).unwrap();
+    for m in PRIVATE_MEMBERS {
+        assert!(!public.contains(m), "public set carries {m}");
+    }
+
+    // Served from memory, byte for byte the Secret's public set.
+    let (code, body) = op.get(&env.jwks_path("api"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, public);
+    assert_eq!(kids(&body), vec![active.clone()]);
+    // The optional public ConfigMap carries the same public set.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.admin.clone(), &env.ns);
+    let cm = cms.get("api-public").await.expect("public ConfigMap");
+    assert_eq!(cm.data.as_ref().unwrap()["jwks.json"], public);
+    assert_eq!(cm.owner_references()[0].uid, created.uid().unwrap());
+    let (code, metrics) = op.get("/metrics");
+    assert_eq!(code, 200);
+    for family in [
+        "jwks_operator_reconcile_duration_seconds_count",
+        "jwks_operator_leader 1",
+        "jwks_operator_keys{",
+        "jwks_operator_key_generation_seconds_count",
+    ] {
+        assert!(metrics.contains(family), "{family} missing from /metrics");
+    }
+    let (code, discovery) = op.get(&format!("/{}/api/.well-known/openid-configuration", env.ns));
+    assert_eq!(code, 200);
+    let discovery: Value = serde_json::from_str(&discovery).unwrap();
+    assert_eq!(discovery["issuer"], "https://issuer.test");
+    let (code, policies) = op.get("/policies");
+    assert_eq!(code, 200);
+    assert!(policies.contains(&active), "{policies}");
+
+    // Mint and verify through the token listener.
+    let (code, minted) = op.post_token(&format!("/{}/api/token", env.ns), &json!({"sub": "alice"}));
+    assert_eq!(code, 200, "{minted}");
+    assert_eq!(minted["kid"], active.as_str());
+    let (code, verified) = op.post_token(
+        &format!("/{}/api/verify", env.ns),
+        &json!({"token": minted["token"]}),
+    );
+    assert_eq!(code, 200, "{verified}");
+    assert_eq!(verified["valid"], true);
+    assert_eq!(verified["claims"]["aud"], "orders");
+
+    // Events and `kubectl get krp`.
+    let reasons = env.event_reasons("api").await;
+    assert!(reasons.contains("KeyCreated"), "{reasons:?}");
+    let out = std::process::Command::new(env.cp.bin.join("kubectl"))
+        .arg(format!("--kubeconfig={}", env.cp.kubeconfig.display()))
+        .args(["get", "krp", "-n", &env.ns])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "ALGORITHM",
+            "ACTIVE",
+            "KID",
+            "KEYS",
+            "NEXT",
+            "ROTATION",
+            "READY",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("ES256") && row.contains(&active) && row.contains("True"),
+        "{table}"
+    );
+
+    // Nothing in the operator's log is key material.
+    let log = op.log_text();
+    assert!(!log.contains("PRIVATE KEY"), "private key in log");
+    assert!(!log.contains(&String::from_utf8(data(&secret, "active.pem")).unwrap()[30..90]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_rotation_pre_publishes_then_signs_then_prunes_after_the_token_lifetime() {
+    let env = env("ctl-rotate").await;
+    let op = env.operator(&[]);
+    // Every 8 s; published 3 s ahead; tokens live 3 s; 1 s of skew.
+    env.create(
+        "fast",
+        json!({
+            "algorithm": "ES256",
+            "rotationInterval": "8s",
+            "publishAhead": "3s",
+            "maxTokenTTL": "3s",
+            "clockSkew": "1s",
+            "tokenEndpoint": {"enabled": true},
+        }),
+    )
+    .await;
+    let first = env
+        .ready("fast")
+        .await
+        .status
+        .unwrap()
+        .active_key_id
+        .unwrap();
+    let mint = || {
+        let (code, m) = op.post_token(&format!("/{}/fast/token", env.ns), &json!({}));
+        assert_eq!(code, 200, "{m}");
+        m
+    };
+    let early_token = mint();
+    assert_eq!(early_token["kid"], first.as_str());
+
+    // Watch over HTTP only: when each kid is first published, first signs,
+    // and last published.
+    let started = Instant::now();
+    let mut published: Vec<(String, Duration)> = Vec::new();
+    let mut signs: Vec<(String, Duration)> = Vec::new();
+    let mut last_seen_first = Duration::ZERO;
+    let mut early_token_verified_until = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(22) {
+        let now = started.elapsed();
+        let (code, body) = op.get(&env.jwks_path("fast"));
+        assert_eq!(code, 200, "JWKS must always answer 200: {body}");
+        for kid in kids(&body) {
+            if !published.iter().any(|(k, _)| *k == kid) {
+                published.push((kid.clone(), now));
+            }
+            if kid == first {
+                last_seen_first = now;
+            }
+        }
+        let m = mint();
+        let kid = m["kid"].as_str().unwrap().to_owned();
+        if !signs.iter().any(|(k, _)| *k == kid) {
+            signs.push((kid, now));
+        }
+        let (code, v) = op.post_token(
+            &format!("/{}/fast/verify", env.ns),
+            &json!({"token": early_token["token"]}),
+        );
+        if code == 200 && v["valid"] == true {
+            early_token_verified_until = now;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(signs.len() >= 2, "no rotation seen: {signs:?}");
+    // Invariant 2: each new kid was in the JWKS publishAhead before it signed.
+    for (kid, signed_at) in signs.iter().skip(1) {
+        let (_, published_at) = published
+            .iter()
+            .find(|(k, _)| k == kid)
+            .expect("signed kid was published");
+        let lead = signed_at.saturating_sub(*published_at);
+        assert!(
+            lead >= Duration::from_millis(2500),
+            "{kid} signed {lead:?} after it was published (publishAhead 3s); published {published:?} signs {signs:?}"
+        );
+    }
+    // Invariant 3: the first key stayed published until its last token could
+    // expire (it signed until the second key took over, + 3 s TTL + 1 s skew),
+    // and then it was pruned.
+    let second_signs = signs[1].1;
+    assert!(
+        last_seen_first + Duration::from_millis(300) >= second_signs + Duration::from_secs(4),
+        "first key pruned too early: last seen {last_seen_first:?}, replaced at {second_signs:?}"
+    );
+    assert!(
+        last_seen_first < started.elapsed() - Duration::from_secs(1),
+        "first key never pruned (last seen {last_seen_first:?})"
+    );
+    // A token minted before the rotation verified for its whole life.
+    assert!(
+        early_token_verified_until >= Duration::from_millis(2500),
+        "early token stopped verifying at {early_token_verified_until:?}"
+    );
+    let status = env.policies().get("fast").await.unwrap().status.unwrap();
+    assert!(matches!(
+        serde_json::to_value(status.last_rotation_reason)
+            .unwrap()
+            .as_str(),
+        Some("Scheduled")
+    ));
+    let reasons = env.event_reasons("fast").await;
+    for r in ["KeyCreated", "KeyActivated", "KeyRetired", "KeyPruned"] {
+        assert!(reasons.contains(r), "missing Event {r}: {reasons:?}");
+    }
+    drop(op);
+}
+
+async fn wait_jwks(
+    op: &Operator,
+    path: &str,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (code, body) = op.get(path);
+        let k = kids(&body);
+        if code == 200 && check(&k) {
+            return k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen in {limit:?}: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_rotation_by_annotation_and_by_the_rotate_command() {
+    let env = env("ctl-manual").await;
+    let op = env.operator(&[]);
+    env.create(
+        "man",
+        json!({"algorithm": "EdDSA", "publishAhead": "2s", "tokenEndpoint": {"enabled": true}}),
+    )
+    .await;
+    let first = env
+        .ready("man")
+        .await
+        .status
+        .unwrap()
+        .active_key_id
+        .unwrap();
+    let path = env.jwks_path("man");
+
+    // By annotation: the new kid is published within 2 s, signs after publishAhead.
+    let asked = Instant::now();
+    let patch = json!({"metadata": {"annotations": {"jwks.dev/rotate-requested-at": "first"}}});
+    env.policies()
+        .patch("man", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let published = wait_jwks(
+        &op,
+        &path,
+        Duration::from_secs(2),
+        "manual rotation's new kid",
+        |k| k.len() == 2,
+    )
+    .await;
+    let visible_after = asked.elapsed();
+    let second = published.iter().find(|k| **k != first).unwrap().clone();
+    let (_, m) = op.post_token(&format!("/{}/man/token", env.ns), &json!({}));
+    assert_eq!(
+        m["kid"],
+        first.as_str(),
+        "the new key must not sign before publishAhead"
+    );
+    let p = env
+        .policy_until("man", Duration::from_secs(10), "second key active", |p| {
+            (p.status.as_ref()?.active_key_id.as_deref() == Some(second.as_str()))
+                .then(|| p.clone())
+        })
+        .await;
+    let status = p.status.unwrap();
+    assert_eq!(status.last_rotation_request.as_deref(), Some("first"));
+    assert_eq!(
+        serde_json::to_value(status.last_rotation_reason).unwrap(),
+        "Manual"
+    );
+    eprintln!(
+        "manual rotation: new kid visible on the JWKS route {visible_after:?} after the annotation"
+    );
+
+    // The same value again does nothing.
+    let rv = env.secret("man-jwks").await.resource_version();
+    env.policies()
+        .patch(
+            "man",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"touch": "1"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.secret("man-jwks").await.resource_version(),
+        rv,
+        "re-applying the same request rotated again"
+    );
+
+    // By the CLI, as a user with the admin kubeconfig.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
+        .args(["rotate", "man", "-n", &env.ns])
+        .env("KUBECONFIG", &env.cp.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rotation of"));
+    let third = wait_jwks(
+        &op,
+        &path,
+        Duration::from_secs(2),
+        "CLI rotation's new kid",
+        |k| k.iter().any(|kid| *kid != first && *kid != second),
+    )
+    .await;
+    assert_eq!(third.len(), 3, "{third:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
+        .args(["rotate", "no-such-policy", "-n", &env.ns])
+        .env("KUBECONFIG", &env.cp.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_the_active_key_removes_it_at_once_and_a_fresh_key_signs() {
+    let env = env("ctl-revoke").await;
+    let op = env.operator(&[]);
+    env.create(
+        "rev",
+        json!({"algorithm": "ES256", "tokenEndpoint": {"enabled": true}}),
+    )
+    .await;
+    let first = env
+        .ready("rev")
+        .await
+        .status
+        .unwrap()
+        .active_key_id
+        .unwrap();
+    let (_, old_token) = op.post_token(&format!("/{}/rev/token", env.ns), &json!({}));
+    let patch = json!({"spec": {"revokedKeyIDs": [first]}});
+    env.policies()
+        .patch("rev", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let now = wait_jwks(
+        &op,
+        &env.jwks_path("rev"),
+        Duration::from_secs(3),
+        "revocation",
+        |k| !k.contains(&first) && k.len() == 1,
+    )
+    .await;
+    let (_, m) = op.post_token(&format!("/{}/rev/token", env.ns), &json!({}));
+    assert_eq!(m["kid"], now[0].as_str(), "the fresh key signs immediately");
+    let (code, v) = op.post_token(
+        &format!("/{}/rev/verify", env.ns),
+        &json!({"token": old_token["token"]}),
+    );
+    assert_eq!(code, 401);
+    assert_eq!(v["valid"], false);
+    env.policy_until("rev", Duration::from_secs(5), "Revoked reason", |p| {
+        let s = p.status.as_ref()?;
+        (serde_json::to_value(s.last_rotation_reason).ok()? == "Revoked").then_some(())
+    })
+    .await;
+    assert!(env.event_reasons("rev").await.contains("KeyRevoked"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_secret_is_never_overwritten_and_the_last_good_set_is_served() {
+    let env = env("ctl-corrupt").await;
+    let op = env.operator(&[]);
+    env.create("cor", json!({"algorithm": "ES256"})).await;
+    env.ready("cor").await;
+    let (_, good) = op.get(&env.jwks_path("cor"));
+    let patch = json!({"data": {"lifecycle.json": "bm90IGpzb24="}});
+    let corrupted = env
+        .secrets()
+        .patch("cor-jwks", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let p = env
+        .policy_until(
+            "cor",
+            Duration::from_secs(10),
+            "Degraded CorruptKeySet",
+            |p| {
+                let c = p
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Degraded")?;
+                (c.status == "True" && c.reason == "CorruptKeySet").then(|| c.message.clone())
+            },
+        )
+        .await;
+    assert!(
+        p.contains("lifecycle.json"),
+        "the message names the data key: {p}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = env.secret("cor-jwks").await;
+    assert_eq!(
+        after.resource_version(),
+        corrupted.resource_version(),
+        "the corrupt Secret was written"
+    );
+    let (code, served) = op.get(&env.jwks_path("cor"));
+    assert_eq!(
+        (code, served),
+        (200, good),
+        "the last good set stays served"
+    );
+    assert!(env.event_reasons("cor").await.contains("CorruptKeySet"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_secret_is_recreated_with_a_warning_and_a_deleted_policy_takes_its_secret_along()
+{
+    let env = env("ctl-delete").await;
+    let _op = env.operator(&[]);
+    env.create("del", json!({"algorithm": "EdDSA"})).await;
+    let first = env
+        .ready("del")
+        .await
+        .status
+        .unwrap()
+        .active_key_id
+        .unwrap();
+    env.secrets()
+        .delete("del-jwks", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = env
+        .policy_until(
+            "del",
+            Duration::from_secs(10),
+            "a fresh key after deletion",
+            |p| {
+                let kid = p.status.as_ref()?.active_key_id.clone()?;
+                (kid != first).then_some(kid)
+            },
+        )
+        .await;
+    let secret = env.secret("del-jwks").await;
+    assert_eq!(
+        String::from_utf8(data(&secret, "active.kid")).unwrap(),
+        second
+    );
+    assert!(env.event_reasons("del").await.contains("SecretRecreated"));
+
+    env.policies()
+        .delete("del", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.secrets().get_opt("del-jwks").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "Secret not garbage-collected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_jose_key_store_in_an_existing_secret_is_adopted() {
+    let env = env("ctl-adopt").await;
+    let keys_json = include_str!("fixtures/node-jose/keys.json");
+    let first_kid = serde_json::from_str::<Value>(keys_json).unwrap()["keys"][0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "legacy-keys"},
+        "stringData": {"jwks.json": keys_json, "notes": "made by hand"},
+    }))
+    .unwrap();
+    env.secrets()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "not-keys"},
+        "stringData": {"password": "hunter2"},
+    }))
+    .unwrap();
+    let foreign = env
+        .secrets()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let _op = env.operator(&[]);
+    env.create(
+        "adopt",
+        json!({"algorithm": "RS256", "secretName": "legacy-keys"}),
+    )
+    .await;
+    env.create(
+        "clash",
+        json!({"algorithm": "RS256", "secretName": "not-keys"}),
+    )
+    .await;
+
+    let p = env.ready("adopt").await;
+    let status = p.status.unwrap();
+    assert_eq!(status.active_key_id.as_deref(), Some(first_kid.as_str()));
+    let adopted = env.secret("legacy-keys").await;
+    assert_eq!(
+        adopted.labels()["app.kubernetes.io/managed-by"],
+        "jwks-operator"
+    );
+    assert_eq!(
+        String::from_utf8(data(&adopted, "notes")).unwrap(),
+        "made by hand"
+    );
+    assert!(env.event_reasons("adopt").await.contains("KeySetAdopted"));
+
+    // A Secret that is not a key set is never touched.
+    let reason = env
+        .policy_until("clash", Duration::from_secs(10), "SecretNotOwned", |p| {
+            let c = p
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")?;
+            (c.status == "False").then(|| c.reason.clone())
+        })
+        .await;
+    assert_eq!(reason, "SecretNotOwned");
+    assert_eq!(
+        env.secret("not-keys").await.resource_version(),
+        foreign.resource_version()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_algorithm_change_applies_at_the_next_rotation_and_old_keys_stay() {
+    let env = env("ctl-alg").await;
+    let op = env.operator(&[]);
+    env.create("alg", json!({"algorithm": "ES256", "rotationInterval": "6s", "publishAhead": "2s", "maxTokenTTL": "20s"})).await;
+    let first = env
+        .ready("alg")
+        .await
+        .status
+        .unwrap()
+        .active_key_id
+        .unwrap();
+    let patch = json!({"spec": {"algorithm": "EdDSA"}});
+    env.policies()
+        .patch("alg", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let status = env
+        .policy_until("alg", Duration::from_secs(15), "an EdDSA key active", |p| {
+            let s = p.status.as_ref()?;
+            let active_kid = s.active_key_id.as_ref()?;
+            let active = s.keys.iter().find(|k| k.kid == *active_kid)?;
+            (active.alg.as_str() == "EdDSA").then(|| s.clone())
+        })
+        .await;
+    assert_eq!(
+        serde_json::to_value(status.last_rotation_reason).unwrap(),
+        "AlgorithmChange"
+    );
+    let (_, body) = op.get(&env.jwks_path("alg"));
+    let set: Value = serde_json::from_str(&body).unwrap();
+    let old = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == first.as_str())
+        .expect("old key still published");
+    assert_eq!(old["alg"], "ES256");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_only_the_operator_can_judge_is_degraded_with_a_clear_message() {
+    let env = env("ctl-spec").await;
+    let _op = env.operator(&[]);
+    // A valid policy name whose default Secret name (`<name>-jwks`) is too long.
+    let long = "l".repeat(250);
+    env.create(&long, json!({"algorithm": "ES256"})).await;
+    let message = env
+        .policy_until(
+            &long,
+            Duration::from_secs(10),
+            "Degraded InvalidSpec",
+            |p| {
+                let c = p
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Degraded")?;
+                (c.status == "True" && c.reason == "InvalidSpec").then(|| c.message.clone())
+            },
+        )
+        .await;
+    assert!(message.contains("spec.secretName"), "{message}");
+    // No Event here: kube's recorder names an Event after its object, and
+    // the API server refuses names this long. The condition carries it.
+    let ready = env.policies().get(&long).await.unwrap().status.unwrap();
+    let ready = ready
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    let written = env
+        .secrets()
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=jwks-operator"))
+        .await
+        .unwrap();
+    assert!(
+        written.items.is_empty(),
+        "nothing is written for an invalid spec"
+    );
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Builds a real Kubernetes control plane for the integration tests from the Go
+# module proxy: kube-apiserver, kube-controller-manager, kubectl (k8s/ wrapper
+# module), etcd (etcd/ wrapper) and helm (helm/ wrapper).
+#
+# Usage:  BIN_DIR=$(tests/controlplane/build.sh)
+#   stdout: exactly one line, the bin dir (only on success).
+#   stderr: progress lines.
+# Env:
+#   JWKS_CP_CACHE   where binaries go   (default ~/.cache/jwks-operator/controlplane)
+#   JWKS_GO_CACHE   GOMODCACHE/GOCACHE  (default ~/.cache/jwks-operator/go)
+#   GO              go binary           (default: `go` on PATH, else /usr/local/go/bin/go)
+#   JWKS_CP_FORCE=1 rebuild even when the stamps say the binaries are current
+# Idempotent: each binary is skipped when its stamp (versions + Go version +
+# hash of the wrapper's go.mod/go.sum) matches. Safe to run concurrently
+# (serialised with flock).
+set -euo pipefail
+
+# ---- pinned versions --------------------------------------------------------
+# Must match the wrapper go.mod files (checked below).
+K8S_VERSION=v1.35.8          # k8s.io/kubernetes; staging modules at v0.35.8
+ETCD_VERSION=v3.6.16         # go.etcd.io/etcd/server/v3
+HELM_VERSION=v4.3.1          # helm.sh/helm/v4
+MIN_GO_MINOR=26              # etcd 3.6.16 and helm 4.3 declare `go 1.26.0`
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CP_CACHE=${JWKS_CP_CACHE:-$HOME/.cache/jwks-operator/controlplane}
+GO_CACHE_ROOT=${JWKS_GO_CACHE:-$HOME/.cache/jwks-operator/go}
+BIN_DIR=$CP_CACHE/$K8S_VERSION/bin
+
+log() { printf '[controlplane] %s\n' "$*" >&2; }
+die() { printf '[controlplane] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---- toolchain --------------------------------------------------------------
+if [[ -z "${GO:-}" ]]; then
+  if command -v go >/dev/null 2>&1; then GO=$(command -v go)
+  elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
+  else die "no Go toolchain found (set GO=/path/to/go); Go >= 1.$MIN_GO_MINOR is required"
+  fi
+fi
+GO_VERSION=$("$GO" env GOVERSION) || die "cannot run $GO"
+go_minor=$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$GO_VERSION")
+[[ "$go_minor" =~ ^[0-9]+$ && "$go_minor" -ge "$MIN_GO_MINOR" ]] \
+  || die "$GO is $GO_VERSION; Go >= 1.$MIN_GO_MINOR is required (GOTOOLCHAIN=local: no toolchain download)"
+
+export GOMODCACHE=$GO_CACHE_ROOT/mod
+export GOCACHE=$GO_CACHE_ROOT/build
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+# go.mod/go.sum are committed and tidy: never rewrite them, never consult a
+# vendor dir, never shell out to git for VCS stamping.
+export GOFLAGS="-mod=readonly -buildvcs=false"
+# With a complete committed go.sum the checksum DB is not consulted; if a
+# machine cannot reach it at all, run with GOSUMDB=off (or GONOSUMDB=...).
+
+# ---- sanity: pins in this script match the wrapper modules -----------------
+pinned() { grep -qE "^(require)?[[:space:]]*$2 $3( |\$)" "$HERE/$1/go.mod" \
+  || die "$1/go.mod does not require $2 $3 (update the pins at the top of build.sh)"; }
+pinned k8s  k8s.io/kubernetes         "$K8S_VERSION"
+pinned etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+pinned helm helm.sh/helm/v4           "$HELM_VERSION"
+staging=v0.${K8S_VERSION#v1.}
+if grep -E '=> k8s.io/' "$HERE/k8s/go.mod" | grep -vqE " $staging\$"; then
+  die "k8s/go.mod has staging replaces not at $staging"
+fi
+
+mkdir -p "$BIN_DIR" "$GOMODCACHE" "$GOCACHE"
+exec 9>"$CP_CACHE/.build.lock"
+if ! flock -n 9; then
+  log "another build.sh holds $CP_CACHE/.build.lock; waiting ..."
+  flock 9
+fi
+
+k8s_major=$(sed -E 's/^v([0-9]+)\..*/\1/' <<<"$K8S_VERSION")
+k8s_minor=$(sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/' <<<"$K8S_VERSION")
+K8S_LDFLAGS="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  K8S_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$k8s_major"
+  K8S_LDFLAGS+=" -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
+done
+ETCD_LDFLAGS="-s -w"
+HELM_LDFLAGS="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.metadata="
+
+stamp_key() { # <wrapper dir> <version>
+  local sum
+  sum=$(cat "$HERE/$1/go.mod" "$HERE/$1/go.sum" | sha256sum | cut -c1-16)
+  printf '%s %s %s %s\n' "$2" "$GO_VERSION" "$sum" "$(uname -m)"
+}
+
+# build_one <binary name> <wrapper dir> <version> <package> <ldflags>
+build_one() {
+  local name=$1 mod=$2 version=$3 pkg=$4 ldflags=$5
+  local out=$BIN_DIR/$name stamp=$BIN_DIR/.$name.stamp key
+  key=$(stamp_key "$mod" "$version")
+  if [[ "${JWKS_CP_FORCE:-0}" != 1 && -x "$out" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
+    log "$name $version: up to date, skipping"
+    return 0
+  fi
+  log "building $name $version ..."
+  local start=$SECONDS tmp=$out.tmp.$$
+  rm -f "$stamp"
+  if ! (cd "$HERE/$mod" && "$GO" build -trimpath -tags grpcnotrace \
+          -ldflags "$ldflags" -o "$tmp" "$pkg") >&2; then
+    rm -f "$tmp"
+    die "go build of $name ($pkg, module $HERE/$mod) failed; see the compiler output above"
+  fi
+  mv -f "$tmp" "$out"
+  printf '%s' "$key" >"$stamp"
+  log "built $name $version in $((SECONDS - start))s"
+}
+
+total_start=$SECONDS
+log "bin dir $BIN_DIR ($GO_VERSION, GOMODCACHE=$GOMODCACHE)"
+build_one kube-apiserver          k8s  "$K8S_VERSION"  k8s.io/kubernetes/cmd/kube-apiserver          "$K8S_LDFLAGS"
+build_one kube-controller-manager k8s  "$K8S_VERSION"  k8s.io/kubernetes/cmd/kube-controller-manager "$K8S_LDFLAGS"
+build_one kubectl                 k8s  "$K8S_VERSION"  k8s.io/kubernetes/cmd/kubectl                 "$K8S_LDFLAGS"
+build_one etcd                    etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3                     "$ETCD_LDFLAGS"
+build_one helm                    helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm                      "$HELM_LDFLAGS"
+
+for b in kube-apiserver kube-controller-manager kubectl etcd helm; do
+  [[ -x "$BIN_DIR/$b" ]] || die "$BIN_DIR/$b missing after build"
+done
+log "control plane ready in $((SECONDS - total_start))s"
+echo "$BIN_DIR"

@@ -1,0 +1,438 @@
+//! A real Kubernetes control plane for integration tests: etcd,
+//! kube-apiserver and kube-controller-manager started as local processes from
+//! the binaries `tests/controlplane/build.sh` builds (envtest-style).
+//!
+//! One control plane per test binary, shared by its tests; each test gets its
+//! own namespace. The processes run under a supervisor shell that kills them
+//! and removes the work directory as soon as the test binary exits, however
+//! it exits (its stdin is a pipe from this process).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::sync::OnceCell;
+
+/// A running control plane.
+pub struct ControlPlane {
+    /// Work directory: certificates, kubeconfig, etcd data, component logs.
+    pub dir: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub api_url: String,
+    /// Bearer token of a `system:masters` user.
+    pub admin_token: String,
+    /// Admin kubeconfig file (for kubectl, helm and the operator binary).
+    pub kubeconfig: PathBuf,
+    /// The CA that signed the API server's serving certificate (PEM).
+    pub ca_pem: String,
+    /// Where the control-plane binaries are (kubectl, helm too).
+    pub bin: PathBuf,
+    // Kept so the supervisor's stdin pipe stays open for our lifetime.
+    _supervisor: Child,
+}
+
+static PLANE: OnceCell<ControlPlane> = OnceCell::const_new();
+
+/// The shared control plane of this test binary, started on first use.
+pub async fn control_plane() -> &'static ControlPlane {
+    PLANE
+        .get_or_init(|| async {
+            match ControlPlane::start().await {
+                Ok(cp) => cp,
+                Err(e) => panic!("starting the test control plane failed: {e}"),
+            }
+        })
+        .await
+}
+
+/// Where the control-plane binaries (and kubectl, helm) are: `$JWKS_CP_BIN`,
+/// else the directory `tests/controlplane/build.sh` prints (it builds them
+/// once, then only checks its stamps).
+pub fn bin_dir() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("JWKS_CP_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/controlplane/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}); it builds the control plane from the Go module proxy",
+            script.display(),
+            out.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout.lines().last().unwrap_or_default().trim().to_owned();
+    if dir.is_empty() {
+        return Err(format!("{} printed no bin dir", script.display()));
+    }
+    Ok(PathBuf::from(dir))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngExt as _;
+    let mut rng = rand::rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+struct Certs {
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+}
+
+fn make_certs() -> Result<Certs, String> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let err = |e: rcgen::Error| format!("generating test certificates: {e}");
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "jwks-operator test CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate().map_err(err)?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).map_err(err)?;
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-apiserver");
+    let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
+    Ok(Certs {
+        ca_pem: ca_cert.pem(),
+        server_cert_pem: cert.pem(),
+        server_key_pem: key.serialize_pem(),
+    })
+}
+
+fn service_account_keys() -> Result<(String, String), String> {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let mut rng = rand::rng();
+    let key = rsa::PrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let public = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    Ok((private, public))
+}
+
+fn write(path: &Path, content: &str) -> Result<(), String> {
+    std::fs::write(path, content).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// Renders a kubeconfig for `server` trusting `ca` and authenticating with `token`.
+pub fn kubeconfig_yaml(server: &str, ca_file: &Path, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user}}\ncurrent-context: test\n",
+        ca = ca_file.display()
+    )
+}
+
+// === impl ControlPlane ===
+
+impl ControlPlane {
+    async fn start() -> Result<ControlPlane, String> {
+        let started = Instant::now();
+        let bin = bin_dir()?;
+        let dir = std::env::temp_dir().join(format!("jwks-cp-{}", random_hex(6)));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+
+        let certs = make_certs()?;
+        write(&dir.join("ca.crt"), &certs.ca_pem)?;
+        write(&dir.join("apiserver.crt"), &certs.server_cert_pem)?;
+        write(&dir.join("apiserver.key"), &certs.server_key_pem)?;
+        let (sa_key, sa_pub) = service_account_keys()?;
+        write(&dir.join("sa.key"), &sa_key)?;
+        write(&dir.join("sa.pub"), &sa_pub)?;
+        let admin_token = random_hex(24);
+        write(
+            &dir.join("tokens.csv"),
+            &format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
+        )?;
+
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let api_url = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        write(
+            &kubeconfig,
+            &kubeconfig_yaml(&api_url, &dir.join("ca.crt"), &admin_token),
+        )?;
+
+        let d = |name: &str| dir.join(name).display().to_string();
+        let etcd = vec![
+            bin.join("etcd").display().to_string(),
+            "--name=test".into(),
+            format!("--data-dir={}", d("etcd-data")),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster=test=http://127.0.0.1:{peer_port}"),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ];
+        let apiserver = vec![
+            bin.join("kube-apiserver").display().to_string(),
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", d("apiserver.crt")),
+            format!("--tls-private-key-file={}", d("apiserver.key")),
+            format!("--cert-dir={}", d("cert-dir")),
+            format!("--token-auth-file={}", d("tokens.csv")),
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--allow-privileged=true".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            format!("--service-account-issuer={api_url}"),
+            format!("--service-account-key-file={}", d("sa.pub")),
+            format!("--service-account-signing-key-file={}", d("sa.key")),
+        ];
+        let controller_manager = vec![
+            bin.join("kube-controller-manager").display().to_string(),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--controllers=garbage-collector-controller,namespace-controller".into(),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+        ];
+
+        // The supervisor starts each component in the background, logging to
+        // <dir>/<name>.log, then waits for its stdin to close (this test
+        // binary exiting) and kills them all and removes the work dir.
+        let mut script = String::from("set -u\npids=\n");
+        for (name, argv) in [
+            ("etcd", &etcd),
+            ("kube-apiserver", &apiserver),
+            ("kube-controller-manager", &controller_manager),
+        ] {
+            let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
+            let log = d(&format!("{name}.log"));
+            // The garbage collector only notices CRDs created after it started
+            // on its next 30 s rediscovery: hold it back until the harness has
+            // installed ours (it touches `start-gc`).
+            let gate = if name == "kube-controller-manager" {
+                format!(
+                    "while [ ! -e '{}' ]; do sleep 0.1; done; exec ",
+                    d("start-gc")
+                )
+            } else {
+                "exec ".to_owned()
+            };
+            script.push_str(&format!(
+                "( {gate}{} ) >'{log}' 2>&1 &\npids=\"$pids $!\"\n",
+                quoted.join(" ")
+            ));
+        }
+        script.push_str(&format!(
+            "cat >/dev/null\nkill -9 $pids 2>/dev/null\nwait 2>/dev/null\nrm -rf '{}'\n",
+            dir.display()
+        ));
+        let supervisor = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the supervisor: {e}"))?;
+        let mut plane = ControlPlane {
+            dir,
+            api_url,
+            admin_token,
+            kubeconfig,
+            ca_pem: certs.ca_pem,
+            bin,
+            _supervisor: supervisor,
+        };
+        if let Err(e) = plane.wait_ready(Duration::from_secs(90)).await {
+            return Err(format!("{e}\n{}", plane.log_tails(40)));
+        }
+        plane.install_crd(&plane.admin_client().await).await;
+        write(&plane.dir.join("start-gc"), "")?;
+        // Keep stdin open: dropping it would stop everything.
+        if let Some(stdin) = plane._supervisor.stdin.as_mut() {
+            let _ = stdin.flush();
+        }
+        eprintln!(
+            "[controlplane] ready at {} in {:.1}s (work dir {})",
+            plane.api_url,
+            started.elapsed().as_secs_f64(),
+            plane.dir.display()
+        );
+        Ok(plane)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let client = self.admin_client().await;
+        loop {
+            let req = http::Request::get("/readyz").body(Vec::new()).unwrap();
+            match client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                _ if Instant::now() > deadline => {
+                    return Err(format!("kube-apiserver not ready within {limit:?}"));
+                }
+                _ => {}
+            }
+            if let Ok(Some(status)) = self._supervisor.try_wait() {
+                return Err(format!("the control-plane supervisor exited: {status}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The last `lines` lines of every component's log, for failure reports.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for name in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+            let path = self.dir.join(format!("{name}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("---- {name} ({})\n", path.display()));
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// A client for `token` (admin when it is the admin token).
+    pub async fn client_with_token(&self, token: &str) -> Client {
+        let path = self.dir.join(format!("kubeconfig-{}", random_hex(4)));
+        std::fs::write(
+            &path,
+            kubeconfig_yaml(&self.api_url, &self.dir.join("ca.crt"), token),
+        )
+        .expect("write kubeconfig");
+        let kubeconfig = Kubeconfig::read_from(&path).expect("read kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig to config");
+        Client::try_from(config).expect("client")
+    }
+
+    /// A cluster-admin client. Create one per test: a client belongs to the
+    /// runtime it was made on.
+    pub async fn admin_client(&self) -> Client {
+        self.client_with_token(&self.admin_token).await
+    }
+
+    /// Creates a namespace named `<prefix>-<random>` and returns its name.
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> String {
+        let name = format!("{prefix}-{}", random_hex(3));
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        name
+    }
+
+    /// Creates (if needed) ServiceAccount `ns/name` and returns a bearer token
+    /// for it from the TokenRequest API: a client with it has exactly the
+    /// permissions RBAC grants that ServiceAccount.
+    pub async fn service_account_token(&self, admin: &Client, ns: &str, name: &str) -> String {
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+        let sa: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))
+        .unwrap();
+        match accounts.create(&PostParams::default(), &sa).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("create serviceaccount {ns}/{name}: {e}"),
+        }
+        let request = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600}
+        });
+        let response: serde_json::Value = accounts
+            .create_subresource("token", name, &PostParams::default(), &request)
+            .await
+            .expect("request a serviceaccount token");
+        response["status"]["token"]
+            .as_str()
+            .expect("token in TokenRequest status")
+            .to_owned()
+    }
+
+    /// A client acting as ServiceAccount `ns/name`.
+    pub async fn service_account_client(&self, admin: &Client, ns: &str, name: &str) -> Client {
+        let token = self.service_account_token(admin, ns, name).await;
+        self.client_with_token(&token).await
+    }
+
+    /// Applies the committed CRD (server-side apply) and waits until it is
+    /// Established.
+    pub async fn install_crd(&self, client: &Client) {
+        let yaml = include_str!("../../crds/keyrotationpolicies.jwks.dev.yaml");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(yaml).expect("CRD parses");
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("jwks-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let crd = crds.get(&name).await.expect("get CRD");
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CRD {name} not Established in 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Prints the control plane's log tails if the test panics.
+pub struct DumpOnFailure(pub &'static ControlPlane);
+
+impl Drop for DumpOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.0.log_tails(30));
+        }
+    }
+}

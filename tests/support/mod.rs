@@ -1,0 +1,6 @@
+//! Shared test support. Each integration test file includes it with `mod support;`.
+#![allow(dead_code)]
+
+pub mod controlplane;
+pub mod helm;
+pub mod operator;

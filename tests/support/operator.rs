@@ -1,0 +1,273 @@
+//! Runs the real `jwks-operator run` binary against the test control plane,
+//! as the Helm chart's ServiceAccount with exactly the chart's RBAC, so a
+//! missing verb fails a test.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+
+use super::controlplane::{ControlPlane, kubeconfig_yaml};
+
+/// An identity with the chart's permissions.
+pub struct ChartIdentity {
+    /// Kubeconfig file authenticating as the chart's ServiceAccount.
+    pub kubeconfig: PathBuf,
+    /// Release (and ServiceAccount) name.
+    pub release: String,
+    /// Release namespace (where the Lease lives).
+    pub namespace: String,
+    /// Name of the leader-election Lease the chart grants.
+    pub lease_name: String,
+    /// A client with the same identity.
+    pub client: Client,
+}
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/jwks-operator")
+}
+
+/// Renders the chart's ServiceAccount and RBAC for release `release` in
+/// `namespace` (with `extra` `--set` values), applies them as admin, and
+/// returns a kubeconfig for the ServiceAccount.
+pub async fn chart_identity(
+    cp: &ControlPlane,
+    admin: &Client,
+    namespace: &str,
+    release: &str,
+    extra: &[&str],
+) -> ChartIdentity {
+    let mut helm = Command::new(cp.bin.join("helm"));
+    helm.args(["template", release])
+        .arg(chart_dir())
+        .args(["--namespace", namespace])
+        .args(["--show-only", "templates/serviceaccount.yaml"])
+        .args(["--show-only", "templates/rbac.yaml"])
+        .args(["--show-only", "templates/leader-election-rbac.yaml"]);
+    for v in extra {
+        helm.args(["--set", v]);
+    }
+    let rendered = helm.output().expect("run helm template");
+    assert!(
+        rendered.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let mut apply = Command::new(cp.bin.join("kubectl"))
+        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl apply");
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&rendered.stdout)
+        .unwrap();
+    let out = apply.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply of the chart's RBAC failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Names as the chart renders them.
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .collect();
+    let named = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("the chart renders no {kind}"))
+    };
+    let sa_name = named("ServiceAccount")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lease_name = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("Role"))
+        .flat_map(|d| d["rules"].as_sequence().cloned().unwrap_or_default())
+        .find_map(|r| r["resourceNames"][0].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let token = cp.service_account_token(admin, namespace, &sa_name).await;
+    let kubeconfig = cp.dir.join(format!("kubeconfig-{namespace}-{release}"));
+    std::fs::write(
+        &kubeconfig,
+        kubeconfig_yaml(&cp.api_url, &cp.dir.join("ca.crt"), &token),
+    )
+    .unwrap();
+    ChartIdentity {
+        kubeconfig,
+        release: release.to_owned(),
+        namespace: namespace.to_owned(),
+        lease_name,
+        client: cp.client_with_token(&token).await,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `jwks-operator run` process, killed on drop.
+pub struct Operator {
+    child: Option<Child>,
+    /// `http://127.0.0.1:<port>` of the JWKS listener.
+    pub jwks: String,
+    /// `http://127.0.0.1:<port>` of the token listener.
+    pub token: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+// === impl Operator ===
+
+impl Operator {
+    /// Starts the binary with `kubeconfig` and `args` (after `run`), and
+    /// waits until `/readyz` answers 200.
+    pub fn start(kubeconfig: &Path, args: &[String]) -> Operator {
+        let (jwks_port, token_port) = (free_port(), free_port());
+        let log = std::env::temp_dir().join(format!("jwks-operator-{jwks_port}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
+            .arg("run")
+            .arg(format!("--jwks-addr=127.0.0.1:{jwks_port}"))
+            .arg(format!("--token-addr=127.0.0.1:{token_port}"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start jwks-operator");
+        let op = Operator {
+            child: Some(child),
+            jwks: format!("http://127.0.0.1:{jwks_port}"),
+            token: format!("http://127.0.0.1:{token_port}"),
+            log,
+        };
+        op.wait_ready(Duration::from_secs(30));
+        op
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = ureq::get(&format!("{}/readyz", self.jwks)).call()
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator not ready in {limit:?}\n{}",
+                self.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Its whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET a path on the JWKS listener: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&format!("{}{path}", self.jwks))
+    }
+
+    /// POST JSON to a path on the token listener: (status, body as JSON).
+    pub fn post_token(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .post(&format!("{}{path}", self.token))
+            .send_json(body)
+            .expect("POST to the token listener");
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// GET without treating 4xx/5xx as errors: (status, body).
+pub fn http_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    match agent.get(url).call() {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            (status, r.body_mut().read_to_string().unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- operator log tail ({})\n{}",
+                self.log.display(),
+                self.log_tail(60)
+            );
+        }
+        self.kill();
+    }
+}
