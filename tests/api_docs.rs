@@ -16,7 +16,11 @@ fn type_of(node: &Value) -> String {
     if let Some(values) = node["enum"].as_array() {
         let list: Vec<String> = values
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
             .collect();
         t = format!("{t}: {}", list.join(", "));
     }
@@ -35,9 +39,20 @@ fn rows(prefix: &str, node: &Value, required: &[&str], out: &mut String) {
         let path = format!("{prefix}{name}");
         let default = child
             .get("default")
-            .map(|d| format!("`{}`", d.as_str().map(str::to_owned).unwrap_or_else(|| d.to_string())))
+            .map(|d| {
+                format!(
+                    "`{}`",
+                    d.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| d.to_string())
+                )
+            })
             .unwrap_or_default();
-        let req = if required.contains(&name.as_str()) { "yes" } else { "" };
+        let req = if required.contains(&name.as_str()) {
+            "yes"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "| `{path}` | {} | {default} | {req} | {} |\n",
             cell(&type_of(child)),
@@ -72,8 +87,16 @@ fn rules(node: &Value, path: &str, out: &mut String) {
     }
     if let Some(props) = node["properties"].as_object() {
         for (name, child) in props {
-            let p = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
-            rules(child, &format!("spec.{}", p.trim_start_matches("spec.")), out);
+            let p = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            rules(
+                child,
+                &format!("spec.{}", p.trim_start_matches("spec.")),
+                out,
+            );
         }
     }
 }
@@ -90,7 +113,9 @@ fn generate() -> String {
         "{}\n\nNamespaced; short name `krp`. Durations are Go/Kubernetes durations (`90s`, `15m`, `1h30m`).\n\n",
         schema["description"].as_str().unwrap_or("")
     ));
-    out.push_str("## spec\n\n| field | type | default | required | description |\n|---|---|---|---|---|\n");
+    out.push_str(
+        "## spec\n\n| field | type | default | required | description |\n|---|---|---|---|---|\n",
+    );
     rows("", &schema["properties"]["spec"], &[], &mut out);
     out.push_str("\n### Validation at admission (CEL)\n\n");
     out.push_str("The API server refuses a policy that breaks one of these rules, with the message shown. `jwks-operator standalone` applies the same rules to policy files.\n\n");
@@ -115,14 +140,27 @@ fn generate() -> String {
 fn the_api_reference_is_generated_from_the_crd() {
     let generated = generate();
     if std::env::var_os("JWKS_REGENERATE").is_some() {
-        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"), &generated).unwrap();
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"),
+            &generated,
+        )
+        .unwrap();
         return;
     }
     assert!(
         generated == COMMITTED,
         "docs/api.md is out of date; regenerate it with `JWKS_REGENERATE=1 cargo test --test api_docs`"
     );
-    for field in ["algorithm", "rotationInterval", "publishAhead", "revokedKeyIDs", "tokenEndpoint.enabled"] {
-        assert!(generated.contains(&format!("| `{field}` |")), "{field} missing");
+    for field in [
+        "algorithm",
+        "rotationInterval",
+        "publishAhead",
+        "revokedKeyIDs",
+        "tokenEndpoint.enabled",
+    ] {
+        assert!(
+            generated.contains(&format!("| `{field}` |")),
+            "{field} missing"
+        );
     }
 }

@@ -26,6 +26,14 @@ use crate::store::layout::{self, StoredKeySet};
 /// Field manager name for every write.
 pub const MANAGER: &str = "jwks-operator";
 
+/// Create/replace parameters naming our field manager.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 /// Longest the reconciler sleeps with nothing due (a safety net).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 
@@ -286,15 +294,7 @@ impl Reconciler<'_> {
         let desired = config_map_object(self.policy, cm_name, public_jwks);
         match api.get_opt(cm_name).await.map_err(err)? {
             None => {
-                api.create(
-                    &PostParams {
-                        field_manager: Some(MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &desired,
-                )
-                .await
-                .map_err(err)?;
+                api.create(&post_params(), &desired).await.map_err(err)?;
             }
             Some(existing) if !config_map_is_ours(&existing, self.policy) => {
                 self.event(
@@ -309,16 +309,9 @@ impl Reconciler<'_> {
             Some(existing) => {
                 let mut desired = desired;
                 desired.metadata.resource_version = existing.resource_version();
-                api.replace(
-                    cm_name,
-                    &PostParams {
-                        field_manager: Some(MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &desired,
-                )
-                .await
-                .map_err(err)?;
+                api.replace(cm_name, &post_params(), &desired)
+                    .await
+                    .map_err(err)?;
             }
         }
         Ok(())
@@ -461,10 +454,7 @@ async fn reconcile_inner(
                 source,
             })?;
         let object = secret_object(policy, &encoded, resource_version.clone(), &extra);
-        let pp = PostParams {
-            field_manager: Some(MANAGER.into()),
-            ..Default::default()
-        };
+        let pp = post_params();
         let written = match resource_version {
             None => secrets.create(&pp, &object).await,
             Some(_) => secrets.replace(&secret_name, &pp, &object).await,
