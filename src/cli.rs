@@ -1,17 +1,33 @@
 //! Command-line interface (clap). `main.rs` parses, this module dispatches.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::PolicyRef;
+use crate::keys::token::Expectations;
+use crate::verify::JwksSource;
 
 /// Owns the whole life of JWT signing keys: generates them, publishes the
 /// public JWK Set over HTTP, rotates them on a schedule and prunes retired
 /// keys once no token they signed can still be valid.
+///
+/// Start without Kubernetes:
+///
+///   jwks-operator standalone --policies examples/ --state-dir ./state
+///
+///   curl localhost:8080/default/demo/.well-known/jwks.json
 #[derive(Parser, Debug)]
-#[command(name = "jwks-operator", version, about, long_about = None)]
+#[command(
+    name = "jwks-operator",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -28,6 +44,32 @@ pub enum Command {
     /// Ask the operator to rotate a policy's key now (sets the
     /// jwks.dev/rotate-requested-at annotation).
     Rotate(RotateArgs),
+    /// Run without Kubernetes: policies from YAML files, keys in a local directory
+    ///
+    /// Reads every KeyRotationPolicy in --policies (a file, or a directory of
+    /// *.yaml/*.yml files; the same manifests you would `kubectl apply`;
+    /// metadata.namespace defaults to `default`), keeps each policy's keys in
+    /// <state-dir>/<namespace>/<name>/, rotates them on schedule and serves
+    /// GET /<namespace>/<name>/.well-known/jwks.json on --jwks-addr.
+    ///
+    /// Send SIGHUP after editing the policy files: changes apply at once. To
+    /// rotate now, set the annotation `jwks.dev/rotate-requested-at` to a new
+    /// value; to revoke a key, add its kid to spec.revokedKeyIDs. SIGTERM or
+    /// Ctrl-C stops gracefully.
+    #[command(verbatim_doc_comment)]
+    Standalone(StandaloneArgs),
+
+    /// Check a JWT against a JWK Set (a URL or a file); exit 0 if valid, 1 if not
+    ///
+    /// Prints `valid kid=<kid> alg=<alg> ...` on stdout, or a one-line reason
+    /// on stderr. Checks the signature with the key its `kid` names (only
+    /// that key's algorithm), `exp` (required), `nbf` and `iat`; `iss` and
+    /// `aud` only when asked.
+    ///
+    ///   jwks-operator verify --jwks http://localhost:8080/default/demo/.well-known/jwks.json "$TOKEN"
+    #[command(verbatim_doc_comment)]
+    Verify(VerifyArgs),
+
     /// Print the KeyRotationPolicy CustomResourceDefinition as YAML
     /// (`jwks-operator crd | kubectl apply -f -`).
     Crd,
@@ -100,6 +142,57 @@ pub struct RunArgs {
     /// This replica's identity in the Lease (default: $POD_NAME, else host name and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+}
+
+/// `jwks-operator standalone`.
+#[derive(Args, Debug, Clone)]
+pub struct StandaloneArgs {
+    /// A KeyRotationPolicy YAML file (several documents allowed) or a
+    /// directory of *.yaml / *.yml files.
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    pub policies: PathBuf,
+
+    /// Directory holding the keys, one <namespace>/<name>/ subdirectory per
+    /// policy (created 0700; files 0600). Keep it private and backed up.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+
+    /// Listener and publication flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `jwks-operator verify`.
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// The JWK Set: an http(s) URL, or a file (a public set, or a state
+    /// directory's private jwks.json).
+    #[arg(long, value_name = "URL_OR_FILE")]
+    pub jwks: JwksSource,
+
+    /// Require this `iss`.
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// Require `aud` to name one of these (repeatable).
+    #[arg(long, value_name = "AUD")]
+    pub audience: Vec<String>,
+
+    /// Clock skew allowed on exp/nbf/iat, as a duration (`0s`, `60s`).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub leeway: Duration,
+
+    /// The compact JWT, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: crate::api::Duration = s.parse()?;
+    if d.is_negative() {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok(d.into())
 }
 
 /// Arguments of `jwks-operator rotate`.
@@ -213,6 +306,73 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<String> {
     Ok(value)
 }
 
+async fn verify(args: VerifyArgs) -> ExitCode {
+    let token = if args.token == "-" {
+        let mut s = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+            eprintln!("cannot read the token from standard input: {e}");
+            return ExitCode::FAILURE;
+        }
+        s
+    } else {
+        args.token
+    };
+    let expect = Expectations {
+        issuer: args.issuer,
+        audiences: args.audience,
+        leeway: args.leeway,
+    };
+    let result = match crate::verify::load_jwks(&args.jwks).await {
+        Ok(jwks) => {
+            crate::verify::verify_token(&jwks, &args.jwks, &token, &expect, jiff::Timestamp::now())
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(v) => {
+            let mut line = format!("valid kid={} alg={}", v.kid, v.alg);
+            for claim in ["iss", "sub", "aud"] {
+                if let Some(value) = v.claims.get(claim) {
+                    let shown = value
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| value.to_string());
+                    line.push_str(&format!(" {claim}={shown}"));
+                }
+            }
+            if let Some(exp) = v
+                .claims
+                .get("exp")
+                .and_then(serde_json::Value::as_i64)
+                .and_then(|e| jiff::Timestamp::from_second(e).ok())
+            {
+                line.push_str(&format!(" exp={exp}"));
+            }
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let config = crate::standalone::Config {
+        policies: args.policies,
+        state_dir: args.state_dir,
+        jwks_addr: args.serve.jwks_addr,
+        token_addr: args.serve.token_addr,
+        metrics_addr: args.serve.metrics_addr,
+        public_base_url: args.serve.public_base_url,
+        default_policy: args.serve.default_policy,
+    };
+    let shutdown = crate::http::Shutdown::new();
+    shutdown.trigger_on_termination_signal();
+    crate::standalone::run(config, shutdown).await
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
@@ -244,6 +404,21 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+        Command::Standalone(args) => {
+            init_logging(args.serve.log_format);
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("starting the async runtime: {e}")),
+            };
+            match rt.block_on(standalone(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Verify(args) => match runtime() {
+            Ok(rt) => rt.block_on(verify(args)),
+            Err(e) => fail(format!("starting the async runtime: {e}")),
+        },
         Command::Crd => {
             print!("{}", crate::api::crd_yaml());
             ExitCode::SUCCESS

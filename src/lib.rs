@@ -11,6 +11,9 @@
 //! - [`http`]: the JWKS and token HTTP servers, answering from an in-memory snapshot.
 //! - [`metrics`]: Prometheus metrics shared by the engine and the servers.
 //! - [`k8s`]: the Kubernetes adapter and controller (`run`).
+//! - [`standalone`]: running without Kubernetes, from policy files and a
+//!   state directory (`standalone`).
+//! - [`verify`]: checking a JWT against a JWK Set from a URL or file (`verify`).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -19,4 +22,6 @@ pub mod http;
 pub mod k8s;
 pub mod keys;
 pub mod metrics;
+pub mod standalone;
 pub mod store;
+pub mod verify;

@@ -379,6 +379,7 @@ pub struct Metrics {
     degraded: Family<PolicyLabels, Gauge>,
     key_generation: Family<AlgLabels, Histogram>,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Histogram,
     error_kinds: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
     http: std::sync::Arc<HttpCounters>,
     leader: Gauge,
@@ -451,6 +452,15 @@ impl Metrics {
         );
         let http = std::sync::Arc::new(HttpCounters::new());
         registry.register_collector(Box::new(http.clone()));
+        // 1 ms .. ~16 s: a reconcile is an API round trip or three, plus key
+        // generation when a key is due.
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time to reconcile one policy (gather, plan, write, status)",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -469,7 +479,13 @@ impl Metrics {
             error_kinds: Mutex::new(HashMap::new()),
             http,
             leader,
+            reconcile_duration,
         }
+    }
+
+    /// Records how long one reconcile took.
+    pub fn observe_reconcile(&self, secs: f64) {
+        self.reconcile_duration.observe(secs);
     }
 
     /// Reports whether this replica is the one that reconciles and writes.

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use jwks_operator::api::KeyRotationPolicy;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::controlplane::{ControlPlane, DumpOnFailure, control_plane};
-use support::operator::{ChartIdentity, Operator, chart_identity};
+use support::operator::{Operator, TestEnv};
 
 const DATA_KEYS: [&str; 5] = [
     "active.kid",
@@ -22,58 +21,13 @@ const DATA_KEYS: [&str; 5] = [
     "lifecycle.json",
 ];
 
-struct Env {
-    cp: &'static ControlPlane,
-    admin: Client,
-    ns: String,
-    id: ChartIdentity,
-    _dump: DumpOnFailure,
-}
+type Env = TestEnv;
 
 async fn env(prefix: &str) -> Env {
-    let cp = control_plane().await;
-    let admin = cp.admin_client().await;
-    let ns = cp.namespace(&admin, prefix).await;
-    // A release per test: the chart's ClusterRole is cluster-scoped.
-    let id = chart_identity(cp, &admin, &ns, &ns, &[]).await;
-    Env {
-        cp,
-        admin,
-        ns,
-        id,
-        _dump: DumpOnFailure(cp),
-    }
+    TestEnv::new(prefix).await
 }
 
-impl Env {
-    fn operator(&self, extra: &[&str]) -> Operator {
-        let mut args = vec![format!("--namespace={}", self.ns)];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Operator::start(&self.id.kubeconfig, &args)
-    }
-
-    fn policies(&self) -> Api<KeyRotationPolicy> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    async fn create(&self, name: &str, spec: Value) -> KeyRotationPolicy {
-        let p: KeyRotationPolicy = serde_json::from_value(json!({
-            "apiVersion": "jwks.dev/v1alpha1",
-            "kind": "KeyRotationPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .unwrap();
-        self.policies()
-            .create(&PostParams::default(), &p)
-            .await
-            .expect("create policy")
-    }
-
+impl TestEnv {
     /// Waits until `check` returns Some for the policy.
     async fn policy_until<T>(
         &self,
@@ -162,6 +116,7 @@ async fn a_policy_becomes_a_ready_secret_served_over_http_with_the_charts_permis
                 "algorithm": "ES256",
                 "issuer": "https://issuer.test",
                 "audiences": ["orders"],
+                "publicConfigMap": "api-public",
                 "tokenEndpoint": {"enabled": true},
             }),
         )
@@ -222,6 +177,22 @@ async fn a_policy_becomes_a_ready_secret_served_over_http_with_the_charts_permis
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, public);
     assert_eq!(kids(&body), vec![active.clone()]);
+    // The optional public ConfigMap carries the same public set.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.admin.clone(), &env.ns);
+    let cm = cms.get("api-public").await.expect("public ConfigMap");
+    assert_eq!(cm.data.as_ref().unwrap()["jwks.json"], public);
+    assert_eq!(cm.owner_references()[0].uid, created.uid().unwrap());
+    let (code, metrics) = op.get("/metrics");
+    assert_eq!(code, 200);
+    for family in [
+        "jwks_operator_reconcile_duration_seconds_count",
+        "jwks_operator_leader 1",
+        "jwks_operator_keys{",
+        "jwks_operator_key_generation_seconds_count",
+    ] {
+        assert!(metrics.contains(family), "{family} missing from /metrics");
+    }
     let (code, discovery) = op.get(&format!("/{}/api/.well-known/openid-configuration", env.ns));
     assert_eq!(code, 200);
     let discovery: Value = serde_json::from_str(&discovery).unwrap();
@@ -770,4 +741,51 @@ async fn an_algorithm_change_applies_at_the_next_rotation_and_old_keys_stay() {
         .find(|k| k["kid"] == first.as_str())
         .expect("old key still published");
     assert_eq!(old["alg"], "ES256");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_only_the_operator_can_judge_is_degraded_with_a_clear_message() {
+    let env = env("ctl-spec").await;
+    let _op = env.operator(&[]);
+    // A valid policy name whose default Secret name (`<name>-jwks`) is too long.
+    let long = "l".repeat(250);
+    env.create(&long, json!({"algorithm": "ES256"})).await;
+    let message = env
+        .policy_until(
+            &long,
+            Duration::from_secs(10),
+            "Degraded InvalidSpec",
+            |p| {
+                let c = p
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Degraded")?;
+                (c.status == "True" && c.reason == "InvalidSpec").then(|| c.message.clone())
+            },
+        )
+        .await;
+    assert!(message.contains("spec.secretName"), "{message}");
+    // No Event here: kube's recorder names an Event after its object, and
+    // the API server refuses names this long. The condition carries it.
+    let ready = env.policies().get(&long).await.unwrap().status.unwrap();
+    let ready = ready
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    let written = env
+        .secrets()
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=jwks-operator"))
+        .await
+        .unwrap();
+    assert!(
+        written.items.is_empty(),
+        "nothing is written for an invalid spec"
+    );
 }

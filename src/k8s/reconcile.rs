@@ -26,6 +26,14 @@ use crate::store::layout::{self, StoredKeySet};
 /// Field manager name for every write.
 pub const MANAGER: &str = "jwks-operator";
 
+/// Create/replace parameters naming our field manager.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 /// Longest the reconciler sleeps with nothing due (a safety net).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 
@@ -290,15 +298,7 @@ impl Reconciler<'_> {
         let desired = config_map_object(self.policy, cm_name, public_jwks);
         match api.get_opt(cm_name).await.map_err(err)? {
             None => {
-                api.create(
-                    &PostParams {
-                        field_manager: Some(MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &desired,
-                )
-                .await
-                .map_err(err)?;
+                api.create(&post_params(), &desired).await.map_err(err)?;
             }
             Some(existing) if !config_map_is_ours(&existing, self.policy) => {
                 self.event(
@@ -313,16 +313,9 @@ impl Reconciler<'_> {
             Some(existing) => {
                 let mut desired = desired;
                 desired.metadata.resource_version = existing.resource_version();
-                api.replace(
-                    cm_name,
-                    &PostParams {
-                        field_manager: Some(MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &desired,
-                )
-                .await
-                .map_err(err)?;
+                api.replace(cm_name, &post_params(), &desired)
+                    .await
+                    .map_err(err)?;
             }
         }
         Ok(())
@@ -331,9 +324,20 @@ impl Reconciler<'_> {
 
 /// Reconciles one policy.
 pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&policy, &ctx).await;
+    ctx.metrics
+        .observe_reconcile(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(
+    policy: &Arc<KeyRotationPolicy>,
+    ctx: &Arc<Context>,
+) -> Result<Action, Error> {
     let r = Reconciler {
-        policy: &policy,
-        ctx: &ctx,
+        policy,
+        ctx,
         namespace: policy.namespace().unwrap_or_default(),
         name: policy.name_any(),
     };
@@ -371,7 +375,7 @@ pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Res
     let recheck = Some(Duration::from_secs(300));
     let (current, generation, resource_version, extra, adopted) = match classify(
         existing.as_ref(),
-        &policy,
+        policy,
     ) {
         Found::Absent => (KeySet::default(), 0, None, BTreeMap::new(), false),
         Found::Ours {
@@ -399,7 +403,7 @@ pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Res
                 "Secret {secret_name} cannot be read ({e}); it is left untouched and the last good key set keeps being served. Fix or delete the data key to recover"
             );
             ctx.metrics
-                .inc_reconcile_error(&PolicyRef::of(&policy), "corrupt_key_set");
+                .inc_reconcile_error(&PolicyRef::of(policy), "corrupt_key_set");
             return r
                 .stop(Problem::blocking("CorruptKeySet", message), recheck)
                 .await;
@@ -453,11 +457,8 @@ pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Res
                 name: r.name.clone(),
                 source,
             })?;
-        let object = secret_object(&policy, &encoded, resource_version.clone(), &extra);
-        let pp = PostParams {
-            field_manager: Some(MANAGER.into()),
-            ..Default::default()
-        };
+        let object = secret_object(policy, &encoded, resource_version.clone(), &extra);
+        let pp = post_params();
         let written = match resource_version {
             None => secrets.create(&pp, &object).await,
             Some(_) => secrets.replace(&secret_name, &pp, &object).await,
@@ -502,7 +503,7 @@ pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Res
         info!(policy = %key, event = reason, "{e}");
         r.event(type_, reason, action, e.to_string()).await;
     }
-    let policy_ref = PolicyRef::of(&policy);
+    let policy_ref = PolicyRef::of(policy);
     ctx.metrics.record_events(&policy_ref, &planned.events);
     ctx.metrics.observe_key_set(
         &policy_ref,
@@ -561,5 +562,47 @@ impl<K, S: lifecycle::KeySource<K>> lifecycle::KeySource<K> for TimedSource<S> {
         self.metrics
             .observe_key_generation(params.alg, started.elapsed().as_secs_f64());
         key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("test", "Test")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    fn write_error(code: u16) -> Error {
+        Error::WriteSecret {
+            namespace: "ns".into(),
+            name: "p-jwks".into(),
+            source: api_error(code),
+        }
+    }
+
+    #[test]
+    fn conflicts_throttling_and_outages_are_retried_soon_and_the_rest_waits() {
+        for code in [409, 429, 500, 503] {
+            assert!(write_error(code).is_transient(), "{code}");
+        }
+        for code in [400, 403, 404, 422] {
+            assert!(!write_error(code).is_transient(), "{code}");
+        }
+        assert_eq!(write_error(409).kind(), "conflict");
+        assert_eq!(write_error(403).kind(), "write_secret");
+    }
+
+    #[test]
+    fn errors_name_the_operation_and_the_object() {
+        let e = write_error(403);
+        assert!(
+            e.to_string().starts_with("writing Secret ns/p-jwks:"),
+            "{e}"
+        );
     }
 }

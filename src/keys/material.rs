@@ -486,12 +486,12 @@ impl Curve {
         match self {
             Curve::P256 => {
                 let sk = p256::SecretKey::generate_from_rng(rng);
-                let d = Secret::new(sk.to_bytes().to_vec());
+                let d = Secret::new(Zeroizing::new(sk.to_bytes()).to_vec());
                 (d, sk.public_key().to_sec1_bytes().into_vec())
             }
             Curve::P384 => {
                 let sk = p384::SecretKey::generate_from_rng(rng);
-                let d = Secret::new(sk.to_bytes().to_vec());
+                let d = Secret::new(Zeroizing::new(sk.to_bytes()).to_vec());
                 (d, sk.public_key().to_sec1_bytes().into_vec())
             }
         }
@@ -761,8 +761,10 @@ impl VerifyingKey {
             })
     }
 
-    /// Parameters for jsonwebtoken's `DecodingKey`: the raw public members.
-    pub(crate) fn decoding_key(&self) -> jsonwebtoken::DecodingKey {
+    /// This key as a jsonwebtoken `DecodingKey`, for code that verifies with
+    /// jsonwebtoken directly (the [`crate::keys::token::Verifier`] does not;
+    /// the tests use jsonwebtoken as an independent check).
+    pub fn to_decoding_key(&self) -> jsonwebtoken::DecodingKey {
         match &self.public {
             PublicParts::Rsa { n, e } => jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e),
             PublicParts::Ec { curve, x, y } => {

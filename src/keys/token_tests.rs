@@ -102,7 +102,7 @@ fn minted_tokens_verify_with_plain_jsonwebtoken() {
         validation.set_audience(&["api"]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(
             &token,
-            &k.verifying_key().decoding_key(),
+            &k.verifying_key().to_decoding_key(),
             &validation,
         )
         .unwrap();
@@ -637,5 +637,207 @@ fn error_codes_are_stable() {
             "ttl_too_short",
             "reserved_claim",
         ]
+    );
+}
+
+// === jsonwebtoken as an oracle ===
+
+/// What jsonwebtoken says about `token` under `key` with the same rules as
+/// `expect` (time checks off: the corpus is always within its lifetime).
+fn oracle(token: &str, key: &VerifyingKey, expect: &Expectations) -> bool {
+    let mut validation = jsonwebtoken::Validation::new(jwt_alg(key.alg()));
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    if let Some(iss) = &expect.issuer {
+        validation.set_issuer(&[iss]);
+        validation.required_spec_claims.insert("iss".into());
+    }
+    if expect.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&expect.audiences);
+        validation.required_spec_claims.insert("aud".into());
+    }
+    jsonwebtoken::decode::<Map<String, Value>>(token, &key.to_decoding_key(), &validation).is_ok()
+}
+
+/// Our verdict, and jsonwebtoken's for the key the token's `kid` names.
+fn verdicts(v: &Verifier, token: &str, expect: &Expectations) -> (bool, Option<bool>) {
+    let ours = v.verify(token, expect, at(NOW)).is_ok();
+    let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid);
+    let key = kid.and_then(|kid| fixture_keys().iter().find(|k| k.kid() == kid));
+    (ours, key.map(|k| oracle(token, k.verifying_key(), expect)))
+}
+
+#[test]
+fn agrees_with_jsonwebtoken_on_signatures() {
+    let v = verifier();
+    let mut corpus = Vec::new();
+    for k in fixture_keys() {
+        let token = mint_for(k, &TokenRequest::default(), NOW);
+        let parts: Vec<&str> = token.split('.').collect();
+        let other = other_key(k.alg());
+        corpus.push(token.clone());
+        corpus.push(sign_raw(
+            &other,
+            &json!({"alg": k.alg().as_str(), "kid": k.kid()}),
+            &good_claims(),
+        ));
+        corpus.push(format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(good_claims().to_string().as_bytes()),
+            parts[2]
+        ));
+        corpus.push(format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            &parts[2][..parts[2].len() - 8]
+        ));
+        corpus.push(format!("{}.{}.", parts[0], parts[1]));
+        corpus.push(format!("{}.{}.{}", parts[0], parts[1], b64(&[0; 64])));
+    }
+    for token in &corpus {
+        let (ours, theirs) = verdicts(&v, token, &expect());
+        assert_eq!(Some(ours), theirs, "disagreement on {token}");
+    }
+    assert!(
+        corpus
+            .iter()
+            .filter(|t| v.verify(t, &expect(), at(NOW)).is_ok())
+            .count()
+            == fixture_keys().len()
+    );
+}
+
+#[test]
+fn agrees_with_jsonwebtoken_on_issuer_and_audience() {
+    let v = verifier();
+    let k = key(Algorithm::ES256);
+    let header = json!({"alg": "ES256", "kid": k.kid()});
+    let issuers = [
+        None,
+        Some(json!("https://issuer.example")),
+        Some(json!("https://other.example")),
+    ];
+    let audiences = [
+        None,
+        Some(json!("api")),
+        Some(json!("web")),
+        Some(json!(["web", "api"])),
+        Some(json!(["web"])),
+        Some(json!([])),
+    ];
+    let expectations = [
+        expect(),
+        Expectations {
+            issuer: None,
+            ..expect()
+        },
+        Expectations {
+            audiences: vec![],
+            ..expect()
+        },
+        Expectations {
+            audiences: vec!["web".into(), "mobile".into()],
+            ..expect()
+        },
+    ];
+    for iss in &issuers {
+        for aud in &audiences {
+            let mut claims = json!({"exp": NOW + 60});
+            if let Some(iss) = iss {
+                claims["iss"] = iss.clone();
+            }
+            if let Some(aud) = aud {
+                claims["aud"] = aud.clone();
+            }
+            let token = sign_raw(k, &header, &claims);
+            for e in &expectations {
+                let (ours, theirs) = verdicts(&v, &token, e);
+                assert_eq!(Some(ours), theirs, "iss {iss:?} aud {aud:?} expect {e:?}");
+            }
+        }
+    }
+    // Where we are stricter on purpose: `iss` is a single string (RFC 7519),
+    // jsonwebtoken also accepts an array containing the issuer.
+    let token = sign_raw(
+        k,
+        &header,
+        &json!({"exp": NOW + 60, "aud": "api", "iss": ["https://issuer.example"]}),
+    );
+    assert_eq!(code(v.verify(&token, &expect(), at(NOW))), "wrong_issuer");
+}
+
+mod mutations {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+
+    fn tokens() -> Vec<String> {
+        [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+            .iter()
+            .map(|alg| mint_for(key(*alg), &TokenRequest::default(), NOW))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any one-character change or truncation of a valid token is
+        /// refused (never a panic), exactly when jsonwebtoken refuses it.
+        #[test]
+        fn mutated_tokens_are_refused_like_jsonwebtoken_does(
+            which in 0usize..3,
+            pos in any::<prop::sample::Index>(),
+            ch in prop::sample::select(B64URL),
+            truncate in any::<bool>(),
+        ) {
+            let token = tokens()[which].clone();
+            let i = pos.index(token.len());
+            let mutated = if truncate {
+                token[..i].to_string()
+            } else {
+                let mut bytes = token.clone().into_bytes();
+                bytes[i] = ch;
+                String::from_utf8(bytes).unwrap()
+            };
+            let (ours, theirs) = verdicts(&verifier(), &mutated, &expect());
+            if mutated == token {
+                prop_assert!(ours);
+            } else {
+                prop_assert!(!ours, "mutated token accepted: {}", mutated);
+            }
+            if let Some(theirs) = theirs {
+                prop_assert_eq!(ours, theirs);
+            }
+        }
+    }
+}
+
+#[test]
+fn alg_none_is_refused_as_such_even_without_kid() {
+    let token = forge(&json!({"alg": "none"}), &good_claims(), b"");
+    assert_eq!(
+        code(verifier().verify(&token, &expect(), at(NOW))),
+        "algorithm_not_allowed"
+    );
+}
+
+#[test]
+fn an_empty_header_is_missing_kid_and_a_kid_without_alg_is_malformed() {
+    let token = forge(&json!({}), &good_claims(), b"sig");
+    assert_eq!(
+        code(verifier().verify(&token, &expect(), at(NOW))),
+        "missing_kid"
+    );
+    let k = key(Algorithm::ES256);
+    let token = forge(&json!({"kid": k.kid()}), &good_claims(), b"sig");
+    assert_eq!(
+        code(verifier().verify(&token, &expect(), at(NOW))),
+        "malformed"
     );
 }

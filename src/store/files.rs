@@ -201,10 +201,10 @@ impl PolicyDir {
             Ok(Decoded::Empty) => None,
             Ok(Decoded::Keys { generation, .. }) => Some(FileVersion(generation)),
             Ok(Decoded::Adoptable(_)) => Some(FileVersion(0)),
-            Err(source) => {
+            Err(error) => {
                 return Err(StoreError::Corrupt {
                     location: self.inner.location.clone(),
-                    source,
+                    error,
                 });
             }
         };
@@ -217,9 +217,9 @@ impl PolicyDir {
             });
         }
         let next = FileVersion(found.map_or(1, |v| v.0 + 1));
-        let encoded = layout::encode(set, next.0).map_err(|source| StoreError::Encode {
+        let encoded = layout::encode(set, next.0).map_err(|error| StoreError::Encode {
             location: self.inner.location.clone(),
-            source,
+            error,
         })?;
 
         // 1. stage
@@ -340,7 +340,7 @@ async fn blocking<T: Send + 'static>(
         Err(StoreError::Io {
             op: "run file I/O task",
             path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
+            error: std::io::Error::other(e.to_string()),
         })
     })
 }

@@ -82,7 +82,8 @@ pub trait KeyStore: Send + Sync {
 }
 
 /// A store operation failed. Names the operation and the location; never
-/// carries key material.
+/// carries key material. Each message is complete (it includes its cause),
+/// so the cause is not also chained as an error source.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The stored set changed since it was read: reload, plan again, retry.
@@ -98,33 +99,30 @@ pub enum StoreError {
         found: String,
     },
     /// What is stored cannot be parsed; it is not overwritten.
-    #[error("key set at {location} cannot be read and is left untouched: {source}")]
+    #[error("key set at {location} cannot be read and is left untouched: {error}")]
     Corrupt {
         /// Where.
         location: String,
         /// What is wrong, naming the data key (file).
-        #[source]
-        source: DecodeError,
+        error: DecodeError,
     },
     /// The set to save breaks a lifecycle rule (a bug in the caller).
-    #[error("key set for {location} cannot be encoded: {source}")]
+    #[error("key set for {location} cannot be encoded: {error}")]
     Encode {
         /// Where it was to be written.
         location: String,
         /// Why.
-        #[source]
-        source: EncodeError,
+        error: EncodeError,
     },
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {error}", path.display())]
     Io {
         /// What was being done (`write`, `rename`, `fsync`, ...).
         op: &'static str,
         /// On which path.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The store is in use by another process.
     #[error("{location} is in use by another process (lock held)")]
@@ -162,7 +160,7 @@ impl StoreError {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| StoreError::Io { op, path, source }
+        move |error| StoreError::Io { op, path, error }
     }
 }
 

@@ -51,7 +51,10 @@ pub async fn control_plane() -> &'static ControlPlane {
         .await
 }
 
-fn bin_dir() -> Result<PathBuf, String> {
+/// Where the control-plane binaries (and kubectl, helm) are: `$JWKS_CP_BIN`,
+/// else the directory `tests/controlplane/build.sh` prints (it builds them
+/// once, then only checks its stamps).
+pub fn bin_dir() -> Result<PathBuf, String> {
     if let Ok(dir) = std::env::var("JWKS_CP_BIN") {
         return Ok(PathBuf::from(dir));
     }

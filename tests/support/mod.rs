@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod helm;
 pub mod operator;

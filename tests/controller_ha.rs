@@ -1,0 +1,324 @@
+//! High availability and failure: leader election between two operator
+//! processes, a concurrent writer racing the operator, and kill -9 in the
+//! middle of rotations. Real API server, the chart's RBAC.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use jwks_operator::api::KeyRotationPolicy;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::operator::{Operator, TestEnv};
+
+type Env = TestEnv;
+
+async fn env(prefix: &str) -> Env {
+    TestEnv::new(prefix).await
+}
+
+impl TestEnv {
+    fn leader_args(&self, identity: &str) -> Vec<String> {
+        vec![
+            "--leader-elect".into(),
+            format!("--leader-elect-namespace={}", self.ns),
+            format!("--leader-elect-lease-name={}", self.id.lease_name),
+            "--leader-elect-lease-duration=4".into(),
+            format!("--identity={identity}"),
+        ]
+    }
+
+    async fn secret_opt(&self, name: &str) -> Option<Secret> {
+        Api::<Secret>::namespaced(self.admin.clone(), &self.ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+    }
+
+    async fn holder(&self) -> Option<String> {
+        Api::<Lease>::namespaced(self.admin.clone(), &self.ns)
+            .get_opt(&self.id.lease_name)
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+    }
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn leader_gauge(op: &Operator) -> Option<i64> {
+    let (_, text) = op.get("/metrics");
+    text.lines()
+        .find(|l| l.starts_with("jwks_operator_leader "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// Decodes the lifecycle record of a Secret: (kid, state) pairs.
+fn lifecycle(secret: &Secret) -> Vec<(String, String)> {
+    let raw = &secret.data.as_ref().unwrap()["lifecycle.json"].0;
+    let doc: Value = serde_json::from_slice(raw).expect("lifecycle.json is JSON");
+    doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().to_owned(),
+                k["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The invariants a stored key set must always satisfy.
+fn assert_consistent(secret: &Secret) -> Vec<(String, String)> {
+    let records = lifecycle(secret);
+    let active = records.iter().filter(|(_, s)| s == "Active").count();
+    assert_eq!(active, 1, "exactly one Active key: {records:?}");
+    assert!(
+        records.iter().filter(|(_, s)| s == "Pending").count() <= 1,
+        "{records:?}"
+    );
+    let jwks: Value =
+        serde_json::from_slice(&secret.data.as_ref().unwrap()["jwks.json"].0).unwrap();
+    let material: BTreeSet<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    let recorded: BTreeSet<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        material, recorded,
+        "every key has a record and every record a key"
+    );
+    let active_kid =
+        String::from_utf8(secret.data.as_ref().unwrap()["active.kid"].0.clone()).unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|(k, s)| *k == active_kid && s == "Active")
+    );
+    records
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() {
+    let env = env("ha-leader").await;
+    env.create(
+        "ha",
+        json!({"algorithm": "ES256", "rotationInterval": "6s", "publishAhead": "2s", "maxTokenTTL": "2s", "clockSkew": "1s"}),
+    )
+    .await;
+    let mut a = env.operator(&as_strs(&env.leader_args("replica-a")));
+    let mut b = env.operator(&as_strs(&env.leader_args("replica-b")));
+    let path = format!("/{}/ha/.well-known/jwks.json", env.ns);
+
+    // One leader, and both replicas serve the same set.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        if let Some(h) = env.holder().await
+            && env.secret_opt("ha-jwks").await.is_some()
+        {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no leader wrote within 20s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ga, gb) = (leader_gauge(&a), leader_gauge(&b));
+    assert_eq!(
+        (ga, gb),
+        if leader == "replica-a" {
+            (Some(1), Some(0))
+        } else {
+            (Some(0), Some(1))
+        },
+        "exactly the Lease holder ({leader}) reconciles"
+    );
+    let (ca, ja) = a.get(&path);
+    let (cb, jb) = b.get(&path);
+    assert_eq!((ca, cb), (200, 200));
+    assert_eq!(ja, jb, "every replica serves the same set");
+    let follower_log = if leader == "replica-a" {
+        b.log_text()
+    } else {
+        a.log_text()
+    };
+    assert!(
+        !follower_log.contains("generated key"),
+        "the follower generated keys:\n{follower_log}"
+    );
+
+    // Kill the leader: the other takes over within the lease duration and
+    // keeps rotating; the JWKS route never stops answering.
+    let first_kids: BTreeSet<String> = kids(&ja);
+    let (dead, survivor) = if leader == "replica-a" {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
+    dead.kill();
+    let killed = Instant::now();
+    let new_leader = loop {
+        let (code, _) = survivor.get(&path);
+        assert_eq!(code, 200, "JWKS must be served throughout");
+        if leader_gauge(survivor) == Some(1) {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "no takeover in 15s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        new_leader <= Duration::from_secs(10),
+        "takeover took {new_leader:?}"
+    );
+    eprintln!("leader takeover {new_leader:?} after kill -9 (lease duration 4s)");
+    // The schedule goes on under the new leader.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = survivor.get(&path);
+        assert_eq!(code, 200);
+        if kids(&body).iter().any(|k| !first_kids.contains(k)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rotation after takeover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secret = env.secret_opt("ha-jwks").await.unwrap();
+    assert_consistent(&secret);
+}
+
+fn kids(jwks: &str) -> BTreeSet<String> {
+    let v: Value = serde_json::from_str(jwks).unwrap_or(Value::Null);
+    v["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_writer_never_makes_the_operator_lose_a_key_or_double_the_signer() {
+    let env = env("ha-conflict").await;
+    let op = env.operator(&[]);
+    env.create(
+        "race",
+        json!({"algorithm": "EdDSA", "rotationInterval": "2s", "publishAhead": "1s", "maxTokenTTL": "10s", "clockSkew": "1s"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.secret_opt("race-jwks").await.is_none() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another writer bumps the Secret's resourceVersion as fast as it can
+    // while the operator rotates every 2 s.
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.ns);
+    let mut seen_kids: BTreeSet<String> = BTreeSet::new();
+    let started = Instant::now();
+    let mut writes = 0u32;
+    while started.elapsed() < Duration::from_secs(12) {
+        let patch = json!({"metadata": {"annotations": {"racer": writes.to_string()}}});
+        if secrets
+            .patch("race-jwks", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .is_ok()
+        {
+            writes += 1;
+        }
+        let secret = secrets.get("race-jwks").await.unwrap();
+        let records = assert_consistent(&secret);
+        // No key vanishes before its time: with a 10 s TTL nothing retired in
+        // this 12 s window may be pruned, so the set only grows.
+        let now: BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
+        let lost: Vec<&String> = seen_kids.difference(&now).collect();
+        assert!(lost.is_empty(), "keys lost under contention: {lost:?}");
+        seen_kids = now;
+    }
+    assert!(
+        seen_kids.len() >= 4,
+        "rotations went on under contention: {seen_kids:?}"
+    );
+    let (_, metrics) = op.get("/metrics");
+    let conflicts: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("jwks_operator_reconcile_errors_total") && l.contains("kind=\"conflict\"")
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "{writes} competing writes, {conflicts} conflicts retried, {} keys",
+        seen_kids.len()
+    );
+    assert!(
+        conflicts > 0.0,
+        "the race never produced a conflict, so it proved nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_minus_nine_in_the_middle_of_rotations_loses_nothing() {
+    let env = env("ha-crash").await;
+    // RSA-4096 generation takes long enough to be killed in the middle of.
+    env.create(
+        "crash",
+        json!({"algorithm": "RS256", "keySize": 4096, "rotationInterval": "3s", "publishAhead": "1s", "maxTokenTTL": "30s", "clockSkew": "1s"}),
+    )
+    .await;
+    let mut kept: BTreeSet<String> = BTreeSet::new();
+    for round in 0..5u64 {
+        let mut op = env.operator(&[]);
+        tokio::time::sleep(Duration::from_millis(1500 + 700 * round)).await;
+        op.kill();
+        if let Some(secret) = env.secret_opt("crash-jwks").await {
+            let records = assert_consistent(&secret);
+            let now: BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
+            // With a 30 s TTL no key may be pruned during this test.
+            let lost: Vec<&String> = kept.difference(&now).collect();
+            assert!(
+                lost.is_empty(),
+                "round {round}: keys lost across a crash: {lost:?}"
+            );
+            kept = now;
+        }
+    }
+    // A last clean run converges to a Ready policy.
+    let op = env.operator(&[]);
+    let policies: Api<KeyRotationPolicy> = Api::namespaced(env.admin.clone(), &env.ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = policies.get("crash").await.unwrap();
+        let ready = p.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not Ready after the crashes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let secret = env.secret_opt("crash-jwks").await.unwrap();
+    let records = assert_consistent(&secret);
+    assert!(
+        records.len() >= 2,
+        "rotations happened across restarts: {records:?}"
+    );
+    let (code, body) = op.get(&format!("/{}/crash/.well-known/jwks.json", env.ns));
+    assert_eq!(code, 200);
+    let served = kids(&body);
+    let stored: BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(served, stored, "the served set is the stored set");
+}

@@ -1,0 +1,262 @@
+//! Interoperability with widely used third-party JWT libraries in other
+//! languages, both ways:
+//! - tokens minted by the running binary verify in PyJWT (`PyJWKClient`) and
+//!   npm `jose` (`createRemoteJWKSet`), which fetch our JWKS URL themselves,
+//!   across a rotation;
+//! - our `verify` command (and `/verify` endpoint) accept tokens those
+//!   libraries sign with our private keys, read from the state directory's
+//!   `jwks.json`.
+//!
+//! The libraries are installed by `tests/interop/install-verifiers.sh`
+//! (run by `scripts/test.sh`). When they are missing these tests fail and
+//! say so: they are never skipped silently.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const INSTALL: &str = "tests/interop/install-verifiers.sh";
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// The venv's python, as the install script lays it out.
+fn python() -> PathBuf {
+    let venv = std::env::var_os("JWKS_OPERATOR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+            cache.join("jwks-operator/venv")
+        });
+    let python = venv.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "PyJWT is not installed in {}: run `bash {INSTALL}` (scripts/test.sh does)",
+        venv.display()
+    );
+    python
+}
+
+fn node_jose() -> PathBuf {
+    let dir = interop_dir().join("jose");
+    assert!(
+        dir.join("node_modules/jose/package.json").exists(),
+        "npm jose is not installed in {}: run `bash {INSTALL}` (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A long-running third-party verifier speaking the scripts' line protocol.
+struct Verifier {
+    name: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Verifier {
+    fn pyjwt() -> Verifier {
+        let script = interop_dir().join("python/jwt_interop.py");
+        Self::spawn("PyJWT", Command::new(python()).arg(script).arg("verify"))
+    }
+
+    fn jose() -> Verifier {
+        let dir = node_jose();
+        Self::spawn(
+            "jose",
+            Command::new("node")
+                .arg(dir.join("jwt_interop.mjs"))
+                .arg("verify")
+                .current_dir(dir),
+        )
+    }
+
+    fn spawn(name: &'static str, cmd: &mut Command) -> Verifier {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{name} verifier does not start ({e}); run `bash {INSTALL}`")
+            });
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Verifier {
+            name,
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Verifies `token` against the JWK Set at `url`; the library's verdict.
+    fn check(&mut self, url: &str, token: &str) -> Value {
+        writeln!(self.stdin, "{url} {token}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{} answered {line:?} ({e})", self.name))
+    }
+
+    /// Asserts that `token` verifies and was signed by `kid`.
+    fn assert_valid(&mut self, url: &str, token: &str, kid: &str) -> Value {
+        let verdict = self.check(url, token);
+        assert_eq!(
+            verdict["ok"], true,
+            "{} refused a token of {kid}: {verdict}",
+            self.name
+        );
+        assert_eq!(verdict["kid"], kid, "{}", self.name);
+        verdict
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token signed by a third-party library with one of our private keys.
+fn sign_with(library: &str, jwks_path: &std::path::Path, kid: &str) -> String {
+    let mut cmd = match library {
+        "PyJWT" => {
+            let mut c = Command::new(python());
+            c.arg(interop_dir().join("python/jwt_interop.py"));
+            c
+        }
+        "jose" => {
+            let dir = node_jose();
+            let mut c = Command::new("node");
+            c.arg(dir.join("jwt_interop.mjs")).current_dir(dir);
+            c
+        }
+        other => panic!("unknown library {other}"),
+    };
+    let out = cmd.arg("sign").arg(jwks_path).arg(kid).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{library} could not sign with {kid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn tokens_we_mint_verify_in_pyjwt_and_jose_across_a_rotation() {
+    let mut verifiers = [Verifier::pyjwt(), Verifier::jose()];
+    let ws = Workspace::new();
+    ws.write_policy(
+        "p.yaml",
+        &manifest(
+            "interop",
+            "",
+            "  algorithm: ES256\n  rotationInterval: 6s\n  publishAhead: 3s\n  maxTokenTTL: 30s\n  clockSkew: 1s\n  issuer: http://localhost/interop\n  audiences: [api]\n  tokenEndpoint: {enabled: true}\n",
+        ),
+    );
+    let op = Operator::start(&ws.policies(), &ws.state());
+    let p = "default/interop";
+    let url = op.jwks_url(p);
+    let r = op.get(&format!("/{p}/.well-known/jwks.json"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=1"),
+        "the verifiers' cache lifetime (1 s) follows the served max-age"
+    );
+
+    let (before, k1) = op.mint(p, &json!({"sub": "before"}));
+    for v in &mut verifiers {
+        let verdict = v.assert_valid(&url, &before, &k1);
+        assert_eq!(verdict["claims"]["sub"], "before");
+        assert_eq!(verdict["claims"]["iss"], "http://localhost/interop");
+        assert_eq!(verdict["claims"]["aud"], "api");
+    }
+
+    let k2 = eventually("the next key signs", Duration::from_secs(10), || {
+        let kid = op.summary(p)["activeKeyID"].as_str().unwrap().to_string();
+        (kid != k1).then_some(kid)
+    });
+    let (after, kid) = op.mint(p, &json!({"sub": "after"}));
+    assert_eq!(kid, k2);
+    for v in &mut verifiers {
+        v.assert_valid(&url, &after, &k2);
+        // The retired key is still published: the older token still verifies.
+        v.assert_valid(&url, &before, &k1);
+    }
+    // A token for another key material does not verify in either library.
+    let forged = format!("{}x", &after[..after.len() - 2]);
+    for v in &mut verifiers {
+        assert_eq!(v.check(&url, &forged)["ok"], false, "{}", v.name);
+    }
+}
+
+#[test]
+fn every_algorithm_interoperates_both_ways() {
+    let mut verifiers = [Verifier::pyjwt(), Verifier::jose()];
+    let algorithms = [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ];
+    let ws = Workspace::new();
+    let docs: Vec<String> = algorithms
+        .iter()
+        .map(|alg| {
+            manifest(
+                &alg.to_lowercase(),
+                "",
+                &format!("  algorithm: {alg}\n  tokenEndpoint: {{enabled: true}}\n"),
+            )
+        })
+        .collect();
+    ws.write_policy("all.yaml", &docs.join("---\n"));
+    let op = Operator::start(&ws.policies(), &ws.state());
+
+    for alg in algorithms {
+        let p = format!("default/{}", alg.to_lowercase());
+        let url = op.jwks_url(&p);
+
+        // Ours → theirs.
+        let (token, kid) = op.mint(&p, &json!({"sub": alg}));
+        for v in &mut verifiers {
+            let verdict = v.assert_valid(&url, &token, &kid);
+            assert_eq!(verdict["claims"]["sub"], alg, "{} / {alg}", v.name);
+        }
+
+        // Theirs, signed with our private key from the state directory → ours.
+        let jwks_path = ws.policy_state(&p).join("jwks.json");
+        let active = std::fs::read_to_string(ws.policy_state(&p).join("active.kid")).unwrap();
+        assert_eq!(active, kid);
+        for library in ["PyJWT", "jose"] {
+            let token = sign_with(library, &jwks_path, &kid);
+            let out = cli_verify(&url, &token)
+                .unwrap_or_else(|e| panic!("verify refused a {library} {alg} token: {e}"));
+            assert!(
+                out.starts_with(&format!("valid kid={kid} alg={alg}")),
+                "{out}"
+            );
+            assert_eq!(
+                op.verify(&p, &token).as_deref(),
+                Ok(kid.as_str()),
+                "{library} {alg}"
+            );
+            // And against the state file directly.
+            assert!(cli_verify(jwks_path.to_str().unwrap(), &token).is_ok());
+        }
+    }
+}
