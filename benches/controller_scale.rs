@@ -688,6 +688,15 @@ async fn main() {
     let requests_ready = apiserver_requests(&admin).await;
     let ready_requests = diff(&requests_ready, &requests_before);
     let rss_ready = status_mib(pid, "VmRSS");
+    let metrics_ready = tokio::task::block_in_place(|| operator_metrics(&op));
+    let reconciles_ready = sum_of(
+        &metrics_ready,
+        "jwks_operator_reconcile_duration_seconds_count",
+    );
+    let reconcile_secs_ready = sum_of(
+        &metrics_ready,
+        "jwks_operator_reconcile_duration_seconds_sum",
+    );
     let operator_cpu_ready = s1.operator;
     let (threads_ready, sockets_ready) = threads_and_sockets(pid);
     eprintln!(
@@ -870,6 +879,20 @@ async fn main() {
                 "{:.1} ({})",
                 total(&rotation_writes) / rotations.len().max(1) as f64,
                 describe_counts(&rotation_writes)
+            ),
+            None,
+        ),
+        row(
+            "reconciles, start → all Ready",
+            "—",
+            format!(
+                "{reconciles_ready:.0} ({:.2} per policy), mean {:.1} ms each",
+                reconciles_ready / n,
+                if reconciles_ready > 0.0 {
+                    reconcile_secs_ready / reconciles_ready * 1000.0
+                } else {
+                    0.0
+                }
             ),
             None,
         ),
