@@ -442,6 +442,37 @@ async fn ready_policies(admin: &Client, namespaces: &[String]) -> Vec<(String, S
     ready
 }
 
+/// JSON sizes of a policy and its Secret, and of their managedFields: what
+/// the operator's watch caches hold per policy.
+async fn object_sizes(admin: &Client, (ns, name): &(String, String)) -> String {
+    let size = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+    let policy: Value = serde_json::to_value(
+        Api::<KeyRotationPolicy>::namespaced(admin.clone(), ns)
+            .get(name)
+            .await
+            .expect("get policy"),
+    )
+    .unwrap_or_default();
+    let secret_name = policy["status"]["secretName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let secret: Value = serde_json::to_value(
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), ns)
+            .get(&secret_name)
+            .await
+            .expect("get Secret"),
+    )
+    .unwrap_or_default();
+    format!(
+        "policy {} B ({} B), Secret {} B ({} B)",
+        size(&policy),
+        size(&policy["metadata"]["managedFields"]),
+        size(&secret),
+        size(&secret["metadata"]["managedFields"]),
+    )
+}
+
 /// Policies the operator serves with an active key, from `/policies`.
 fn served_policies(op: &Operator) -> usize {
     let (status, body) = op.get("/policies");
@@ -688,6 +719,7 @@ async fn main() {
     let requests_ready = apiserver_requests(&admin).await;
     let ready_requests = diff(&requests_ready, &requests_before);
     let rss_ready = status_mib(pid, "VmRSS");
+    let sizes = object_sizes(&admin, plan.policies.last().expect("a policy")).await;
     let metrics_ready = tokio::task::block_in_place(|| operator_metrics(&op));
     let reconciles_ready = sum_of(
         &metrics_ready,
@@ -814,7 +846,7 @@ async fn main() {
             None,
         ),
         row(
-            "operator RSS at 1,000 Ready (VmRSS)",
+            &format!("operator RSS at {n_policies} Ready (VmRSS)"),
             "< 100 MiB",
             format!("{rss_ready:.1} MiB (after the steady window {rss_steady:.1} MiB)"),
             Some(rss_ready < RSS_TARGET_MIB && rss_steady < RSS_TARGET_MIB),
@@ -823,6 +855,12 @@ async fn main() {
             "operator threads / open sockets at all Ready (peak sampled)",
             "—",
             format!("{threads_ready} / {sockets_ready} ({peak_threads} / {peak_sockets})"),
+            None,
+        ),
+        row(
+            "one policy and its Secret as the API serves them (JSON; of which managedFields)",
+            "—",
+            sizes,
             None,
         ),
         row(
