@@ -911,7 +911,7 @@ async fn main() {
             None,
         ),
         row(
-            "API writes per manual rotation",
+            "API writes per manual rotation (with the driver's annotation PATCH)",
             "—",
             format!(
                 "{:.1} ({})",
