@@ -3,11 +3,15 @@
 //! `benches/openssl_reference.sh`; results and commands are in BENCHMARKS.md.
 //!
 //! `JWKS_BENCH_BIG_RSA=1` adds RSA-3072/4096 key generation (slow, few samples).
+//!
+//! Times are the benchmark thread's **CPU time**, not wall-clock time: the
+//! machine is shared, and `openssl speed` also divides by CPU (user) time by
+//! default. On an idle machine the two are the same.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use criterion::{BenchmarkId, SamplingMode, criterion_group, criterion_main};
 use jiff::Timestamp;
 use jwks_operator::keys::token::{Expectations, MintSettings, TokenRequest, Verifier, mint_token};
 use jwks_operator::keys::{Algorithm, KeyParams, SigningKey, parse_private_jwks};
@@ -15,6 +19,88 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
 const NOW: i64 = 1_750_000_000;
+
+type Criterion = criterion::Criterion<cpu_time::ThreadCpuTime>;
+
+/// A criterion measurement of the calling thread's CPU time.
+mod cpu_time {
+    use criterion::Throughput;
+    use criterion::measurement::{Measurement, ValueFormatter};
+
+    /// CPU time of the benchmark thread (`CLOCK_THREAD_CPUTIME_ID`), in ns.
+    pub struct ThreadCpuTime;
+
+    fn now_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+        // the kernel supports for the calling thread.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    impl Measurement for ThreadCpuTime {
+        type Intermediate = u64;
+        type Value = u64;
+
+        fn start(&self) -> u64 {
+            now_ns()
+        }
+        fn end(&self, start: u64) -> u64 {
+            now_ns().saturating_sub(start)
+        }
+        fn add(&self, a: &u64, b: &u64) -> u64 {
+            a + b
+        }
+        fn zero(&self) -> u64 {
+            0
+        }
+        fn to_f64(&self, v: &u64) -> f64 {
+            *v as f64
+        }
+        fn formatter(&self) -> &dyn ValueFormatter {
+            &CpuFormatter
+        }
+    }
+
+    struct CpuFormatter;
+
+    impl ValueFormatter for CpuFormatter {
+        fn scale_values(&self, typical_ns: f64, values: &mut [f64]) -> &'static str {
+            let (div, unit) = match typical_ns {
+                t if t < 1e3 => (1.0, "ns"),
+                t if t < 1e6 => (1e3, "µs"),
+                t if t < 1e9 => (1e6, "ms"),
+                _ => (1e9, "s"),
+            };
+            values.iter_mut().for_each(|v| *v /= div);
+            unit
+        }
+
+        fn scale_throughputs(
+            &self,
+            _typical: f64,
+            throughput: &Throughput,
+            values: &mut [f64],
+        ) -> &'static str {
+            let per_iter = match throughput {
+                Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                    *n as f64
+                }
+                _ => 1.0,
+            };
+            values.iter_mut().for_each(|v| *v = per_iter * 1e9 / *v);
+            "/s (CPU)"
+        }
+
+        fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+            "ns"
+        }
+    }
+}
 
 fn fixture_keys() -> Vec<SigningKey> {
     let bytes = std::fs::read(concat!(
@@ -203,5 +289,9 @@ fn mint(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, keygen, sign, verify, mint);
+criterion_group! {
+    name = benches;
+    config = criterion::Criterion::default().with_measurement(cpu_time::ThreadCpuTime);
+    targets = keygen, sign, verify, mint
+}
 criterion_main!(benches);

@@ -593,10 +593,12 @@ impl KeyRotationPolicy {
     }
 }
 
-/// The CRD's validation, as the API server would apply it: the OpenAPI schema
-/// of the generated CRD (types, enums, ranges, patterns) and its CEL rules,
-/// evaluated client-side. Used by standalone mode so a policy file is held to
-/// exactly the rules `kubectl apply` would enforce.
+/// The CRD's CEL rules (`x-kubernetes-validations`), evaluated client-side
+/// on `object` with the schema's defaults applied, as the API server does at
+/// admission. Types and enums are enforced by deserializing into
+/// [`KeyRotationPolicy`], ranges and name patterns by
+/// [`KeyRotationPolicySpec::resolve`]; together they hold a standalone policy
+/// file to the rules `kubectl apply` would enforce.
 pub fn validate_like_apiserver(object: &serde_json::Value) -> Result<(), Vec<String>> {
     let crd = KeyRotationPolicy::crd();
     let Some(schema) = crd.spec.versions[0]

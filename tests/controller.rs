@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use jwks_operator::api::KeyRotationPolicy;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::controlplane::{ControlPlane, DumpOnFailure, control_plane};
-use support::operator::{ChartIdentity, Operator, chart_identity};
+use support::operator::{Operator, TestEnv};
 
 const DATA_KEYS: [&str; 5] = [
     "active.kid",
@@ -22,58 +21,13 @@ const DATA_KEYS: [&str; 5] = [
     "lifecycle.json",
 ];
 
-struct Env {
-    cp: &'static ControlPlane,
-    admin: Client,
-    ns: String,
-    id: ChartIdentity,
-    _dump: DumpOnFailure,
-}
+type Env = TestEnv;
 
 async fn env(prefix: &str) -> Env {
-    let cp = control_plane().await;
-    let admin = cp.admin_client().await;
-    let ns = cp.namespace(&admin, prefix).await;
-    // A release per test: the chart's ClusterRole is cluster-scoped.
-    let id = chart_identity(cp, &admin, &ns, &ns, &[]).await;
-    Env {
-        cp,
-        admin,
-        ns,
-        id,
-        _dump: DumpOnFailure(cp),
-    }
+    TestEnv::new(prefix).await
 }
 
-impl Env {
-    fn operator(&self, extra: &[&str]) -> Operator {
-        let mut args = vec![format!("--namespace={}", self.ns)];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Operator::start(&self.id.kubeconfig, &args)
-    }
-
-    fn policies(&self) -> Api<KeyRotationPolicy> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    async fn create(&self, name: &str, spec: Value) -> KeyRotationPolicy {
-        let p: KeyRotationPolicy = serde_json::from_value(json!({
-            "apiVersion": "jwks.dev/v1alpha1",
-            "kind": "KeyRotationPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .unwrap();
-        self.policies()
-            .create(&PostParams::default(), &p)
-            .await
-            .expect("create policy")
-    }
-
+impl TestEnv {
     /// Waits until `check` returns Some for the policy.
     async fn policy_until<T>(
         &self,

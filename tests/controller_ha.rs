@@ -10,39 +10,17 @@ use std::time::{Duration, Instant};
 use jwks_operator::api::KeyRotationPolicy;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::controlplane::{DumpOnFailure, control_plane};
-use support::operator::{ChartIdentity, Operator, chart_identity};
+use support::operator::{Operator, TestEnv};
 
-struct Env {
-    admin: Client,
-    ns: String,
-    id: ChartIdentity,
-    _dump: DumpOnFailure,
-}
+type Env = TestEnv;
 
 async fn env(prefix: &str) -> Env {
-    let cp = control_plane().await;
-    let admin = cp.admin_client().await;
-    let ns = cp.namespace(&admin, prefix).await;
-    let id = chart_identity(cp, &admin, &ns, &ns, &[]).await;
-    Env {
-        admin,
-        ns,
-        id,
-        _dump: DumpOnFailure(cp),
-    }
+    TestEnv::new(prefix).await
 }
 
-impl Env {
-    fn operator(&self, extra: &[String]) -> Operator {
-        let mut args = vec![format!("--namespace={}", self.ns)];
-        args.extend(extra.iter().cloned());
-        Operator::start(&self.id.kubeconfig, &args)
-    }
-
+impl TestEnv {
     fn leader_args(&self, identity: &str) -> Vec<String> {
         vec![
             "--leader-elect".into(),
@@ -53,21 +31,7 @@ impl Env {
         ]
     }
 
-    async fn create(&self, name: &str, spec: Value) {
-        let p: KeyRotationPolicy = serde_json::from_value(json!({
-            "apiVersion": "jwks.dev/v1alpha1",
-            "kind": "KeyRotationPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .unwrap();
-        Api::<KeyRotationPolicy>::namespaced(self.admin.clone(), &self.ns)
-            .create(&PostParams::default(), &p)
-            .await
-            .unwrap();
-    }
-
-    async fn secret(&self, name: &str) -> Option<Secret> {
+    async fn secret_opt(&self, name: &str) -> Option<Secret> {
         Api::<Secret>::namespaced(self.admin.clone(), &self.ns)
             .get_opt(name)
             .await
@@ -81,6 +45,10 @@ impl Env {
             .unwrap()
             .and_then(|l| l.spec?.holder_identity)
     }
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn leader_gauge(op: &Operator) -> Option<i64> {
@@ -147,15 +115,15 @@ async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() 
         json!({"algorithm": "ES256", "rotationInterval": "6s", "publishAhead": "2s", "maxTokenTTL": "2s", "clockSkew": "1s"}),
     )
     .await;
-    let mut a = env.operator(&env.leader_args("replica-a"));
-    let mut b = env.operator(&env.leader_args("replica-b"));
+    let mut a = env.operator(&as_strs(&env.leader_args("replica-a")));
+    let mut b = env.operator(&as_strs(&env.leader_args("replica-b")));
     let path = format!("/{}/ha/.well-known/jwks.json", env.ns);
 
     // One leader, and both replicas serve the same set.
     let deadline = Instant::now() + Duration::from_secs(20);
     let leader = loop {
         if let Some(h) = env.holder().await
-            && env.secret("ha-jwks").await.is_some()
+            && env.secret_opt("ha-jwks").await.is_some()
         {
             break h;
         }
@@ -225,7 +193,7 @@ async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() 
         assert!(Instant::now() < deadline, "no rotation after takeover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let secret = env.secret("ha-jwks").await.unwrap();
+    let secret = env.secret_opt("ha-jwks").await.unwrap();
     assert_consistent(&secret);
 }
 
@@ -249,7 +217,7 @@ async fn a_concurrent_writer_never_makes_the_operator_lose_a_key_or_double_the_s
     )
     .await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while env.secret("race-jwks").await.is_none() {
+    while env.secret_opt("race-jwks").await.is_none() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -313,7 +281,7 @@ async fn kill_minus_nine_in_the_middle_of_rotations_loses_nothing() {
         let mut op = env.operator(&[]);
         tokio::time::sleep(Duration::from_millis(1500 + 700 * round)).await;
         op.kill();
-        if let Some(secret) = env.secret("crash-jwks").await {
+        if let Some(secret) = env.secret_opt("crash-jwks").await {
             let records = assert_consistent(&secret);
             let now: BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
             // With a 30 s TTL no key may be pruned during this test.
@@ -342,7 +310,7 @@ async fn kill_minus_nine_in_the_middle_of_rotations_loses_nothing() {
         assert!(Instant::now() < deadline, "not Ready after the crashes");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let secret = env.secret("crash-jwks").await.unwrap();
+    let secret = env.secret_opt("crash-jwks").await.unwrap();
     let records = assert_consistent(&secret);
     assert!(
         records.len() >= 2,

@@ -1696,14 +1696,28 @@ async fn operator_as_the_chart_runs_it_makes_a_policy_ready(namespaced: bool) {
     assert!(!set["keys"].as_array().unwrap().is_empty());
     assert_eq!(http_get(&jwks, "/readyz").await.unwrap().0, 200);
     assert_eq!(http_get(&metrics, "/metrics").await.unwrap().0, 200);
-    // Leader election used the chart's Lease, in the release namespace.
-    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, &ns)
-        .get(&format!("{}-leader", release.name))
-        .await
-        .expect("the leader-election Lease exists");
-    let holder = lease
-        .spec
-        .and_then(|s| s.holder_identity)
-        .unwrap_or_default();
-    assert!(!holder.is_empty(), "the Lease has a holder");
+    // Leader election used the chart's Lease, in the release namespace. Wait
+    // for its holder: the cluster-wide test's operator, in this same test
+    // binary, watches every namespace and may have made this policy Ready
+    // before this operator took its Lease.
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, &ns);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lease = leases
+            .get(&format!("{}-leader", release.name))
+            .await
+            .expect("the leader-election Lease exists");
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        if holder == "jwks-operator-e2e-0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Lease has no holder after 20s (holder {holder:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -16,7 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::secret::{Found, classify, config_map_is_ours, config_map_object, secret_object};
-use super::status::{Observed, Problem, desired_status};
+use super::status::{Observed, Problem, WrittenStatus, desired_status};
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus, is_dns_subdomain};
 use crate::http::PolicyRef;
 use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, RngKeySource};
@@ -25,6 +25,14 @@ use crate::store::layout::{self, StoredKeySet};
 
 /// Field manager name for every write.
 pub const MANAGER: &str = "jwks-operator";
+
+/// Create/replace parameters naming our field manager.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
+}
 
 /// Longest the reconciler sleeps with nothing due (a safety net).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
@@ -41,6 +49,8 @@ pub struct Context {
     pub public_base_url: Option<String>,
     /// False as soon as leadership is lost: no write starts after that.
     pub writable: Arc<AtomicBool>,
+    /// Statuses written and not yet seen back through the watch.
+    pub written: WrittenStatus,
 }
 
 /// A reconcile failed. Each variant names the operation and the object.
@@ -222,7 +232,8 @@ impl Reconciler<'_> {
         policy: Option<&lifecycle::Policy>,
         problem: Option<Problem>,
     ) -> Result<bool, Error> {
-        let prev = self.policy.status.as_ref();
+        let known = self.ctx.written.current(self.policy);
+        let prev = known.as_ref();
         let desired: KeyRotationPolicyStatus = desired_status(
             prev,
             Observed {
@@ -255,6 +266,7 @@ impl Reconciler<'_> {
             name: self.name.clone(),
             source,
         })?;
+        self.ctx.written.record(self.policy, desired);
         Ok(true)
     }
 
@@ -286,15 +298,7 @@ impl Reconciler<'_> {
         let desired = config_map_object(self.policy, cm_name, public_jwks);
         match api.get_opt(cm_name).await.map_err(err)? {
             None => {
-                api.create(
-                    &PostParams {
-                        field_manager: Some(MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &desired,
-                )
-                .await
-                .map_err(err)?;
+                api.create(&post_params(), &desired).await.map_err(err)?;
             }
             Some(existing) if !config_map_is_ours(&existing, self.policy) => {
                 self.event(
@@ -309,16 +313,9 @@ impl Reconciler<'_> {
             Some(existing) => {
                 let mut desired = desired;
                 desired.metadata.resource_version = existing.resource_version();
-                api.replace(
-                    cm_name,
-                    &PostParams {
-                        field_manager: Some(MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &desired,
-                )
-                .await
-                .map_err(err)?;
+                api.replace(cm_name, &post_params(), &desired)
+                    .await
+                    .map_err(err)?;
             }
         }
         Ok(())
@@ -461,10 +458,7 @@ async fn reconcile_inner(
                 source,
             })?;
         let object = secret_object(policy, &encoded, resource_version.clone(), &extra);
-        let pp = PostParams {
-            field_manager: Some(MANAGER.into()),
-            ..Default::default()
-        };
+        let pp = post_params();
         let written = match resource_version {
             None => secrets.create(&pp, &object).await,
             Some(_) => secrets.replace(&secret_name, &pp, &object).await,

@@ -23,7 +23,9 @@
 //!   rotating once per missed interval.
 //! - A manual request publishes a new key at once (if none is pending) and
 //!   activates the pending key as soon as it has been published for
-//!   `publishAhead` (immediately with `publishAhead: 0`).
+//!   `publishAhead` (immediately with `publishAhead: 0`). A request that is
+//!   already there when a fresh signer is made (the first key, a revoked
+//!   key's replacement) counts as handled by it.
 //! - Revoking the active key also discards the pending key (it was stored
 //!   beside the compromised one and never signed anything); a fresh key
 //!   becomes active at once.
@@ -532,6 +534,9 @@ where
         );
         set.last_rotation_time = Some(now);
         set.last_rotation_reason = Some(reason);
+        // A fresh signer satisfies any rotation request standing now (say an
+        // annotation already on a new policy): it must not rotate again at once.
+        set.last_rotation_request = policy.rotation_request.clone();
     }
     for k in set.keys.iter_mut().filter(|k| k.state == KeyState::Active) {
         k.max_token_ttl = k.max_token_ttl.max(policy.max_token_ttl);

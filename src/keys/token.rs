@@ -373,21 +373,25 @@ impl Verifier {
     ) -> Result<VerifiedToken, TokenError> {
         let parts = split(token)?;
         let header = parts.header()?;
+        // A disallowed `alg` (`none`, HMAC, ...) is reported as such whether
+        // or not there is a `kid`; a header with neither is `missing_kid`.
+        let alg = match header.get("alg") {
+            None => None,
+            Some(Value::String(alg)) => match alg.parse::<Algorithm>() {
+                Ok(parsed) => Some((alg, parsed)),
+                Err(_) => return Err(TokenError::AlgorithmNotAllowed(untrusted(alg))),
+            },
+            Some(_) => return Err(TokenError::Malformed("alg is not a string")),
+        };
+        if header.contains_key("crit") {
+            return Err(TokenError::UnsupportedHeader);
+        }
         let kid = match header.get("kid") {
             None => return Err(TokenError::MissingKid),
             Some(Value::String(kid)) => kid,
             Some(_) => return Err(TokenError::Malformed("kid is not a string")),
         };
-        let alg = match header.get("alg") {
-            Some(Value::String(alg)) => alg,
-            _ => return Err(TokenError::Malformed("alg is missing or not a string")),
-        };
-        if header.contains_key("crit") {
-            return Err(TokenError::UnsupportedHeader);
-        }
-        let Ok(token_alg) = alg.parse::<Algorithm>() else {
-            return Err(TokenError::AlgorithmNotAllowed(untrusted(alg)));
-        };
+        let (alg, token_alg) = alg.ok_or(TokenError::Malformed("alg is missing"))?;
         let key = self
             .keys
             .get(kid.as_str())

@@ -817,3 +817,27 @@ mod mutations {
         }
     }
 }
+
+#[test]
+fn alg_none_is_refused_as_such_even_without_kid() {
+    let token = forge(&json!({"alg": "none"}), &good_claims(), b"");
+    assert_eq!(
+        code(verifier().verify(&token, &expect(), at(NOW))),
+        "algorithm_not_allowed"
+    );
+}
+
+#[test]
+fn an_empty_header_is_missing_kid_and_a_kid_without_alg_is_malformed() {
+    let token = forge(&json!({}), &good_claims(), b"sig");
+    assert_eq!(
+        code(verifier().verify(&token, &expect(), at(NOW))),
+        "missing_kid"
+    );
+    let k = key(Algorithm::ES256);
+    let token = forge(&json!({"kid": k.kid()}), &good_claims(), b"sig");
+    assert_eq!(
+        code(verifier().verify(&token, &expect(), at(NOW))),
+        "malformed"
+    );
+}

@@ -135,10 +135,20 @@ impl Operator {
     /// Starts the binary with `kubeconfig` and `args` (after `run`), and
     /// waits until `/readyz` answers 200.
     pub fn start(kubeconfig: &Path, args: &[String]) -> Operator {
+        Operator::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_jwks-operator")),
+            kubeconfig,
+            args,
+        )
+    }
+
+    /// Like [`Operator::start`], with a given `jwks-operator` binary (the
+    /// benchmarks run a release build).
+    pub fn start_binary(binary: &Path, kubeconfig: &Path, args: &[String]) -> Operator {
         let (jwks_port, token_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("jwks-operator-{jwks_port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
+        let child = Command::new(binary)
             .arg("run")
             .arg(format!("--jwks-addr=127.0.0.1:{jwks_port}"))
             .arg(format!("--token-addr=127.0.0.1:{token_port}"))
@@ -176,6 +186,11 @@ impl Operator {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The last lines of its log.
@@ -269,5 +284,77 @@ impl Drop for Operator {
             );
         }
         self.kill();
+    }
+}
+
+/// A test namespace with the chart's identity in it, and helpers to drive
+/// policies there as admin.
+pub struct TestEnv {
+    /// The control plane.
+    pub cp: &'static ControlPlane,
+    /// Cluster-admin client.
+    pub admin: Client,
+    /// This test's namespace (also the chart release's).
+    pub ns: String,
+    /// The chart's ServiceAccount identity in it.
+    pub id: ChartIdentity,
+    _dump: super::controlplane::DumpOnFailure,
+}
+
+// === impl TestEnv ===
+
+impl TestEnv {
+    /// A fresh namespace `<prefix>-<random>` with the chart's RBAC for a
+    /// release of the same name (one release per test: the ClusterRole is
+    /// cluster-scoped).
+    pub async fn new(prefix: &str) -> TestEnv {
+        let cp = super::controlplane::control_plane().await;
+        let admin = cp.admin_client().await;
+        let ns = cp.namespace(&admin, prefix).await;
+        let id = chart_identity(cp, &admin, &ns, &ns, &[]).await;
+        TestEnv {
+            cp,
+            admin,
+            ns,
+            id,
+            _dump: super::controlplane::DumpOnFailure(cp),
+        }
+    }
+
+    /// Starts the operator as the chart's ServiceAccount, watching this
+    /// namespace, with `extra` flags.
+    pub fn operator(&self, extra: &[&str]) -> Operator {
+        let mut args = vec![format!("--namespace={}", self.ns)];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Operator::start(&self.id.kubeconfig, &args)
+    }
+
+    /// Policies in this namespace, as admin.
+    pub fn policies(&self) -> kube::Api<jwks_operator::api::KeyRotationPolicy> {
+        kube::Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// Secrets in this namespace, as admin.
+    pub fn secrets(&self) -> kube::Api<k8s_openapi::api::core::v1::Secret> {
+        kube::Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// Creates policy `name` with `spec`.
+    pub async fn create(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> jwks_operator::api::KeyRotationPolicy {
+        let p: jwks_operator::api::KeyRotationPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "jwks.dev/v1alpha1",
+            "kind": "KeyRotationPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.policies()
+            .create(&Default::default(), &p)
+            .await
+            .expect("create policy")
     }
 }

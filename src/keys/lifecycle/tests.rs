@@ -273,6 +273,24 @@ fn manual_request_publishes_now_and_signs_after_publish_ahead_once_per_value() {
 }
 
 #[test]
+fn a_request_standing_when_the_first_key_is_made_is_satisfied_by_it() {
+    let mut sim = Sim::new(Policy {
+        rotation_request: Some("applied-with-the-policy".into()),
+        ..policy()
+    });
+    sim.at(0);
+    assert_eq!(sim.kids(), vec![("k1", KeyState::Active)]);
+    assert_eq!(
+        sim.set.last_rotation_request.as_deref(),
+        Some("applied-with-the-policy")
+    );
+    assert!(
+        sim.at(1).events.is_empty(),
+        "no second key for the same request"
+    );
+}
+
+#[test]
 fn manual_request_with_a_pending_key_activates_it_as_soon_as_it_is_safe() {
     let mut sim = Sim::new(policy());
     sim.at(0);
