@@ -39,8 +39,10 @@ struct ErrorBody<'a> {
 
 /// Serializes `value` as a JSON response with `status`.
 pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => json_bytes(status, Bytes::from(body)),
+    // Most answers (a minted token, an error) fit: no regrowing while writing.
+    let mut body = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => json_bytes(status, Bytes::from(body)),
         Err(e) => {
             tracing::error!(error = %e, "a response does not serialize");
             ApiError::internal("the response could not be serialized").into_response()

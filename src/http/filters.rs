@@ -117,21 +117,35 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    let read_error = |e: warp::Error| {
+        warp::reject::custom(ApiError::bad_request(
+            "body_read_error",
+            format!("the request body could not be read: {e}"),
+        ))
+    };
+    let too_large = || warp::reject::custom(ApiError::payload_too_large(BODY_LIMIT));
     let mut stream = std::pin::pin!(stream);
+    // A small body usually arrives in one chunk: keep it without copying.
+    let mut first = match stream.next().await {
+        None => return Ok(Bytes::new()),
+        Some(chunk) => chunk.map_err(read_error)?,
+    };
+    if first.remaining() as u64 > BODY_LIMIT {
+        return Err(too_large());
+    }
+    let Some(second) = stream.next().await else {
+        return Ok(first.copy_to_bytes(first.remaining()));
+    };
     let mut body = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            warp::reject::custom(ApiError::bad_request(
-                "body_read_error",
-                format!("the request body could not be read: {e}"),
-            ))
-        })?;
+    body.put(first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        let chunk = chunk.map_err(read_error)?;
         if (body.len() + chunk.remaining()) as u64 > BODY_LIMIT {
-            return Err(warp::reject::custom(ApiError::payload_too_large(
-                BODY_LIMIT,
-            )));
+            return Err(too_large());
         }
         body.put(chunk);
+        next = stream.next().await;
     }
     Ok(body.freeze())
 }

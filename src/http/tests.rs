@@ -1413,6 +1413,24 @@ async fn serve_binds_caps_chunked_bodies_and_shuts_down_gracefully() {
     let res = roundtrip(token_addr, &req).await;
     assert!(res.starts_with("HTTP/1.1 200"), "{res}");
 
+    // A body in several chunks is put back together in order.
+    let mut req = format!(
+        "POST {API_TOKEN} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for part in [&br#"{"sub":"#[..], br#""spl"#, br#"it"}"#] {
+        req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        req.extend_from_slice(part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let res = roundtrip(token_addr, &req).await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    let body: Value = serde_json::from_str(res.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let payload = body["token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["sub"], "split");
+
     assert!(!shutdown.is_triggered());
     shutdown.trigger();
     tokio::time::timeout(std::time::Duration::from_secs(5), async {

@@ -830,6 +830,8 @@ pub struct SigningKey {
     private: PrivateParts,
     pkcs8: SecretBytes,
     signer: CachedSigner,
+    /// The base64url JWS header every token signed with this key carries.
+    jws_header: String,
 }
 
 // === impl SigningKey ===
@@ -956,6 +958,12 @@ impl SigningKey {
     /// The key id.
     pub fn kid(&self) -> &str {
         &self.public.kid
+    }
+
+    /// The first segment of every token this key signs: the base64url
+    /// JSON header `{"alg","kid","typ":"JWT"}`, encoded once.
+    pub fn jws_header(&self) -> &str {
+        &self.jws_header
     }
 
     /// Algorithm and (for RSA) modulus size.
@@ -1094,13 +1102,33 @@ fn assemble(
     signer: CachedSigner,
 ) -> Result<SigningKey, JwkProblem> {
     let kid = kid.unwrap_or_else(|| public.thumbprint());
+    let jws_header = encode_jws_header(alg, &kid);
     Ok(SigningKey {
         public: VerifyingKey::new(kid, alg, public)?,
         params: KeyParams { alg, rsa_bits },
         private,
         pkcs8,
         signer,
+        jws_header,
     })
+}
+
+/// `base64url({"alg":<alg>,"kid":<kid>,"typ":"JWT"})`: the same for every
+/// token a key signs, so it is encoded once per key.
+fn encode_jws_header(alg: Algorithm, kid: &str) -> String {
+    #[derive(Serialize)]
+    struct Header<'a> {
+        alg: &'static str,
+        kid: &'a str,
+        typ: &'static str,
+    }
+    let header = Header {
+        alg: alg.as_str(),
+        kid,
+        typ: super::token::TOKEN_TYPE,
+    };
+    let json = serde_json::to_vec(&header).expect("a header of strings serializes");
+    URL_SAFE_NO_PAD.encode(json)
 }
 
 fn rsa_bits_supported(n: &[u8]) -> Result<u32, JwkProblem> {

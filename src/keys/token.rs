@@ -169,18 +169,81 @@ pub struct MintSettings {
     pub max_ttl: Duration,
 }
 
-/// Builds the claims of a token minted at `now` with id `jti`.
+/// The claims of one token, borrowed from the request and the policy:
+/// what [`claims_for`] checks and assembles, serialized straight into the
+/// payload without building a JSON map first.
+///
+/// Serializes as one JSON object: `iss`, `sub`, `aud` (each only when
+/// present), `iat`, `nbf`, `exp`, `jti`, then the request's extra claims
+/// (which never repeat these names: [`claims_for`] refuses that).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Claims<'a> {
+    /// `iss`: the policy's issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<&'a str>,
+    /// `sub`: the request's subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<&'a str>,
+    /// `aud`: the request's audiences, or the policy's.
+    #[serde(skip_serializing_if = "Audience::is_empty")]
+    pub aud: Audience<'a>,
+    /// `iat`: the minting time, whole seconds.
+    pub iat: i64,
+    /// `nbf`: equal to `iat`.
+    pub nbf: i64,
+    /// `exp`: `iat` plus the lifetime.
+    pub exp: i64,
+    /// `jti`: the token's id.
+    pub jti: &'a str,
+    /// The request's extra claims.
+    #[serde(flatten)]
+    pub extra: &'a Map<String, Value>,
+}
+
+/// The `aud` claim: a string for one audience, an array for several,
+/// absent for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Audience<'a>(pub &'a [String]);
+
+impl Audience<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Audience<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            [one] => serializer.serialize_str(one),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl Claims<'_> {
+    /// The claims as a JSON object (tests, and callers that want a map).
+    pub fn to_map(&self) -> Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            _ => unreachable!("claims serialize to a JSON object"),
+        }
+    }
+}
+
+/// Checks a token request against the policy and assembles the claims of
+/// a token minted at `now` with id `jti`.
 ///
 /// `iat` = `nbf` = `now` (whole seconds), `exp` = `iat + ttl`. The `ttl`
 /// defaults to `max_ttl` and may not exceed it ([`TokenError::TtlTooLong`]);
 /// sub-second parts are dropped. `aud` is a string for one audience, an
-/// array for several, absent for none.
-pub fn build_claims(
-    req: &TokenRequest,
-    settings: &MintSettings,
+/// array for several, absent for none. Extra claims may not set any of
+/// [`RESERVED_CLAIMS`].
+pub fn claims_for<'a>(
+    req: &'a TokenRequest,
+    settings: &'a MintSettings,
     now: Timestamp,
-    jti: &str,
-) -> Result<Map<String, Value>, TokenError> {
+    jti: &'a str,
+) -> Result<Claims<'a>, TokenError> {
     let ttl = req.ttl.unwrap_or(settings.max_ttl);
     if ttl > settings.max_ttl {
         return Err(TokenError::TtlTooLong {
@@ -198,44 +261,32 @@ pub fn build_claims(
     {
         return Err(TokenError::ReservedClaim((*name).to_string()));
     }
-
     let iat = now.as_second();
-    let mut claims = req.claims.clone();
-    if let Some(iss) = &settings.issuer {
-        claims.insert("iss".into(), Value::String(iss.clone()));
-    }
-    if let Some(sub) = &req.sub {
-        claims.insert("sub".into(), Value::String(sub.clone()));
-    }
-    let aud = req.aud.as_ref().unwrap_or(&settings.audiences);
-    match aud.as_slice() {
-        [] => {}
-        [one] => {
-            claims.insert("aud".into(), Value::String(one.clone()));
-        }
-        many => {
-            claims.insert(
-                "aud".into(),
-                many.iter().cloned().map(Value::String).collect(),
-            );
-        }
-    }
-    claims.insert("iat".into(), iat.into());
-    claims.insert("nbf".into(), iat.into());
-    claims.insert("exp".into(), iat.saturating_add(ttl_secs).into());
-    claims.insert("jti".into(), Value::String(jti.to_string()));
-    Ok(claims)
+    Ok(Claims {
+        iss: settings.issuer.as_deref(),
+        sub: req.sub.as_deref(),
+        aud: Audience(req.aud.as_deref().unwrap_or(&settings.audiences)),
+        iat,
+        nbf: iat,
+        exp: iat.saturating_add(ttl_secs),
+        jti,
+        extra: &req.claims,
+    })
 }
 
-#[derive(Serialize)]
-struct Header<'a> {
-    alg: &'static str,
-    kid: &'a str,
-    typ: &'static str,
+/// [`claims_for`] as a JSON object.
+pub fn build_claims(
+    req: &TokenRequest,
+    settings: &MintSettings,
+    now: Timestamp,
+    jti: &str,
+) -> Result<Map<String, Value>, TokenError> {
+    Ok(claims_for(req, settings, now, jti)?.to_map())
 }
 
 /// Signs `claims` with `key` as a compact JWS: header
-/// `{"alg","kid","typ":"JWT"}`, base64url segments, the key's cached signer.
+/// `{"alg","kid","typ":"JWT"}` (the key's cached, already encoded
+/// [`SigningKey::jws_header`]), base64url segments, the key's cached signer.
 ///
 /// The serialization is done here rather than with `jsonwebtoken::encode`:
 /// that function takes an `EncodingKey` and builds a signer from it through
@@ -243,16 +294,12 @@ struct Header<'a> {
 /// DER / EC PKCS#8 per signature), and jsonwebtoken 11 has no way to pass a
 /// pre-built signer. Keeping the parsed key pair is what makes RS256 signing
 /// fast, and the compact form is only a few lines.
-pub fn mint(key: &SigningKey, claims: &Map<String, Value>) -> Result<String, TokenError> {
-    let header = Header {
-        alg: key.alg().as_str(),
-        kid: key.kid(),
-        typ: TOKEN_TYPE,
-    };
-    let header = serde_json::to_vec(&header).expect("header serializes");
-    let payload = serde_json::to_vec(claims).expect("claims serialize");
-    let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 700);
-    URL_SAFE_NO_PAD.encode_string(&header, &mut token);
+pub fn mint<C: Serialize + ?Sized>(key: &SigningKey, claims: &C) -> Result<String, TokenError> {
+    let header = key.jws_header();
+    let mut payload = Vec::with_capacity(512);
+    serde_json::to_writer(&mut payload, claims).expect("claims serialize");
+    let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 700);
+    token.push_str(header);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
     let signature = key.sign(token.as_bytes()).map_err(TokenError::Signing)?;
@@ -272,7 +319,7 @@ pub struct MintedToken {
     pub expires_at: Timestamp,
 }
 
-/// [`build_claims`] then [`mint`].
+/// [`claims_for`] then [`mint`].
 pub fn mint_token(
     key: &SigningKey,
     req: &TokenRequest,
@@ -280,15 +327,11 @@ pub fn mint_token(
     now: Timestamp,
     jti: &str,
 ) -> Result<MintedToken, TokenError> {
-    let claims = build_claims(req, settings, now, jti)?;
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .unwrap_or_default();
+    let claims = claims_for(req, settings, now, jti)?;
     Ok(MintedToken {
         token: mint(key, &claims)?,
         kid: key.kid().to_string(),
-        expires_at: Timestamp::from_second(exp).unwrap_or(Timestamp::MAX),
+        expires_at: Timestamp::from_second(claims.exp).unwrap_or(Timestamp::MAX),
     })
 }
 

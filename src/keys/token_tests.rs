@@ -93,6 +93,37 @@ fn minted_tokens_verify_for_every_algorithm() {
 }
 
 #[test]
+fn the_payload_is_exactly_the_built_claims_and_the_header_exactly_three_members() {
+    // A kid that needs JSON escaping (adopted key sets keep their own kids).
+    let mut jwk = key(Algorithm::ES256).private_jwk();
+    jwk["kid"] = json!("odd \"kid\" \\ é");
+    let k = SigningKey::from_private_jwk(&jwk).unwrap();
+    let req = TokenRequest {
+        sub: Some("alice".into()),
+        aud: Some(vec!["a".into(), "b".into()]),
+        ttl: Some(Duration::from_secs(60)),
+        claims: json!({"scope": "read", "n": 1, "nested": {"x": [true, null]}})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let token = mint_token(&k, &req, &settings(), at(NOW), "jti-9").unwrap();
+    let segment = |i: usize| -> Value {
+        let part = token.token.split('.').nth(i).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    assert_eq!(
+        segment(0),
+        json!({"alg": "ES256", "kid": "odd \"kid\" \\ é", "typ": "JWT"})
+    );
+    let built = build_claims(&req, &settings(), at(NOW), "jti-9").unwrap();
+    assert_eq!(segment(1), Value::Object(built));
+    assert_eq!(segment(1)["aud"], json!(["a", "b"]));
+    assert_eq!(token.expires_at, at(NOW + 60));
+    assert_eq!(token.kid, "odd \"kid\" \\ é");
+}
+
+#[test]
 fn minted_tokens_verify_with_plain_jsonwebtoken() {
     // Our compact serialization is what a stock JWT library expects.
     for k in fixture_keys() {
