@@ -1445,3 +1445,26 @@ async fn serve_binds_caps_chunked_bodies_and_shuts_down_gracefully() {
         .await
         .unwrap();
 }
+
+#[test]
+fn jtis_are_128_random_bits_and_never_repeat_across_a_reseed() {
+    use std::collections::HashSet;
+    // More than one generator lifetime, so the reseed path runs too.
+    let n = (1usize << 16) + 1000;
+    let mut seen = HashSet::with_capacity(n);
+    for _ in 0..n {
+        let jti = crate::http::random_jti().unwrap();
+        let bits = URL_SAFE_NO_PAD.decode(&jti).unwrap();
+        assert_eq!(bits.len(), 16, "{jti}");
+        assert!(seen.insert(jti), "a jti repeated");
+    }
+    // Another thread has a generator of its own, seeded apart.
+    let other: Vec<String> = std::thread::spawn(|| {
+        (0..1000)
+            .map(|_| crate::http::random_jti().unwrap())
+            .collect()
+    })
+    .join()
+    .unwrap();
+    assert!(other.iter().all(|j| !seen.contains(j)));
+}
