@@ -467,10 +467,28 @@ impl Curve {
         }
     }
 
+    /// The aws-lc signing algorithm. It returns DER; [`Curve::jws_signature`]
+    /// turns that into the JWS form. (aws-lc-rs's fixed-size variant does the
+    /// same conversion through heap-allocated big numbers, ~1% of ES256
+    /// minting.)
     fn signing(self) -> &'static lc::EcdsaSigningAlgorithm {
         match self {
-            Curve::P256 => &lc::ECDSA_P256_SHA256_FIXED_SIGNING,
-            Curve::P384 => &lc::ECDSA_P384_SHA384_FIXED_SIGNING,
+            Curve::P256 => &lc::ECDSA_P256_SHA256_ASN1_SIGNING,
+            Curve::P384 => &lc::ECDSA_P384_SHA384_ASN1_SIGNING,
+        }
+    }
+
+    /// A DER `ECDSA-Sig-Value` as the JWS signature: `r || s`, each
+    /// left-padded to the curve size (RFC 7518 §3.4). `None` if it is not
+    /// a valid signature encoding for this curve.
+    fn jws_signature(self, der: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Curve::P256 => p256::ecdsa::Signature::from_der(der)
+                .ok()
+                .map(|s| s.to_bytes().to_vec()),
+            Curve::P384 => p384::ecdsa::Signature::from_der(der)
+                .ok()
+                .map(|s| s.to_bytes().to_vec()),
         }
     }
 
@@ -814,7 +832,10 @@ enum CachedSigner {
         pair: RsaKeyPair,
         encoding: &'static dyn lc::RsaEncoding,
     },
-    Ecdsa(EcdsaKeyPair),
+    Ecdsa {
+        pair: EcdsaKeyPair,
+        curve: Curve,
+    },
     Ed25519(Ed25519KeyPair),
 }
 
@@ -1048,11 +1069,12 @@ impl SigningKey {
                     .map_err(fail)?;
                 Ok(sig)
             }
-            CachedSigner::Ecdsa(pair) => Ok(pair
-                .sign(&unused_rng, message)
-                .map_err(fail)?
-                .as_ref()
-                .to_vec()),
+            CachedSigner::Ecdsa { pair, curve } => {
+                let der = pair.sign(&unused_rng, message).map_err(fail)?;
+                curve
+                    .jws_signature(der.as_ref())
+                    .ok_or_else(|| fail(aws_lc_rs::error::Unspecified))
+            }
             CachedSigner::Ed25519(pair) => {
                 Ok(pair.try_sign(message).map_err(fail)?.as_ref().to_vec())
             }
@@ -1295,7 +1317,7 @@ fn build_ec(
         public,
         private,
         pkcs8,
-        CachedSigner::Ecdsa(pair),
+        CachedSigner::Ecdsa { pair, curve },
     )
 }
 

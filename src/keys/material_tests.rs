@@ -676,3 +676,53 @@ fn pkcs8_pem_loads_back_for_every_algorithm() {
         assert!(ok, "{:?}", k.params());
     }
 }
+
+#[test]
+fn ecdsa_signatures_are_fixed_size_r_s_that_verify() {
+    for (alg, size, count) in [(Algorithm::ES256, 64, 1000), (Algorithm::ES384, 96, 300)] {
+        let k = key(alg);
+        for i in 0..count {
+            let message = format!("message {i}");
+            let sig = k.sign(message.as_bytes()).unwrap();
+            assert_eq!(sig.len(), size, "{alg:?}");
+            k.verifying_key()
+                .verify_signature(message.as_bytes(), &sig)
+                .unwrap_or_else(|e| panic!("{alg:?} signature {i}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn der_signatures_become_left_padded_r_s() {
+    // DER drops leading zero octets of r and s and adds one before a high
+    // bit; the JWS form is r || s at the full curve size either way.
+    fn der(r: &[u8], s: &[u8]) -> Vec<u8> {
+        let int = |v: &[u8]| {
+            let mut out = vec![0x02, v.len() as u8];
+            out.extend_from_slice(v);
+            out
+        };
+        let body = [int(r), int(s)].concat();
+        [vec![0x30, body.len() as u8], body].concat()
+    }
+    for curve in [Curve::P256, Curve::P384] {
+        let n = curve.size();
+        let short_r = vec![0x11; n - 1];
+        let mut high_s = vec![0x00];
+        high_s.extend(vec![0x80; n - 1]);
+        high_s.push(0x01);
+        let fixed = curve.jws_signature(&der(&short_r, &high_s)).unwrap();
+        let mut want = vec![0x00];
+        want.extend(&short_r);
+        want.extend(&high_s[1..]);
+        assert_eq!(fixed, want, "{curve:?}");
+
+        assert_eq!(curve.jws_signature(b"not der"), None);
+        assert_eq!(curve.jws_signature(&der(&[0], &[1])), None, "r = 0");
+        assert_eq!(
+            curve.jws_signature(&der(&vec![0x7f; n + 1], &[1])),
+            None,
+            "r too long"
+        );
+    }
+}
