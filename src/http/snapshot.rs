@@ -548,7 +548,7 @@ const JTI_RESEED_EVERY: u32 = 1 << 16;
 ///
 /// The bits come from a per-thread ChaCha12 generator (`rand`'s `StdRng`,
 /// a CSPRNG) seeded from aws-lc's CSPRNG, itself seeded from the operating
-/// system, and seeded afresh every [`JTI_RESEED_EVERY`] ids. Drawing every
+/// system, and seeded afresh every 65,536 ids. Drawing every
 /// id from aws-lc directly costs a CTR-DRBG round plus an `RDRAND` per
 /// token (~1% of ES256 minting); a `getrandom` system call per token cost
 /// ~1.5%. Fails only if seeding fails.
