@@ -1150,7 +1150,7 @@ fn encode_jws_header(alg: Algorithm, kid: &str) -> String {
         typ: super::token::TOKEN_TYPE,
     };
     let json = serde_json::to_vec(&header).expect("a header of strings serializes");
-    URL_SAFE_NO_PAD.encode(json)
+    b64(&json)
 }
 
 fn rsa_bits_supported(n: &[u8]) -> Result<u32, JwkProblem> {
