@@ -6,6 +6,8 @@
 //! - [`keys`]: the pure domain (algorithms, key material, JWKs, lifecycle
 //!   planner, tokens). No I/O.
 //! - [`api`]: the `KeyRotationPolicy` custom resource and its validation.
+//! - [`engine`]: one pass over one policy (gather → plan → write → publish
+//!   → report), shared by both modes through store and reporter traits.
 //! - [`store`]: persistence of key sets (the Secret layout, the standalone
 //!   state directory).
 //! - [`http`]: the JWKS and token HTTP servers, answering from an in-memory snapshot.
@@ -18,6 +20,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod engine;
 pub mod http;
 pub mod k8s;
 pub mod keys;

@@ -127,24 +127,7 @@ pub fn is_policy_name(s: &str) -> bool {
 
 // === Problem and PolicySummary ===
 
-/// Why a policy needs attention (its `Degraded` condition).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Machine-readable reason (a condition reason, `CamelCase`).
-    pub reason: String,
-    /// What is wrong, for a person. Never holds key material.
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem from its parts.
-    pub fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::engine::Problem;
 
 /// One entry of `GET /policies`: the policy's status at a glance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,19 +1,16 @@
-//! The standalone engine: for every policy read from the files, load its key
-//! set from the state directory, run the lifecycle planner, save what
-//! changed, and publish the result to the HTTP snapshot.
+//! The standalone adapter of the [`engine`](crate::engine): every policy
+//! read from the files, with its state directory as the store and
+//! `/policies` plus the log as the reporter.
 //!
 //! One [`Engine`] owns every policy; the run loop in [`super::run`] calls
 //! [`Engine::apply_files`] when the policy files are (re-)read and
 //! [`Engine::reconcile_due`] whenever [`Engine::next_wake`] is reached.
 //!
-//! Per policy, one pass:
-//! 1. load the stored set unless the in-memory copy is known to match it
-//!    (first pass, after a conflict, after the state was unreadable);
-//!    a node-jose style `jwks.json` without lifecycle records is adopted;
-//! 2. plan at `now` (key generation on the blocking pool, OS randomness);
-//! 3. save when the set changed, conditional on the version loaded;
-//! 4. only then publish: a key is never served, let alone used to sign,
-//!    before it is on disk.
+//! Per policy, one engine pass: load the stored set unless the in-memory
+//! copy is known to match it (a node-jose style `jwks.json` without
+//! lifecycle records is adopted), plan, save what changed (conditional on
+//! the version loaded), and only then publish: a key is never served, let
+//! alone used to sign, before it is on disk.
 //!
 //! Failures never stop the other policies. A state that cannot be parsed is
 //! left untouched and the policy is degraded (`StateCorrupt`) while the last
@@ -30,16 +27,13 @@ use jiff::Timestamp;
 use tracing::{error, info, warn};
 
 use super::policies::{BadDocument, PolicyDoc, PolicyFiles};
-use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState, Shutdown};
-use crate::keys::lifecycle::{KeySet, LifecycleEvent, Plan, PlanError, RngKeySource, after, plan};
-use crate::metrics::{TimedKeySource, next_prune_time};
+use crate::engine::{Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
+use crate::http::{PolicyRef, PolicySummary, PolicyView, SharedState, Shutdown};
+use crate::keys::lifecycle::after;
+use crate::store::StoredKeySet;
 use crate::store::files::{FileStore, FileVersion, PolicyDir};
-use crate::store::{KeyStore as _, Loaded, StoreError, StoredKeySet};
 
-/// How often a policy whose stored state cannot be parsed is looked at again.
-pub const CORRUPT_RECHECK: Duration = Duration::from_secs(30);
-/// Longest wait between retries of a failing write or key generation.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub use crate::store::CORRUPT_RECHECK;
 /// Policies planned and saved at the same time in one pass.
 pub const CONCURRENCY: usize = 8;
 /// Publish what a long pass has produced so far at least this often.
@@ -50,20 +44,14 @@ struct Managed {
     doc: PolicyDoc,
     policy_ref: PolicyRef,
     dir: PolicyDir,
-    /// The set as last loaded or saved, and the version it has on disk
-    /// (`None`: nothing on disk). This is what is served.
-    keys: Option<(StoredKeySet, Option<FileVersion>)>,
-    /// Whether `keys` is known to match the disk.
-    in_sync: bool,
-    /// Whether `keys` must be written even if the planner changes nothing
-    /// (an adopted set, not yet in the operator's layout).
-    unsaved: bool,
+    /// The set as last loaded or saved (this is what is served), its version
+    /// on disk, and the engine's bookkeeping.
+    tracked: Tracked<FileVersion>,
     next_due: Timestamp,
     /// Set while the document is invalid: nothing is planned.
     frozen: Option<Problem>,
     /// The problem currently shown, to log changes only once.
     problem: Option<Problem>,
-    failures: u32,
 }
 
 /// The standalone engine. See the module docs.
@@ -127,12 +115,12 @@ impl Engine {
                     let changed = m.doc.policy.spec != doc.policy.spec
                         || m.doc.policy.metadata != doc.policy.metadata;
                     let was_frozen = m.frozen.take().is_some();
-                    if changed || was_frozen || !m.in_sync {
+                    if changed || was_frozen || !m.tracked.in_sync {
                         if changed {
                             info!(policy = %r, source = %doc.source, "policy changed");
                         }
                         m.next_due = now;
-                        m.failures = 0;
+                        m.tracked.failures = 0;
                     }
                     m.doc = doc;
                 }
@@ -145,13 +133,10 @@ impl Engine {
                                 doc,
                                 policy_ref: r,
                                 dir,
-                                keys: None,
-                                in_sync: false,
-                                unsaved: false,
+                                tracked: Tracked::default(),
                                 next_due: now,
                                 frozen: None,
                                 problem: None,
-                                failures: 0,
                             },
                         );
                     }
@@ -278,174 +263,111 @@ fn log_bad_document(bad: &BadDocument) {
     );
 }
 
-/// One pass over one policy. See the module docs.
+/// One pass over one policy through the [`engine`](crate::engine), with the
+/// state directory as its store and `/policies` plus the log as its reporter.
 async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>) -> Publish {
-    let r = m.policy_ref.clone();
-    let now = Timestamp::now();
-
-    if !m.in_sync {
-        match m.dir.load().await {
-            Ok(Loaded::Empty) => {
-                m.keys = Some((KeySet::default(), None));
-                m.unsaved = false;
-            }
-            Ok(Loaded::Keys { set, version }) => {
-                info!(policy = %r, keys = set.keys.len(), %version, "loaded the stored key set");
-                m.keys = Some((set, Some(version)));
-                m.unsaved = false;
-            }
-            Ok(Loaded::Adoptable { keys, version }) => {
-                info!(policy = %r, keys = keys.len(), "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
-                let set = KeySet::adopt(keys, now, &m.doc.resolved);
-                m.keys = Some((set, Some(version)));
-                m.unsaved = true;
-            }
-            Ok(Loaded::Corrupt(e)) => {
-                let problem = Problem::new(
-                    "StateCorrupt",
-                    format!(
-                        "{}/{}: {}; the file is left untouched: repair or remove it, then send SIGHUP",
-                        m.dir.path().display(),
-                        e.data_key,
-                        e.problem
-                    ),
-                );
-                state.metrics().inc_reconcile_error(&r, "parse_key_set");
-                return degrade(m, problem, after(now, CORRUPT_RECHECK));
-            }
-            Err(e) => return fail(m, state, &e, now),
-        }
-        m.in_sync = true;
-    }
-    let (current, version) = m.keys.clone().expect("loaded above");
-
-    let policy = m.doc.resolved.clone();
     let metrics = state.metrics_arc();
-    let planned = tokio::task::spawn_blocking(move || {
-        let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
-        let mut source = TimedKeySource::new(rng, &metrics);
-        let result = plan(&policy, &current, now, &mut source);
-        (result, current)
-    })
-    .await;
-    let (result, current) = match planned {
-        Ok(p) => p,
-        Err(e) => {
-            let problem = Problem::new(
-                "KeyGenerationFailed",
-                format!("the planner did not finish: {e}"),
-            );
-            state.metrics().inc_reconcile_error(&r, "generate_key");
-            let retry = backoff(m, now);
-            return degrade(m, problem, retry);
-        }
+    let pass = Pass {
+        policy: &m.policy_ref,
+        resolved: &m.doc.resolved,
+        metrics: &metrics,
+        had_keys: false,
     };
-    let Plan {
-        keys,
-        events,
-        next_due,
-        deferred,
-    } = match result {
-        Ok(p) => p,
-        Err(e) => {
-            let (reason, kind) = match e {
-                PlanError::Inconsistent(_) => ("StateInconsistent", "parse_key_set"),
-                PlanError::Generate { .. } => ("KeyGenerationFailed", "generate_key"),
-            };
-            state.metrics().inc_reconcile_error(&r, kind);
-            let retry = backoff(m, now);
-            return degrade(m, Problem::new(reason, e.to_string()), retry);
-        }
+    let mut reporter = Report {
+        policy: &m.policy_ref,
+        doc: &m.doc,
+        base_url,
+        problem: &mut m.problem,
+        served: m
+            .tracked
+            .keys
+            .as_ref()
+            .is_some_and(|(k, _)| !k.keys.is_empty()),
+        publish: Publish::Nothing,
     };
+    let next = run_pass(&pass, &mut m.tracked, &m.dir, &mut reporter).await;
+    m.next_due = match next {
+        Next::At(due) => due,
+        Next::After(wait) => after(Timestamp::now(), wait),
+        // The file store always writes; nothing to wait for.
+        Next::OnChange => Timestamp::MAX,
+    };
+    reporter.publish
+}
 
-    let mut version = version;
-    if keys != current || m.unsaved {
-        match m.dir.save(&keys, version.as_ref()).await {
-            Ok(v) => {
-                version = Some(v);
-                m.unsaved = false;
+/// The standalone [`Reporter`]: logs, and the view or problem to publish.
+struct Report<'a> {
+    policy: &'a PolicyRef,
+    doc: &'a PolicyDoc,
+    base_url: Option<&'a str>,
+    /// The problem currently shown, to log changes only once.
+    problem: &'a mut Option<Problem>,
+    /// Whether a non-empty set was served before this pass.
+    served: bool,
+    publish: Publish,
+}
+
+impl Reporter for Report<'_> {
+    type Error = std::convert::Infallible;
+
+    async fn publish(&mut self, _keys: &StoredKeySet) -> Result<(), Self::Error> {
+        // Published with its problem in `healthy`, in one snapshot update.
+        Ok(())
+    }
+
+    async fn note(&mut self, note: Note<'_>) {
+        let r = self.policy;
+        match note {
+            Note::Loaded { keys, version } => {
+                info!(policy = %r, keys, %version, "loaded the stored key set");
+                self.served = keys > 0;
             }
-            Err(e) => return fail(m, state, &e, now),
+            Note::Adopting { keys } => {
+                info!(policy = %r, keys, "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
+                self.served = keys > 0;
+            }
+            // Logged by the engine, or meaningless without an API.
+            Note::Adopted { .. } | Note::Recreated | Note::Lifecycle(_) => {}
         }
     }
-    for event in &events {
-        log_event(&r, event);
-    }
-    state.metrics().record_events(&r, &events);
-    state.metrics().observe_key_set(
-        &r,
-        &keys,
-        keys.next_rotation_time(&m.doc.resolved),
-        next_prune_time(&keys),
-    );
-    if m.keys.as_ref().is_none_or(|(k, _)| k.keys.is_empty()) && !keys.keys.is_empty() {
-        info!(policy = %r, jwks = %r.jwks_path(), "serving the key set");
-    }
-    let problem = deferred.map(|d| Problem::new(d.reason, d.message));
-    m.keys = Some((keys, version));
-    m.next_due = next_due;
-    m.failures = 0;
-    if problem != m.problem {
-        match &problem {
-            Some(p) => warn!(policy = %r, reason = %p.reason, "{}", p.message),
-            None if m.problem.is_some() => info!(policy = %r, "policy recovered"),
-            None => {}
+
+    async fn healthy(
+        &mut self,
+        keys: &StoredKeySet,
+        problem: Option<Problem>,
+    ) -> Result<(), Self::Error> {
+        let r = self.policy;
+        if !self.served && !keys.keys.is_empty() {
+            info!(policy = %r, jwks = %r.jwks_path(), "serving the key set");
         }
-        m.problem = problem.clone();
+        if problem != *self.problem {
+            match &problem {
+                Some(p) => warn!(policy = %r, reason = %p.reason, "{}", p.message),
+                None if self.problem.is_some() => info!(policy = %r, "policy recovered"),
+                None => {}
+            }
+            self.problem.clone_from(&problem);
+        }
+        let view = PolicyView::build(&self.doc.policy, keys, self.base_url);
+        self.publish = Publish::View(view.with_problem(problem));
+        Ok(())
     }
-    let (set, _) = m.keys.as_ref().expect("just set");
-    Publish::View(PolicyView::build(&m.doc.policy, set, base_url).with_problem(problem))
-}
 
-/// A store error: conflicts re-read at once, corrupt state waits for repair,
-/// the rest retries with backoff.
-fn fail(m: &mut Managed, state: &SharedState, e: &StoreError, now: Timestamp) -> Publish {
-    let r = &m.policy_ref;
-    m.in_sync = false;
-    let kind = match e {
-        StoreError::Conflict { .. } => "conflict",
-        StoreError::Corrupt { .. } => "parse_key_set",
-        StoreError::Encode { .. } => "encode_key_set",
-        StoreError::Io { .. } | StoreError::Locked { .. } => "write_state",
-    };
-    state.metrics().inc_reconcile_error(r, kind);
-    if let StoreError::Conflict { .. } = e {
-        warn!(policy = %r, "{e}; reloading");
-        m.next_due = after(now, Duration::from_millis(100));
-        return Publish::Nothing;
+    async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
+        if self.problem.as_ref() != Some(&problem) {
+            error!(policy = %self.policy, reason = %problem.reason, "{}", problem.message);
+            *self.problem = Some(problem.clone());
+        }
+        let summary = PolicySummary::for_policy(&self.doc.policy);
+        self.publish = Publish::Problem(summary, Some(problem));
+        Ok(())
     }
-    let retry = match e {
-        StoreError::Corrupt { .. } => after(now, CORRUPT_RECHECK),
-        _ => backoff(m, now),
-    };
-    degrade(m, Problem::new(e.reason(), e.to_string()), retry)
-}
 
-/// Shows `problem` (keeping whatever set is served) and retries at `retry`.
-fn degrade(m: &mut Managed, problem: Problem, retry: Timestamp) -> Publish {
-    if m.problem.as_ref() != Some(&problem) {
-        error!(policy = %m.policy_ref, reason = %problem.reason, "{}", problem.message);
-        m.problem = Some(problem.clone());
+    fn retrying(&mut self, what: &dyn std::fmt::Display, conflict: bool) {
+        if conflict {
+            warn!(policy = %self.policy, "{what}; reloading");
+        } else {
+            warn!(policy = %self.policy, "{what}; retrying");
+        }
     }
-    m.next_due = retry;
-    Publish::Problem(PolicySummary::for_policy(&m.doc.policy), Some(problem))
-}
-
-/// The next retry time after one more failure: 1 s, 2 s, 4 s ... up to [`MAX_BACKOFF`].
-fn backoff(m: &mut Managed, now: Timestamp) -> Timestamp {
-    m.failures = m.failures.saturating_add(1);
-    let secs = 1u64 << m.failures.saturating_sub(1).min(6);
-    after(now, Duration::from_secs(secs).min(MAX_BACKOFF))
-}
-
-fn log_event(r: &PolicyRef, event: &LifecycleEvent) {
-    let kid = match event {
-        LifecycleEvent::Created { kid, .. }
-        | LifecycleEvent::Activated { kid, .. }
-        | LifecycleEvent::Retired { kid, .. }
-        | LifecycleEvent::Pruned { kid }
-        | LifecycleEvent::Revoked { kid, .. }
-        | LifecycleEvent::Discarded { kid, .. } => kid.as_str(),
-    };
-    info!(policy = %r, kid, "{event}");
 }

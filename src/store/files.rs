@@ -311,6 +311,7 @@ impl PolicyDir {
 
 impl KeyStore for PolicyDir {
     type Version = FileVersion;
+    type Error = StoreError;
 
     fn location(&self) -> String {
         self.inner.location.clone()
@@ -319,6 +320,13 @@ impl KeyStore for PolicyDir {
     async fn load(&self) -> Result<Loaded<FileVersion>, StoreError> {
         let this = self.clone();
         blocking(move || this.load_blocking()).await
+    }
+
+    fn unreadable(&self, error: layout::DecodeError) -> StoreError {
+        StoreError::Unreadable {
+            path: self.inner.dir.join(error.data_key),
+            problem: error.problem,
+        }
     }
 
     async fn save(

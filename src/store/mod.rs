@@ -19,12 +19,14 @@
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub mod files;
 pub mod layout;
 
 pub use layout::{DecodeError, EncodeError, StoredKeySet};
 
+use crate::engine::{Failure, Problem};
 use crate::keys::material::SigningKey;
 
 /// What a store holds for a policy.
@@ -50,25 +52,47 @@ pub enum Loaded<V> {
         /// Pass to [`KeyStore::save`] as the precondition.
         version: V,
     },
+    /// A full key set with lifecycle records that this operator did not
+    /// write for this policy (a copy of another policy's Secret): taken over
+    /// as it is, and saved with `expected = Some(version)`.
+    Copied {
+        /// The keys and their lifecycle records.
+        set: StoredKeySet,
+        /// Pass to [`KeyStore::save`] as the precondition.
+        version: V,
+    },
     /// Something is stored that cannot be read. It is left as it is: the
     /// policy is degraded until someone repairs or removes it.
     Corrupt(DecodeError),
 }
 
-/// One policy's key set in a backing store.
+/// One policy's key set in a backing store: what the engine
+/// ([`crate::engine`]) gathers from and writes to.
 ///
 /// `Version` identifies what was read, for the write precondition: a
 /// Secret's `resourceVersion`, a state directory's generation counter.
 pub trait KeyStore: Send + Sync {
     /// The optimistic-concurrency token of a stored set.
     type Version: Clone + fmt::Debug + fmt::Display + PartialEq + Send + Sync + 'static;
+    /// Why an operation failed.
+    type Error: Failure + Send + Sync + 'static;
 
     /// Where the set lives, for messages (`state/default/demo`,
     /// `Secret default/demo-jwks`).
     fn location(&self) -> String;
 
     /// Reads the stored set.
-    fn load(&self) -> impl Future<Output = Result<Loaded<Self::Version>, StoreError>> + Send;
+    fn load(&self) -> impl Future<Output = Result<Loaded<Self::Version>, Self::Error>> + Send;
+
+    /// The failure to report for a stored set that cannot be read
+    /// ([`Loaded::Corrupt`]); it is left untouched.
+    fn unreadable(&self, error: DecodeError) -> Self::Error;
+
+    /// Whether this process may write now (a replica that lost its Lease
+    /// may not). A pass that would write stops instead.
+    fn can_write(&self) -> bool {
+        true
+    }
 
     /// Writes `set` as one object if the store still holds `expected`
     /// (`None`: nothing stored). Returns the new version. Refuses with
@@ -78,7 +102,7 @@ pub trait KeyStore: Send + Sync {
         &self,
         set: &StoredKeySet,
         expected: Option<&Self::Version>,
-    ) -> impl Future<Output = Result<Self::Version, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Self::Version, Self::Error>> + Send;
 }
 
 /// A store operation failed. Names the operation and the location; never
@@ -97,6 +121,18 @@ pub enum StoreError {
         expected: String,
         /// The version found.
         found: String,
+    },
+    /// A file of a stored set cannot be parsed (found on load); it is left
+    /// as it is until someone repairs or removes it.
+    #[error(
+        "{}: {problem}; the file is left untouched: repair or remove it, then send SIGHUP",
+        path.display()
+    )]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
     },
     /// What is stored cannot be parsed; it is not overwritten.
     #[error("key set at {location} cannot be read and is left untouched: {error}")]
@@ -140,7 +176,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Conflict { .. } | StoreError::Io { .. } | StoreError::Locked { .. } => true,
-            StoreError::Corrupt { .. } | StoreError::Encode { .. } => false,
+            StoreError::Unreadable { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Encode { .. } => false,
         }
     }
 
@@ -148,7 +186,7 @@ impl StoreError {
     pub fn reason(&self) -> &'static str {
         match self {
             StoreError::Conflict { .. } => "StateConflict",
-            StoreError::Corrupt { .. } => "StateCorrupt",
+            StoreError::Unreadable { .. } | StoreError::Corrupt { .. } => "StateCorrupt",
             StoreError::Encode { .. } => "StateInvalid",
             StoreError::Io { .. } => "StateWriteFailed",
             StoreError::Locked { .. } => "StateLocked",
@@ -161,6 +199,36 @@ impl StoreError {
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |error| StoreError::Io { op, path, error }
+    }
+}
+
+/// How often a stored set that cannot be parsed is looked at again.
+pub const CORRUPT_RECHECK: Duration = Duration::from_secs(30);
+
+impl Failure for StoreError {
+    fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Conflict { .. } => "conflict",
+            StoreError::Unreadable { .. } | StoreError::Corrupt { .. } => "parse_key_set",
+            StoreError::Encode { .. } => "encode_key_set",
+            StoreError::Io { .. } | StoreError::Locked { .. } => "write_state",
+        }
+    }
+
+    fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+
+    fn problem(&self) -> Option<Problem> {
+        Some(Problem::new(self.reason(), self.to_string()))
+    }
+
+    fn recheck(&self) -> Option<Duration> {
+        matches!(
+            self,
+            StoreError::Unreadable { .. } | StoreError::Corrupt { .. }
+        )
+        .then_some(CORRUPT_RECHECK)
     }
 }
 

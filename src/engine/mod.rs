@@ -1,0 +1,492 @@
+//! The policy engine: one pass over one policy, the same in both modes.
+//!
+//! ```text
+//!   gather ──► plan ──► write ──► publish ──► report ──► next wake-up
+//!   (Store)   (keys::   (Store,   (Reporter)  (Reporter)  (Next)
+//!              lifecycle) version
+//!                        precondition)
+//! ```
+//!
+//! 1. **Gather**: load the stored set through a [`KeyStore`] unless the copy
+//!    kept in [`Tracked`] is known to match it. A set without lifecycle
+//!    records is adopted ([`KeySet::adopt`]); one that cannot be read is left
+//!    untouched and reported.
+//! 2. **Plan** at `now`, off the async runtime (RSA generation takes seconds),
+//!    with keys from the OS generator.
+//! 3. **Write** the whole set when it changed, conditional on the version it
+//!    was planned from. A conflict (someone else wrote first) re-reads and
+//!    plans again once within the pass.
+//! 4. **Publish** it ([`Reporter::publish`]: the public ConfigMap in
+//!    Kubernetes; standalone publishes with the status).
+//! 5. **Report** what happened ([`Reporter::note`]) and the outcome
+//!    ([`Reporter::healthy`] / [`Reporter::degraded`]).
+//! 6. Say when to run again ([`Next`]): at the planner's `next_due`, after a
+//!    jittered exponential [`backoff`] on failure, or after a fixed re-check
+//!    interval for state that waits for a person.
+//!
+//! The adapters differ only in I/O: Kubernetes (`k8s::reconcile`) stores in a
+//! Secret and reports through the status subresource and Events; standalone
+//! (`standalone::engine`) stores in a state directory and reports through
+//! `/policies` and logs.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::http::PolicyRef;
+use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, PlanError, RngKeySource};
+use crate::metrics::{Metrics, TimedKeySource, next_prune_time};
+use crate::store::{KeyStore, Loaded, StoredKeySet};
+
+pub mod backoff;
+
+#[cfg(test)]
+mod tests;
+
+/// How soon a write that lost a race is tried again (after one immediate
+/// re-read and retry within the pass failed too).
+pub const CONFLICT_RETRY: Duration = Duration::from_millis(100);
+
+/// Why a policy needs attention (its `Degraded` condition, its entry in
+/// `/policies`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Machine-readable reason (a condition reason, `CamelCase`).
+    pub reason: String,
+    /// What is wrong, for a person. Never holds key material.
+    pub message: String,
+}
+
+// === impl Problem ===
+
+impl Problem {
+    /// A problem from its parts.
+    pub fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the engine needs to know about a failed store or reporter operation.
+pub trait Failure: fmt::Display {
+    /// A short label for the `reconcile_errors_total` metric.
+    fn kind(&self) -> &'static str;
+    /// Whether someone else wrote first (re-read, plan again, retry).
+    fn is_conflict(&self) -> bool {
+        false
+    }
+    /// The problem to show as `Degraded`, or `None` when the failure is only
+    /// logged and retried.
+    fn problem(&self) -> Option<Problem>;
+    /// A fixed re-check interval instead of backoff, for stored state that
+    /// waits for a person (unreadable, not ours).
+    fn recheck(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Something worth telling, in the order it happened.
+#[derive(Debug)]
+pub enum Note<'a> {
+    /// A stored set with lifecycle records was loaded.
+    Loaded {
+        /// How many keys it holds.
+        keys: usize,
+        /// Its version, for the log.
+        version: String,
+    },
+    /// A set without lifecycle records was found and is being taken over.
+    Adopting {
+        /// How many keys it holds.
+        keys: usize,
+    },
+    /// An adopted set was written back in the operator's layout.
+    Adopted {
+        /// How many keys the written set holds.
+        keys: usize,
+    },
+    /// The stored set was gone although the policy had keys before, and a
+    /// fresh set was written.
+    Recreated,
+    /// A lifecycle step the planner took.
+    Lifecycle(&'a LifecycleEvent),
+}
+
+/// Where a pass reports to, and publishes through.
+pub trait Reporter: Send {
+    /// Why publishing or reporting failed.
+    type Error: Failure + Send;
+
+    /// Publishes a set that has just been stored (or was already).
+    fn publish(
+        &mut self,
+        keys: &StoredKeySet,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Tells what happened.
+    fn note(&mut self, note: Note<'_>) -> impl Future<Output = ()> + Send;
+
+    /// The pass ended with `keys` stored and published; `problem` is a
+    /// condition that leaves them working (a deferred rotation).
+    fn healthy(
+        &mut self,
+        keys: &StoredKeySet,
+        problem: Option<Problem>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The pass stopped at `problem`; whatever was served keeps being served.
+    fn degraded(
+        &mut self,
+        problem: Problem,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A failure that is retried without being shown (`what` says which).
+    fn retrying(&mut self, what: &dyn fmt::Display, conflict: bool);
+}
+
+/// What the engine remembers about a policy between passes.
+#[derive(Debug)]
+pub struct Tracked<V> {
+    /// The set as last loaded or saved, and its stored version (`None`:
+    /// nothing stored). `None` before the first load.
+    pub keys: Option<(StoredKeySet, Option<V>)>,
+    /// Whether `keys` is known to match the store (otherwise it is re-read).
+    pub in_sync: bool,
+    /// Whether `keys` must be written even if the planner changes nothing
+    /// (an adopted set, not yet in the operator's layout).
+    pub unsaved: bool,
+    /// Consecutive failed passes, for [`backoff`].
+    pub failures: u32,
+}
+
+impl<V> Default for Tracked<V> {
+    fn default() -> Self {
+        Tracked {
+            keys: None,
+            in_sync: false,
+            unsaved: false,
+            failures: 0,
+        }
+    }
+}
+
+/// When to run the policy again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// At the planner's next due time.
+    At(Timestamp),
+    /// After a failure: this long from now.
+    After(Duration),
+    /// Only when something changes (this replica may not write).
+    OnChange,
+}
+
+/// The fixed inputs of one pass.
+pub struct Pass<'a> {
+    /// Which policy.
+    pub policy: &'a PolicyRef,
+    /// Its resolved lifecycle parameters.
+    pub resolved: &'a lifecycle::Policy,
+    /// Where counters go.
+    pub metrics: &'a Arc<Metrics>,
+    /// Whether the policy is known to have had keys (an empty store then
+    /// means the stored set was deleted).
+    pub had_keys: bool,
+}
+
+/// A failure inside a pass, already described for the engine.
+struct Failed {
+    kind: &'static str,
+    message: String,
+    conflict: bool,
+    problem: Option<Problem>,
+    recheck: Option<Duration>,
+}
+
+impl Failed {
+    fn of(e: &(impl Failure + ?Sized)) -> Self {
+        Failed {
+            kind: e.kind(),
+            message: e.to_string(),
+            conflict: e.is_conflict(),
+            problem: e.problem(),
+            recheck: e.recheck(),
+        }
+    }
+
+    fn plan(e: &PlanError) -> Self {
+        let (reason, kind) = match e {
+            PlanError::Inconsistent(_) => ("StateInconsistent", "parse_key_set"),
+            PlanError::Generate { .. } => ("KeyGenerationFailed", "generate_key"),
+        };
+        Failed {
+            kind,
+            message: e.to_string(),
+            conflict: false,
+            problem: Some(Problem::new(reason, e.to_string())),
+            recheck: None,
+        }
+    }
+}
+
+/// The `CamelCase` name of a lifecycle step (an Event reason).
+pub fn event_reason(e: &LifecycleEvent) -> &'static str {
+    match e {
+        LifecycleEvent::Created { .. } => "KeyCreated",
+        LifecycleEvent::Activated { .. } => "KeyActivated",
+        LifecycleEvent::Retired { .. } => "KeyRetired",
+        LifecycleEvent::Pruned { .. } => "KeyPruned",
+        LifecycleEvent::Revoked { .. } => "KeyRevoked",
+        LifecycleEvent::Discarded { .. } => "KeyDiscarded",
+    }
+}
+
+/// The `kid` of the key a lifecycle step concerns.
+pub fn event_kid(e: &LifecycleEvent) -> &str {
+    match e {
+        LifecycleEvent::Created { kid, .. }
+        | LifecycleEvent::Activated { kid, .. }
+        | LifecycleEvent::Retired { kid, .. }
+        | LifecycleEvent::Pruned { kid }
+        | LifecycleEvent::Revoked { kid, .. }
+        | LifecycleEvent::Discarded { kid, .. } => kid,
+    }
+}
+
+/// Reporting cannot fail (standalone publishes into memory).
+impl Failure for std::convert::Infallible {
+    fn kind(&self) -> &'static str {
+        match *self {}
+    }
+
+    fn problem(&self) -> Option<Problem> {
+        match *self {}
+    }
+}
+
+/// Runs one pass over one policy (see the module docs) and says when to run
+/// it again. Never fails: failures are counted, reported and scheduled.
+pub async fn run_pass<S, R>(
+    pass: &Pass<'_>,
+    tracked: &mut Tracked<S::Version>,
+    store: &S,
+    reporter: &mut R,
+) -> Next
+where
+    S: KeyStore,
+    R: Reporter,
+{
+    match attempt(pass, tracked, store, reporter).await {
+        Ok(next) => {
+            tracked.failures = 0;
+            next
+        }
+        Err(failed) => fail(pass, tracked, reporter, failed).await,
+    }
+}
+
+/// Gather, plan, write (re-reading and retrying once on a conflict), publish
+/// and report.
+async fn attempt<S, R>(
+    pass: &Pass<'_>,
+    tracked: &mut Tracked<S::Version>,
+    store: &S,
+    reporter: &mut R,
+) -> Result<Next, Failed>
+where
+    S: KeyStore,
+    R: Reporter,
+{
+    let now = Timestamp::now();
+    let mut retried = false;
+    let (planned, recreated) = loop {
+        let recreated = gather(pass, tracked, store, reporter, now).await?;
+        let (current, version) = tracked.keys.clone().expect("gathered");
+        let planned = plan_blocking(pass, current.clone(), now).await?;
+        if planned.keys == current && !tracked.unsaved {
+            break (planned, false);
+        }
+        if !store.can_write() {
+            return Ok(Next::OnChange);
+        }
+        match store.save(&planned.keys, version.as_ref()).await {
+            Ok(version) => {
+                if tracked.unsaved {
+                    reporter
+                        .note(Note::Adopted {
+                            keys: planned.keys.keys.len(),
+                        })
+                        .await;
+                }
+                tracked.keys = Some((planned.keys.clone(), Some(version)));
+                tracked.unsaved = false;
+                break (planned, recreated);
+            }
+            Err(e) => {
+                tracked.in_sync = false;
+                if e.is_conflict() && !retried {
+                    retried = true;
+                    pass.metrics.inc_reconcile_error(pass.policy, e.kind());
+                    reporter.retrying(&e, true);
+                    continue;
+                }
+                return Err(Failed::of(&e));
+            }
+        }
+    };
+
+    reporter
+        .publish(&planned.keys)
+        .await
+        .map_err(|e| Failed::of(&e))?;
+    if recreated {
+        reporter.note(Note::Recreated).await;
+    }
+    for event in &planned.events {
+        info!(policy = %pass.policy, kid = event_kid(event), event = event_reason(event), "{event}");
+        reporter.note(Note::Lifecycle(event)).await;
+    }
+    let metrics = pass.metrics;
+    metrics.record_events(pass.policy, &planned.events);
+    metrics.observe_key_set(
+        pass.policy,
+        &planned.keys,
+        planned.keys.next_rotation_time(pass.resolved),
+        next_prune_time(&planned.keys),
+    );
+    tracked.keys = Some((planned.keys, tracked.keys.take().and_then(|(_, v)| v)));
+    let (keys, _) = tracked.keys.as_ref().expect("just set");
+    let problem = planned.deferred.map(|d| Problem::new(d.reason, d.message));
+    reporter
+        .healthy(keys, problem)
+        .await
+        .map_err(|e| Failed::of(&e))?;
+    Ok(Next::At(planned.next_due))
+}
+
+/// Loads the stored set into `tracked` unless it is in sync. Returns whether
+/// the store was found empty although the policy had keys.
+async fn gather<S, R>(
+    pass: &Pass<'_>,
+    tracked: &mut Tracked<S::Version>,
+    store: &S,
+    reporter: &mut R,
+    now: Timestamp,
+) -> Result<bool, Failed>
+where
+    S: KeyStore,
+    R: Reporter,
+{
+    if tracked.in_sync && tracked.keys.is_some() {
+        return Ok(false);
+    }
+    let loaded = store.load().await.map_err(|e| Failed::of(&e))?;
+    let mut recreated = false;
+    match loaded {
+        Loaded::Empty => {
+            recreated = pass.had_keys;
+            tracked.keys = Some((KeySet::default(), None));
+            tracked.unsaved = false;
+        }
+        Loaded::Keys { set, version } => {
+            reporter
+                .note(Note::Loaded {
+                    keys: set.keys.len(),
+                    version: version.to_string(),
+                })
+                .await;
+            tracked.keys = Some((set, Some(version)));
+            tracked.unsaved = false;
+        }
+        Loaded::Adoptable { keys, version } => {
+            reporter.note(Note::Adopting { keys: keys.len() }).await;
+            let set = KeySet::adopt(keys, now, pass.resolved);
+            tracked.keys = Some((set, Some(version)));
+            tracked.unsaved = true;
+        }
+        Loaded::Copied { set, version } => {
+            reporter
+                .note(Note::Adopting {
+                    keys: set.keys.len(),
+                })
+                .await;
+            tracked.keys = Some((set, Some(version)));
+            tracked.unsaved = true;
+        }
+        Loaded::Corrupt(error) => return Err(Failed::of(&store.unreadable(error))),
+    }
+    tracked.in_sync = true;
+    Ok(recreated)
+}
+
+/// Plans on the blocking pool with keys from the OS generator.
+async fn plan_blocking(
+    pass: &Pass<'_>,
+    current: StoredKeySet,
+    now: Timestamp,
+) -> Result<lifecycle::Plan<Arc<crate::keys::SigningKey>>, Failed> {
+    let resolved = pass.resolved.clone();
+    let metrics = pass.metrics.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
+        let mut source = TimedKeySource::new(rng, &metrics);
+        lifecycle::plan(&resolved, &current, now, &mut source)
+    })
+    .await;
+    match planned {
+        Ok(Ok(plan)) => Ok(plan),
+        Ok(Err(e)) => Err(Failed::plan(&e)),
+        Err(e) => {
+            let message = format!("the planner did not finish: {e}");
+            Err(Failed {
+                kind: "generate_key",
+                problem: Some(Problem::new("KeyGenerationFailed", message.clone())),
+                message,
+                conflict: false,
+                recheck: None,
+            })
+        }
+    }
+}
+
+/// Counts, reports and schedules a failed pass.
+async fn fail<V, R: Reporter>(
+    pass: &Pass<'_>,
+    tracked: &mut Tracked<V>,
+    reporter: &mut R,
+    failed: Failed,
+) -> Next {
+    pass.metrics.inc_reconcile_error(pass.policy, failed.kind);
+    if failed.conflict {
+        reporter.retrying(&failed.message, true);
+        return Next::After(CONFLICT_RETRY);
+    }
+    let shown = match failed.problem {
+        Some(problem) => match reporter.degraded(problem).await {
+            Ok(()) => true,
+            Err(e) => {
+                pass.metrics.inc_reconcile_error(pass.policy, e.kind());
+                reporter.retrying(&e, false);
+                false
+            }
+        },
+        None => false,
+    };
+    if !shown {
+        reporter.retrying(&failed.message, false);
+    }
+    match failed.recheck {
+        Some(after) if shown => Next::After(after),
+        _ => {
+            tracked.failures = tracked.failures.saturating_add(1);
+            Next::After(backoff::jittered(tracked.failures))
+        }
+    }
+}

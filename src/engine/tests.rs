@@ -1,0 +1,454 @@
+//! The engine against an in-memory store and a recording reporter: what each
+//! pass reads, writes and reports, without Kubernetes or a disk.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use super::*;
+use crate::api::KeyRotationPolicy;
+use crate::keys::Algorithm;
+use crate::store::layout::DecodeError;
+use crate::store::testing::fixture;
+
+// === in-memory store ===
+
+#[derive(Debug)]
+enum Stored {
+    Nothing,
+    Set(StoredKeySet, u64),
+    Adoptable(Vec<Arc<crate::keys::SigningKey>>),
+    Corrupt,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MemError {
+    #[error("conflict: expected {expected:?}, found {found:?}")]
+    Conflict {
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+    #[error("the store is down")]
+    Down,
+    #[error("stored set unreadable: {0}")]
+    Unreadable(String),
+}
+
+impl Failure for MemError {
+    fn kind(&self) -> &'static str {
+        match self {
+            MemError::Conflict { .. } => "conflict",
+            MemError::Down => "down",
+            MemError::Unreadable(_) => "unreadable",
+        }
+    }
+
+    fn is_conflict(&self) -> bool {
+        matches!(self, MemError::Conflict { .. })
+    }
+
+    fn problem(&self) -> Option<Problem> {
+        match self {
+            MemError::Unreadable(_) => Some(Problem::new("Unreadable", self.to_string())),
+            _ => None,
+        }
+    }
+
+    fn recheck(&self) -> Option<Duration> {
+        matches!(self, MemError::Unreadable(_)).then_some(Duration::from_secs(7))
+    }
+}
+
+struct MemStore {
+    stored: Mutex<Stored>,
+    loads: AtomicU32,
+    saves: AtomicU32,
+    /// Another writer slips in before this many of our next saves...
+    races: AtomicU32,
+    /// ... and stores this.
+    theirs: Mutex<StoredKeySet>,
+    /// Saves fail with [`MemError::Down`] while set.
+    down: AtomicBool,
+    writable: AtomicBool,
+}
+
+impl MemStore {
+    fn new(stored: Stored) -> Self {
+        MemStore {
+            stored: Mutex::new(stored),
+            loads: AtomicU32::new(0),
+            saves: AtomicU32::new(0),
+            races: AtomicU32::new(0),
+            theirs: Mutex::new(StoredKeySet::default()),
+            down: AtomicBool::new(false),
+            writable: AtomicBool::new(true),
+        }
+    }
+
+    fn version(&self) -> Option<u64> {
+        match &*self.stored.lock().unwrap() {
+            Stored::Set(_, v) => Some(*v),
+            Stored::Adoptable(_) => Some(0),
+            Stored::Nothing | Stored::Corrupt => None,
+        }
+    }
+
+    fn set(&self) -> StoredKeySet {
+        match &*self.stored.lock().unwrap() {
+            Stored::Set(set, _) => set.clone(),
+            other => panic!("no set stored: {other:?}"),
+        }
+    }
+}
+
+impl KeyStore for MemStore {
+    type Version = u64;
+    type Error = MemError;
+
+    fn location(&self) -> String {
+        "memory".into()
+    }
+
+    async fn load(&self) -> Result<Loaded<u64>, MemError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        Ok(match &*self.stored.lock().unwrap() {
+            Stored::Nothing => Loaded::Empty,
+            Stored::Set(set, v) => Loaded::Keys {
+                set: set.clone(),
+                version: *v,
+            },
+            Stored::Adoptable(keys) => Loaded::Adoptable {
+                keys: keys.clone(),
+                version: 0,
+            },
+            Stored::Corrupt => Loaded::Corrupt(DecodeError {
+                data_key: "jwks.json",
+                problem: "not JSON".into(),
+            }),
+        })
+    }
+
+    fn unreadable(&self, error: DecodeError) -> MemError {
+        MemError::Unreadable(error.to_string())
+    }
+
+    fn can_write(&self) -> bool {
+        self.writable.load(Ordering::SeqCst)
+    }
+
+    async fn save(&self, set: &StoredKeySet, expected: Option<&u64>) -> Result<u64, MemError> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(MemError::Down);
+        }
+        if self.races.load(Ordering::SeqCst) > 0 {
+            self.races.fetch_sub(1, Ordering::SeqCst);
+            // Someone else stores their own set first.
+            let version = self.version().map_or(1, |v| v + 1);
+            let theirs = self.theirs.lock().unwrap().clone();
+            *self.stored.lock().unwrap() = Stored::Set(theirs, version);
+        }
+        let found = self.version();
+        if found != expected.copied() {
+            return Err(MemError::Conflict {
+                expected: expected.copied(),
+                found,
+            });
+        }
+        let next = found.map_or(1, |v| v + 1);
+        *self.stored.lock().unwrap() = Stored::Set(set.clone(), next);
+        Ok(next)
+    }
+}
+
+// === recording reporter ===
+
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<String>,
+}
+
+impl Recorder {
+    fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.calls)
+    }
+}
+
+impl Reporter for Recorder {
+    type Error = std::convert::Infallible;
+
+    async fn publish(&mut self, keys: &StoredKeySet) -> Result<(), Self::Error> {
+        self.calls.push(format!("publish {}", keys.keys.len()));
+        Ok(())
+    }
+
+    async fn note(&mut self, note: Note<'_>) {
+        self.calls.push(match note {
+            Note::Loaded { keys, .. } => format!("loaded {keys}"),
+            Note::Adopting { keys } => format!("adopting {keys}"),
+            Note::Adopted { keys } => format!("adopted {keys}"),
+            Note::Recreated => "recreated".into(),
+            Note::Lifecycle(e) => event_reason(e).into(),
+        });
+    }
+
+    async fn healthy(
+        &mut self,
+        keys: &StoredKeySet,
+        problem: Option<Problem>,
+    ) -> Result<(), Self::Error> {
+        let problem = problem.map(|p| p.reason).unwrap_or_default();
+        self.calls.push(
+            format!("healthy {} {problem}", keys.keys.len())
+                .trim()
+                .into(),
+        );
+        Ok(())
+    }
+
+    async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
+        self.calls.push(format!("degraded {}", problem.reason));
+        Ok(())
+    }
+
+    fn retrying(&mut self, _what: &dyn fmt::Display, conflict: bool) {
+        self.calls.push(
+            if conflict {
+                "retrying conflict"
+            } else {
+                "retrying"
+            }
+            .into(),
+        );
+    }
+}
+
+// === fixtures ===
+
+struct Fixture {
+    policy: PolicyRef,
+    resolved: lifecycle::Policy,
+    metrics: Arc<Metrics>,
+}
+
+fn fixture_policy() -> Fixture {
+    let policy: KeyRotationPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "jwks.dev/v1alpha1",
+        "kind": "KeyRotationPolicy",
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": {"algorithm": "ES256"},
+    }))
+    .unwrap();
+    Fixture {
+        policy: PolicyRef::of(&policy),
+        resolved: policy.spec.resolve(None).unwrap(),
+        metrics: Arc::new(Metrics::new()),
+    }
+}
+
+impl Fixture {
+    fn pass(&self, had_keys: bool) -> Pass<'_> {
+        Pass {
+            policy: &self.policy,
+            resolved: &self.resolved,
+            metrics: &self.metrics,
+            had_keys,
+        }
+    }
+
+    fn errors(&self, kind: &str) -> usize {
+        let needle = format!(
+            "jwks_operator_reconcile_errors_total{{namespace=\"ns\",name=\"p\",kind=\"{kind}\"}} "
+        );
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&needle).map(|n| n.parse().unwrap()))
+            .unwrap_or(0)
+    }
+}
+
+/// A set as the planner makes it now: nothing to change for a while.
+fn fresh(resolved: &lifecycle::Policy) -> StoredKeySet {
+    use rand_core::SeedableRng as _;
+    let mut source = RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(7));
+    lifecycle::plan(resolved, &KeySet::default(), Timestamp::now(), &mut source)
+        .unwrap()
+        .keys
+}
+
+fn is_at(next: Next) -> bool {
+    matches!(next, Next::At(t) if t > Timestamp::now())
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn a_first_pass_stores_a_signing_key_and_a_steady_state_writes_nothing() {
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Nothing);
+    let mut tracked = Tracked::default();
+    let mut report = Recorder::default();
+
+    let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    let stored = store.set();
+    assert!(stored.active().is_some());
+    let calls = report.take();
+    assert_eq!(calls.first().map(String::as_str), Some("publish 1"));
+    assert!(calls.contains(&"KeyCreated".to_string()), "{calls:?}");
+    assert_eq!(calls.last().map(String::as_str), Some("healthy 1"));
+    assert_eq!(tracked.keys.as_ref().map(|(k, _)| k), Some(&stored));
+
+    // Nothing is due: no load (the copy is in sync), no write, the same report.
+    let next = run_pass(&f.pass(true), &mut tracked, &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    assert_eq!(store.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(report.take(), ["publish 1", "healthy 1"]);
+}
+
+#[tokio::test]
+async fn a_write_that_lost_a_race_is_planned_again_from_the_winner_and_retried_once() {
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Nothing);
+    store.races.store(1, Ordering::SeqCst);
+    let theirs = fresh(&f.resolved);
+    *store.theirs.lock().unwrap() = theirs.clone();
+    let mut tracked = Tracked::default();
+    let mut report = Recorder::default();
+
+    let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    // Read, write (409), read again, and the second plan needs no write:
+    // the winner's set already has an active key.
+    assert_eq!(store.loads.load(Ordering::SeqCst), 2);
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(store.set(), theirs);
+    assert_eq!(f.errors("conflict"), 1);
+    let calls = report.take();
+    assert_eq!(calls[0], "retrying conflict");
+    assert!(calls.contains(&"loaded 1".to_string()), "{calls:?}");
+    assert_eq!(calls.last().map(String::as_str), Some("healthy 1"));
+    assert_eq!(tracked.failures, 0);
+}
+
+#[tokio::test]
+async fn a_second_conflict_in_a_row_ends_the_pass_and_retries_soon() {
+    let f = fixture_policy();
+    // The other writer stores an empty set each time, so every plan writes.
+    let store = MemStore::new(Stored::Nothing);
+    store.races.store(2, Ordering::SeqCst);
+    let mut tracked: Tracked<u64> = Tracked::default();
+    let mut report = Recorder::default();
+
+    let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    assert_eq!(next, Next::After(CONFLICT_RETRY));
+    assert_eq!(store.saves.load(Ordering::SeqCst), 2);
+    assert!(!tracked.in_sync, "the next pass re-reads");
+    assert_eq!(f.errors("conflict"), 2);
+    let calls = report.take();
+    assert!(!calls.iter().any(|c| c.starts_with("healthy")), "{calls:?}");
+    assert_eq!(calls.last().map(String::as_str), Some("retrying conflict"));
+}
+
+#[tokio::test]
+async fn failing_writes_back_off_exponentially_with_jitter_and_success_resets_it() {
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Nothing);
+    store.down.store(true, Ordering::SeqCst);
+    let mut tracked = Tracked::default();
+    let mut report = Recorder::default();
+
+    for n in 1..=4u32 {
+        let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+        let cap = backoff::cap(n);
+        match next {
+            Next::After(d) => assert!(d >= cap / 2 && d <= cap, "failure {n}: {d:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(tracked.failures, n);
+    }
+    assert_eq!(f.errors("down"), 4);
+    // Not shown as a problem (the store says so), only retried.
+    assert!(report.take().iter().all(|c| c == "retrying"));
+
+    store.down.store(false, Ordering::SeqCst);
+    let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    assert_eq!(tracked.failures, 0);
+}
+
+#[tokio::test]
+async fn an_unreadable_set_is_never_written_and_is_reported_then_rechecked() {
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Corrupt);
+    let mut tracked = Tracked::default();
+    let mut report = Recorder::default();
+
+    let next = run_pass(&f.pass(true), &mut tracked, &store, &mut report).await;
+    assert_eq!(next, Next::After(Duration::from_secs(7)));
+    assert_eq!(store.saves.load(Ordering::SeqCst), 0);
+    assert_eq!(report.take(), ["degraded Unreadable"]);
+    assert_eq!(f.errors("unreadable"), 1);
+    assert_eq!(tracked.failures, 0, "a re-check is not a backoff");
+
+    // Repaired: the next pass reads it again.
+    *store.stored.lock().unwrap() = Stored::Set(fresh(&f.resolved), 3);
+    let next = run_pass(&f.pass(true), &mut tracked, &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    assert_eq!(store.saves.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_adoptable_set_is_written_back_once_even_when_the_planner_changes_nothing() {
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Adoptable(vec![fixture(Algorithm::ES256)]));
+    let mut tracked = Tracked::default();
+    let mut report = Recorder::default();
+
+    let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(store.version(), Some(1));
+    assert_eq!(
+        report.take(),
+        ["adopting 1", "adopted 1", "publish 1", "healthy 1"]
+    );
+    assert!(!tracked.unsaved);
+
+    run_pass(&f.pass(true), &mut tracked, &store, &mut report).await;
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_replica_that_may_not_write_stops_before_writing_and_reports_nothing() {
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Nothing);
+    store.writable.store(false, Ordering::SeqCst);
+    let mut tracked = Tracked::default();
+    let mut report = Recorder::default();
+
+    let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    assert_eq!(next, Next::OnChange);
+    assert_eq!(store.saves.load(Ordering::SeqCst), 0);
+    assert!(report.take().is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_store_for_a_policy_that_had_keys_is_reported_as_recreated() {
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Nothing);
+    let mut report = Recorder::default();
+
+    run_pass(&f.pass(true), &mut Tracked::default(), &store, &mut report).await;
+    let calls = report.take();
+    let publish = calls.iter().position(|c| c == "publish 1").unwrap();
+    let recreated = calls.iter().position(|c| c == "recreated").unwrap();
+    assert!(publish < recreated, "{calls:?}");
+
+    // A fresh policy's first set is not a recreation.
+    let store = MemStore::new(Stored::Nothing);
+    run_pass(&f.pass(false), &mut Tracked::default(), &store, &mut report).await;
+    assert!(!report.take().contains(&"recreated".to_string()));
+}
