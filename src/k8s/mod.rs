@@ -1,9 +1,10 @@
 //! The Kubernetes adapter: the only place that talks to the API server.
 //!
 //! [`secret`] and [`status`] are pure (what a Secret means, what status should
-//! say); [`reconcile`] gathers, calls the lifecycle planner, writes the whole
-//! key set as one object with a resourceVersion precondition, and records
-//! status and Events; [`serving`] keeps every replica's HTTP snapshot in step
+//! say); [`store`] is the engine's store over the policy's Secret (writes
+//! conditional on its resourceVersion); [`reconcile`] runs the
+//! [`engine`](crate::engine) with that store and a reporter that records
+//! status, Events and the public ConfigMap; [`serving`] keeps every replica's HTTP snapshot in step
 //! with the cluster; [`run`] wires servers, index, controller and leader
 //! election together.
 
@@ -12,3 +13,4 @@ pub mod run;
 pub mod secret;
 pub mod serving;
 pub mod status;
+pub mod store;

@@ -1,41 +1,40 @@
-//! The reconciler: gather (policy + its Secret) → plan → write the whole key
-//! set as one Secret with a resourceVersion precondition → ConfigMap →
-//! Events → status → requeue at the planner's next due time.
+//! The reconciler: the Kubernetes adapter of the [`engine`](crate::engine).
+//! It checks what only the operator can judge about the spec, then runs one
+//! engine pass with the policy's Secret as the store ([`SecretStore`]) and
+//! the status subresource, Events and the public ConfigMap as the reporter,
+//! and requeues at the planner's next due time.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::secret::{Found, classify, config_map_is_ours, config_map_object, secret_object};
-use super::status::{Observed, Problem, WrittenStatus, desired_status};
+use super::secret::{config_map_is_ours, config_map_object};
+use super::status::{self, Observed, WrittenStatus, desired_status};
+use super::store::{SecretStore, post_params};
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus, is_dns_subdomain};
+use crate::engine::{self, Failure, Next, Note, Pass, Reporter, Tracked, backoff, run_pass};
 use crate::http::PolicyRef;
-use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, RngKeySource};
-use crate::metrics::{Metrics, next_prune_time};
-use crate::store::layout::{self, StoredKeySet};
+use crate::keys::lifecycle::{self, LifecycleEvent};
+use crate::metrics::Metrics;
+use crate::store::layout::{self, DecodeError, StoredKeySet};
 
 /// Field manager name for every write.
 pub const MANAGER: &str = "jwks-operator";
 
-/// Create/replace parameters naming our field manager.
-fn post_params() -> PostParams {
-    PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..Default::default()
-    }
-}
-
 /// Longest the reconciler sleeps with nothing due (a safety net).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+
+/// How often a Secret that cannot be read, or is not ours, is looked at again.
+pub const RECHECK: Duration = Duration::from_secs(300);
 
 /// Shared state of the reconciler.
 pub struct Context {
@@ -51,6 +50,9 @@ pub struct Context {
     pub writable: Arc<AtomicBool>,
     /// Statuses written and not yet seen back through the watch.
     pub written: WrittenStatus,
+    /// Consecutive failed passes by policy, for the engine's backoff (only
+    /// policies that are failing have an entry).
+    pub failures: Mutex<HashMap<PolicyRef, u32>>,
 }
 
 /// A reconcile failed. Each variant names the operation and the object.
@@ -78,6 +80,28 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The Secret is ours but its key set cannot be read: never overwritten.
+    #[error(
+        "Secret {name} cannot be read ({error}); it is left untouched and the last good key set keeps being served. Fix or delete the data key to recover"
+    )]
+    CorruptKeySet {
+        /// Namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+        /// What is wrong, naming the data key.
+        error: DecodeError,
+    },
+    /// A Secret of that name exists and is not ours to write.
+    #[error("{message}")]
+    NotOwned {
+        /// Namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+        /// Why it is not ours, and what to do.
+        message: String,
+    },
     /// Writing the public ConfigMap failed.
     #[error("writing ConfigMap {namespace}/{name}: {source}")]
     WriteConfigMap {
@@ -100,17 +124,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The planner failed (key generation, or an inconsistent set).
-    #[error("planning keys of KeyRotationPolicy {namespace}/{name}: {source}")]
-    Plan {
-        /// Namespace.
-        namespace: String,
-        /// Policy name.
-        name: String,
-        /// Cause.
-        #[source]
-        source: lifecycle::PlanError,
-    },
     /// Encoding the key set failed.
     #[error("encoding the key set of KeyRotationPolicy {namespace}/{name}: {source}")]
     Encode {
@@ -121,16 +134,6 @@ pub enum Error {
         /// Cause.
         #[source]
         source: layout::EncodeError,
-    },
-    /// The key-generation task died.
-    #[error("key generation task for {namespace}/{name} failed: {message}")]
-    Task {
-        /// Namespace.
-        namespace: String,
-        /// Policy name.
-        name: String,
-        /// What happened.
-        message: String,
     },
 }
 
@@ -153,8 +156,7 @@ impl Error {
             | Error::WriteSecret { source, .. }
             | Error::WriteConfigMap { source, .. }
             | Error::PatchStatus { source, .. } => api_error_is_transient(source),
-            Error::Plan { .. } | Error::Encode { .. } => false,
-            Error::Task { .. } => true,
+            Error::CorruptKeySet { .. } | Error::NotOwned { .. } | Error::Encode { .. } => false,
         }
     }
 
@@ -164,12 +166,38 @@ impl Error {
             Error::ReadSecret { .. } => "read_secret",
             Error::WriteSecret { source, .. } if is_conflict(source) => "conflict",
             Error::WriteSecret { .. } => "write_secret",
+            Error::CorruptKeySet { .. } => "corrupt_key_set",
+            Error::NotOwned { .. } => "secret_not_owned",
             Error::WriteConfigMap { .. } => "write_configmap",
             Error::PatchStatus { .. } => "patch_status",
-            Error::Plan { .. } => "plan",
             Error::Encode { .. } => "encode",
-            Error::Task { .. } => "task",
         }
+    }
+}
+
+impl Failure for Error {
+    fn kind(&self) -> &'static str {
+        Error::kind(self)
+    }
+
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::WriteSecret { source, .. } if is_conflict(source))
+    }
+
+    fn problem(&self) -> Option<engine::Problem> {
+        match self {
+            Error::CorruptKeySet { .. } => {
+                Some(engine::Problem::new("CorruptKeySet", self.to_string()))
+            }
+            Error::NotOwned { .. } => {
+                Some(engine::Problem::new("SecretNotOwned", self.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    fn recheck(&self) -> Option<Duration> {
+        matches!(self, Error::CorruptKeySet { .. } | Error::NotOwned { .. }).then_some(RECHECK)
     }
 }
 
@@ -178,21 +206,25 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 fn event_for(e: &LifecycleEvent) -> (EventType, &'static str, &'static str) {
+    let reason = engine::event_reason(e);
     match e {
-        LifecycleEvent::Created { .. } => (EventType::Normal, "KeyCreated", "Generate"),
-        LifecycleEvent::Activated { .. } => (EventType::Normal, "KeyActivated", "Rotate"),
-        LifecycleEvent::Retired { .. } => (EventType::Normal, "KeyRetired", "Rotate"),
-        LifecycleEvent::Pruned { .. } => (EventType::Normal, "KeyPruned", "Prune"),
-        LifecycleEvent::Revoked { .. } => (EventType::Warning, "KeyRevoked", "Revoke"),
-        LifecycleEvent::Discarded { .. } => (EventType::Normal, "KeyDiscarded", "Discard"),
+        LifecycleEvent::Created { .. } => (EventType::Normal, reason, "Generate"),
+        LifecycleEvent::Activated { .. } => (EventType::Normal, reason, "Rotate"),
+        LifecycleEvent::Retired { .. } => (EventType::Normal, reason, "Rotate"),
+        LifecycleEvent::Pruned { .. } => (EventType::Normal, reason, "Prune"),
+        LifecycleEvent::Revoked { .. } => (EventType::Warning, reason, "Revoke"),
+        LifecycleEvent::Discarded { .. } => (EventType::Normal, reason, "Discard"),
     }
 }
 
+/// One reconcile of one policy: the engine's [`Reporter`] in Kubernetes.
 struct Reconciler<'a> {
     policy: &'a KeyRotationPolicy,
     ctx: &'a Context,
     namespace: String,
     name: String,
+    /// The resolved spec (None when it is invalid).
+    resolved: Option<&'a lifecycle::Policy>,
 }
 
 impl Reconciler<'_> {
@@ -230,7 +262,7 @@ impl Reconciler<'_> {
         &self,
         keys: Option<&StoredKeySet>,
         policy: Option<&lifecycle::Policy>,
-        problem: Option<Problem>,
+        problem: Option<status::Problem>,
     ) -> Result<bool, Error> {
         let known = self.ctx.written.current(self.policy);
         let prev = known.as_ref();
@@ -271,7 +303,7 @@ impl Reconciler<'_> {
     }
 
     /// A problem that stops this reconcile: status and (on change) an Event.
-    async fn stop(&self, problem: Problem, retry: Option<Duration>) -> Result<Action, Error> {
+    async fn stop(&self, problem: status::Problem) -> Result<(), Error> {
         let changed = self.status(None, None, Some(problem.clone())).await?;
         if changed {
             warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %problem.reason, "{}", problem.message);
@@ -283,9 +315,7 @@ impl Reconciler<'_> {
             )
             .await;
         }
-        Ok(retry
-            .map(Action::requeue)
-            .unwrap_or_else(Action::await_change))
+        Ok(())
     }
 
     async fn sync_config_map(&self, cm_name: &str, public_jwks: &[u8]) -> Result<(), Error> {
@@ -322,6 +352,66 @@ impl Reconciler<'_> {
     }
 }
 
+impl Reporter for Reconciler<'_> {
+    type Error = Error;
+
+    async fn publish(&mut self, keys: &StoredKeySet) -> Result<(), Error> {
+        match &self.policy.spec.public_config_map {
+            Some(cm) => self.sync_config_map(cm, &layout::public_jwks(keys)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn note(&mut self, note: Note<'_>) {
+        let secret_name = self.policy.secret_name();
+        match note {
+            Note::Recreated => {
+                self.event(
+                    EventType::Warning,
+                    "SecretRecreated",
+                    "Generate",
+                    format!("Secret {secret_name} was deleted; a fresh key set was generated (tokens signed by the old keys no longer verify)"),
+                )
+                .await;
+            }
+            Note::Adopted { keys } => {
+                self.event(
+                    EventType::Normal,
+                    "KeySetAdopted",
+                    "Adopt",
+                    format!("adopted {keys} key(s) from Secret {secret_name}"),
+                )
+                .await;
+            }
+            Note::Lifecycle(e) => {
+                let (type_, reason, action) = event_for(e);
+                self.event(type_, reason, action, e.to_string()).await;
+            }
+            // Every reconcile reads the Secret: not worth a line.
+            Note::Loaded { .. } | Note::Adopting { .. } => {}
+        }
+    }
+
+    async fn healthy(
+        &mut self,
+        keys: &StoredKeySet,
+        problem: Option<engine::Problem>,
+    ) -> Result<(), Error> {
+        let problem = problem.map(|p| status::Problem::warning(&p.reason, p.message));
+        self.status(Some(keys), self.resolved, problem).await?;
+        Ok(())
+    }
+
+    async fn degraded(&mut self, problem: engine::Problem) -> Result<(), Error> {
+        self.stop(status::Problem::blocking(&problem.reason, problem.message))
+            .await
+    }
+
+    fn retrying(&mut self, what: &dyn std::fmt::Display, _conflict: bool) {
+        warn!(policy = %format!("{}/{}", self.namespace, self.name), error = %what, "reconcile failed; retrying");
+    }
+}
+
 /// Reconciles one policy.
 pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
@@ -335,234 +425,94 @@ async fn reconcile_inner(
     policy: &Arc<KeyRotationPolicy>,
     ctx: &Arc<Context>,
 ) -> Result<Action, Error> {
-    let r = Reconciler {
+    let mut r = Reconciler {
         policy,
         ctx,
         namespace: policy.namespace().unwrap_or_default(),
         name: policy.name_any(),
+        resolved: None,
     };
-    let now = Timestamp::now();
 
     // What the operator alone can judge about the spec.
     let secret_name = policy.secret_name();
     let resolved = match policy.spec.resolve(policy.rotation_request()) {
         Ok(p) => p,
         Err(e) => {
-            return r
-                .stop(Problem::blocking("InvalidSpec", e.to_string()), None)
-                .await;
+            r.stop(status::Problem::blocking("InvalidSpec", e.to_string()))
+                .await?;
+            return Ok(Action::await_change());
         }
     };
     if !is_dns_subdomain(&secret_name) {
         let message = format!(
             "the default Secret name {secret_name:?} is not a valid object name; set spec.secretName"
         );
-        return r
-            .stop(Problem::blocking("InvalidSpec", message), None)
-            .await;
+        r.stop(status::Problem::blocking("InvalidSpec", message))
+            .await?;
+        return Ok(Action::await_change());
     }
+    r.resolved = Some(&resolved);
 
-    // Gather.
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &r.namespace);
-    let existing = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| Error::ReadSecret {
-            namespace: r.namespace.clone(),
-            name: secret_name.clone(),
-            source,
-        })?;
-    let recheck = Some(Duration::from_secs(300));
-    let (current, generation, resource_version, extra, adopted) = match classify(
-        existing.as_ref(),
-        policy,
-    ) {
-        Found::Absent => (KeySet::default(), 0, None, BTreeMap::new(), false),
-        Found::Ours {
-            set,
-            generation,
-            resource_version,
-        } => (
-            set,
-            generation,
-            Some(resource_version),
-            BTreeMap::new(),
-            false,
-        ),
-        Found::Adoptable {
-            keys,
-            set,
-            resource_version,
-            extra,
-        } => {
-            let set = set.unwrap_or_else(|| KeySet::adopt(keys, now, &resolved));
-            (set, 0, Some(resource_version), extra, true)
-        }
-        Found::Corrupt(e) => {
-            let message = format!(
-                "Secret {secret_name} cannot be read ({e}); it is left untouched and the last good key set keeps being served. Fix or delete the data key to recover"
-            );
-            ctx.metrics
-                .inc_reconcile_error(&PolicyRef::of(policy), "corrupt_key_set");
-            return r
-                .stop(Problem::blocking("CorruptKeySet", message), recheck)
-                .await;
-        }
-        Found::Foreign(message) => {
-            return r
-                .stop(Problem::blocking("SecretNotOwned", message), recheck)
-                .await;
-        }
-    };
-    let recreated = existing.is_none()
-        && policy
+    let policy_ref = PolicyRef::of(policy);
+    let pass = Pass {
+        policy: &policy_ref,
+        resolved: &resolved,
+        metrics: &ctx.metrics,
+        had_keys: policy
             .status
             .as_ref()
-            .is_some_and(|s| s.active_key_id.is_some());
-
-    // Plan, off the async runtime: RSA-4096 generation takes seconds.
-    let planned = {
-        let (resolved, current) = (resolved.clone(), current.clone());
-        let metrics = ctx.metrics.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut source = TimedSource {
-                // Keys come straight from the OS generator.
-                inner: RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng)),
-                metrics,
-            };
-            lifecycle::plan(&resolved, &current, now, &mut source)
-        })
-        .await
-        .map_err(|e| Error::Task {
-            namespace: r.namespace.clone(),
-            name: r.name.clone(),
-            message: e.to_string(),
-        })?
-        .map_err(|source| Error::Plan {
-            namespace: r.namespace.clone(),
-            name: r.name.clone(),
-            source,
-        })?
+            .is_some_and(|s| s.active_key_id.is_some()),
     };
-
-    // Write the whole set as one object, conditionally.
-    let changed = adopted || planned.keys != current;
-    if changed {
-        if !ctx.writable.load(Ordering::SeqCst) {
-            return Ok(Action::await_change());
+    let store = SecretStore::new(ctx.client.clone(), policy, &ctx.writable);
+    let mut tracked = Tracked {
+        failures: ctx.failures_of(&policy_ref),
+        ..Tracked::default()
+    };
+    let next = run_pass(&pass, &mut tracked, &store, &mut r).await;
+    ctx.set_failures(&policy_ref, tracked.failures);
+    Ok(match next {
+        Next::At(due) => {
+            // Wake when the planner says, a little late rather than early.
+            let wait = due
+                .duration_since(Timestamp::now())
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            let jitter = Duration::from_millis(rand::random_range(50..250));
+            Action::requeue((wait + jitter).min(MAX_REQUEUE))
         }
-        let encoded =
-            layout::encode(&planned.keys, generation + 1).map_err(|source| Error::Encode {
-                namespace: r.namespace.clone(),
-                name: r.name.clone(),
-                source,
-            })?;
-        let object = secret_object(policy, &encoded, resource_version.clone(), &extra);
-        let pp = post_params();
-        let written = match resource_version {
-            None => secrets.create(&pp, &object).await,
-            Some(_) => secrets.replace(&secret_name, &pp, &object).await,
-        };
-        written.map_err(|source| Error::WriteSecret {
-            namespace: r.namespace.clone(),
-            name: secret_name.clone(),
-            source,
-        })?;
-    }
-
-    if let Some(cm) = &policy.spec.public_config_map {
-        r.sync_config_map(cm, &layout::public_jwks(&planned.keys))
-            .await?;
-    }
-
-    // Tell the story.
-    let key = format!("{}/{}", r.namespace, r.name);
-    if recreated {
-        r.event(
-            EventType::Warning,
-            "SecretRecreated",
-            "Generate",
-            format!("Secret {secret_name} was deleted; a fresh key set was generated (tokens signed by the old keys no longer verify)"),
-        )
-        .await;
-    }
-    if adopted {
-        r.event(
-            EventType::Normal,
-            "KeySetAdopted",
-            "Adopt",
-            format!(
-                "adopted {} key(s) from Secret {secret_name}",
-                planned.keys.keys.len()
-            ),
-        )
-        .await;
-    }
-    for e in &planned.events {
-        let (type_, reason, action) = event_for(e);
-        info!(policy = %key, event = reason, "{e}");
-        r.event(type_, reason, action, e.to_string()).await;
-    }
-    let policy_ref = PolicyRef::of(policy);
-    ctx.metrics.record_events(&policy_ref, &planned.events);
-    ctx.metrics.observe_key_set(
-        &policy_ref,
-        &planned.keys,
-        planned.keys.next_rotation_time(&resolved),
-        next_prune_time(&planned.keys),
-    );
-
-    let problem = planned
-        .deferred
-        .as_ref()
-        .map(|d| Problem::warning(d.reason, d.message.clone()));
-    r.status(Some(&planned.keys), Some(&resolved), problem)
-        .await?;
-
-    // Wake when the planner says, a little late rather than early.
-    let wait = planned
-        .next_due
-        .duration_since(Timestamp::now())
-        .try_into()
-        .unwrap_or(Duration::ZERO);
-    let jitter = Duration::from_millis(rand::random_range(50..250));
-    Ok(Action::requeue((wait + jitter).min(MAX_REQUEUE)))
+        Next::After(wait) => Action::requeue(wait),
+        Next::OnChange => Action::await_change(),
+    })
 }
 
-/// What to do after a failed reconcile.
-pub fn error_policy(policy: Arc<KeyRotationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    let ns = policy.namespace().unwrap_or_default();
-    ctx.metrics
-        .inc_reconcile_error(&PolicyRef::of(&policy), error.kind());
-    if error.is_transient() {
-        warn!(policy = %format!("{ns}/{}", policy.name_any()), error = %error, "reconcile failed; retrying");
-        Action::requeue(Duration::from_millis(if error.kind() == "conflict" {
-            100
+// === impl Context ===
+
+impl Context {
+    fn failures_of(&self, policy: &PolicyRef) -> u32 {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.get(policy).copied().unwrap_or(0)
+    }
+
+    fn set_failures(&self, policy: &PolicyRef, n: u32) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if n == 0 {
+            failures.remove(policy);
         } else {
-            2000
-        }))
-    } else {
-        warn!(policy = %format!("{ns}/{}", policy.name_any()), error = %error, "reconcile failed");
-        Action::requeue(Duration::from_secs(60))
+            failures.insert(policy.clone(), n);
+        }
     }
 }
 
-/// A key source that records how long each generation took.
-struct TimedSource<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<K, S: lifecycle::KeySource<K>> lifecycle::KeySource<K> for TimedSource<S> {
-    type Error = S::Error;
-
-    fn generate(&mut self, params: crate::keys::KeyParams) -> Result<K, Self::Error> {
-        let started = std::time::Instant::now();
-        let key = self.inner.generate(params);
-        self.metrics
-            .observe_key_generation(params.alg, started.elapsed().as_secs_f64());
-        key
-    }
+/// What to do after a failed reconcile. The engine handles every failure of
+/// a pass itself, so only the errors of the checks before it (a status patch)
+/// get here: counted, logged, and retried with backoff.
+pub fn error_policy(policy: Arc<KeyRotationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    let policy_ref = PolicyRef::of(&policy);
+    ctx.metrics.inc_reconcile_error(&policy_ref, error.kind());
+    warn!(policy = %policy_ref, error = %error, "reconcile failed; retrying");
+    let failures = ctx.failures_of(&policy_ref).saturating_add(1);
+    ctx.set_failures(&policy_ref, failures);
+    Action::requeue(backoff::jittered(failures))
 }
 
 #[cfg(test)]

@@ -118,6 +118,7 @@ pub async fn run(
         public_base_url: config.public_base_url.clone(),
         writable: writable.clone(),
         written: WrittenStatus::default(),
+        failures: Default::default(),
     });
 
     if config.leader_elect {
