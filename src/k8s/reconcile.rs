@@ -516,6 +516,10 @@ pub fn error_policy(policy: Arc<KeyRotationPolicy>, error: &Error, ctx: Arc<Cont
 }
 
 #[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod mock_api_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -1,0 +1,254 @@
+//! The reconciler against a mock API server: a `tower` service handed to
+//! `kube::Client::new` that answers like kube-apiserver for the few objects
+//! a reconcile touches, and records every request. The tests assert which
+//! requests a reconcile makes; the real-control-plane tests in
+//! `tests/controller*.rs` check the same behaviour end to end.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Mutex;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Secret;
+use kube::client::Body;
+use kube::runtime::events::Reporter as EventReporter;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::k8s::secret::secret_object;
+use crate::store::testing::one_key_set;
+
+const SECRETS: &str = "/api/v1/namespaces/ns/secrets";
+const SECRET: &str = "/api/v1/namespaces/ns/secrets/p-jwks";
+const STATUS: &str = "/apis/jwks.dev/v1alpha1/namespaces/ns/keyrotationpolicies/p/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+/// What the mock API server holds and has been asked.
+#[derive(Default)]
+struct Server {
+    secret: Option<Value>,
+    resource_version: u64,
+    /// `METHOD path` of every request except Events, in order.
+    requests: Vec<String>,
+    /// Event reasons recorded.
+    events: Vec<String>,
+    /// The last status patched.
+    status: Option<Value>,
+    /// Another writer stores this Secret just before our next write.
+    racing_writer: Option<Value>,
+}
+
+impl Server {
+    fn next_version(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+
+    fn store(&mut self, mut secret: Value) -> Value {
+        secret["metadata"]["resourceVersion"] = json!(self.next_version());
+        self.secret = Some(secret.clone());
+        secret
+    }
+
+    fn stored_version(&self) -> Option<String> {
+        self.secret
+            .as_ref()
+            .and_then(|s| s["metadata"]["resourceVersion"].as_str().map(str::to_owned))
+    }
+
+    fn handle(&mut self, method: &Method, path: &str, body: &[u8]) -> (StatusCode, Value) {
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        if path == EVENTS {
+            self.events
+                .push(body["reason"].as_str().unwrap_or("").to_owned());
+            return (StatusCode::CREATED, body);
+        }
+        self.requests.push(format!("{method} {path}"));
+        let is_write = matches!(*method, Method::POST | Method::PUT);
+        if is_write && let Some(theirs) = self.racing_writer.take() {
+            self.store(theirs);
+        }
+        match (method.clone(), path) {
+            (Method::GET, SECRET) => match &self.secret {
+                Some(s) => (StatusCode::OK, s.clone()),
+                None => status(StatusCode::NOT_FOUND, "NotFound"),
+            },
+            (Method::POST, SECRETS) if self.secret.is_some() => {
+                status(StatusCode::CONFLICT, "AlreadyExists")
+            }
+            (Method::POST, SECRETS) => (StatusCode::CREATED, self.store(body)),
+            (Method::PUT, SECRET) => {
+                let expected = body["metadata"]["resourceVersion"].as_str();
+                if expected.map(str::to_owned) != self.stored_version() {
+                    return status(StatusCode::CONFLICT, "Conflict");
+                }
+                (StatusCode::OK, self.store(body))
+            }
+            (Method::PATCH, STATUS) => {
+                self.status = Some(body["status"].clone());
+                let mut policy = policy_json();
+                policy["status"] = body["status"].clone();
+                policy["metadata"]["resourceVersion"] = json!(self.next_version());
+                (StatusCode::OK, policy)
+            }
+            _ => status(StatusCode::NOT_FOUND, "NotFound"),
+        }
+    }
+}
+
+fn status(code: StatusCode, reason: &str) -> (StatusCode, Value) {
+    let body = json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "message": format!("mock: {reason}"), "reason": reason, "code": code.as_u16(),
+    });
+    (code, body)
+}
+
+fn policy_json() -> Value {
+    json!({
+        "apiVersion": "jwks.dev/v1alpha1",
+        "kind": "KeyRotationPolicy",
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "resourceVersion": "1", "generation": 1},
+        "spec": {"algorithm": "ES256"},
+    })
+}
+
+fn policy() -> Arc<KeyRotationPolicy> {
+    Arc::new(serde_json::from_value(policy_json()).unwrap())
+}
+
+/// A reconciler context whose client talks to `server`.
+fn context(server: &Arc<Mutex<Server>>) -> Arc<Context> {
+    let server = server.clone();
+    let service = tower::service_fn(move |req: Request<Body>| {
+        let server = server.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect_bytes().await.unwrap_or_default();
+            let (code, reply) =
+                server
+                    .lock()
+                    .unwrap()
+                    .handle(&parts.method, parts.uri.path(), &body);
+            let reply = Body::from(serde_json::to_vec(&reply).unwrap());
+            Ok::<_, Infallible>(Response::builder().status(code).body(reply).unwrap())
+        }
+    });
+    let client = Client::new(service, "default");
+    Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            EventReporter {
+                controller: "jwks-operator".into(),
+                instance: None,
+            },
+        ),
+        client,
+        metrics: Arc::new(Metrics::new()),
+        public_base_url: None,
+        writable: Arc::new(AtomicBool::new(true)),
+        written: WrittenStatus::default(),
+        failures: Default::default(),
+    })
+}
+
+/// The policy as the watch would deliver it after our status write.
+fn with_status(server: &Arc<Mutex<Server>>) -> Arc<KeyRotationPolicy> {
+    let mut policy = policy_json();
+    policy["status"] = server
+        .lock()
+        .unwrap()
+        .status
+        .clone()
+        .expect("status written");
+    policy["metadata"]["resourceVersion"] = json!("2");
+    Arc::new(serde_json::from_value(policy).unwrap())
+}
+
+fn requests(server: &Arc<Mutex<Server>>) -> Vec<String> {
+    std::mem::take(&mut server.lock().unwrap().requests)
+}
+
+/// A Secret of ours whose data keys were all removed by hand.
+fn our_secret_without_keys() -> Value {
+    let encoded = layout::encode(&one_key_set(), 1).unwrap();
+    let mut secret: Secret = secret_object(&policy(), &encoded, None, &BTreeMap::new());
+    secret.data = Some(BTreeMap::new());
+    serde_json::to_value(secret).unwrap()
+}
+
+#[tokio::test]
+async fn a_new_policy_is_one_create_and_one_status_patch_and_then_nothing_is_written() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    let ctx = context(&server);
+
+    let action = reconcile(policy(), ctx.clone()).await.unwrap();
+    assert_ne!(action, Action::await_change());
+    assert_eq!(
+        requests(&server),
+        [
+            format!("GET {SECRET}"),
+            format!("POST {SECRETS}"),
+            format!("PATCH {STATUS}")
+        ]
+    );
+    assert!(
+        server.lock().unwrap().events.contains(&"KeyCreated".into()),
+        "{:?}",
+        server.lock().unwrap().events
+    );
+
+    // Steady state: the Secret is read, nothing is written, not even status.
+    for _ in 0..3 {
+        reconcile(with_status(&server), ctx.clone()).await.unwrap();
+        assert_eq!(requests(&server), [format!("GET {SECRET}")]);
+    }
+}
+
+#[tokio::test]
+async fn a_write_conflict_re_reads_the_secret_and_retries_once() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    // Another replica creates the Secret first, with no key set in it.
+    server.lock().unwrap().racing_writer = Some(our_secret_without_keys());
+    let ctx = context(&server);
+
+    reconcile(policy(), ctx.clone()).await.unwrap();
+    assert_eq!(
+        requests(&server),
+        [
+            format!("GET {SECRET}"),
+            format!("POST {SECRETS}"),
+            format!("GET {SECRET}"),
+            format!("PUT {SECRET}"),
+            format!("PATCH {STATUS}"),
+        ]
+    );
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains(
+            "jwks_operator_reconcile_errors_total{namespace=\"ns\",name=\"p\",kind=\"conflict\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn status_is_patched_only_when_it_changes() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    let ctx = context(&server);
+    reconcile(policy(), ctx.clone()).await.unwrap();
+    requests(&server);
+    reconcile(with_status(&server), ctx.clone()).await.unwrap();
+    assert_eq!(requests(&server), [format!("GET {SECRET}")]);
+
+    // A new generation of the spec changes observedGeneration: one patch.
+    let mut edited = (*with_status(&server)).clone();
+    edited.metadata.generation = Some(2);
+    reconcile(Arc::new(edited), ctx.clone()).await.unwrap();
+    assert_eq!(
+        requests(&server),
+        [format!("GET {SECRET}"), format!("PATCH {STATUS}")]
+    );
+    let status = server.lock().unwrap().status.clone().unwrap();
+    assert_eq!(status["observedGeneration"], 2);
+}
