@@ -247,22 +247,22 @@ impl ServerTls {
                 match outcome {
                     Reload::Unchanged => {}
                     Reload::Reloaded => {
+                        if let Some(m) = &metrics {
+                            m.tls_reloaded(true);
+                        }
                         info!(
                             cert = %this.files.cert.display(),
                             "TLS certificate reloaded; new connections use it"
                         );
-                        if let Some(m) = &metrics {
-                            m.tls_reloaded(true);
-                        }
                     }
                     Reload::Failed(e) => {
+                        if let Some(m) = &metrics {
+                            m.tls_reloaded(false);
+                        }
                         warn!(
                             error = %e,
                             "TLS certificate files changed but cannot be used; keeping the previous pair"
                         );
-                        if let Some(m) = &metrics {
-                            m.tls_reloaded(false);
-                        }
                     }
                 }
             }
