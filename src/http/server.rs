@@ -41,7 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use warp::{Filter, Reply};
 
 use super::tls::ServerTls;
@@ -464,9 +464,4 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<I> {
             Poll::Pending => this.check(cx).map(Err),
         }
     }
-}
-
-/// Logs where a listener serves, and whether over TLS.
-pub fn log_started(what: &str, addr: SocketAddr, tls: bool) {
-    info!(addr = %addr, tls, "{what} listener started");
 }
