@@ -22,7 +22,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /{ns}/{name}/.well-known/jwks.json` | 200 public JWK Set, `application/jwk-set+json`, `Cache-Control: public, max-age=N` (N = `spec.jwks_max_age()`: ≤ publishAhead/2, ≤ 300), strong `ETag`; 304 on a matching `If-None-Match` (lists, `W/` and `*` included); 404 unknown policy; 503 `not_ready` + `Retry-After` for a known policy with nothing published yet |
+//! | `GET /{ns}/{name}/.well-known/jwks.json` | 200 public JWK Set, `application/jwk-set+json`, `Cache-Control: public, max-age=N` (N = `spec.jwks_max_age()`: ≤ publishAhead/2, ≤ 300, ≤ verifierRefreshInterval), strong `ETag`; 304 on a matching `If-None-Match` (lists, `W/` and `*` included); 404 unknown policy; 503 `not_ready` + `Retry-After` for a known policy with nothing published yet |
 //! | `GET /{ns}/{name}/.well-known/openid-configuration` | 200 discovery document (same caching); 404 when the policy has no issuer |
 //! | `GET /.well-known/jwks.json` | the default policy's set; 404 when none is configured |
 //! | `GET /policies` | JSON array of [`PolicySummary`], sorted by namespace and name |
