@@ -80,7 +80,8 @@ pub const MANAGED_BY: &str = "jwks-operator";
 )]
 #[x_kube(
     validation = Rule::new("!has(self.keySize) || self.algorithm.startsWith('RS') || self.algorithm.startsWith('PS')").message("keySize applies only to RSA algorithms (RS256/384/512, PS256/384/512); remove it for ES256, ES384 and EdDSA"),
-    validation = Rule::new("!has(self.publishAhead) || duration(self.publishAhead) < duration(self.rotationInterval)").message("publishAhead must be shorter than rotationInterval, so each key is published before it signs and still signs for a while")
+    validation = Rule::new("!has(self.publishAhead) || duration(self.publishAhead) < duration(self.rotationInterval)").message("publishAhead must be shorter than rotationInterval, so each key is published before it signs and still signs for a while"),
+    validation = Rule::new("!has(self.verifierRefreshInterval) || (has(self.publishAhead) ? duration(self.publishAhead) >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) : (duration('1h') >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) && duration(self.rotationInterval) >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew)))").message("publishAhead (default: the smaller of 1h and rotationInterval/4) must be at least verifierRefreshInterval + clockSkew, or a verifier can meet a key it has not fetched yet; lengthen publishAhead (and rotationInterval) or shorten verifierRefreshInterval")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KeyRotationPolicySpec {
@@ -109,6 +110,15 @@ pub struct KeyRotationPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("publishAhead must be a non-negative duration such as 15m"))]
     pub publish_ahead: Option<Duration>,
+
+    /// The longest time any verifier of this policy keeps a fetched JWK Set
+    /// before fetching it again (its cache lifetime), as a duration. When
+    /// set, `publishAhead` must be at least this plus `clockSkew`, so every
+    /// verifier has a new key before the key signs, and the served
+    /// `Cache-Control: max-age` never exceeds it. See docs/verifier-caches.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("verifierRefreshInterval must be a duration of at least 1s, such as 10m"))]
+    pub verifier_refresh_interval: Option<Duration>,
 
     /// Upper bound on any token's lifetime (`exp - iat`). Tokens minted by the
     /// operator are capped to it, and a retired key stays published at least
@@ -439,6 +449,7 @@ impl Default for KeyRotationPolicySpec {
             audiences: Vec::new(),
             revoked_key_ids: Vec::new(),
             token_endpoint: None,
+            verifier_refresh_interval: None,
         }
     }
 }
@@ -560,10 +571,14 @@ impl KeyRotationPolicySpec {
     }
 
     /// Cache lifetime for the public set: at most half of `publishAhead`
-    /// (so a verifier refreshes before a pre-published key starts signing)
-    /// and at most 300 s.
+    /// (so a verifier refreshes before a pre-published key starts signing),
+    /// at most 300 s, and at most `verifierRefreshInterval` when set.
     pub fn jwks_max_age(&self) -> u64 {
-        (self.effective_publish_ahead().as_secs() / 2).min(300)
+        let max_age = (self.effective_publish_ahead().as_secs() / 2).min(300);
+        match self.verifier_refresh_interval {
+            Some(v) => max_age.min(StdDuration::from(v).as_secs()),
+            None => max_age,
+        }
     }
 }
 
@@ -693,6 +708,16 @@ mod tests {
         assert_eq!(p.clock_skew, StdDuration::from_secs(60));
         assert_eq!(p.max_keys, 10);
         assert_eq!(s.jwks_max_age(), 300);
+    }
+
+    #[test]
+    fn max_age_never_exceeds_the_verifier_refresh_interval() {
+        assert_eq!(spec("rotationInterval: 24h").jwks_max_age(), 300);
+        let s = spec("rotationInterval: 24h\nverifierRefreshInterval: 45s");
+        assert_eq!(s.jwks_max_age(), 45);
+        // The other bounds still hold when they are lower.
+        let s = spec("rotationInterval: 20m\nverifierRefreshInterval: 1h");
+        assert_eq!(s.jwks_max_age(), 150);
     }
 
     #[test]
@@ -836,6 +861,14 @@ mod tests {
             "{HEAD}spec: {{algorithm: PS256, keySize: 3072, rotationInterval: 1h30m, publishAhead: 10m, issuer: 'https://auth.example.com'}}"
         ))
         .unwrap();
+        // verifierRefreshInterval + clockSkew fits in the (default) publishAhead.
+        for spec in [
+            "{rotationInterval: 24h, verifierRefreshInterval: 10m}",
+            "{rotationInterval: 1h, publishAhead: 20m, clockSkew: 0s, verifierRefreshInterval: 20m}",
+            "{rotationInterval: 44m, verifierRefreshInterval: 10m}",
+        ] {
+            validate(&format!("{HEAD}spec: {spec}")).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+        }
     }
 
     #[test]
@@ -855,6 +888,29 @@ mod tests {
             ),
             ("{issuer: 'not a url'}", "issuer must be an http(s) URL"),
             ("{clockSkew: 3h}", "clockSkew must be a duration"),
+            (
+                "{verifierRefreshInterval: 0s}",
+                "verifierRefreshInterval must be a duration",
+            ),
+            // The default publishAhead of 1h is a quarter of 4h: 15m < 20m + 1m.
+            (
+                "{rotationInterval: 1h, verifierRefreshInterval: 20m}",
+                "must be at least verifierRefreshInterval + clockSkew",
+            ),
+            // A quarter of 43m is 10m45s < 10m + 1m (44m would do).
+            (
+                "{rotationInterval: 43m, verifierRefreshInterval: 10m}",
+                "must be at least verifierRefreshInterval + clockSkew",
+            ),
+            // The default is capped at 1h.
+            (
+                "{rotationInterval: 24h, verifierRefreshInterval: 1h}",
+                "must be at least verifierRefreshInterval + clockSkew",
+            ),
+            (
+                "{rotationInterval: 24h, publishAhead: 5m, verifierRefreshInterval: 5m}",
+                "must be at least verifierRefreshInterval + clockSkew",
+            ),
         ];
         for (spec, needle) in cases {
             let errs = validate(&format!("{HEAD}spec: {spec}")).unwrap_err();

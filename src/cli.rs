@@ -111,6 +111,70 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "JWKS_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Serve every listener (JWKS, token, metrics) over TLS with this PEM
+    /// certificate chain (leaf first). Needs --tls-key-file. Re-read when
+    /// it changes: new connections get the new certificate.
+    #[arg(
+        long,
+        env = "JWKS_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert-file.
+    #[arg(
+        long,
+        env = "JWKS_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Time a client has to send a complete request head (and to finish a
+    /// TLS handshake), counted from connecting or from the end of the
+    /// previous response; an idle keep-alive connection is closed after it.
+    #[arg(long, env = "JWKS_HTTP_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is
+    /// closed (a stalled request body, a client that stops reading).
+    #[arg(long, env = "JWKS_HTTP_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
+    pub http_idle_timeout: Duration,
+    /// Most connections open at once on each listener; more are answered
+    /// 503 and closed.
+    #[arg(long, env = "JWKS_HTTP_MAX_CONNECTIONS", value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+}
+
+// === impl ServeArgs ===
+
+impl ServeArgs {
+    /// The listener settings these flags describe.
+    pub fn listeners(&self) -> crate::http::ListenerConfig {
+        let mut config = crate::http::ListenerConfig::new(self.jwks_addr);
+        config.token_addr = self.token_addr;
+        config.metrics_addr = self.metrics_addr;
+        config.limits = crate::http::Limits {
+            header_read_timeout: self.http_header_read_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_connections: self.http_max_connections as usize,
+            ..crate::http::Limits::default()
+        };
+        config.tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::http::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        config
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
 }
 
 fn parse_policy_ref(s: &str) -> Result<PolicyRef, String> {
@@ -262,9 +326,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let config = crate::k8s::run::RunConfig {
         namespaces: args.namespaces,
-        jwks_addr: args.serve.jwks_addr,
-        token_addr: args.serve.token_addr,
-        metrics_addr: args.serve.metrics_addr,
+        listeners: args.serve.listeners(),
         leader_elect: args.leader_elect,
         lease_namespace: args
             .leader_elect_namespace
@@ -362,9 +424,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let config = crate::standalone::Config {
         policies: args.policies,
         state_dir: args.state_dir,
-        jwks_addr: args.serve.jwks_addr,
-        token_addr: args.serve.token_addr,
-        metrics_addr: args.serve.metrics_addr,
+        listeners: args.serve.listeners(),
         public_base_url: args.serve.public_base_url,
         default_policy: args.serve.default_policy,
     };

@@ -13,6 +13,10 @@
 //! | `reconcile_errors_total` | counter | `namespace`, `name`, `kind` | failed reconciles / engine runs, by error kind |
 //! | `http_requests_total` | counter | `listener`, `route`, `status` | HTTP responses by listener (`jwks`, `token`, `metrics`), route class and status code |
 //! | `http_not_modified_total` | counter | `route` | `304 Not Modified` answers (also counted in `http_requests_total`) |
+//! | `http_open_connections` | gauge | `listener` | connections open now |
+//! | `http_connections_refused_total` | counter | `listener` | connections closed at once because the listener was at `--http-max-connections` |
+//! | `tls_reloads_total` | counter | `result` | changes of the TLS certificate files acted on: `success` (new connections use the new pair) or `failure` (the previous pair stays) |
+//! | `tls_reload_failing` | gauge | | 1 while the TLS files on disk are unusable and the previous pair is served, else 0 |
 //!
 //! Labels carry policy names, kids never appear, key material never does.
 //! The HTTP counters are a fixed array of atomics (no lock, no allocation on
@@ -76,6 +80,16 @@ struct RotationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlgLabels {
     alg: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -383,6 +397,10 @@ pub struct Metrics {
     error_kinds: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
     http: std::sync::Arc<HttpCounters>,
     leader: Gauge,
+    open_connections: Family<ListenerLabels, Gauge>,
+    refused_connections: Family<ListenerLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+    tls_reload_failing: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -467,8 +485,36 @@ impl Metrics {
             "1 while this replica holds the Lease and reconciles (always 1 without leader election), else 0",
             leader.clone(),
         );
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "http_open_connections",
+            "HTTP connections open now, by listener",
+            open_connections.clone(),
+        );
+        let refused_connections = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections closed at once because the listener was at its connection limit",
+            refused_connections.clone(),
+        );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Changes of the TLS certificate files acted on, by result (success, failure)",
+            tls_reloads.clone(),
+        );
+        let tls_reload_failing = Gauge::default();
+        registry.register(
+            "tls_reload_failing",
+            "1 while the TLS files on disk are unusable and the previous pair is served, else 0",
+            tls_reload_failing.clone(),
+        );
         Metrics {
             registry,
+            open_connections,
+            refused_connections,
+            tls_reloads,
+            tls_reload_failing,
             keys,
             rotations,
             next_rotation,
@@ -627,6 +673,43 @@ impl Metrics {
     /// Counts one HTTP answer. Lock-free; called for every request.
     pub fn record_http(&self, listener: Listener, route: RouteClass, status: u16) {
         self.http.record(listener, route, status);
+    }
+
+    /// Counts a connection a listener took.
+    pub fn http_connection_opened(&self, listener: Listener) {
+        self.open_connections
+            .get_or_create(&ListenerLabels {
+                listener: listener.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection a listener closed (or that its client closed).
+    pub fn http_connection_closed(&self, listener: Listener) {
+        self.open_connections
+            .get_or_create(&ListenerLabels {
+                listener: listener.as_str(),
+            })
+            .dec();
+    }
+
+    /// Counts a connection refused at the connection limit.
+    pub fn http_connection_refused(&self, listener: Listener) {
+        self.refused_connections
+            .get_or_create(&ListenerLabels {
+                listener: listener.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a change of the TLS files acted on: the new pair is in use
+    /// (`ok`) or it was refused and the previous one stays.
+    pub fn tls_reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.tls_reload_failing.set(i64::from(!ok));
     }
 
     /// The whole exposition in OpenMetrics text format (ends with `# EOF`).

@@ -67,6 +67,12 @@ async fn cel_rules_reject_bad_policies_with_our_messages() {
             "rotationInterval",
         ),
         (serde_json::json!({"maxKeys": 1}), "maxKeys"),
+        // With the defaults filled in by the API server: publishAhead is
+        // min(1h, 1h/4) = 15m, clockSkew 60s; 15m < 20m + 60s.
+        (
+            serde_json::json!({"rotationInterval": "1h", "verifierRefreshInterval": "20m"}),
+            "must be at least verifierRefreshInterval + clockSkew",
+        ),
     ];
     for (i, (spec, needle)) in cases.into_iter().enumerate() {
         // Send raw JSON: some of these do not even deserialize into our types.
@@ -98,6 +104,17 @@ async fn cel_rules_reject_bad_policies_with_our_messages() {
             other => panic!("unexpected error {other}"),
         }
     }
+    // The control: the same field, within the default publishAhead (1h).
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(
+                "fits",
+                serde_json::json!({"rotationInterval": "24h", "verifierRefreshInterval": "10m"}),
+            ),
+        )
+        .await
+        .expect("verifierRefreshInterval + clockSkew within publishAhead is accepted");
 }
 
 #[tokio::test]

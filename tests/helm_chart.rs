@@ -257,6 +257,26 @@ fn combinations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             ],
         ),
         (
+            "tls-secret",
+            vec![
+                ("tls.enabled", "true"),
+                ("tls.secretName", "jwks-serving"),
+                ("metrics.serviceMonitor.enabled", "true"),
+            ],
+        ),
+        (
+            "tls-cert-manager",
+            vec![
+                ("tls.enabled", "true"),
+                ("tls.certManager.enabled", "true"),
+                ("tls.certManager.issuerRef.name", "internal-ca"),
+                ("tls.certManager.issuerRef.kind", "ClusterIssuer"),
+                ("tls.certManager.duration", "720h"),
+                ("tls.certManager.dnsNames[0]", "keys.example.com"),
+                ("publicBaseUrl", "https://keys.example.com"),
+            ],
+        ),
+        (
             "everything-else",
             vec![
                 ("replicas", "3"),
@@ -847,6 +867,106 @@ fn rbac_and_service_account_can_be_brought_by_the_user() {
 }
 
 #[test]
+fn tls_serves_https_everywhere_from_a_mounted_secret_or_a_cert_manager_certificate() {
+    // Off by default: plain HTTP, no volume, no Certificate.
+    let plain = render(RELEASE, NS, &[]);
+    assert!(!kinds(&plain).contains_key("Certificate"));
+    assert!(!args(&plain).iter().any(|a| a.starts_with("--tls-")));
+    assert!(container(&plain)["volumeMounts"].is_null());
+
+    let base = "https://jwks-operator.jwks-system.svc:8080";
+    for (secret, values) in [
+        (
+            "existing-tls",
+            vec![("tls.enabled", "true"), ("tls.secretName", "existing-tls")],
+        ),
+        (
+            "jwks-operator-tls",
+            vec![
+                ("tls.enabled", "true"),
+                ("tls.certManager.enabled", "true"),
+                ("tls.certManager.issuerRef.name", "internal-ca"),
+                ("metrics.serviceMonitor.enabled", "true"),
+            ],
+        ),
+    ] {
+        let objects = render(RELEASE, NS, &values);
+        let args = args(&objects);
+        for flag in [
+            "--tls-cert-file=/etc/jwks-operator/tls/tls.crt",
+            "--tls-key-file=/etc/jwks-operator/tls/tls.key",
+            &format!("--public-base-url={base}"),
+        ] {
+            assert!(args.iter().any(|a| a == flag), "{flag} not in {args:?}");
+        }
+        let c = container(&objects);
+        assert_eq!(
+            c["volumeMounts"],
+            json!([{"name": "tls", "mountPath": "/etc/jwks-operator/tls", "readOnly": true}])
+        );
+        let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"],
+            json!([{"name": "tls", "secret": {"secretName": secret}}])
+        );
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+            assert_eq!(c[probe]["httpGet"]["port"], "jwks", "{probe}");
+        }
+        let service = named(&objects, "Service", RELEASE).unwrap();
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"name": "https", "port": 8080, "targetPort": "jwks", "protocol": "TCP", "appProtocol": "https"}])
+        );
+        if secret == "jwks-operator-tls" {
+            let cert = one(&objects, "Certificate");
+            assert_eq!(cert["apiVersion"], "cert-manager.io/v1");
+            assert_eq!(cert["spec"]["secretName"], secret);
+            assert_eq!(cert["spec"]["duration"], "2160h");
+            assert_eq!(
+                cert["spec"]["dnsNames"],
+                json!([
+                    "jwks-operator.jwks-system.svc",
+                    "jwks-operator.jwks-system.svc.cluster.local"
+                ])
+            );
+            assert_eq!(
+                cert["spec"]["issuerRef"],
+                json!({"name": "internal-ca", "kind": "Issuer", "group": "cert-manager.io"})
+            );
+            let endpoint = &one(&objects, "ServiceMonitor")["spec"]["endpoints"][0];
+            assert_eq!(endpoint["scheme"], "https");
+            assert_eq!(
+                endpoint["tlsConfig"]["ca"]["secret"],
+                json!({"name": secret, "key": "ca.crt"})
+            );
+            assert_eq!(
+                endpoint["tlsConfig"]["serverName"],
+                "jwks-operator.jwks-system.svc"
+            );
+        } else {
+            assert!(!kinds(&objects).contains_key("Certificate"));
+        }
+    }
+
+    // A given publicBaseUrl wins over the default.
+    let objects = render(
+        RELEASE,
+        NS,
+        &[
+            ("tls.enabled", "true"),
+            ("tls.secretName", "s"),
+            ("publicBaseUrl", "https://keys.example.com"),
+        ],
+    );
+    assert!(
+        args(&objects)
+            .iter()
+            .any(|a| a == "--public-base-url=https://keys.example.com")
+    );
+}
+
+#[test]
 fn wrong_values_fail_with_a_message_naming_them() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
@@ -899,6 +1019,27 @@ fn wrong_values_fail_with_a_message_naming_them() {
             &[("tokenListener.service.enabled", "true")],
             "tokenListener.service.enabled requires tokenListener.enabled",
         ),
+        (
+            &[("tls.enabled", "true")],
+            "tls.enabled needs a certificate: set tls.secretName",
+        ),
+        (
+            &[("tls.certManager.enabled", "true")],
+            "tls.certManager.enabled requires tls.enabled",
+        ),
+        (
+            &[("tls.enabled", "true"), ("tls.certManager.enabled", "true")],
+            "tls.certManager.issuerRef.name is empty",
+        ),
+        (
+            &[("tls.certManager.issuerRef.kind", "Vault")],
+            "at '/tls/certManager/issuerRef/kind'",
+        ),
+        (
+            &[("tls.certManager.duration", "90 days")],
+            "at '/tls/certManager/duration'",
+        ),
+        (&[("tls.secretName", "My_Secret")], "at '/tls/secretName'"),
     ];
     for (values, needle) in cases {
         match template(RELEASE, NS, values) {
@@ -1003,6 +1144,55 @@ async fn install_servicemonitor_crd(client: &Client) {
     }
 }
 
+/// cert-manager's CRDs, as its Go module publishes them
+/// (tests/controlplane/cert-manager-crds.sh fetches it from the module proxy).
+async fn install_cert_manager_crds(client: &Client) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/controlplane/cert-manager-crds.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run cert-manager-crds.sh");
+    assert!(out.status.success(), "{} failed", script.display());
+    let dir = String::from_utf8(out.stdout).unwrap();
+    let dir = std::path::Path::new(dir.trim());
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in [
+        "cert-manager.io_certificates.yaml",
+        "cert-manager.io_issuers.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("jwks-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let conditions = crds
+                .get(&name)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default();
+            if conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} not Established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// `kubectl apply --server-side --dry-run=server` of `yaml`: the API server
 /// validates every object (strict field validation, admission) and persists
 /// nothing. Returns kubectl's stderr (warnings).
@@ -1050,6 +1240,7 @@ async fn every_rendered_combination_passes_server_side_dry_run_and_pod_security_
     let _dump = DumpOnFailure(cp);
     let admin = cp.admin_client().await;
     install_servicemonitor_crd(&admin).await;
+    install_cert_manager_crds(&admin).await;
     let ns = cp.namespace(&admin, "chart-dryrun").await;
     // Enforce the restricted Pod Security Standard, and warn on workloads.
     label_namespace(
@@ -1097,6 +1288,25 @@ async fn every_rendered_combination_passes_server_side_dry_run_and_pod_security_
             .await
             .unwrap_or_else(|e| panic!("{name}: a pod from the template is not accepted: {e}"));
     }
+
+    // The control for the Certificate: the API server checks it against
+    // cert-manager's schema (a misspelt field is refused).
+    let yaml = template(
+        RELEASE,
+        &ns,
+        &[
+            ("tls.enabled", "true"),
+            ("tls.certManager.enabled", "true"),
+            ("tls.certManager.issuerRef.name", "internal-ca"),
+        ],
+    )
+    .unwrap();
+    let broken = yaml.replace("  issuerRef:\n", "  issuerReff:\n");
+    assert_ne!(broken, yaml);
+    let refused = server_dry_run(cp, &broken)
+        .await
+        .expect_err("a Certificate with an unknown field");
+    assert!(refused.contains("issuerReff"), "{refused}");
 
     // The control: the same Pod without its security contexts is refused, so
     // the acceptance above is Pod Security's verdict, not an absent check.

@@ -563,3 +563,77 @@ fn a_foreign_key_set_in_the_state_directory_is_adopted() {
         "written back in the operator's layout"
     );
 }
+
+#[test]
+fn tls_serves_every_listener_and_a_bad_pair_stops_the_start_naming_the_file() {
+    let ws = Workspace::new();
+    ws.write_policy(
+        "tls.yaml",
+        &manifest("tls", "", "  tokenEndpoint: {enabled: true}\n"),
+    );
+    let (ca, cert, key) = tls_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_file = dir.path().join("tls.crt");
+    let key_file = dir.path().join("tls.key");
+    fs::write(&cert_file, &cert).unwrap();
+    fs::write(&key_file, &key).unwrap();
+    let (cert_arg, key_arg) = (
+        cert_file.display().to_string(),
+        key_file.display().to_string(),
+    );
+
+    let op = Operator::start_with(
+        &ws.policies(),
+        &ws.state(),
+        &["--tls-cert-file", &cert_arg, "--tls-key-file", &key_arg],
+    );
+    let jwks = https(
+        op.jwks,
+        &ca,
+        "GET",
+        "/default/tls/.well-known/jwks.json",
+        &[],
+        None,
+    );
+    assert_eq!(jwks.status, 200, "{}", jwks.text());
+    let minted = https(
+        op.token,
+        &ca,
+        "POST",
+        "/default/tls/token",
+        &[("content-type", "application/json")],
+        Some(br#"{"sub":"alice"}"#),
+    );
+    assert_eq!(minted.status, 200, "{}", minted.text());
+    assert_eq!(
+        minted.json()["kid"],
+        jwks.json()["keys"][0]["kid"],
+        "minted over TLS by the key the JWKS listener serves over TLS"
+    );
+    assert!(op.stop().success());
+
+    // A key that is not the certificate's: no start, and the message says
+    // which files.
+    let (_, _, other_key) = tls_pair();
+    fs::write(&key_file, &other_key).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["standalone", "--policies"])
+        .arg(ws.policies())
+        .arg("--state-dir")
+        .arg(ws.state())
+        .args(["--jwks-addr", "127.0.0.1:0"])
+        .args(["--tls-cert-file", &cert_arg, "--tls-key-file", &key_arg])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = eventually("the process exits", 20 * SEC, || child.try_wait().unwrap());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&key_arg) && stderr.contains("does not match"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+}

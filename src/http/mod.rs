@@ -11,7 +11,10 @@
 //!   the binary and by the tests alike;
 //! - [`handlers`]: what each route answers;
 //! - [`models`]: the token listener's request/response bodies;
-//! - [`errors`]: the JSON error shape and the rejection handler.
+//! - [`errors`]: the JSON error shape and the rejection handler;
+//! - [`server`]: the listeners themselves (timeouts, connection cap, drain),
+//!   and [`tls`]: their certificate, reloaded when its files change;
+//!   [`start_listeners`] starts all of a process's listeners.
 //!
 //! # Routes
 //!
@@ -19,7 +22,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /{ns}/{name}/.well-known/jwks.json` | 200 public JWK Set, `application/jwk-set+json`, `Cache-Control: public, max-age=N` (N = `spec.jwks_max_age()`: ≤ publishAhead/2, ≤ 300), strong `ETag`; 304 on a matching `If-None-Match` (lists, `W/` and `*` included); 404 unknown policy; 503 `not_ready` + `Retry-After` for a known policy with nothing published yet |
+//! | `GET /{ns}/{name}/.well-known/jwks.json` | 200 public JWK Set, `application/jwk-set+json`, `Cache-Control: public, max-age=N` (N = `spec.jwks_max_age()`: ≤ publishAhead/2, ≤ 300, ≤ verifierRefreshInterval), strong `ETag`; 304 on a matching `If-None-Match` (lists, `W/` and `*` included); 404 unknown policy; 503 `not_ready` + `Retry-After` for a known policy with nothing published yet |
 //! | `GET /{ns}/{name}/.well-known/openid-configuration` | 200 discovery document (same caching); 404 when the policy has no issuer |
 //! | `GET /.well-known/jwks.json` | the default policy's set; 404 when none is configured |
 //! | `GET /policies` | JSON array of [`PolicySummary`], sorted by namespace and name |
@@ -45,24 +48,32 @@ pub mod errors;
 pub mod filters;
 pub mod handlers;
 pub mod models;
+pub mod server;
 pub mod snapshot;
+pub mod tls;
 
 #[cfg(test)]
+mod server_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use anyhow::Context as _;
 use tokio::task::JoinHandle;
-use warp::{Filter, Reply};
+use tracing::info;
 
 pub use errors::ApiError;
 pub use filters::{BODY_LIMIT, jwks_routes, metrics_routes, token_routes};
+pub use server::{Limits, ServeConfig, serve};
 pub use snapshot::{
     DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyRef, PolicySummary, PolicyView, Problem,
     SharedState, Snapshot, random_jti, strong_etag,
 };
+pub use tls::{ServerTls, TlsError, TlsFiles};
 
 /// Resolves when the process is asked to stop: SIGTERM (what Kubernetes
 /// sends) or SIGINT (Ctrl-C).
@@ -141,24 +152,131 @@ impl Shutdown {
     }
 }
 
-/// Binds `addr` (port 0 picks a free port) and serves `routes` on it in a
-/// background task until `shutdown` completes; then stops accepting, lets
-/// requests in flight finish, and the task ends.
-///
-/// Returns the bound address and the task's handle. Fails only if the
-/// address cannot be bound.
-pub async fn serve<F, R>(
-    addr: SocketAddr,
-    routes: F,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)>
-where
-    F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
-    R: Reply,
-{
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let server = warp::serve(routes).incoming(listener).graceful(shutdown);
-    let handle = tokio::spawn(async move { server.run().await });
-    Ok((local, handle))
+/// The listeners of one process (`run` or `standalone`).
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// The JWKS listener (`--jwks-addr`).
+    pub jwks_addr: SocketAddr,
+    /// The token listener (`--token-addr`), off when `None`.
+    pub token_addr: Option<SocketAddr>,
+    /// The probes-and-metrics listener (`--metrics-addr`), off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Timeouts and connection cap, the same for each listener.
+    pub limits: Limits,
+    /// Serve every listener over TLS with this pair (`--tls-cert-file`,
+    /// `--tls-key-file`); plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+    /// How often the TLS files are checked for a change.
+    pub tls_reload_interval: std::time::Duration,
+}
+
+impl ListenerConfig {
+    /// Plain HTTP on `jwks_addr` alone, with the default limits.
+    pub fn new(jwks_addr: SocketAddr) -> Self {
+        ListenerConfig {
+            jwks_addr,
+            token_addr: None,
+            metrics_addr: None,
+            limits: Limits::default(),
+            tls: None,
+            tls_reload_interval: tls::RELOAD_INTERVAL,
+        }
+    }
+}
+
+/// A process's running listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Where the JWKS listener is bound.
+    pub jwks: SocketAddr,
+    /// Where the token listener is bound, if on.
+    pub token: Option<SocketAddr>,
+    /// Where the metrics listener is bound, if on.
+    pub metrics: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Loads the TLS pair (if any) and starts every configured listener,
+/// serving `state` until `shutdown` is triggered. Fails when the TLS pair
+/// is unusable (the error names the file) or an address cannot be bound.
+pub async fn start_listeners(
+    config: &ListenerConfig,
+    state: &SharedState,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Listeners> {
+    let metrics = state.metrics_arc();
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = ServerTls::load(files.clone()).context("cannot use the TLS certificate")?;
+            tls.spawn_reloader(
+                config.tls_reload_interval,
+                Some(metrics.clone()),
+                shutdown.wait(),
+            );
+            Some(tls)
+        }
+        None => None,
+    };
+    let serve_config = |listener| ServeConfig {
+        listener,
+        limits: config.limits.clone(),
+        tls: tls.clone(),
+        metrics: Some(metrics.clone()),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut tasks = Vec::new();
+    let (jwks, task) = serve(
+        config.jwks_addr,
+        jwks_routes(state.clone()),
+        serve_config(crate::metrics::Listener::Jwks),
+        shutdown.wait(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on --jwks-addr {}", config.jwks_addr))?;
+    info!(addr = %jwks, scheme, "JWKS listener started");
+    tasks.push(task);
+    let mut token = None;
+    if let Some(addr) = config.token_addr {
+        let (bound, task) = serve(
+            addr,
+            token_routes(state.clone()),
+            serve_config(crate::metrics::Listener::Token),
+            shutdown.wait(),
+        )
+        .await
+        .with_context(|| format!("cannot listen on --token-addr {addr}"))?;
+        info!(addr = %bound, scheme, "token listener started");
+        tasks.push(task);
+        token = Some(bound);
+    }
+    let mut metrics_bound = None;
+    if let Some(addr) = config.metrics_addr {
+        let (bound, task) = serve(
+            addr,
+            metrics_routes(state.clone()),
+            serve_config(crate::metrics::Listener::Metrics),
+            shutdown.wait(),
+        )
+        .await
+        .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        info!(addr = %bound, scheme, "metrics listener started");
+        tasks.push(task);
+        metrics_bound = Some(bound);
+    }
+    Ok(Listeners {
+        jwks,
+        token,
+        metrics: metrics_bound,
+        tasks,
+    })
+}
+
+// === impl Listeners ===
+
+impl Listeners {
+    /// Waits until every listener has stopped: after the shutdown switch,
+    /// each drains for at most [`Limits::drain_timeout`].
+    pub async fn stopped(self) {
+        let _: Vec<_> = futures::future::join_all(self.tasks).await;
+    }
 }

@@ -1359,12 +1359,23 @@ async fn serve_binds_caps_chunked_bodies_and_shuts_down_gracefully() {
     let f = fixture();
     let shutdown = Shutdown::new();
     let any = "127.0.0.1:0".parse().unwrap();
-    let (jwks_addr, jwks_task) = serve(any, jwks_routes(f.state.clone()), shutdown.wait())
-        .await
-        .unwrap();
-    let (token_addr, token_task) = serve(any, token_routes(f.state.clone()), shutdown.wait())
-        .await
-        .unwrap();
+    let plain = ServeConfig::plain;
+    let (jwks_addr, jwks_task) = serve(
+        any,
+        jwks_routes(f.state.clone()),
+        plain(crate::metrics::Listener::Jwks),
+        shutdown.wait(),
+    )
+    .await
+    .unwrap();
+    let (token_addr, token_task) = serve(
+        any,
+        token_routes(f.state.clone()),
+        plain(crate::metrics::Listener::Token),
+        shutdown.wait(),
+    )
+    .await
+    .unwrap();
     assert_ne!(jwks_addr.port(), 0);
 
     // HEAD over the wire: the length of the GET body, no body.

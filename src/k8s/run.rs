@@ -1,7 +1,6 @@
 //! `jwks-operator run`: the HTTP servers and serving index on every replica,
 //! and the reconciler on the one that holds the Lease.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,12 +25,8 @@ use crate::metrics::Metrics;
 pub struct RunConfig {
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
-    /// JWKS listener.
-    pub jwks_addr: SocketAddr,
-    /// Token listener (off when None).
-    pub token_addr: Option<SocketAddr>,
-    /// Separate metrics listener (metrics are on the JWKS listener too).
-    pub metrics_addr: Option<SocketAddr>,
+    /// The listeners: addresses, limits, TLS.
+    pub listeners: http::ListenerConfig,
     /// Use a Lease so only one replica writes.
     pub leader_elect: bool,
     /// Namespace of the Lease.
@@ -65,37 +60,16 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let (jwks_bound, jwks_task) = http::serve(
-        config.jwks_addr,
-        http::jwks_routes(state.clone()),
-        stopped(stop_rx.clone()),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("binding the JWKS listener on {}: {e}", config.jwks_addr))?;
-    info!(addr = %jwks_bound, "JWKS listener up");
-    let mut servers = vec![jwks_task];
-    if let Some(addr) = config.token_addr {
-        let (bound, task) = http::serve(
-            addr,
-            http::token_routes(state.clone()),
-            stopped(stop_rx.clone()),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("binding the token listener on {addr}: {e}"))?;
-        info!(addr = %bound, "token listener up");
-        servers.push(task);
+    let stop_servers = http::Shutdown::new();
+    {
+        let stop_servers = stop_servers.clone();
+        let stopped = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            stopped.await;
+            stop_servers.trigger();
+        });
     }
-    if let Some(addr) = config.metrics_addr {
-        let (bound, task) = http::serve(
-            addr,
-            http::metrics_routes(state.clone()),
-            stopped(stop_rx.clone()),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("binding the metrics listener on {addr}: {e}"))?;
-        info!(addr = %bound, "metrics listener up");
-        servers.push(task);
-    }
+    let servers = http::start_listeners(&config.listeners, &state, &stop_servers).await?;
 
     let index = tokio::spawn(serving::run(
         client.clone(),
@@ -131,9 +105,8 @@ pub async fn run(
 
     let _ = stopped(stop_rx).await;
     index.abort();
-    for s in servers {
-        let _ = s.await;
-    }
+    // Each listener drains for at most its drain timeout.
+    servers.stopped().await;
     info!("stopped");
     Ok(())
 }

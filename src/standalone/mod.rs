@@ -15,7 +15,6 @@
 //! binary triggers it on `SIGTERM`/`SIGINT`) stops gracefully: in-flight
 //! requests finish, then the process exits.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +33,6 @@ use crate::http::{self, PolicyRef, SharedState, Shutdown};
 use crate::metrics::Metrics;
 use crate::store::files::FileStore;
 
-/// How long in-flight requests get to finish at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The engine never sleeps less than this between passes (no busy loop when
 /// a due time is a hair in the future).
 const MIN_SLEEP: Duration = Duration::from_millis(10);
@@ -47,12 +44,8 @@ pub struct Config {
     pub policies: PathBuf,
     /// Where the key sets are kept.
     pub state_dir: PathBuf,
-    /// Address of the JWKS listener.
-    pub jwks_addr: SocketAddr,
-    /// Address of the token listener, if it is on.
-    pub token_addr: Option<SocketAddr>,
-    /// Address of a probes-and-metrics-only listener, if wanted.
-    pub metrics_addr: Option<SocketAddr>,
+    /// The listeners: addresses, limits, TLS.
+    pub listeners: http::ListenerConfig,
     /// Public base URL of the JWKS listener, for discovery documents.
     pub public_base_url: Option<String>,
     /// The policy served at `GET /.well-known/jwks.json`.
@@ -76,32 +69,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     let state = SharedState::new(config.default_policy.clone(), metrics);
-    let (jwks_addr, jwks_server) = http::serve(
-        config.jwks_addr,
-        http::jwks_routes(state.clone()),
-        shutdown.wait(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on --jwks-addr {}", config.jwks_addr))?;
-    info!(addr = %jwks_addr, "JWKS listener started");
-    let mut servers = vec![jwks_server];
-    if let Some(addr) = config.token_addr {
-        let (token_addr, token_server) =
-            http::serve(addr, http::token_routes(state.clone()), shutdown.wait())
-                .await
-                .with_context(|| format!("cannot listen on --token-addr {addr}"))?;
-        info!(addr = %token_addr, "token listener started");
-        servers.push(token_server);
-    }
-    if let Some(addr) = config.metrics_addr {
-        let (metrics_addr, metrics_server) =
-            http::serve(addr, http::metrics_routes(state.clone()), shutdown.wait())
-                .await
-                .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
-        info!(addr = %metrics_addr, "metrics listener started");
-        servers.push(metrics_server);
-    }
-
+    let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
     let mut engine = Engine::new(store, state.clone(), config.public_base_url.clone());
     engine.apply_files(files, Timestamp::now());
     engine.reconcile_due(&shutdown).await;
@@ -136,10 +104,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     info!("shutting down: finishing requests in flight");
     state.set_ready(false);
     shutdown.trigger();
-    let all = futures::future::join_all(servers);
-    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
-        error!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting anyway");
-    }
+    // Each listener drains for at most its drain timeout.
+    servers.stopped().await;
     Ok(())
 }
 

@@ -39,11 +39,24 @@ pub struct ControlPlane {
 
 static PLANE: OnceCell<ControlPlane> = OnceCell::const_new();
 
+/// Settings of a test binary's control plane (most need none).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Appended to kube-apiserver's command line (e.g. `--authentication-config=...`).
+    pub extra_apiserver_args: Vec<String>,
+}
+
 /// The shared control plane of this test binary, started on first use.
 pub async fn control_plane() -> &'static ControlPlane {
+    control_plane_with(Options::default()).await
+}
+
+/// [`control_plane`], started with `options` if this is the first use
+/// (later calls get the running one whatever their options).
+pub async fn control_plane_with(options: Options) -> &'static ControlPlane {
     PLANE
         .get_or_init(|| async {
-            match ControlPlane::start().await {
+            match ControlPlane::start(options).await {
                 Ok(cp) => cp,
                 Err(e) => panic!("starting the test control plane failed: {e}"),
             }
@@ -155,7 +168,7 @@ pub fn kubeconfig_yaml(server: &str, ca_file: &Path, token: &str) -> String {
 // === impl ControlPlane ===
 
 impl ControlPlane {
-    async fn start() -> Result<ControlPlane, String> {
+    async fn start(options: Options) -> Result<ControlPlane, String> {
         let started = Instant::now();
         let bin = bin_dir()?;
         let dir = std::env::temp_dir().join(format!("jwks-cp-{}", random_hex(6)));
@@ -195,7 +208,7 @@ impl ControlPlane {
             "--unsafe-no-fsync=true".into(),
             "--log-level=warn".into(),
         ];
-        let apiserver = vec![
+        let mut apiserver = vec![
             bin.join("kube-apiserver").display().to_string(),
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
             "--bind-address=127.0.0.1".into(),
@@ -212,6 +225,7 @@ impl ControlPlane {
             format!("--service-account-key-file={}", d("sa.pub")),
             format!("--service-account-signing-key-file={}", d("sa.key")),
         ];
+        apiserver.extend(options.extra_apiserver_args);
         let controller_manager = vec![
             bin.join("kube-controller-manager").display().to_string(),
             format!("--kubeconfig={}", kubeconfig.display()),

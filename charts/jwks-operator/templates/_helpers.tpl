@@ -93,7 +93,15 @@ when both are set).
 In-cluster base URL of the JWKS Service.
 */}}
 {{- define "jwks-operator.serviceUrl" -}}
-{{- printf "http://%s.%s.svc:%d" (include "jwks-operator.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- printf "%s://%s.%s.svc:%d" (ternary "https" "http" .Values.tls.enabled) (include "jwks-operator.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- end }}
+
+{{/*
+The kubernetes.io/tls Secret the pod mounts when tls.enabled: tls.secretName,
+else (with cert-manager) <fullname>-tls.
+*/}}
+{{- define "jwks-operator.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "jwks-operator.fullname" .)) }}
 {{- end }}
 
 {{/*
@@ -103,6 +111,15 @@ Deployment, so `helm install` fails before anything is created.
 {{- define "jwks-operator.validate" -}}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail (printf "replicas is %d but leaderElection.enabled is false: every replica would write keys. Enable leader election or set replicas: 1" (int .Values.replicas)) }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) (not .Values.tls.certManager.enabled) }}
+{{- fail "tls.enabled needs a certificate: set tls.secretName (an existing kubernetes.io/tls Secret) or tls.certManager.enabled" }}
+{{- end }}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.enabled) }}
+{{- fail "tls.certManager.enabled requires tls.enabled: nothing would use the certificate" }}
+{{- end }}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.issuerRef.name is empty: name the cert-manager Issuer or ClusterIssuer that signs the certificate" }}
 {{- end }}
 {{- if and .Values.tokenListener.service.enabled (not .Values.tokenListener.enabled) }}
 {{- fail "tokenListener.service.enabled requires tokenListener.enabled: there is no token listener to expose" }}

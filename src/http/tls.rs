@@ -1,0 +1,271 @@
+//! TLS for the listeners (rustls with the aws-lc-rs provider).
+//!
+//! One certificate and key pair (`--tls-cert-file`, `--tls-key-file`, PEM)
+//! serves every listener of the process: JWKS, token and metrics. The files
+//! are read again every [`RELOAD_INTERVAL`]; when their content changed
+//! (cert-manager renews a mounted Secret in place) a good new pair is used
+//! for every new connection, while connections already open keep the
+//! session they have. A bad new pair (unparsable, or a key that does not
+//! belong to the certificate) is refused: the previous pair stays in use, a
+//! warning names the file, and the metrics say so
+//! (`jwks_operator_tls_reloads_total{result="failure"}`,
+//! `jwks_operator_tls_reload_failing 1`) until a good pair appears.
+//!
+//! At start a bad pair is an error that names the file: the process does
+//! not start without the TLS it was asked for.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// How often the certificate and key files are checked for a change.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where the PEM certificate chain and private key are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`--tls-cert-file`).
+    pub cert: PathBuf,
+    /// The leaf's private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`--tls-key-file`).
+    pub key: PathBuf,
+}
+
+/// Why a certificate and key pair cannot be used. Every variant names the
+/// file at fault; none carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no PEM certificate, or a damaged one.
+    #[error("{} holds no usable PEM certificate{}", path.display(), detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Certificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// What is wrong, when known.
+        detail: Option<String>,
+    },
+    /// The key file holds no PEM private key, or one rustls cannot use.
+    #[error("{} holds no usable PEM private key{}", path.display(), detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong, when known.
+        detail: Option<String>,
+    },
+    /// The key does not belong to the certificate.
+    #[error("the private key in {} does not match the certificate in {}", key.display(), cert.display())]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+}
+
+/// The TLS configuration every listener's new connections use; swapped
+/// whole when the files change.
+#[derive(Debug)]
+pub struct ServerTls {
+    files: TlsFiles,
+    current: ArcSwap<ServerConfig>,
+    /// The file contents last looked at (good or bad), so a change is acted
+    /// on (and a bad pair reported) once.
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Contents(Vec<u8>, Vec<u8>),
+    Unreadable(String),
+}
+
+/// What [`ServerTls::reload`] did.
+#[derive(Debug)]
+pub enum Reload {
+    /// The files are as last seen.
+    Unchanged,
+    /// A new pair is in use for new connections.
+    Reloaded,
+    /// The files changed but cannot be used; the previous pair stays.
+    Failed(TlsError),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_both(files: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+    Ok((read(&files.cert)?, read(&files.key)?))
+}
+
+/// Builds a server configuration from PEM contents, checking that the key
+/// belongs to the certificate.
+fn build(files: &TlsFiles, cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, TlsError> {
+    let bad_cert = |detail: Option<String>| TlsError::Certificate {
+        path: files.cert.clone(),
+        detail,
+    };
+    let bad_key = |detail: Option<String>| TlsError::Key {
+        path: files.key.clone(),
+        detail,
+    };
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_cert(Some(e.to_string())))?;
+    if chain.is_empty() {
+        return Err(bad_cert(None));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => bad_key(None),
+        e => bad_key(Some(e.to_string())),
+    })?;
+    let provider = provider();
+    let signer = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| bad_key(Some(e.to_string())))?;
+    match CertifiedKey::new(chain.clone(), signer).keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(TlsError::Mismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            });
+        }
+        Err(e) => return Err(bad_cert(Some(e.to_string()))),
+    }
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad_key(Some(e.to_string())))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad_cert(Some(e.to_string())))?;
+    // The listeners speak HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+// === impl ServerTls ===
+
+impl ServerTls {
+    /// Loads the pair; fails with an error naming the file at fault.
+    pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+        let (cert, key) = read_both(&files)?;
+        let config = build(&files, &cert, &key)?;
+        Ok(Arc::new(ServerTls {
+            files,
+            current: ArcSwap::from_pointee(config),
+            seen: Mutex::new(Seen::Contents(cert, key)),
+        }))
+    }
+
+    /// The files this configuration comes from.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// An acceptor for one new connection, with the current pair.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.load_full())
+    }
+
+    /// Reads the files again and, when they changed, switches to the new
+    /// pair if it is good. A bad pair is reported once per distinct content.
+    pub fn reload(&self) -> Reload {
+        let contents = read_both(&self.files);
+        // A writer caught between the two files: look again next time.
+        if let Ok((cert, _)) = &contents
+            && read(&self.files.cert).is_ok_and(|again| again != *cert)
+        {
+            return Reload::Unchanged;
+        }
+        let now = match &contents {
+            Ok((cert, key)) => Seen::Contents(cert.clone(), key.clone()),
+            Err(e) => Seen::Unreadable(e.to_string()),
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == now {
+            return Reload::Unchanged;
+        }
+        *seen = now;
+        match contents.and_then(|(cert, key)| build(&self.files, &cert, &key)) {
+            Ok(config) => {
+                self.current.store(Arc::new(config));
+                Reload::Reloaded
+            }
+            Err(e) => Reload::Failed(e),
+        }
+    }
+
+    /// Checks the files every `interval` until `shutdown` completes, logging
+    /// and counting each change.
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        interval: Duration,
+        metrics: Option<Arc<Metrics>>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    _ = tick.tick() => {}
+                }
+                let tls = this.clone();
+                let Ok(outcome) = tokio::task::spawn_blocking(move || tls.reload()).await else {
+                    continue;
+                };
+                match outcome {
+                    Reload::Unchanged => {}
+                    Reload::Reloaded => {
+                        if let Some(m) = &metrics {
+                            m.tls_reloaded(true);
+                        }
+                        info!(
+                            cert = %this.files.cert.display(),
+                            "TLS certificate reloaded; new connections use it"
+                        );
+                    }
+                    Reload::Failed(e) => {
+                        if let Some(m) = &metrics {
+                            m.tls_reloaded(false);
+                        }
+                        warn!(
+                            error = %e,
+                            "TLS certificate files changed but cannot be used; keeping the previous pair"
+                        );
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,372 @@
+//! TLS on a real loopback listener, with certificates made by rcgen: the
+//! handshake, a reload while a connection stays open, and bad pairs at start
+//! and at reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::server::{Limits, ServeConfig, serve};
+use super::tls::{Reload, ServerTls, TlsFiles};
+use super::{SharedState, Shutdown, jwks_routes};
+use crate::metrics::{Listener, Metrics};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A test CA and leaves it signs for `localhost`.
+struct Ca {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tls test CA");
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            cert,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(&self, cn: &str) -> Leaf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    fn connector(&self) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// A directory laid out the way kubelet mounts a Secret: `tls.crt` and
+/// `tls.key` are symlinks through `..data`, which is swapped atomically to a
+/// new version directory on every update (as cert-manager's renewals land).
+struct MountedSecret {
+    dir: tempfile::TempDir,
+    version: u32,
+}
+
+impl MountedSecret {
+    fn new(cert_pem: &str, key_pem: &str) -> Self {
+        let mut m = MountedSecret {
+            dir: tempfile::tempdir().unwrap(),
+            version: 0,
+        };
+        m.update(cert_pem, key_pem);
+        for name in ["tls.crt", "tls.key"] {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), m.dir.path().join(name))
+                .unwrap();
+        }
+        m
+    }
+
+    fn update(&mut self, cert_pem: &str, key_pem: &str) {
+        self.version += 1;
+        let version = format!("..v{}", self.version);
+        let vdir = self.dir.path().join(&version);
+        std::fs::create_dir(&vdir).unwrap();
+        std::fs::write(vdir.join("tls.crt"), cert_pem).unwrap();
+        std::fs::write(vdir.join("tls.key"), key_pem).unwrap();
+        let tmp = self.dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("..data")).unwrap();
+    }
+
+    fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.dir.path().join("tls.crt"),
+            key: self.dir.path().join("tls.key"),
+        }
+    }
+}
+
+async fn start_tls(tls: Arc<ServerTls>, metrics: Arc<Metrics>) -> (std::net::SocketAddr, Shutdown) {
+    let state = SharedState::new(None, metrics.clone());
+    state.set_ready(true);
+    let shutdown = Shutdown::new();
+    let config = ServeConfig {
+        listener: Listener::Jwks,
+        limits: Limits::default(),
+        tls: Some(tls),
+        metrics: Some(metrics),
+    };
+    let (addr, _task) = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        jwks_routes(state),
+        config,
+        shutdown.wait(),
+    )
+    .await
+    .unwrap();
+    (addr, shutdown)
+}
+
+async fn connect(ca: &Ca, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    ca.connector()
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+fn served_cert(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// One keep-alive request on `stream`; the status line.
+async fn healthz(stream: &mut TlsStream<TcpStream>) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // The answer is small and has a Content-Length: read until the body is in.
+    while !String::from_utf8_lossy(&buf).contains("\"ok\"") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn metric(metrics: &Metrics, line_prefix: &str) -> Option<String> {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix).map(|v| v.trim().to_owned()))
+}
+
+#[tokio::test]
+async fn the_listener_speaks_tls_with_the_given_pair() {
+    let ca = Ca::new();
+    let leaf = ca.leaf("first");
+    let secret = MountedSecret::new(&leaf.cert_pem, &leaf.key_pem);
+    let tls = ServerTls::load(secret.files()).unwrap();
+    let (addr, shutdown) = start_tls(tls, Arc::new(Metrics::new())).await;
+
+    let mut stream = connect(&ca, addr).await;
+    assert_eq!(served_cert(&stream), leaf.der);
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    assert_eq!(healthz(&mut stream).await, "HTTP/1.1 200 OK");
+    // Twice on the same connection (keep-alive through TLS).
+    assert_eq!(healthz(&mut stream).await, "HTTP/1.1 200 OK");
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, plain.read_to_end(&mut out)).await;
+    assert!(!out.starts_with(b"HTTP/1.1 200"));
+    shutdown.trigger();
+}
+
+#[tokio::test]
+async fn a_renewed_pair_reaches_new_connections_and_open_ones_keep_working() {
+    let ca = Ca::new();
+    let first = ca.leaf("first");
+    let mut secret = MountedSecret::new(&first.cert_pem, &first.key_pem);
+    let tls = ServerTls::load(secret.files()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (addr, shutdown) = start_tls(tls.clone(), metrics.clone()).await;
+    tls.spawn_reloader(
+        Duration::from_millis(50),
+        Some(metrics.clone()),
+        shutdown.wait(),
+    );
+
+    let mut old = connect(&ca, addr).await;
+    assert_eq!(healthz(&mut old).await, "HTTP/1.1 200 OK");
+
+    let second = ca.leaf("second");
+    secret.update(&second.cert_pem, &second.key_pem);
+    let start = tokio::time::Instant::now();
+    loop {
+        let fresh = connect(&ca, addr).await;
+        if served_cert(&fresh) == second.der {
+            break;
+        }
+        assert_eq!(served_cert(&fresh), first.der);
+        assert!(start.elapsed() < PATIENCE, "the new pair was never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The connection opened before the renewal is still served.
+    assert_eq!(healthz(&mut old).await, "HTTP/1.1 200 OK");
+    assert_eq!(served_cert(&old), first.der);
+    assert_eq!(
+        metric(
+            &metrics,
+            "jwks_operator_tls_reloads_total{result=\"success\"} "
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric(&metrics, "jwks_operator_tls_reload_failing ").as_deref(),
+        Some("0")
+    );
+    shutdown.trigger();
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn a_bad_pair_at_start_is_an_error_that_names_the_file() {
+    let ca = Ca::new();
+    let a = ca.leaf("a");
+    let b = ca.leaf("b");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "tls.crt", &a.cert_pem);
+    let other_key = write(dir.path(), "other.key", &b.key_pem);
+    let garbage = write(dir.path(), "garbage.pem", "not a PEM file\n");
+    let key_as_cert = write(dir.path(), "key-as-cert.pem", &a.key_pem);
+    let missing = dir.path().join("missing.key");
+
+    let cases: [(PathBuf, PathBuf, &Path, &str); 5] = [
+        (
+            cert.clone(),
+            other_key.clone(),
+            &other_key,
+            "does not match",
+        ),
+        (
+            garbage.clone(),
+            other_key.clone(),
+            &garbage,
+            "no usable PEM certificate",
+        ),
+        (
+            key_as_cert.clone(),
+            other_key.clone(),
+            &key_as_cert,
+            "no usable PEM certificate",
+        ),
+        (
+            cert.clone(),
+            garbage.clone(),
+            &garbage,
+            "no usable PEM private key",
+        ),
+        (cert.clone(), missing.clone(), &missing, "cannot read"),
+    ];
+    for (cert, key, named, what) in cases {
+        let err = ServerTls::load(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .expect_err("a bad pair");
+        let message = err.to_string();
+        assert!(
+            message.contains(&named.display().to_string()) && message.contains(what),
+            "{cert:?} {key:?}: {message}"
+        );
+        assert!(!message.contains("PRIVATE KEY"), "{message}");
+    }
+    // And the good pair loads.
+    let key = write(dir.path(), "tls.key", &a.key_pem);
+    ServerTls::load(TlsFiles { cert, key }).unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_pair_at_reload_keeps_the_old_one_and_says_so() {
+    let ca = Ca::new();
+    let first = ca.leaf("first");
+    let mut secret = MountedSecret::new(&first.cert_pem, &first.key_pem);
+    let tls = ServerTls::load(secret.files()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (addr, shutdown) = start_tls(tls.clone(), metrics.clone()).await;
+
+    // A certificate with someone else's key.
+    let second = ca.leaf("second");
+    secret.update(&second.cert_pem, &first.key_pem);
+    match tls.reload() {
+        Reload::Failed(e) => assert!(e.to_string().contains("does not match"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Reported once per bad content, not at every look.
+    assert!(matches!(tls.reload(), Reload::Unchanged));
+    let mut stream = connect(&ca, addr).await;
+    assert_eq!(served_cert(&stream), first.der);
+    assert_eq!(healthz(&mut stream).await, "HTTP/1.1 200 OK");
+
+    // Through the reloader: the log line and the metrics.
+    secret.update("garbage", &first.key_pem);
+    let reloader = tls.spawn_reloader(
+        Duration::from_millis(50),
+        Some(metrics.clone()),
+        shutdown.wait(),
+    );
+    let start = tokio::time::Instant::now();
+    while metric(&metrics, "jwks_operator_tls_reload_failing ").as_deref() != Some("1") {
+        assert!(start.elapsed() < PATIENCE, "{}", metrics.encode());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metric(
+            &metrics,
+            "jwks_operator_tls_reloads_total{result=\"failure\"} "
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(served_cert(&connect(&ca, addr).await), first.der);
+    // A good pair again: served, and the gauge clears.
+    secret.update(&second.cert_pem, &second.key_pem);
+    while metric(&metrics, "jwks_operator_tls_reload_failing ").as_deref() != Some("0") {
+        assert!(start.elapsed() < PATIENCE, "{}", metrics.encode());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served_cert(&connect(&ca, addr).await), second.der);
+    shutdown.trigger();
+    reloader.await.unwrap();
+}

@@ -1,0 +1,483 @@
+//! kube-apiserver as a consumer of this operator's issuers, with no proxy in
+//! between: the real kube-apiserver, started with a structured
+//! `AuthenticationConfiguration` whose two `jwt` issuers are policies the
+//! operator serves over TLS itself, one in standalone mode and one in `run`
+//! mode. Tokens minted here authenticate as the mapped user and groups
+//! (checked with a SelfSubjectReview, what `kubectl auth whoami` sends),
+//! before and after a manual and a scheduled rotation; tokens with a wrong
+//! audience, expired ones, and ones signed by a foreign key under the active
+//! kid are refused.
+//!
+//! The standalone operator is up before kube-apiserver starts (it fetches
+//! the issuers' discovery documents at start); the `run` one, which needs
+//! the API server, comes after, and kube-apiserver retries until it answers.
+
+mod common;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{https, tls_pair};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::controlplane::{ControlPlane, DumpOnFailure, Options, control_plane_with};
+
+/// The audience kube-apiserver requires.
+const AUDIENCE: &str = "kube-test";
+/// The namespace of the `run`-mode policy (fixed: its issuer URL is in the
+/// API server's configuration before the API server exists).
+const RUN_NS: &str = "kubeauth";
+/// rotationInterval of both policies: short, so a scheduled rotation
+/// happens during the test.
+const ROTATION: Duration = Duration::from_secs(40);
+const POLICY_SPEC: &str = "algorithm: ES256\n  rotationInterval: 40s\n  publishAhead: 10s\n  maxTokenTTL: 60s\n  clockSkew: 5s\n  audiences: [kube-test]\n  tokenEndpoint: {enabled: true}";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// A child process killed (and reaped) on drop.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "---- {} (last 40 lines)\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+    }
+}
+
+/// One issuer: a policy served over TLS by an operator process.
+struct Issuer {
+    /// `standalone` or `run`.
+    mode: &'static str,
+    ns: String,
+    name: String,
+    jwks: std::net::SocketAddr,
+    token: std::net::SocketAddr,
+    ca: String,
+}
+
+impl Issuer {
+    fn url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}/{}/{}",
+            self.jwks.port(),
+            self.ns,
+            self.name
+        )
+    }
+
+    /// Listening (so its TLS pair is loaded) and ready.
+    fn ready(&self) -> bool {
+        std::net::TcpStream::connect(self.jwks).is_ok()
+            && https(self.jwks, &self.ca, "GET", "/readyz", &[], None).status == 200
+    }
+
+    /// The policy's summary from `/policies`, once it has an active key.
+    fn active_kid(&self) -> Option<String> {
+        let all = https(self.jwks, &self.ca, "GET", "/policies", &[], None).json();
+        all.as_array()?
+            .iter()
+            .find(|p| p["namespace"] == self.ns.as_str() && p["name"] == self.name.as_str())?
+            ["activeKeyID"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// Mints a token; `(token, kid)`.
+    fn mint(&self, body: Value) -> (String, String) {
+        let path = format!("/{}/{}/token", self.ns, self.name);
+        let body = serde_json::to_vec(&body).unwrap();
+        let r = https(
+            self.token,
+            &self.ca,
+            "POST",
+            &path,
+            &[("content-type", "application/json")],
+            Some(&body),
+        );
+        assert_eq!(r.status, 200, "{}: mint: {}", self.mode, r.text());
+        let v = r.json();
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["kid"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn mint_alice(&self) -> (String, String) {
+        self.mint(json!({"sub": "alice", "claims": {"groups": ["devs", "ops"]}}))
+    }
+}
+
+fn policy_manifest(ns: &str, name: &str, issuer: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{{annotations}}}\nspec:\n  issuer: {issuer}\n  {POLICY_SPEC}\n"
+    )
+}
+
+/// kube-apiserver's answer to a SelfSubjectReview with `token`: the user
+/// name and groups, or the HTTP status of the refusal.
+async fn whoami(cp: &ControlPlane, token: &str) -> Result<(String, Vec<String>), u16> {
+    let client = cp.client_with_token(token).await;
+    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&review).unwrap())
+        .unwrap();
+    match client.request::<Value>(req).await {
+        Ok(v) => {
+            let user = &v["status"]["userInfo"];
+            let groups = user["groups"]
+                .as_array()
+                .map(|g| {
+                    g.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok((
+                user["username"].as_str().unwrap_or_default().to_owned(),
+                groups,
+            ))
+        }
+        Err(kube::Error::Api(s)) => Err(s.code),
+        Err(e) => panic!("SelfSubjectReview: {e}"),
+    }
+}
+
+fn assert_alice(who: &(String, Vec<String>)) {
+    assert_eq!(who.0, "jwks:alice");
+    for g in ["jwks:devs", "jwks:ops", "system:authenticated"] {
+        assert!(who.1.iter().any(|x| x == g), "{g} not in {:?}", who.1);
+    }
+}
+
+/// Mints a token for alice until kube-apiserver accepts one (it may still
+/// be fetching the issuer's keys); returns how long that took and the kid.
+async fn until_accepted(
+    cp: &ControlPlane,
+    issuer: &Issuer,
+    limit: Duration,
+    what: &str,
+) -> (Duration, String) {
+    let start = Instant::now();
+    loop {
+        let (token, kid) = issuer.mint_alice();
+        match whoami(cp, &token).await {
+            Ok(who) => {
+                assert_alice(&who);
+                return (start.elapsed(), kid);
+            }
+            Err(401) => {}
+            Err(code) => panic!("{}: {what}: HTTP {code}", issuer.mode),
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{}: {what}: kube-apiserver still refuses tokens of kid {kid} after {limit:?}",
+            issuer.mode
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn until_rotated(issuer: &Issuer, from: &str, limit: Duration, what: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(kid) = issuer.active_kid().filter(|k| k != from) {
+            return kid;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{}: {what}: still signing with {from} after {limit:?}",
+            issuer.mode
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A token with every claim right, signed by a key of our own under `kid`.
+fn foreign_token(issuer: &Issuer, kid: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let encoding = jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der());
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    let now = jiff::Timestamp::now().as_second();
+    let claims = json!({
+        "iss": issuer.url(), "aud": AUDIENCE, "sub": "mallory",
+        "groups": ["system:masters"], "iat": now, "nbf": now, "exp": now + 60,
+    });
+    jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+}
+
+/// Everything kube-apiserver must accept and refuse, for one issuer.
+/// `rotate` asks for a manual rotation.
+async fn exercise(cp: &ControlPlane, issuer: &Issuer, rotate: impl AsyncFnOnce()) {
+    // At first kube-apiserver may still be fetching discovery and keys.
+    let (took, k1) = until_accepted(cp, issuer, Duration::from_secs(120), "first token").await;
+    eprintln!(
+        "[{}] first token accepted after {took:?} (kid {k1})",
+        issuer.mode
+    );
+
+    // Refused: another audience (the same token with the right one passes).
+    let (wrong_aud, _) = issuer.mint(json!({"sub": "alice", "aud": "someone-else"}));
+    assert_eq!(
+        whoami(cp, &wrong_aud).await,
+        Err(401),
+        "{}: wrong audience",
+        issuer.mode
+    );
+    let (right_aud, _) = issuer
+        .mint(json!({"sub": "alice", "aud": AUDIENCE, "claims": {"groups": ["devs", "ops"]}}));
+    assert_alice(
+        &whoami(cp, &right_aud)
+            .await
+            .expect("the right audience passes"),
+    );
+
+    // Refused: a foreign key under the active kid.
+    let active = issuer.active_kid().unwrap();
+    assert_eq!(
+        whoami(cp, &foreign_token(issuer, &active)).await,
+        Err(401),
+        "{}: a foreign key under kid {active}",
+        issuer.mode
+    );
+
+    // Refused: expired. Two tokens with the same 3 s life: the first passes
+    // at once, the second (never seen before) fails once both expired.
+    let short = json!({"sub": "alice", "ttl": 3, "claims": {"groups": ["devs", "ops"]}});
+    let (early, _) = issuer.mint(short.clone());
+    let (late, _) = issuer.mint(short);
+    assert_alice(
+        &whoami(cp, &early)
+            .await
+            .expect("a fresh short-lived token passes"),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        whoami(cp, &late).await,
+        Err(401),
+        "{}: expired",
+        issuer.mode
+    );
+
+    // A manual rotation: the new key signs, and its tokens pass.
+    let before = issuer.active_kid().unwrap();
+    rotate().await;
+    let k2 = until_rotated(issuer, &before, Duration::from_secs(60), "manual rotation").await;
+    let (took, kid) = until_accepted(
+        cp,
+        issuer,
+        Duration::from_secs(60),
+        "after a manual rotation",
+    )
+    .await;
+    eprintln!(
+        "[{}] after the manual rotation to {k2}: accepted after {took:?} (kid {kid})",
+        issuer.mode
+    );
+    assert_ne!(kid, before);
+
+    // A scheduled rotation.
+    let k3 = until_rotated(
+        issuer,
+        &kid,
+        ROTATION + Duration::from_secs(30),
+        "scheduled rotation",
+    )
+    .await;
+    let (took, kid) = until_accepted(
+        cp,
+        issuer,
+        Duration::from_secs(60),
+        "after a scheduled rotation",
+    )
+    .await;
+    eprintln!(
+        "[{}] after the scheduled rotation to {k3}: accepted after {took:?} (kid {kid})",
+        issuer.mode
+    );
+    assert_ne!(kid, k2);
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kube_apiserver_authenticates_tokens_of_an_issuer_served_over_tls_by_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_pair();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    write(&cert_file, &cert);
+    write(&key_file, &key);
+    let tls_args = [
+        format!("--tls-cert-file={}", cert_file.display()),
+        format!("--tls-key-file={}", key_file.display()),
+    ];
+
+    // The standalone issuer, up before kube-apiserver.
+    let standalone = Issuer {
+        mode: "standalone",
+        ns: "default".into(),
+        name: "apiauth".into(),
+        jwks: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        token: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        ca: ca.clone(),
+    };
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let policy_file = policies.join("apiauth.yaml");
+    write(
+        &policy_file,
+        &policy_manifest("default", "apiauth", &standalone.url(), ""),
+    );
+    let log = dir.path().join("standalone.log");
+    let standalone_process = Process {
+        child: Command::new(common::BIN)
+            .args(["standalone", "--policies"])
+            .arg(&policies)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg(format!("--jwks-addr={}", standalone.jwks))
+            .arg(format!("--token-addr={}", standalone.token))
+            .args(&tls_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    common::eventually(
+        "the standalone issuer is ready",
+        Duration::from_secs(30),
+        || standalone.ready().then_some(()),
+    );
+
+    // The run-mode issuer's addresses, fixed now: its URL goes into the
+    // API server's configuration.
+    let run = Issuer {
+        mode: "run",
+        ns: RUN_NS.into(),
+        name: "apiauth".into(),
+        jwks: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        token: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        ca: ca.clone(),
+    };
+
+    let indented_ca: String = ca.lines().map(|l| format!("        {l}\n")).collect();
+    let jwt = |issuer: &Issuer| {
+        format!(
+            "- issuer:\n    url: {}\n    audiences: [{AUDIENCE}]\n    certificateAuthority: |\n{indented_ca}  claimMappings:\n    username: {{claim: sub, prefix: \"jwks:\"}}\n    groups: {{claim: groups, prefix: \"jwks:\"}}\n",
+            issuer.url()
+        )
+    };
+    let authn = dir.path().join("authentication.yaml");
+    write(
+        &authn,
+        &format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n{}{}",
+            jwt(&standalone),
+            jwt(&run)
+        ),
+    );
+    let cp = control_plane_with(Options {
+        extra_apiserver_args: vec![format!("--authentication-config={}", authn.display())],
+    })
+    .await;
+    let _dump = DumpOnFailure(cp);
+    let admin = cp.admin_client().await;
+
+    // The run-mode operator, as the chart's ServiceAccount.
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": RUN_NS}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let id = support::operator::chart_identity(cp, &admin, RUN_NS, RUN_NS, &[]).await;
+    let policy: jwks_operator::api::KeyRotationPolicy =
+        serde_yaml::from_str(&policy_manifest(RUN_NS, "apiauth", &run.url(), "")).unwrap();
+    let run_policies: Api<jwks_operator::api::KeyRotationPolicy> =
+        Api::namespaced(admin.clone(), RUN_NS);
+    run_policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let log = dir.path().join("run.log");
+    let run_process = Process {
+        child: Command::new(common::BIN)
+            .arg("run")
+            .arg(format!("--namespace={RUN_NS}"))
+            .arg(format!("--jwks-addr={}", run.jwks))
+            .arg(format!("--token-addr={}", run.token))
+            .args(&tls_args)
+            .env("KUBECONFIG", &id.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    common::eventually(
+        "the run-mode issuer is ready",
+        Duration::from_secs(60),
+        || (run.ready() && run.active_kid().is_some()).then_some(()),
+    );
+
+    let standalone_pid = standalone_process.child.id();
+    let manual_standalone = async || {
+        let annotations = format!(
+            "jwks.dev/rotate-requested-at: \"{}\"",
+            jiff::Timestamp::now()
+        );
+        write(
+            &policy_file,
+            &policy_manifest("default", "apiauth", &standalone.url(), &annotations),
+        );
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(standalone_pid.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    let manual_run = async || {
+        let patch = json!({"metadata": {"annotations": {
+            "jwks.dev/rotate-requested-at": jiff::Timestamp::now().to_string()
+        }}});
+        run_policies
+            .patch("apiauth", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    };
+    tokio::join!(
+        exercise(cp, &standalone, manual_standalone),
+        exercise(cp, &run, manual_run),
+    );
+    drop(run_process);
+    drop(standalone_process);
+}
