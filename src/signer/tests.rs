@@ -156,7 +156,7 @@ async fn fetch_keys_lists_pending_active_and_retired_keys_as_spki() {
     let point = p256_key.to_sec1_bytes();
     assert_eq!(URL_SAFE_NO_PAD.encode(&point[1..33]), jwk["x"]);
     assert_eq!(URL_SAFE_NO_PAD.encode(&point[33..]), jwk["y"]);
-    let rsa_key = rsa::RsaPublicKey::from_public_key_der(&resp.keys[1].key).unwrap();
+    let rsa_key = rsa::PublicKey::from_public_key_der(&resp.keys[1].key).unwrap();
     use rsa::traits::PublicKeyParts as _;
     assert_eq!(
         URL_SAFE_NO_PAD.encode(rsa_key.n_bytes()),
@@ -450,7 +450,7 @@ fn the_kube_key_id_is_the_sha256_of_the_spki_not_the_thumbprint() {
     let e = rsa::BoxedUint::from_be_slice_vartime(
         &URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap(),
     );
-    let public = rsa::RsaPublicKey::new(n, e).unwrap();
+    let public = rsa::PublicKey::new(n, e).unwrap();
     assert_eq!(public.to_public_key_der().unwrap().as_bytes(), &spki[..]);
     let kid = kube_key_id(&spki);
     assert_eq!(kid.len(), 43);
@@ -478,7 +478,6 @@ fn an_sa_key_is_imported_under_the_kid_kube_gave_it() {
     a.verifying_key().verify_signature(b"x.y", &sig).unwrap();
 
     let ec = p256::SecretKey::from_slice(&[9u8; 32]).unwrap();
-    use p256::pkcs8::EncodePrivateKey as _;
     let ec_pkcs8 = ec.to_pkcs8_pem(LineEnding::LF).unwrap();
     let ec_sec1 = ec.to_sec1_pem(LineEnding::LF).unwrap();
     let c = import_pem_key(&ec_pkcs8).unwrap();
