@@ -42,7 +42,12 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, argv: &[String], log: PathBuf, env: &[(&str, &str)]) -> Proc {
-        let out = std::fs::File::create(&log).unwrap();
+        // Appended to: a restarted process keeps the earlier lines.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .envs(env.iter().copied())
@@ -298,7 +303,7 @@ impl ApiServer {
     }
 
     /// A service-account token from the TokenRequest API (`None` when the
-    /// API refuses, e.g. while the signer is down).
+    /// API refuses).
     async fn try_token(&self, ns: &str, sa: &str, seconds: i64) -> Option<String> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
         let request = json!({
@@ -321,18 +326,31 @@ impl ApiServer {
 
     /// `kubectl create token` against this apiserver.
     fn kubectl_token(&self, cp: &ControlPlane, ns: &str, sa: &str, duration: &str) -> String {
+        self.try_kubectl_token(cp, ns, sa, duration)
+            .unwrap_or_else(|e| panic!("kubectl create token: {e}"))
+    }
+
+    /// `kubectl create token`, giving up after 20 s (kube-apiserver waits
+    /// for its signer, and a client that retries would wait forever).
+    fn try_kubectl_token(
+        &self,
+        cp: &ControlPlane,
+        ns: &str,
+        sa: &str,
+        duration: &str,
+    ) -> Result<String, String> {
         let out = Command::new(cp.bin.join("kubectl"))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
+            .args(["--request-timeout", "20s"])
             .args(["create", "token", sa, "-n", ns, "--duration", duration])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl create token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        if out.status.success() {
+            Ok(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// Who the token authenticates as through this apiserver (TokenReview),
@@ -610,7 +628,8 @@ async fn rotation_prepublishes_keeps_old_tokens_until_pruned_and_revocation_is_i
     // has, and cannot mint.
     signer.proc.stop();
     assert!(api.review(&t1).await.is_some());
-    assert_eq!(api.try_token(&ns, "demo", 3600).await, None);
+    let refused = api.try_kubectl_token(cp, &ns, "demo", "1h");
+    assert!(refused.is_err(), "minted without a signer: {refused:?}");
 
     // Time passes for k1 (its retention is moved into the past while the
     // signer is down); the restarted signer prunes it, and once
@@ -628,10 +647,11 @@ async fn rotation_prepublishes_keeps_old_tokens_until_pruned_and_revocation_is_i
     std::fs::write(&lifecycle, serde_json::to_vec(&doc).unwrap()).unwrap();
     let signer = Signer::start(work.path(), "r", &work.policies(), &work.state(), &[]).await;
     assert!(!signer.fetch().await.contains(&k1), "k1 was not pruned");
-    assert!(
-        api.try_token(&ns, "demo", 3600).await.is_some(),
-        "minting resumes"
-    );
+    // kube-apiserver reconnects (gRPC backoff) without a restart.
+    eventually("minting resumes", 150 * SEC, || async {
+        api.try_kubectl_token(cp, &ns, "demo", "1h").ok()
+    })
+    .await;
     eventually("tokens of the pruned key fail", 40 * SEC, || async {
         api.review(&t1).await.is_none().then_some(())
     })
