@@ -14,13 +14,15 @@
 //! Every control-plane node runs its own signer for its own kube-apiserver.
 //! Signers given the same state directory (a shared or replicated
 //! filesystem with working `flock`, or one host) agree through the
-//! directory's lock: the holder is the *leader*, runs the standalone
-//! [`Engine`] (plans, generates, writes); the others *follow*. Every signer,
-//! leader included, serves what is on disk: after each engine pass and every
-//! [`Config::poll_interval`] it re-reads the set when `lifecycle.json` or
-//! `jwks.json` changed, so all signers serve the same keys, and a key is
-//! never served before it is stored. A follower tries the lock at every
-//! poll and takes over within one interval when the leader exits.
+//! directory's lock: the holder is the *leader*. It runs passes of the
+//! shared [`engine`](crate::engine) with the state directory as its store
+//! and the signer as its reporter (the engine's third adapter, beside `k8s`
+//! and `standalone`): it plans, generates and writes, and serves each set
+//! once it is stored. The others *follow*: every [`Config::poll_interval`]
+//! they re-read the set when `lifecycle.json` or `jwks.json` changed, so all
+//! signers serve the same keys and no key is served before it is stored. A
+//! follower tries the lock at every poll and takes over within one interval
+//! when the leader exits.
 //!
 //! # Lifetimes
 //!
