@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwks_operator::signer::pb::external_jwt_signer_client::ExternalJwtSignerClient;
-use jwks_operator::signer::pb::{FetchKeysRequest, MetadataRequest};
+use jwks_operator::signer::pb::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
@@ -843,4 +843,90 @@ fn policies_kube_cannot_use_are_refused_at_start() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kube-system/other"));
+}
+
+/// Claims with the given lifetime, base64url as kube-apiserver sends them.
+fn claims_lasting(seconds: i64) -> String {
+    let iat = jiff::Timestamp::now().as_second();
+    URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(
+            &json!({"sub": "system:serviceaccount:default:x", "iat": iat, "exp": iat + seconds}),
+        )
+        .unwrap(),
+    )
+}
+
+async fn signs(signer: &Signer, seconds: i64) -> bool {
+    signer
+        .client()
+        .await
+        .sign(SignJwtRequest {
+            claims: claims_lasting(seconds),
+        })
+        .await
+        .is_ok()
+}
+
+async fn announced(signer: &Signer) -> i64 {
+    signer
+        .client()
+        .await
+        .metadata(MetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .max_token_expiration_seconds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_max_token_ttl_keeps_the_announced_bound_for_sign_and_retention() {
+    let work = Work::new();
+    let spec = |ttl: &str| {
+        format!(
+            "  algorithm: ES256\n  rotationInterval: 24h\n  publishAhead: 1s\n  maxTokenTTL: {ttl}\n  clockSkew: 0s\n"
+        )
+    };
+    work.write_policy(&policy_yaml("sa", "", &spec("2h")));
+    let signer = Signer::start(work.path(), "t", &work.policies(), &work.state(), &[]).await;
+    assert_eq!(announced(&signer).await, 7200);
+    assert!(signs(&signer, 7200).await);
+    assert!(!signs(&signer, 7201).await);
+
+    // Lowered while kube-apiservers that were told 2h may still run.
+    work.write_policy(&policy_yaml("sa", "", &spec("1h")));
+    signer.proc.signal("HUP");
+    eventually("the lowered TTL announced", 10 * SEC, || async {
+        (announced(&signer).await == 3600).then_some(())
+    })
+    .await;
+    assert!(
+        signs(&signer, 7200).await,
+        "a token as long as once announced"
+    );
+    assert!(!signs(&signer, 7201).await);
+
+    // The bound survives a restart, and a key that starts signing now is
+    // retained for 2h after it retires, not 1h.
+    signer.proc.stop();
+    work.write_policy(&policy_yaml(
+        "sa",
+        "jwks.dev/rotate-requested-at: \"1\"",
+        &spec("1h"),
+    ));
+    let signer = Signer::start(work.path(), "t", &work.policies(), &work.state(), &[]).await;
+    assert_eq!(announced(&signer).await, 3600);
+    assert!(signs(&signer, 7200).await);
+    let lifecycle = work.state().join("kube-system/sa/lifecycle.json");
+    let ttl = eventually("the requested key signs", 20 * SEC, || async {
+        let doc: Value = serde_json::from_slice(&std::fs::read(&lifecycle).unwrap()).unwrap();
+        let keys = doc["keys"].as_array().unwrap().clone();
+        (keys.len() == 2 && keys[0]["state"] == "Active").then(|| keys[0]["maxTokenTTL"].clone())
+    })
+    .await;
+    assert_eq!(ttl, "2h");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(work.state().join(".signer/kube-system/sa.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["maxAnnouncedTokenTTLSeconds"], 7200);
 }

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::http::PolicyRef;
 
 #[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct Record {
+    #[serde(rename = "maxAnnouncedTokenTTLSeconds")]
     max_announced_token_ttl_seconds: u64,
 }
 
