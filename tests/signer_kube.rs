@@ -26,6 +26,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use support::controlplane::{self, ControlPlane, DumpOnFailure, SaSigning, apiserver_argv};
+use support::operator::http_get;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -486,7 +487,15 @@ async fn tokens_are_signed_by_the_active_key_capped_and_served_in_openid_jwks() 
     let _dump = DumpOnFailure(cp);
     let work = Work::new();
     work.write_policy(&policy_yaml("sa", "", SPEC));
-    let signer = Signer::start(work.path(), "a", &work.policies(), &work.state(), &[]).await;
+    let jwks_addr = format!("127.0.0.1:{}", free_port());
+    let signer = Signer::start(
+        work.path(),
+        "a",
+        &work.policies(),
+        &work.state(),
+        &["--jwks-addr", &jwks_addr],
+    )
+    .await;
     let api = ApiServer::start(cp, work.path(), "a", &signer.socket).await;
     let ns = cp.namespace(&api.client, "signer").await;
     create_sa(&api.client, &ns, "demo").await;
@@ -538,6 +547,16 @@ async fn tokens_are_signed_by_the_active_key_capped_and_served_in_openid_jwks() 
         for member in ["kty", "crv", "x", "y"] {
             assert_eq!(theirs[member], key[member], "{member}");
         }
+    }
+
+    // The optional JWKS listener serves the same set.
+    for path in [
+        "/kube-system/sa/.well-known/jwks.json",
+        "/.well-known/jwks.json",
+    ] {
+        let (status, body) = http_get(&format!("http://{jwks_addr}{path}"));
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(kids(&serde_json::from_str(&body).unwrap()), kids(&ours));
     }
 
     // A foreign key under our kid is refused.
@@ -689,8 +708,35 @@ async fn two_apiservers_each_with_its_own_signer_share_one_key_set_across_a_rota
     let spec = "  algorithm: RS256\n  rotationInterval: 24h\n  publishAhead: 20s\n  maxTokenTTL: 1h\n  clockSkew: 0s\n";
     work.write_policy(&policy_yaml("sa", "", spec));
     // Both signers use the same state directory; "a" starts first and holds its lock.
-    let a = Signer::start(work.path(), "a", &work.policies(), &work.state(), &[]).await;
-    let b = Signer::start(work.path(), "b", &work.policies(), &work.state(), &[]).await;
+    let (ma, mb) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let a = Signer::start(
+        work.path(),
+        "a",
+        &work.policies(),
+        &work.state(),
+        &["--metrics-addr", &ma],
+    )
+    .await;
+    let b = Signer::start(
+        work.path(),
+        "b",
+        &work.policies(),
+        &work.state(),
+        &["--metrics-addr", &mb],
+    )
+    .await;
+    let leader = |addr: &str| {
+        let (status, text) = http_get(&format!("http://{addr}/metrics"));
+        assert_eq!(status, 200);
+        text.lines()
+            .find_map(|l| l.strip_prefix("jwks_operator_signer_leader "))
+            .map(str::to_owned)
+    };
+    assert_eq!(leader(&ma).as_deref(), Some("1"));
+    assert_eq!(leader(&mb).as_deref(), Some("0"));
     assert_eq!(a.fetch().await, b.fetch().await);
     let x = ApiServer::start(cp, work.path(), "x", &a.socket).await;
     let y = ApiServer::start(cp, work.path(), "y", &b.socket).await;
@@ -731,6 +777,15 @@ async fn two_apiservers_each_with_its_own_signer_share_one_key_set_across_a_rota
 
     // The leader goes away: the follower takes over rotation.
     a.proc.stop();
+    eventually("the follower takes the lock", 10 * SEC, || async {
+        (leader(&mb).as_deref() == Some("1")).then_some(())
+    })
+    .await;
+    let (_, text) = http_get(&format!("http://{mb}/metrics"));
+    assert!(
+        text.contains(r#"jwks_operator_signer_requests_total{method="Sign",code="OK"}"#),
+        "{text}"
+    );
     work.write_policy(&policy_yaml(
         "sa",
         "jwks.dev/rotate-requested-at: \"2\"",
