@@ -679,13 +679,13 @@ pub struct SignerArgs {
     #[arg(long, value_name = "PEM_FILE")]
     pub adopt_key: Option<PathBuf>,
     /// Also serve the JWKS listener (public set, discovery, /metrics) here.
-    #[arg(long, env = "JWKS_ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub jwks_addr: Option<SocketAddr>,
     /// Serve /metrics, /healthz and /readyz here.
-    #[arg(long, env = "JWKS_METRICS_ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Base URL clients reach the JWKS listener at (for jwks_uri).
-    #[arg(long, env = "JWKS_PUBLIC_BASE_URL")]
+    #[arg(long, value_name = "URL")]
     pub public_base_url: Option<String>,
     /// How often the stored set is checked for changes, and a follower
     /// tries to take over rotation.
