@@ -133,6 +133,14 @@ fn resolved_for(doc: &PolicyDoc, retention_ttl: Duration) -> Policy {
     resolved
 }
 
+/// The FetchKeys refresh hint of a policy (see [`refresh_hint`]).
+fn hint_for(doc: &PolicyDoc) -> Duration {
+    refresh_hint(
+        doc.resolved.publish_ahead,
+        doc.policy.spec.verifier_refresh_interval.map(Into::into),
+    )
+}
+
 /// Reads and converts `--adopt-key` (a PEM `sa.key`).
 fn read_adopt_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = zeroize::Zeroizing::new(
@@ -230,7 +238,7 @@ impl Reporter for Report<'_> {
     type Error = std::convert::Infallible;
 
     async fn publish(&mut self, keys: &StoredKeySet) -> Result<(), Self::Error> {
-        let hint = refresh_hint(self.doc.resolved.publish_ahead);
+        let hint = hint_for(self.doc);
         if self.state.publish(keys, hint, Timestamp::now()) {
             log_served(self.policy, keys);
         }
@@ -323,7 +331,7 @@ impl Signer {
         }
         match self.dir.load().await {
             Ok(Loaded::Keys { set, .. } | Loaded::Copied { set, .. }) => {
-                let hint = refresh_hint(self.doc.resolved.publish_ahead);
+                let hint = hint_for(&self.doc);
                 if self.state.publish(&set, hint, Timestamp::now()) {
                     log_served(&self.config.policy, &set);
                 }
@@ -498,11 +506,21 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let http_state = SharedState::new(Some(config.policy.clone()), metrics);
     let mut servers: Vec<JoinHandle<()>> = Vec::new();
+    let serve_config = |listener| http::ServeConfig {
+        listener,
+        limits: http::Limits::default(),
+        tls: None,
+        metrics: Some(http_state.metrics_arc()),
+    };
     if let Some(addr) = config.jwks_addr {
-        let (addr, server) =
-            http::serve(addr, http::jwks_routes(http_state.clone()), shutdown.wait())
-                .await
-                .with_context(|| format!("cannot listen on --jwks-addr {addr}"))?;
+        let (addr, server) = http::serve(
+            addr,
+            http::jwks_routes(http_state.clone()),
+            serve_config(crate::metrics::Listener::Jwks),
+            shutdown.wait(),
+        )
+        .await
+        .with_context(|| format!("cannot listen on --jwks-addr {addr}"))?;
         info!(%addr, "JWKS listener started");
         servers.push(server);
     }
@@ -510,6 +528,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let (addr, server) = http::serve(
             addr,
             metrics_routes(state.clone(), http_state.clone()),
+            serve_config(crate::metrics::Listener::Metrics),
             shutdown.wait(),
         )
         .await

@@ -248,9 +248,12 @@ impl SignerState {
 
 /// The `refresh_hint_seconds` for a policy: half of `publishAhead` (a new
 /// key is seen by every kube-apiserver at least half its pre-publication
-/// time before it signs), at least 1 s, at most [`MAX_REFRESH_HINT`].
-pub fn refresh_hint(publish_ahead: Duration) -> Duration {
-    (publish_ahead / 2).clamp(Duration::from_secs(1), MAX_REFRESH_HINT)
+/// time before it signs), no more than `verifierRefreshInterval` when the
+/// policy sets one (kube-apiserver is one of its verifiers), at least 1 s,
+/// at most [`MAX_REFRESH_HINT`].
+pub fn refresh_hint(publish_ahead: Duration, verifier_refresh: Option<Duration>) -> Duration {
+    let hint = (publish_ahead / 2).min(verifier_refresh.unwrap_or(Duration::MAX));
+    hint.clamp(Duration::from_secs(1), MAX_REFRESH_HINT)
 }
 
 /// The gRPC service over a [`SignerState`].

@@ -220,15 +220,24 @@ async fn data_timestamp_moves_only_when_the_set_changes() {
 fn the_refresh_hint_is_at_most_half_of_publish_ahead() {
     for secs in [0u64, 1, 2, 3, 20, 120, 3600, 86_400] {
         let ahead = Duration::from_secs(secs);
-        let hint = refresh_hint(ahead);
+        let hint = refresh_hint(ahead, None);
         assert!(hint >= Duration::from_secs(1));
         if secs >= 2 {
             assert!(hint <= ahead / 2, "publishAhead {secs}s gave {hint:?}");
         }
     }
     assert_eq!(
-        refresh_hint(Duration::from_secs(40)),
+        refresh_hint(Duration::from_secs(40), None),
         Duration::from_secs(20)
+    );
+    assert_eq!(
+        refresh_hint(Duration::from_secs(3600), None),
+        Duration::from_secs(60)
+    );
+    // Never longer than the policy's verifierRefreshInterval.
+    assert_eq!(
+        refresh_hint(Duration::from_secs(40), Some(Duration::from_secs(7))),
+        Duration::from_secs(7)
     );
 }
 
