@@ -70,6 +70,16 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
 
+    /// Sign kube-apiserver's service-account tokens with a rotating policy's keys
+    ///
+    /// Serves v1.ExternalJWTSigner (Sign, FetchKeys, Metadata) on --socket for
+    /// kube-apiserver's --service-account-signing-endpoint, with the keys of
+    /// one KeyRotationPolicy kept in --state-dir (standalone layout; SIGHUP
+    /// re-reads the policy). Start it before kube-apiserver. See
+    /// docs/service-account-signing.md.
+    #[command(verbatim_doc_comment)]
+    Signer(Box<crate::signer::SignerArgs>),
+
     /// Print the KeyRotationPolicy CustomResourceDefinition as YAML
     /// (`jwks-operator crd | kubectl apply -f -`).
     Crd,
@@ -475,6 +485,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+        Command::Signer(args) => crate::signer::main(*args),
         Command::Verify(args) => match runtime() {
             Ok(rt) => rt.block_on(verify(args)),
             Err(e) => fail(format!("starting the async runtime: {e}")),

@@ -15,6 +15,8 @@
 //! - [`k8s`]: the Kubernetes adapter and controller (`run`).
 //! - [`standalone`]: running without Kubernetes, from policy files and a
 //!   state directory (`standalone`).
+//! - [`signer`]: kube-apiserver's external service-account token signer
+//!   (`signer`), on the standalone engine.
 //! - [`verify`]: checking a JWT against a JWK Set from a URL or file (`verify`).
 #![forbid(unsafe_code)]
 
@@ -25,6 +27,7 @@ pub mod http;
 pub mod k8s;
 pub mod keys;
 pub mod metrics;
+pub mod signer;
 pub mod standalone;
 pub mod store;
 pub mod verify;

@@ -33,6 +33,8 @@ pub struct ControlPlane {
     pub ca_pem: String,
     /// Where the control-plane binaries are (kubectl, helm too).
     pub bin: PathBuf,
+    /// `http://127.0.0.1:<port>` of etcd, for more kube-apiservers ([`apiserver_argv`]).
+    pub etcd_url: String,
     // Kept so the supervisor's stdin pipe stays open for our lifetime.
     _supervisor: Child,
 }
@@ -165,6 +167,59 @@ pub fn kubeconfig_yaml(server: &str, ca_file: &Path, token: &str) -> String {
     )
 }
 
+/// How a kube-apiserver signs service-account tokens.
+pub enum SaSigning {
+    /// `sa.key` / `sa.pub` in the work directory.
+    KeyFiles,
+    /// An external signer on this Unix socket (`--service-account-signing-endpoint`).
+    Endpoint(PathBuf),
+}
+
+/// kube-apiserver's command line on this control plane's etcd, certificates
+/// and tokens (`dir` is [`ControlPlane::dir`]), serving on `port`, issuing
+/// service-account tokens as `issuer` (https, so `/openid/v1/jwks` is served).
+pub fn apiserver_argv(
+    bin: &Path,
+    dir: &Path,
+    etcd_url: &str,
+    port: u16,
+    issuer: &str,
+    signing: &SaSigning,
+) -> Vec<String> {
+    let d = |name: &str| dir.join(name).display().to_string();
+    let mut argv = vec![
+        bin.join("kube-apiserver").display().to_string(),
+        format!("--etcd-servers={etcd_url}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        format!("--tls-cert-file={}", d("apiserver.crt")),
+        format!("--tls-private-key-file={}", d("apiserver.key")),
+        format!("--cert-dir={}", d("cert-dir")),
+        format!("--token-auth-file={}", d("tokens.csv")),
+        "--authorization-mode=RBAC".into(),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--allow-privileged=true".into(),
+        "--disable-admission-plugins=ServiceAccount".into(),
+        format!("--service-account-issuer={issuer}"),
+    ];
+    match signing {
+        SaSigning::KeyFiles => {
+            argv.push(format!("--service-account-key-file={}", d("sa.pub")));
+            argv.push(format!(
+                "--service-account-signing-key-file={}",
+                d("sa.key")
+            ));
+        }
+        SaSigning::Endpoint(socket) => {
+            argv.push(format!(
+                "--service-account-signing-endpoint={}",
+                socket.display()
+            ));
+        }
+    }
+    argv
+}
+
 // === impl ControlPlane ===
 
 impl ControlPlane {
@@ -208,23 +263,15 @@ impl ControlPlane {
             "--unsafe-no-fsync=true".into(),
             "--log-level=warn".into(),
         ];
-        let mut apiserver = vec![
-            bin.join("kube-apiserver").display().to_string(),
-            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".into(),
-            format!("--secure-port={api_port}"),
-            format!("--tls-cert-file={}", d("apiserver.crt")),
-            format!("--tls-private-key-file={}", d("apiserver.key")),
-            format!("--cert-dir={}", d("cert-dir")),
-            format!("--token-auth-file={}", d("tokens.csv")),
-            "--authorization-mode=RBAC".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            "--allow-privileged=true".into(),
-            "--disable-admission-plugins=ServiceAccount".into(),
-            format!("--service-account-issuer={api_url}"),
-            format!("--service-account-key-file={}", d("sa.pub")),
-            format!("--service-account-signing-key-file={}", d("sa.key")),
-        ];
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let mut apiserver = apiserver_argv(
+            &bin,
+            &dir,
+            &etcd_url,
+            api_port,
+            &api_url,
+            &SaSigning::KeyFiles,
+        );
         apiserver.extend(options.extra_apiserver_args);
         let controller_manager = vec![
             bin.join("kube-controller-manager").display().to_string(),
@@ -280,6 +327,7 @@ impl ControlPlane {
             kubeconfig,
             ca_pem: certs.ca_pem,
             bin,
+            etcd_url,
             _supervisor: supervisor,
         };
         if let Err(e) = plane.wait_ready(Duration::from_secs(90)).await {

@@ -1,0 +1,767 @@
+//! `jwks-operator signer`: kube-apiserver's external service-account token
+//! signer (KEP-740, `--service-account-signing-endpoint`).
+//!
+//! It serves `v1.ExternalJWTSigner` (Sign, FetchKeys, Metadata) over
+//! plaintext gRPC on a Unix socket (mode 0600) with the keys of one
+//! `KeyRotationPolicy` read from policy files, kept in a standalone state
+//! directory with the same lifecycle, layout and signals as `standalone`
+//! (SIGHUP re-reads the policy: the `jwks.dev/rotate-requested-at`
+//! annotation rotates, `spec.revokedKeyIDs` revokes). kube-apiserver depends
+//! on nothing that runs inside the cluster it serves.
+//!
+//! # One writer, many signers
+//!
+//! Every control-plane node runs its own signer for its own kube-apiserver.
+//! Signers given the same state directory (a shared or replicated
+//! filesystem with working `flock`, or one host) agree through the
+//! directory's lock: the holder is the *leader*. It runs passes of the
+//! shared [`engine`](crate::engine) with the state directory as its store
+//! and the signer as its reporter (the engine's third adapter, beside `k8s`
+//! and `standalone`): it plans, generates and writes, and serves each set
+//! once it is stored. The others *follow*: every [`Config::poll_interval`]
+//! they re-read the set when `lifecycle.json` or `jwks.json` changed, so all
+//! signers serve the same keys and no key is served before it is stored. A
+//! follower tries the lock at every poll and takes over within one interval
+//! when the leader exits.
+//!
+//! # Lifetimes
+//!
+//! Metadata announces the policy's `maxTokenTTL`; kube-apiserver reads it
+//! once. The largest value ever announced is recorded ([`announced`]) and
+//! bounds both Sign (`exp - iat`) and retention (the engine plans with it),
+//! so lowering `maxTokenTTL` never prunes a key a running kube-apiserver may
+//! still mint long tokens for.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use jiff::Timestamp;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+use warp::Filter as _;
+
+pub mod announced;
+pub mod kube;
+pub mod service;
+pub mod socket;
+
+#[cfg(test)]
+mod tests;
+
+/// The generated protobuf messages and tonic server/client of
+/// `proto/externaljwt.proto` (package `v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("v1");
+}
+
+use self::announced::Announced;
+use self::service::{Lifetimes, Service, SignerState, refresh_hint};
+use crate::engine::{Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
+use crate::http::PolicySummary;
+use crate::http::{self, PolicyRef, PolicyView, SharedState, Shutdown};
+use crate::keys::SigningKey;
+use crate::keys::lifecycle::{Policy, after};
+use crate::metrics::Metrics;
+use crate::standalone::policies::{self, PolicyDoc};
+use crate::store::files::{FileStore, FileVersion, PolicyDir, StateLock};
+use crate::store::{KeyStore as _, Loaded, StoreError, StoredKeySet};
+
+/// How long in-flight calls get at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything `jwks-operator signer` is told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// A policy file or a directory of them.
+    pub policies: PathBuf,
+    /// The policy whose keys sign.
+    pub policy: PolicyRef,
+    /// The state directory (shared by every signer of the cluster).
+    pub state_dir: PathBuf,
+    /// The Unix socket kube-apiserver's `--service-account-signing-endpoint` names.
+    pub socket: PathBuf,
+    /// Optional JWKS listener (the usual routes, for this one policy).
+    pub jwks_addr: Option<SocketAddr>,
+    /// Optional listener for `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Public base URL of the JWKS listener, for its discovery document.
+    pub public_base_url: Option<String>,
+    /// An existing `--service-account-signing-key-file` to adopt into an
+    /// empty state as the active key, under the kid kube-apiserver gave it.
+    pub adopt_key: Option<PathBuf>,
+    /// How often the stored set is checked for changes and a follower
+    /// tries to become the leader.
+    pub poll_interval: Duration,
+}
+
+/// Reads `--policies` and returns the named policy, checked for what
+/// kube-apiserver can use.
+pub fn load_policy(path: &Path, policy: &PolicyRef) -> anyhow::Result<PolicyDoc> {
+    let files = policies::read_policies(path)?;
+    if let Some(bad) = files.bad.iter().find(|b| {
+        b.policy
+            .as_ref()
+            .is_some_and(|(ns, n)| *ns == policy.namespace && *n == policy.name)
+    }) {
+        return Err(anyhow!("policy {policy} is invalid: {bad}"));
+    }
+    let doc = files
+        .policies
+        .into_iter()
+        .find(|d| d.namespace == policy.namespace && d.name == policy.name)
+        .ok_or_else(|| {
+            anyhow!(
+                "no KeyRotationPolicy {policy} in {} (metadata.namespace defaults to `default`)",
+                path.display()
+            )
+        })?;
+    kube::check_policy(doc.resolved.params.alg, doc.resolved.max_token_ttl)
+        .map_err(|e| anyhow!("policy {policy} cannot drive kube-apiserver's signer: {e}"))?;
+    Ok(doc)
+}
+
+/// The lifecycle parameters the engine plans with: the policy's, with
+/// retention covering the recorded lifetime bound.
+fn resolved_for(doc: &PolicyDoc, retention_ttl: Duration) -> Policy {
+    let mut resolved = doc.resolved.clone();
+    resolved.max_token_ttl = resolved.max_token_ttl.max(retention_ttl);
+    resolved
+}
+
+/// The FetchKeys refresh hint of a policy (see [`refresh_hint`]).
+fn hint_for(doc: &PolicyDoc) -> Duration {
+    refresh_hint(
+        doc.resolved.publish_ahead,
+        doc.policy.spec.verifier_refresh_interval.map(Into::into),
+    )
+}
+
+/// Reads and converts `--adopt-key` (a PEM `sa.key`).
+fn read_adopt_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --adopt-key {}", path.display()))?,
+    );
+    kube::import_pem_key(&text).with_context(|| format!("--adopt-key {}", path.display()))
+}
+
+/// Writes `key` as an adoptable `jwks.json` into an empty policy directory;
+/// the engine then takes it over as the active key. Does nothing when the
+/// state already holds keys.
+fn adopt_into(dir: &PolicyDir, key: &SigningKey) -> anyhow::Result<()> {
+    match dir.load_blocking()? {
+        Loaded::Empty => {}
+        Loaded::Keys { set, .. } | Loaded::Copied { set, .. } => {
+            if set.get(key.kid()).is_some() {
+                info!(
+                    kid = key.kid(),
+                    "--adopt-key: the key is already in the set"
+                );
+            } else {
+                warn!(
+                    kid = key.kid(),
+                    "--adopt-key ignored: the state directory already holds a key set (adoption only seeds an empty state)"
+                );
+            }
+            return Ok(());
+        }
+        Loaded::Adoptable { .. } | Loaded::Corrupt(_) => return Ok(()),
+    }
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let path = dir.path();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let bytes = crate::keys::private_jwks_json([key]);
+    let tmp = path.join(".jwks.json.adopt");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes.expose())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path.join("jwks.json"))?;
+    std::fs::File::open(path)?.sync_all()?;
+    info!(kid = key.kid(), state = %path.display(), "adopted --adopt-key as the first key of an empty state, under the kid kube-apiserver gave it");
+    Ok(())
+}
+
+/// What identifies a stored set's version without reading it.
+type Stamp = Vec<Option<(i64, i64, u64, u64)>>;
+
+fn stamp(dir: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    ["lifecycle.json", "jwks.json"]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(dir.join(f))
+                .ok()
+                .map(|m| (m.mtime(), m.mtime_nsec(), m.ino(), m.len()))
+        })
+        .collect()
+}
+
+enum Role {
+    Follower,
+    Leader(Box<Leader>),
+}
+
+/// What the leader keeps between engine passes.
+struct Leader {
+    tracked: Tracked<FileVersion>,
+    next_due: Timestamp,
+    problem: Option<Problem>,
+    _lock: StateLock,
+}
+
+/// The signer as the engine's [`Reporter`]: a stored set is served over
+/// gRPC (and on the optional JWKS listener); problems are logged once.
+struct Report<'a> {
+    policy: &'a PolicyRef,
+    doc: &'a PolicyDoc,
+    base_url: Option<&'a str>,
+    state: &'a SignerState,
+    http: &'a SharedState,
+    problem: &'a mut Option<Problem>,
+}
+
+impl Reporter for Report<'_> {
+    type Error = std::convert::Infallible;
+
+    async fn publish(&mut self, keys: &StoredKeySet) -> Result<(), Self::Error> {
+        let hint = hint_for(self.doc);
+        if self.state.publish(keys, hint, Timestamp::now()) {
+            log_served(self.policy, keys);
+        }
+        Ok(())
+    }
+
+    async fn note(&mut self, note: Note<'_>) {
+        match note {
+            Note::Loaded { keys, version } => {
+                info!(policy = %self.policy, keys, %version, "loaded the stored key set");
+            }
+            Note::Adopting { keys } => {
+                info!(policy = %self.policy, keys, "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
+            }
+            // Lifecycle steps are logged by the engine.
+            Note::Adopted { .. } | Note::Recreated | Note::Lifecycle(_) => {}
+        }
+    }
+
+    async fn healthy(
+        &mut self,
+        keys: &StoredKeySet,
+        problem: Option<Problem>,
+    ) -> Result<(), Self::Error> {
+        if problem != *self.problem {
+            match &problem {
+                Some(p) => warn!(policy = %self.policy, reason = %p.reason, "{}", p.message),
+                None if self.problem.is_some() => info!(policy = %self.policy, "policy recovered"),
+                None => {}
+            }
+            self.problem.clone_from(&problem);
+        }
+        let view = PolicyView::build(&self.doc.policy, keys, self.base_url);
+        self.http.upsert(view.with_problem(problem));
+        Ok(())
+    }
+
+    async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
+        if self.problem.as_ref() != Some(&problem) {
+            error!(policy = %self.policy, reason = %problem.reason, "{}; still serving the last good key set", problem.message);
+            *self.problem = Some(problem.clone());
+        }
+        self.http.set_problem(
+            self.policy,
+            PolicySummary::for_policy(&self.doc.policy),
+            Some(problem),
+        );
+        Ok(())
+    }
+
+    fn retrying(&mut self, what: &dyn std::fmt::Display, conflict: bool) {
+        if conflict {
+            warn!(policy = %self.policy, "{what}; reloading");
+        } else {
+            warn!(policy = %self.policy, "{what}; retrying");
+        }
+    }
+}
+
+fn log_served(policy: &PolicyRef, set: &StoredKeySet) {
+    info!(
+        policy = %policy,
+        active = set.active().map(|k| k.kid()),
+        keys = ?set.keys.iter().map(|k| format!("{}:{}", k.kid(), k.state)).collect::<Vec<_>>(),
+        "serving the key set"
+    );
+}
+
+/// The run loop's state besides the role.
+struct Signer {
+    config: Config,
+    doc: PolicyDoc,
+    dir: PolicyDir,
+    store: FileStore,
+    announced: Announced,
+    state: Arc<SignerState>,
+    http: SharedState,
+    adopt: Option<SigningKey>,
+    seen: Option<Stamp>,
+    corrupt_logged: bool,
+}
+
+impl Signer {
+    /// A follower's refresh: re-reads the stored set if it changed and
+    /// serves it.
+    async fn refresh(&mut self) {
+        let now_stamp = stamp(self.dir.path());
+        if self.seen.as_ref() == Some(&now_stamp) {
+            return;
+        }
+        match self.dir.load().await {
+            Ok(Loaded::Keys { set, .. } | Loaded::Copied { set, .. }) => {
+                let hint = hint_for(&self.doc);
+                if self.state.publish(&set, hint, Timestamp::now()) {
+                    log_served(&self.config.policy, &set);
+                }
+                self.http.upsert(PolicyView::build(
+                    &self.doc.policy,
+                    &set,
+                    self.config.public_base_url.as_deref(),
+                ));
+                self.http.set_ready(true);
+                self.corrupt_logged = false;
+                self.seen = Some(now_stamp);
+            }
+            Ok(Loaded::Empty | Loaded::Adoptable { .. }) => {}
+            Ok(Loaded::Corrupt(e)) => {
+                if !self.corrupt_logged {
+                    error!(policy = %self.config.policy, "the stored key set cannot be read ({}: {}); still serving the last good set", e.data_key, e.problem);
+                    self.corrupt_logged = true;
+                }
+                self.seen = Some(now_stamp);
+            }
+            Err(e) => warn!(policy = %self.config.policy, "reading the key set: {e}"),
+        }
+    }
+
+    /// A leader's engine pass, when due.
+    async fn pass(&mut self, leader: &mut Leader) {
+        let now = Timestamp::now();
+        if leader.next_due > now {
+            return;
+        }
+        let metrics = self.http.metrics_arc();
+        let resolved = resolved_for(&self.doc, self.state.lifetimes().sign_cap);
+        let pass = Pass {
+            policy: &self.config.policy,
+            resolved: &resolved,
+            metrics: &metrics,
+            had_keys: leader
+                .tracked
+                .keys
+                .as_ref()
+                .is_some_and(|(k, _)| !k.keys.is_empty()),
+        };
+        let mut report = Report {
+            policy: &self.config.policy,
+            doc: &self.doc,
+            base_url: self.config.public_base_url.as_deref(),
+            state: &self.state,
+            http: &self.http,
+            problem: &mut leader.problem,
+        };
+        let next = run_pass(&pass, &mut leader.tracked, &self.dir, &mut report).await;
+        leader.next_due = match next {
+            Next::At(due) => due,
+            Next::After(wait) => after(Timestamp::now(), wait),
+            // The file store always writes; nothing to wait for.
+            Next::OnChange => after(Timestamp::now(), Duration::from_secs(3600)),
+        };
+        if self.state.published().is_some() {
+            self.http.set_ready(true);
+        }
+    }
+
+    /// Reads the recorded lifetime bound (others may have raised it).
+    fn recorded_ttl(&self) -> Duration {
+        match self.announced.read() {
+            Ok(Some(d)) => d,
+            Ok(None) => self.state.lifetimes().sign_cap,
+            Err(e) => {
+                warn!("{}: {e}", self.announced.path().display());
+                self.state.lifetimes().sign_cap
+            }
+        }
+    }
+
+    /// Takes the lock if free.
+    fn try_lead(&mut self) -> Option<Role> {
+        match self.store.lock_exclusive() {
+            Ok(lock) => {
+                if let Some(key) = &self.adopt
+                    && let Err(e) = adopt_into(&self.dir, key)
+                {
+                    error!("--adopt-key: {e:#}");
+                }
+                self.state.metrics().set_leader(true);
+                info!(state_dir = %self.config.state_dir.display(), "holding the state-directory lock: this signer plans and rotates the keys");
+                Some(Role::Leader(Box::new(Leader {
+                    tracked: Tracked::default(),
+                    next_due: Timestamp::now(),
+                    problem: None,
+                    _lock: lock,
+                })))
+            }
+            Err(StoreError::Locked { .. }) => None,
+            Err(e) => {
+                warn!("cannot take the state-directory lock: {e}");
+                None
+            }
+        }
+    }
+
+    /// SIGHUP: re-reads the policy; a policy that cannot drive the signer
+    /// is refused and the previous one kept.
+    fn reload(&mut self, role: &mut Role) {
+        info!(path = %self.config.policies.display(), "SIGHUP: re-reading the policy files");
+        let doc = match load_policy(&self.config.policies, &self.config.policy) {
+            Ok(doc) => doc,
+            Err(e) => {
+                error!("{e:#}; keeping the policy as it was");
+                return;
+            }
+        };
+        let announce = doc.resolved.max_token_ttl;
+        let cap = match self.announced.record(announce) {
+            Ok(cap) => cap,
+            Err(e) => {
+                error!(
+                    "cannot record the announced maxTokenTTL in {}: {e}; keeping the policy as it was",
+                    self.announced.path().display()
+                );
+                return;
+            }
+        };
+        self.state.set_lifetimes(Lifetimes {
+            announce,
+            sign_cap: cap,
+        });
+        self.doc = doc;
+        // The refresh hint may have changed with publishAhead.
+        self.seen = None;
+        if let Role::Leader(leader) = role {
+            leader.next_due = Timestamp::now();
+        }
+    }
+}
+
+/// Runs the signer until `shutdown` is triggered. Fails at startup when the
+/// policy cannot be used, the state directory or the socket cannot be set
+/// up, or a listener cannot be bound.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let doc = load_policy(&config.policies, &config.policy)?;
+    let store = FileStore::open(&config.state_dir)
+        .with_context(|| format!("cannot use --state-dir {}", config.state_dir.display()))?;
+    let dir = store
+        .policy(&config.policy.namespace, &config.policy.name)
+        .map_err(|e| anyhow!("{e}"))?;
+    let adopt = config
+        .adopt_key
+        .as_deref()
+        .map(read_adopt_key)
+        .transpose()?;
+    let announced = Announced::new(&config.state_dir, &config.policy);
+    let announce = doc.resolved.max_token_ttl;
+    let cap = announced.record(announce).with_context(|| {
+        format!(
+            "cannot record the announced maxTokenTTL in {}",
+            announced.path().display()
+        )
+    })?;
+    if cap > announce {
+        info!(
+            announce = %crate::api::fmt_duration(announce),
+            retained_for = %crate::api::fmt_duration(cap),
+            "a longer maxTokenTTL was announced before: Sign accepts and retention covers it"
+        );
+    }
+    let state = SignerState::new(Lifetimes {
+        announce,
+        sign_cap: cap,
+    });
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+
+    let metrics = Arc::new(Metrics::new());
+    let http_state = SharedState::new(Some(config.policy.clone()), metrics);
+    let mut servers: Vec<JoinHandle<()>> = Vec::new();
+    let serve_config = |listener| http::ServeConfig {
+        listener,
+        limits: http::Limits::default(),
+        tls: None,
+        metrics: Some(http_state.metrics_arc()),
+    };
+    if let Some(addr) = config.jwks_addr {
+        let (addr, server) = http::serve(
+            addr,
+            http::jwks_routes(http_state.clone()),
+            serve_config(crate::metrics::Listener::Jwks),
+            shutdown.wait(),
+        )
+        .await
+        .with_context(|| format!("cannot listen on --jwks-addr {addr}"))?;
+        info!(%addr, "JWKS listener started");
+        servers.push(server);
+    }
+    if let Some(addr) = config.metrics_addr {
+        let (addr, server) = http::serve(
+            addr,
+            metrics_routes(state.clone(), http_state.clone()),
+            serve_config(crate::metrics::Listener::Metrics),
+            shutdown.wait(),
+        )
+        .await
+        .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        info!(%addr, "metrics listener started");
+        servers.push(server);
+    }
+
+    let mut signer = Signer {
+        config,
+        doc,
+        dir,
+        store,
+        announced,
+        state: state.clone(),
+        http: http_state.clone(),
+        adopt,
+        seen: None,
+        corrupt_logged: false,
+    };
+    let mut role = Role::Follower;
+    state.metrics().set_leader(false);
+    let mut guard = None;
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        if let Role::Follower = role
+            && let Some(leader) = signer.try_lead()
+        {
+            role = leader;
+        }
+        let recorded = signer.recorded_ttl();
+        let mut lifetimes = state.lifetimes();
+        if recorded > lifetimes.sign_cap {
+            info!(ttl = %crate::api::fmt_duration(recorded), "a longer maxTokenTTL was announced by another signer: Sign accepts it and retention covers it");
+            lifetimes.sign_cap = recorded;
+            state.set_lifetimes(lifetimes);
+            if let Role::Leader(leader) = &mut role {
+                leader.next_due = Timestamp::now();
+            }
+        }
+        match &mut role {
+            Role::Leader(leader) => signer.pass(leader).await,
+            Role::Follower => signer.refresh().await,
+        }
+
+        if guard.is_none() && state.published().is_some_and(|p| p.active.is_some()) {
+            let (listener, g) = socket::bind(&signer.config.socket)?;
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let service = Service::new(state.clone()).into_server();
+            let done = shutdown.wait();
+            servers.push(tokio::spawn(async move {
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, done)
+                    .await
+                {
+                    error!("the gRPC server stopped: {e}");
+                }
+            }));
+            info!(socket = %signer.config.socket.display(), policy = %signer.config.policy, "serving v1.ExternalJWTSigner");
+            guard = Some(g);
+        }
+
+        let poll = signer.config.poll_interval;
+        let sleep = match &role {
+            Role::Leader(leader) => until(leader.next_due).clamp(Duration::from_millis(10), poll),
+            Role::Follower => poll,
+        };
+        tokio::select! {
+            () = &mut stop => break,
+            _ = hangup.recv() => signer.reload(&mut role),
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+
+    info!("shutting down");
+    shutdown.trigger();
+    if let Some(g) = guard {
+        g.remove();
+    }
+    let all = futures::future::join_all(servers);
+    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+        error!("calls still in flight after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+/// `/metrics` (the operator's metrics and the signer's), `/healthz`,
+/// `/readyz` (200 once a key set with an active key is served).
+fn metrics_routes(
+    state: Arc<SignerState>,
+    http_state: SharedState,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
++ Clone
++ Send
++ Sync
++ 'static {
+    use warp::Reply as _;
+    use warp::http::StatusCode;
+    let metrics = {
+        let state = state.clone();
+        warp::path!("metrics").and(warp::get()).map(move || {
+            let base = http_state.metrics().encode();
+            let mut text = base.trim_end_matches("# EOF\n").to_owned();
+            text.push_str(&state.metrics().encode());
+            warp::reply::with_header(
+                text,
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .into_response()
+        })
+    };
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| "ok".into_response());
+    let readyz = warp::path!("readyz").and(warp::get()).map(move || {
+        if state.published().is_some_and(|p| p.active.is_some()) {
+            "ok".into_response()
+        } else {
+            warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE).into_response()
+        }
+    });
+    metrics
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(warp::any()
+            .map(|| warp::reply::with_status("not found", StatusCode::NOT_FOUND).into_response()))
+        .unify()
+}
+
+fn until(due: Timestamp) -> Duration {
+    let now = Timestamp::now();
+    if due <= now {
+        return Duration::ZERO;
+    }
+    due.duration_since(now).unsigned_abs()
+}
+
+/// Flags of `jwks-operator signer`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SignerArgs {
+    /// A KeyRotationPolicy YAML file or a directory of them (the manifests
+    /// you would `kubectl apply`).
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    pub policies: PathBuf,
+    /// The policy (`namespace/name`) whose keys sign service-account tokens.
+    /// Its algorithm must be RS256, ES256 or ES384 and its maxTokenTTL at
+    /// least 10m.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_policy_ref)]
+    pub policy: PolicyRef,
+    /// Directory holding the keys (standalone layout). Signers of several
+    /// control-plane nodes may share it: the one holding its lock rotates.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Unix socket to serve on; give kube-apiserver the same path in
+    /// --service-account-signing-endpoint (a plain path, no unix://).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Seed an empty state with this PEM private key (the cluster's current
+    /// --service-account-signing-key-file, e.g. /etc/kubernetes/pki/sa.key)
+    /// as the active key, under the kid kube-apiserver gave it, so tokens
+    /// issued before the switch keep verifying. Ignored once the state holds keys.
+    #[arg(long, value_name = "PEM_FILE")]
+    pub adopt_key: Option<PathBuf>,
+    /// Also serve the JWKS listener (public set, discovery, /metrics) here.
+    #[arg(long, value_name = "ADDR")]
+    pub jwks_addr: Option<SocketAddr>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Base URL clients reach the JWKS listener at (for jwks_uri).
+    #[arg(long, value_name = "URL")]
+    pub public_base_url: Option<String>,
+    /// How often the stored set is checked for changes, and a follower
+    /// tries to take over rotation.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_poll)]
+    pub poll_interval: Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = crate::cli::LogFormat::Text, env = "JWKS_LOG_FORMAT")]
+    pub log_format: crate::cli::LogFormat,
+}
+
+fn parse_policy_ref(s: &str) -> Result<PolicyRef, String> {
+    s.parse::<PolicyRef>().map_err(|e| e.to_string())
+}
+
+fn parse_poll(s: &str) -> Result<Duration, String> {
+    let d: crate::api::Duration = s.parse()?;
+    let d: Duration = d.into();
+    if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
+        return Err(format!("{s:?} must be between 100ms and 60s"));
+    }
+    Ok(d)
+}
+
+/// `jwks-operator signer`: logs, runs until SIGTERM/SIGINT, returns the exit code.
+pub fn main(args: SignerArgs) -> std::process::ExitCode {
+    crate::cli::init_logging(args.log_format);
+    let config = Config {
+        policies: args.policies,
+        policy: args.policy,
+        state_dir: args.state_dir,
+        socket: args.socket,
+        jwks_addr: args.jwks_addr,
+        metrics_addr: args.metrics_addr,
+        public_base_url: args.public_base_url,
+        adopt_key: args.adopt_key,
+        poll_interval: args.poll_interval,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jwks-operator: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let shutdown = Shutdown::new();
+        shutdown.trigger_on_termination_signal();
+        run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jwks-operator: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

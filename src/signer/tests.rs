@@ -1,0 +1,543 @@
+//! The gRPC service on a real Unix socket, called with the generated tonic
+//! client; the kube-specific key handling; the socket rules.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use tonic::transport::{Channel, Endpoint};
+
+use super::kube::{check_policy, import_pem_key, kube_key_id, spki_der};
+use super::pb::external_jwt_signer_client::ExternalJwtSignerClient;
+use super::pb::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
+use super::service::{Lifetimes, Service, SignerState, refresh_hint};
+use super::socket;
+use crate::keys::lifecycle::{KeySet, KeyState};
+use crate::keys::{Algorithm, KeyParams, SigningKey};
+use crate::store::StoredKeySet;
+use crate::store::testing::{fixture, managed};
+
+fn generate(alg: Algorithm) -> Arc<SigningKey> {
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([alg as u8; 32]);
+    Arc::new(SigningKey::generate(KeyParams::new(alg), &mut rng).unwrap())
+}
+
+use rand_chacha::rand_core::SeedableRng as _;
+
+fn set_of(keys: Vec<(Arc<SigningKey>, KeyState)>) -> StoredKeySet {
+    KeySet {
+        keys: keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, s))| managed(k, s, 100 - i as i64))
+            .collect(),
+        ..KeySet::default()
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A signer serving `state` on a socket in `dir`, and a client for it.
+struct Harness {
+    client: ExternalJwtSignerClient<Channel>,
+    state: Arc<SignerState>,
+    _dir: tempfile::TempDir,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn serve(lifetimes: Lifetimes) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signer.sock");
+    let state = SignerState::new(lifetimes);
+    let (listener, _guard) = socket::bind(&path).unwrap();
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = Service::new(state.clone()).into_server();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    let client = ExternalJwtSignerClient::new(connect(&path).await);
+    Harness {
+        client,
+        state,
+        _dir: dir,
+        stop,
+    }
+}
+
+/// A channel over the Unix socket at `path`.
+pub(crate) async fn connect(path: &Path) -> Channel {
+    let path: PathBuf = path.to_owned();
+    Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+fn claims(iat: i64, exp: i64) -> String {
+    let json = serde_json::json!({
+        "iss": "https://kubernetes.default.svc",
+        "sub": "system:serviceaccount:default:demo",
+        "aud": ["https://kubernetes.default.svc"],
+        "iat": iat, "nbf": iat, "exp": exp,
+        "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "demo", "uid": "u"}}
+    });
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json).unwrap())
+}
+
+fn lifetimes(announce: Duration, cap: Duration) -> Lifetimes {
+    Lifetimes {
+        announce,
+        sign_cap: cap,
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_served_before_a_set_is_published() {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let e = h.client.fetch_keys(FetchKeysRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    let e = h
+        .client
+        .sign(SignJwtRequest {
+            claims: claims(0, 60),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    let _ = h.stop.send(());
+}
+
+#[tokio::test]
+async fn fetch_keys_lists_pending_active_and_retired_keys_as_spki() {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let pending = generate(Algorithm::ES256);
+    let active = fixture(Algorithm::RS256);
+    let retired = fixture(Algorithm::ES384);
+    let set = set_of(vec![
+        (pending.clone(), KeyState::Pending),
+        (active.clone(), KeyState::Active),
+        (retired.clone(), KeyState::Retired),
+    ]);
+    h.state
+        .publish(&set, Duration::from_secs(30), Timestamp::now());
+    let resp = h
+        .client
+        .fetch_keys(FetchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
+    assert_eq!(kids, [pending.kid(), active.kid(), retired.kid()]);
+    assert_eq!(resp.refresh_hint_seconds, 30);
+    assert!(resp.keys.iter().all(|k| !k.exclude_from_oidc_discovery));
+
+    // The DER is SubjectPublicKeyInfo of exactly each key, read back with
+    // other parsers than the one that wrote it.
+    use p256::pkcs8::DecodePublicKey as _;
+    let p256_key = p256::PublicKey::from_public_key_der(&resp.keys[0].key).unwrap();
+    let jwk = pending.public_jwk();
+    let point = p256_key.to_sec1_bytes();
+    assert_eq!(URL_SAFE_NO_PAD.encode(&point[1..33]), jwk["x"]);
+    assert_eq!(URL_SAFE_NO_PAD.encode(&point[33..]), jwk["y"]);
+    let rsa_key = rsa::PublicKey::from_public_key_der(&resp.keys[1].key).unwrap();
+    use rsa::traits::PublicKeyParts as _;
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(rsa_key.n_bytes()),
+        active.public_jwk()["n"]
+    );
+    p384::PublicKey::from_public_key_der(&resp.keys[2].key).unwrap();
+    let _ = h.stop.send(());
+}
+
+#[tokio::test]
+async fn data_timestamp_moves_only_when_the_set_changes() {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let a = fixture(Algorithm::ES256);
+    let b = generate(Algorithm::ES256);
+    let one = set_of(vec![(a.clone(), KeyState::Active)]);
+    let t0 = Timestamp::from_second(1_900_000_000).unwrap();
+    assert!(h.state.publish(&one, Duration::from_secs(5), t0));
+    let first = h
+        .client
+        .fetch_keys(FetchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // Same keys republished later (a state change that lists the same keys): same stamp.
+    let mut same = one.clone();
+    same.keys[0].prune_after = Some(t0);
+    assert!(!h.state.publish(
+        &same,
+        Duration::from_secs(5),
+        t0 + jiff::SignedDuration::from_secs(10)
+    ));
+    let again = h
+        .client
+        .fetch_keys(FetchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.data_timestamp, again.data_timestamp);
+    // A new key: a later stamp, even when the clock did not move.
+    let two = set_of(vec![(b, KeyState::Pending), (a, KeyState::Active)]);
+    assert!(h.state.publish(&two, Duration::from_secs(5), t0));
+    let changed = h
+        .client
+        .fetch_keys(FetchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (f, c) = (
+        first.data_timestamp.unwrap(),
+        changed.data_timestamp.unwrap(),
+    );
+    assert!(
+        (c.seconds, c.nanos) > (f.seconds, f.nanos),
+        "{f:?} -> {c:?}"
+    );
+    assert_eq!(changed.keys.len(), 2);
+    let _ = h.stop.send(());
+}
+
+#[test]
+fn the_refresh_hint_is_at_most_half_of_publish_ahead() {
+    for secs in [0u64, 1, 2, 3, 20, 120, 3600, 86_400] {
+        let ahead = Duration::from_secs(secs);
+        let hint = refresh_hint(ahead, None);
+        assert!(hint >= Duration::from_secs(1));
+        if secs >= 2 {
+            assert!(hint <= ahead / 2, "publishAhead {secs}s gave {hint:?}");
+        }
+    }
+    assert_eq!(
+        refresh_hint(Duration::from_secs(40), None),
+        Duration::from_secs(20)
+    );
+    assert_eq!(
+        refresh_hint(Duration::from_secs(3600), None),
+        Duration::from_secs(60)
+    );
+    // Never longer than the policy's verifierRefreshInterval.
+    assert_eq!(
+        refresh_hint(Duration::from_secs(40), Some(Duration::from_secs(7))),
+        Duration::from_secs(7)
+    );
+}
+
+#[tokio::test]
+async fn keys_kube_cannot_use_are_left_out_and_never_sign() {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let ed = fixture(Algorithm::EdDSA);
+    let ps = fixture(Algorithm::PS256);
+    let rs = fixture(Algorithm::RS256);
+    let set = set_of(vec![
+        (ed, KeyState::Active),
+        (ps, KeyState::Pending),
+        (rs.clone(), KeyState::Retired),
+    ]);
+    h.state
+        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    let resp = h
+        .client
+        .fetch_keys(FetchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
+    assert_eq!(kids, [rs.kid()]);
+    let e = h
+        .client
+        .sign(SignJwtRequest {
+            claims: claims(0, 60),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let _ = h.stop.send(());
+}
+
+async fn sign_with(alg: Algorithm) {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let active = fixture(alg);
+    let pending = generate(Algorithm::ES256);
+    let set = set_of(vec![
+        (pending, KeyState::Pending),
+        (active.clone(), KeyState::Active),
+    ]);
+    h.state
+        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    let now = Timestamp::now().as_second();
+    let payload = claims(now, now + 3600);
+    let resp = h
+        .client
+        .sign(SignJwtRequest {
+            claims: payload.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The header holds exactly alg, kid and typ "JWT".
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&resp.header).unwrap()).unwrap();
+    assert_eq!(
+        header,
+        serde_json::json!({"alg": alg.as_str(), "kid": active.kid(), "typ": "JWT"})
+    );
+    let signature = URL_SAFE_NO_PAD.decode(&resp.signature).unwrap();
+    match alg {
+        Algorithm::ES256 => assert_eq!(signature.len(), 64, "raw r||s"),
+        Algorithm::ES384 => assert_eq!(signature.len(), 96, "raw r||s"),
+        _ => assert_eq!(signature.len(), 256),
+    }
+    // The assembled token verifies with an independent JWT library.
+    let token = format!("{}.{}.{}", resp.header, payload, resp.signature);
+    let mut validation = jsonwebtoken::Validation::new(match alg {
+        Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::ES384 => jsonwebtoken::Algorithm::ES384,
+        _ => jsonwebtoken::Algorithm::RS256,
+    });
+    validation.set_audience(&["https://kubernetes.default.svc"]);
+    let decoded = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &active.verifying_key().to_decoding_key(),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(decoded.claims["sub"], "system:serviceaccount:default:demo");
+    let _ = h.stop.send(());
+}
+
+#[tokio::test]
+async fn sign_uses_the_active_rs256_key() {
+    sign_with(Algorithm::RS256).await;
+}
+
+#[tokio::test]
+async fn sign_uses_the_active_es256_key_with_raw_signatures() {
+    sign_with(Algorithm::ES256).await;
+}
+
+#[tokio::test]
+async fn sign_uses_the_active_es384_key_with_raw_signatures() {
+    sign_with(Algorithm::ES384).await;
+}
+
+#[tokio::test]
+async fn sign_refuses_lifetimes_beyond_the_cap_and_bad_claims() {
+    let mut h = serve(lifetimes(
+        Duration::from_secs(600),
+        Duration::from_secs(900),
+    ))
+    .await;
+    let set = set_of(vec![(fixture(Algorithm::ES256), KeyState::Active)]);
+    h.state
+        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    // Up to the recorded cap is signed, one second more is not.
+    h.client
+        .sign(SignJwtRequest {
+            claims: claims(1000, 1900),
+        })
+        .await
+        .unwrap();
+    let e = h
+        .client
+        .sign(SignJwtRequest {
+            claims: claims(1000, 1901),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("maxTokenTTL"), "{}", e.message());
+    for bad in [
+        "not base64!".to_string(),
+        URL_SAFE_NO_PAD.encode(b"not json"),
+        URL_SAFE_NO_PAD.encode(b"[1,2]"),
+        URL_SAFE_NO_PAD.encode(br#"{"iat": 1}"#),
+        URL_SAFE_NO_PAD.encode(br#"{"iat": 1, "exp": "2"}"#),
+        "A".repeat(super::service::MAX_CLAIMS_LEN + 1),
+    ] {
+        let e = h
+            .client
+            .sign(SignJwtRequest {
+                claims: bad.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:.40}");
+    }
+    let text = h.state.metrics().encode();
+    assert!(
+        text.contains(
+            r#"jwks_operator_signer_requests_total{method="Sign",code="InvalidArgument"} 7"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"jwks_operator_signer_requests_total{method="Sign",code="OK"} 1"#));
+    let _ = h.stop.send(());
+}
+
+#[tokio::test]
+async fn metadata_announces_the_policy_max_token_ttl() {
+    let mut h = serve(lifetimes(
+        Duration::from_secs(7200),
+        Duration::from_secs(9000),
+    ))
+    .await;
+    let resp = h
+        .client
+        .metadata(MetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.max_token_expiration_seconds, 7200);
+    h.state.set_lifetimes(lifetimes(
+        Duration::from_secs(900),
+        Duration::from_secs(9000),
+    ));
+    let resp = h
+        .client
+        .metadata(MetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.max_token_expiration_seconds, 900);
+    let _ = h.stop.send(());
+}
+
+#[test]
+fn policies_kube_cannot_use_are_refused() {
+    for alg in [
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::EdDSA,
+    ] {
+        let e = check_policy(alg, HOUR).unwrap_err();
+        assert!(
+            e.contains(alg.as_str()) && e.contains("RS256, ES256 and ES384"),
+            "{e}"
+        );
+    }
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::ES384] {
+        check_policy(alg, HOUR).unwrap();
+        check_policy(alg, Duration::from_secs(600)).unwrap();
+        let e = check_policy(alg, Duration::from_secs(599)).unwrap_err();
+        assert!(e.contains("600s"), "{e}");
+    }
+}
+
+#[test]
+fn the_kube_key_id_is_the_sha256_of_the_spki_not_the_thumbprint() {
+    use rsa::pkcs8::EncodePublicKey as _;
+    let key = fixture(Algorithm::RS256);
+    let spki = spki_der(&key).unwrap();
+    // The same DER as an independent encoder writes it (Go's
+    // x509.MarshalPKIXPublicKey writes this standard form too).
+    let jwk = key.public_jwk();
+    let n = rsa::BoxedUint::from_be_slice_vartime(
+        &URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap(),
+    );
+    let e = rsa::BoxedUint::from_be_slice_vartime(
+        &URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap(),
+    );
+    let public = rsa::PublicKey::new(n, e).unwrap();
+    assert_eq!(public.to_public_key_der().unwrap().as_bytes(), &spki[..]);
+    let kid = kube_key_id(&spki);
+    assert_eq!(kid.len(), 43);
+    assert_ne!(kid, key.thumbprint());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki);
+    assert_eq!(URL_SAFE_NO_PAD.decode(&kid).unwrap(), digest.as_ref());
+}
+
+#[test]
+fn an_sa_key_is_imported_under_the_kid_kube_gave_it() {
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([7; 32]);
+    let rsa_key = rsa::PrivateKey::new(&mut rng, 2048).unwrap();
+    let pkcs1 = rsa_key.to_pkcs1_pem(LineEnding::LF).unwrap();
+    let pkcs8 = rsa_key.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let a = import_pem_key(&pkcs1).unwrap();
+    let b = import_pem_key(&pkcs8).unwrap();
+    assert_eq!(a.kid(), b.kid());
+    assert_eq!(a.alg(), Algorithm::RS256);
+    assert_eq!(a.kid(), kube_key_id(&spki_der(&a).unwrap()));
+    assert!(!a.kid_is_thumbprint());
+    // It signs what its public half verifies.
+    let sig = a.sign(b"x.y").unwrap();
+    a.verifying_key().verify_signature(b"x.y", &sig).unwrap();
+
+    let ec = p256::SecretKey::from_slice(&[9u8; 32]).unwrap();
+    let ec_pkcs8 = ec.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let ec_sec1 = ec.to_sec1_pem(LineEnding::LF).unwrap();
+    let c = import_pem_key(&ec_pkcs8).unwrap();
+    let d = import_pem_key(&ec_sec1).unwrap();
+    assert_eq!(c.alg(), Algorithm::ES256);
+    assert_eq!(c.kid(), d.kid());
+    assert_eq!(c.kid(), kube_key_id(&spki_der(&c).unwrap()));
+
+    for bad in [
+        "",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        "-----BEGIN RSA PRIVATE KEY-----\nnot base64\n-----END RSA PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n",
+    ] {
+        let e = import_pem_key(bad).unwrap_err().to_string();
+        assert!(!e.is_empty());
+    }
+    // An error never shows the key.
+    let mut broken = pkcs1.to_string();
+    broken.insert_str(40, "!!");
+    let e = import_pem_key(&broken).unwrap_err().to_string();
+    assert!(!e.contains(&pkcs1[40..80]), "{e}");
+}
+
+#[tokio::test]
+async fn the_socket_is_private_and_a_live_one_is_never_taken_over() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let (listener, guard) = socket::bind(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A second signer on the same path is refused while the first listens.
+    let e = socket::bind(&path).unwrap_err();
+    assert!(matches!(e, socket::SocketError::InUse(_)), "{e}");
+    // Once it is gone (the file stays behind), the stale file is replaced.
+    drop(listener);
+    assert!(path.exists());
+    let (_l2, guard2) = socket::bind(&path).unwrap();
+    tokio::net::UnixStream::connect(&path).await.unwrap();
+    // The first guard no longer owns the path: it leaves it alone.
+    guard.remove();
+    assert!(path.exists());
+    guard2.remove();
+    assert!(!path.exists());
+    // Anything but a socket is never replaced.
+    std::fs::write(&path, b"data").unwrap();
+    let e = socket::bind(&path).unwrap_err();
+    assert!(matches!(e, socket::SocketError::NotASocket(_)), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    // No staging directory is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1);
+}
