@@ -830,17 +830,15 @@ impl Node {
         out
     }
 
-    /// Resident memory (kB) of every process in the node's PID namespace, by
-    /// command name, largest first; containers' processes included.
+    /// Resident memory (kB) of every process of the node (the namespace's
+    /// init and all its descendants, containers included), summed by
+    /// command name, largest first.
     pub fn memory_by_process(&self) -> Vec<(String, u64)> {
-        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-        let ours = ns(&self.init_pid.to_string());
-        let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut parent: Vec<(u32, u32, String, u64)> = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let pid = entry.file_name().to_string_lossy().into_owned();
-            if !pid.bytes().all(|b| b.is_ascii_digit()) || ns(&pid) != ours {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
-            }
+            };
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             let field = |key: &str| {
                 status
@@ -848,11 +846,29 @@ impl Node {
                     .find_map(|l| l.strip_prefix(key))
                     .map(|v| v.trim().to_owned())
             };
-            let name = field("Name:").unwrap_or_default();
-            let rss: u64 = field("VmRSS:")
+            let ppid = field("PPid:").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let rss = field("VmRSS:")
                 .and_then(|v| v.trim_end_matches(" kB").trim().parse().ok())
                 .unwrap_or(0);
-            *by_name.entry(name).or_default() += rss;
+            parent.push((pid, ppid, field("Name:").unwrap_or_default(), rss));
+        }
+        let mut ours = std::collections::BTreeSet::from([self.init_pid]);
+        loop {
+            let before = ours.len();
+            for (pid, ppid, _, _) in &parent {
+                if ours.contains(ppid) {
+                    ours.insert(*pid);
+                }
+            }
+            if ours.len() == before {
+                break;
+            }
+        }
+        let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+        for (pid, _, name, rss) in parent {
+            if ours.contains(&pid) {
+                *by_name.entry(name).or_default() += rss;
+            }
         }
         let mut list: Vec<(String, u64)> = by_name.into_iter().collect();
         list.sort_by(|a, b| b.1.cmp(&a.1));
