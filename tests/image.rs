@@ -178,7 +178,13 @@ fn the_built_image_is_the_tested_binary_and_agrees_with_the_dockerfile() {
     let exposed: BTreeSet<String> = dockerfile_final_stage("EXPOSE")
         .iter()
         .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .map(|p| if p.contains('/') { p } else { format!("{p}/tcp") })
+        .map(|p| {
+            if p.contains('/') {
+                p
+            } else {
+                format!("{p}/tcp")
+            }
+        })
         .collect();
     let ports: BTreeSet<String> = config["ExposedPorts"]
         .as_object()
@@ -188,7 +194,9 @@ fn the_built_image_is_the_tested_binary_and_agrees_with_the_dockerfile() {
         .collect();
     assert_eq!(ports, exposed);
     // ... and the chart's container ports are among them.
-    let deployment = std::fs::read_to_string(root().join("charts/jwks-operator/templates/deployment.yaml")).unwrap();
+    let deployment =
+        std::fs::read_to_string(root().join("charts/jwks-operator/templates/deployment.yaml"))
+            .unwrap();
     for port in deployment
         .lines()
         .filter_map(|l| l.trim().strip_prefix("containerPort: "))
