@@ -4,6 +4,10 @@
 //! kube-proxy, bridge CNI, all inside private namespaces), and the README's
 //! Image, Install, Upgrade and Uninstall commands run as written.
 //!
+//! `JWKS_E2E_IMAGE=target/image/jwks-operator-0.1.0.oci.tar` runs a
+//! prebuilt image instead (the README's release build) of packing this test
+//! binary.
+//!
 //! One scenario test: the README's release owns the cluster-scoped CRD, so
 //! the steps share it in order (install, leader hand-off, rolling upgrade,
 //! token listener, uninstall, reinstall).
@@ -72,6 +76,14 @@ async fn run_readme_command(node: &Node, argv: &[String], image_out: &Path) -> S
         "kubectl" => kubectl_command(&node.kubeconfig),
         "ctr" => node.command("ctr"),
         "scripts/build-image.sh" => {
+            // JWKS_E2E_IMAGE=<tarball>: run a prebuilt image instead, e.g.
+            // the README's own `scripts/build-image.sh` (release) output.
+            if let Ok(prebuilt) = std::env::var("JWKS_E2E_IMAGE") {
+                std::fs::create_dir_all(image_out.parent().unwrap()).unwrap();
+                std::fs::copy(&prebuilt, image_out)
+                    .unwrap_or_else(|e| panic!("JWKS_E2E_IMAGE={prebuilt}: {e}"));
+                return prebuilt;
+            }
             let mut cmd = Command::new("bash");
             cmd.arg("scripts/build-image.sh")
                 .args(["--binary", env!("CARGO_BIN_EXE_jwks-operator")])
@@ -241,6 +253,32 @@ async fn policy_ready(policies: &Api<KeyRotationPolicy>, name: &str) -> KeyRotat
     .await
 }
 
+/// The manifest and config digests of an OCI image tarball.
+fn image_digests(tarball: &Path) -> Vec<String> {
+    let read = |member: &str| -> serde_json::Value {
+        let out = Command::new("tar")
+            .arg("-xOf")
+            .arg(tarball)
+            .arg(member)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{member} in {}", tarball.display());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let manifest = read("index.json")["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config = read(&format!(
+        "blobs/sha256/{}",
+        manifest.trim_start_matches("sha256:")
+    ))["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    vec![manifest, config]
+}
+
 /// `kubectl logs -f` of a pod into a file, printed if the test panics.
 struct FollowLog {
     child: std::process::Child,
@@ -348,6 +386,23 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
             spec.containers[0].image.as_deref(),
             Some("ghcr.io/jwks-operator/jwks-operator:0.1.0"),
             "the chart's default image: the one built and imported above"
+        );
+    }
+    // ... and they run the image imported above: its manifest or config
+    // digest is the one the kubelet reports.
+    let digests = image_digests(&image_out);
+    for pod in &running {
+        let image_id = &pod
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .image_id;
+        assert!(
+            digests.iter().any(|d| image_id.contains(d.as_str())),
+            "{image_id} is one of {digests:?}"
         );
     }
     let holder = lease_holder(&admin).await.expect("a Lease holder");
@@ -695,14 +750,14 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
 
     // Measurements for tests/controlplane/README.md.
     let memory = node.memory_by_process();
-    let total: u64 = memory.iter().map(|(_, kb)| kb).sum();
+    let total: u64 = memory.iter().map(|(_, _, kb)| kb).sum();
     eprintln!(
         "[node-e2e] node Ready after {:.1}s; RSS of everything in the node: {} MB",
         node.ready_after.as_secs_f64(),
         total / 1024
     );
-    for (name, kb) in &memory {
-        eprintln!("[node-e2e]   {name}: {} MB", kb / 1024);
+    for (name, count, kb) in &memory {
+        eprintln!("[node-e2e]   {name} x{count}: {} MB", kb / 1024);
     }
 }
 

@@ -832,8 +832,8 @@ impl Node {
 
     /// Resident memory (kB) of every process of the node (the namespace's
     /// init and all its descendants, containers included), summed by
-    /// command name, largest first.
-    pub fn memory_by_process(&self) -> Vec<(String, u64)> {
+    /// command name: (name, processes, kB), largest first.
+    pub fn memory_by_process(&self) -> Vec<(String, usize, u64)> {
         let mut parent: Vec<(u32, u32, String, u64)> = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -864,14 +864,17 @@ impl Node {
                 break;
             }
         }
-        let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut by_name: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
         for (pid, _, name, rss) in parent {
             if ours.contains(&pid) {
-                *by_name.entry(name).or_default() += rss;
+                let entry = by_name.entry(name).or_default();
+                entry.0 += 1;
+                entry.1 += rss;
             }
         }
-        let mut list: Vec<(String, u64)> = by_name.into_iter().collect();
-        list.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut list: Vec<(String, usize, u64)> =
+            by_name.into_iter().map(|(n, (c, kb))| (n, c, kb)).collect();
+        list.sort_by(|a, b| b.2.cmp(&a.2));
         list
     }
 }
