@@ -799,3 +799,25 @@ async fn the_node_leaves_the_hosts_network_and_sysctls_alone() {
         assert!(!after.2.contains(link), "{link} on the host: {}", after.2);
     }
 }
+
+#[test]
+fn node_builder_replaces_and_drops_apiserver_flags() {
+    use support::node::NodeBuilder;
+    let defaults = vec![
+        "--service-account-key-file=/pki/sa.pub".to_owned(),
+        "--service-account-signing-key-file=/pki/sa.key".to_owned(),
+        "--authorization-mode=Node,RBAC".to_owned(),
+    ];
+    let builder = NodeBuilder::default()
+        .without_apiserver_flag("--service-account-signing-key-file")
+        .apiserver_flag("--service-account-signing-endpoint=/tmp/signer.sock")
+        .apiserver_flag("--authorization-mode=RBAC");
+    assert_eq!(
+        builder.apply_apiserver_flags(defaults),
+        [
+            "--service-account-key-file=/pki/sa.pub",
+            "--service-account-signing-endpoint=/tmp/signer.sock",
+            "--authorization-mode=RBAC",
+        ]
+    );
+}

@@ -275,6 +275,21 @@ impl NodeBuilder {
         self
     }
 
+    /// `defaults` with this builder's flags applied: a flag given here
+    /// replaces the default of the same name, removed names are dropped,
+    /// added flags come last in the order given.
+    pub fn apply_apiserver_flags(&self, mut defaults: Vec<String>) -> Vec<String> {
+        let replaced: Vec<&str> = self
+            .apiserver_flags
+            .iter()
+            .map(|f| flag_name(f))
+            .chain(self.apiserver_flags_removed.iter().map(String::as_str))
+            .collect();
+        defaults.retain(|f| !replaced.contains(&flag_name(f)));
+        defaults.extend(self.apiserver_flags.iter().cloned());
+        defaults
+    }
+
     /// Starts the node and waits until it is `Ready`; the calling thread is
     /// then in the node's network namespace. Each call starts a separate node
     /// in its own namespaces (most tests share one through [`node`]).
@@ -492,14 +507,7 @@ healthzBindAddress: 127.0.0.1:10256
             "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
             "--allow-privileged=true".into(),
         ];
-        let replaced: Vec<&str> = self
-            .apiserver_flags
-            .iter()
-            .map(|f| flag_name(f))
-            .chain(self.apiserver_flags_removed.iter().map(String::as_str))
-            .collect();
-        apiserver.retain(|f| !replaced.contains(&flag_name(f)));
-        apiserver.extend(self.apiserver_flags.iter().cloned());
+        let apiserver = self.apply_apiserver_flags(apiserver);
 
         let b = |name: &str| bin.join(name).display().to_string();
         let components: Vec<(&str, Vec<String>)> = vec![
