@@ -479,7 +479,7 @@ healthzBindAddress: 127.0.0.1:10256
         )?;
 
         // Command lines.
-        let mut apiserver: Vec<String> = vec![
+        let apiserver: Vec<String> = vec![
             "--etcd-servers=http://127.0.0.1:2379".into(),
             "--bind-address=0.0.0.0".into(),
             format!("--secure-port={API_PORT}"),
@@ -882,7 +882,7 @@ impl Node {
         }
         let mut list: Vec<(String, usize, u64)> =
             by_name.into_iter().map(|(n, (c, kb))| (n, c, kb)).collect();
-        list.sort_by(|a, b| b.2.cmp(&a.2));
+        list.sort_by_key(|e| std::cmp::Reverse(e.2));
         list
     }
 }
