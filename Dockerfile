@@ -6,6 +6,11 @@
 #
 #   docker build -t ghcr.io/jwks-operator/jwks-operator:0.1.0 .
 #
+# Without Docker, scripts/build-image.sh writes the same image (user, entrypoint,
+# command and ports; tests/image.rs checks they agree with this file) as an
+# OCI image tarball from a static glibc build; the tests pack their own binary
+# with it (`--binary`) and run it as pods on a real node (tests/node_e2e.rs).
+#
 # Why musl: kube's HTTPS client (rustls) and the JWT crypto use aws-lc-rs,
 # whose C code the `cc` crate compiles with musl-gcc from musl-tools: no cmake,
 # no clang, and aws-lc-sys ships pre-generated bindings for this target. The

@@ -483,6 +483,11 @@ fn default_values_render_a_least_privilege_highly_available_operator() {
     assert_eq!(c["ports"][0]["containerPort"], 8080);
     assert_eq!(c["ports"][1]["containerPort"], 9090);
     assert_eq!(
+        c["lifecycle"],
+        json!({"preStop": {"sleep": {"seconds": 5}}}),
+        "a stopping pod keeps serving while the endpoints drop it"
+    );
+    assert_eq!(
         c["livenessProbe"]["httpGet"],
         json!({"path": "/healthz", "port": "jwks"})
     );
@@ -1007,6 +1012,14 @@ fn wrong_values_fail_with_a_message_naming_them() {
             "at '/metrics/serviceMonitor/interval'",
         ),
         (&[("crds.enabled", "yes")], "at '/crds/enabled'"),
+        (
+            &[("shutdownDelaySeconds", "-5")],
+            "at '/shutdownDelaySeconds'",
+        ),
+        (
+            &[("shutdownDelaySeconds", "30")],
+            "shutdownDelaySeconds (30) must be less than terminationGracePeriodSeconds (30)",
+        ),
         (
             &[("serviceAccount.create", "false")],
             "serviceAccount.name is required when serviceAccount.create is false",

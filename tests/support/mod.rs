@@ -3,4 +3,5 @@
 
 pub mod controlplane;
 pub mod helm;
+pub mod node;
 pub mod operator;

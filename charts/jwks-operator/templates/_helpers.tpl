@@ -124,6 +124,9 @@ Deployment, so `helm install` fails before anything is created.
 {{- if and .Values.tokenListener.service.enabled (not .Values.tokenListener.enabled) }}
 {{- fail "tokenListener.service.enabled requires tokenListener.enabled: there is no token listener to expose" }}
 {{- end }}
+{{- if and (gt (int .Values.shutdownDelaySeconds) 0) (ge (int .Values.shutdownDelaySeconds) (int .Values.terminationGracePeriodSeconds)) }}
+{{- fail (printf "shutdownDelaySeconds (%d) must be less than terminationGracePeriodSeconds (%d): the pod needs time to stop after the delay" (int .Values.shutdownDelaySeconds) (int .Values.terminationGracePeriodSeconds)) }}
+{{- end }}
 {{- end }}
 
 {{/*
