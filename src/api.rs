@@ -567,6 +567,9 @@ impl KeyRotationPolicySpec {
                 .cloned()
                 .collect::<BTreeSet<_>>(),
             rotation_request: rotation_request.map(str::to_owned),
+            // Not a spec field: the operator's `--propagation-grace` replaces
+            // it (it depends on the deployment, not on the policy).
+            propagation_grace: crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
         })
     }
 
