@@ -1479,3 +1479,26 @@ fn jtis_are_128_random_bits_and_never_repeat_across_a_reseed() {
     .unwrap();
     assert!(other.iter().all(|j| !seen.contains(j)));
 }
+
+/// A replica can see a raised `maxTokenTTL` before the key set the leader
+/// re-plans under it: the signer's retention was computed for the TTL it
+/// recorded, so a token may not outlive that.
+#[tokio::test]
+async fn the_mint_cap_is_the_lower_of_the_spec_and_the_signers_recorded_ttl() {
+    let api = api_policy(); // maxTokenTTL: 10m
+    let mut keys = plan_at(&api, KeySet::default(), 1, &[0]);
+    keys.keys[0].max_token_ttl = std::time::Duration::from_secs(120);
+    let state = SharedState::new(None, Arc::new(Metrics::new()))
+        .with_clock(now)
+        .with_jti_source(|| Ok(JTI.to_string()));
+    state.upsert(PolicyView::build(&api, &keys, None));
+    let routes = boxed(token_routes(state));
+
+    let res = send(&routes, post_json(API_TOKEN, "{}")).await;
+    assert_eq!(res.status(), 200);
+    let exp = now().checked_add(SignedDuration::from_secs(120)).unwrap();
+    assert_eq!(body_json(&res)["expiresAt"], exp.to_string());
+    let res = send(&routes, post_json(API_TOKEN, r#"{"ttl":"5m"}"#)).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(body_json(&res)["error"], "ttl_too_long");
+}
