@@ -771,11 +771,11 @@ async fn metrics_route_serves_openmetrics_with_every_family() {
 #[test]
 fn next_prune_time_is_the_earliest_retired_key_prune_after() {
     // Rotated at 60 min: the first key retires and may go after
-    // maxTokenTTL (10m) + clockSkew (30s).
+    // maxTokenTTL (10m) + clockSkew (30s) + the propagation grace (90s).
     let keys = plan_at(&api_policy(), KeySet::default(), 1, &[0, 50 * 60, 60 * 60]);
     assert_eq!(
         crate::metrics::next_prune_time(&keys),
-        Some(at(60 * 60 + 10 * 60 + 30))
+        Some(at(60 * 60 + 10 * 60 + 30 + 90))
     );
 }
 
