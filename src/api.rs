@@ -659,11 +659,13 @@ pub fn is_dns_subdomain(name: &str) -> bool {
 }
 
 /// Formats a duration the way Go prints one (`1h30m0s`, `90s` → `1m30s`),
-/// trimmed of zero-valued trailing units for readability (`1h30m`).
+/// trimmed of zero-valued trailing units for readability (`1h30m`); a
+/// fraction of a second keeps every digit down to the nanosecond, so the
+/// text parses back to the same duration.
 pub fn fmt_duration(d: StdDuration) -> String {
     let total = d.as_secs();
     let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
-    let millis = d.subsec_millis();
+    let nanos = d.subsec_nanos();
     let mut out = String::new();
     if h > 0 {
         out.push_str(&format!("{h}h"));
@@ -671,11 +673,15 @@ pub fn fmt_duration(d: StdDuration) -> String {
     if m > 0 {
         out.push_str(&format!("{m}m"));
     }
-    if s > 0 || millis > 0 || out.is_empty() {
-        if millis > 0 {
-            out.push_str(&format!("{s}.{millis:03}s"));
-        } else {
+    if s > 0 || nanos > 0 || out.is_empty() {
+        if nanos == 0 {
             out.push_str(&format!("{s}s"));
+        } else if nanos.is_multiple_of(1_000_000) {
+            out.push_str(&format!("{s}.{:03}s", nanos / 1_000_000));
+        } else {
+            // Every digit down to the nanosecond, so it parses back exactly.
+            let frac = format!("{nanos:09}");
+            out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
         }
     }
     out
@@ -847,6 +853,25 @@ mod tests {
         assert_eq!(fmt_duration(StdDuration::from_secs(90)), "1m30s");
         assert_eq!(fmt_duration(StdDuration::ZERO), "0s");
         assert_eq!(fmt_duration(StdDuration::from_millis(1500)), "1.500s");
+    }
+
+    /// Found by the `duration` fuzz target: "1us" printed as "0s", so a
+    /// duration below a millisecond (or with one) was lost in messages and
+    /// in lifecycle.json's maxTokenTTL.
+    #[test]
+    fn formatting_keeps_every_nanosecond() {
+        for d in [
+            StdDuration::from_micros(1),
+            StdDuration::from_nanos(100),
+            StdDuration::from_nanos(1_500_000_001),
+            StdDuration::new(5400, 250_000),
+            StdDuration::new(3600 * 1000, 999_999_999),
+        ] {
+            let printed = fmt_duration(d);
+            let back: Duration = printed.parse().unwrap();
+            assert_eq!(StdDuration::from(back), d, "{d:?} printed as {printed}");
+        }
+        assert_eq!(fmt_duration(StdDuration::from_micros(1)), "0.000001s");
     }
 
     fn validate(yaml: &str) -> Result<(), Vec<String>> {
