@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let back: jwks_operator::api::Duration = printed
         .parse()
         .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which does not parse: {e}"));
-    assert_eq!(back.is_negative(), d.is_negative(), "{text:?} -> {printed:?}");
+    assert_eq!(
+        back.is_negative(),
+        d.is_negative(),
+        "{text:?} -> {printed:?}"
+    );
     assert_eq!(
         std::time::Duration::from(back),
         std::time::Duration::from(d),

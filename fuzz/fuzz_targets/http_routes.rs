@@ -83,7 +83,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // warp::test panics on what a real server would never hand it.
-    if !METHODS.contains(&req.method) || !req.path.starts_with('/') || req.path.parse::<Uri>().is_err() {
+    if !METHODS.contains(&req.method)
+        || !req.path.starts_with('/')
+        || req.path.parse::<Uri>().is_err()
+    {
         return;
     }
     let f = fixture();
@@ -92,22 +95,37 @@ fuzz_target!(|data: &[u8]| {
         .path(req.path)
         .body(req.body.to_vec());
     for (name, value) in &req.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
             builder = builder.header(name, value);
         }
     }
-    let routes = if req.token_listener { &f.token } else { &f.jwks };
+    let routes = if req.token_listener {
+        &f.token
+    } else {
+        &f.jwks
+    };
     let res = f.rt.block_on(builder.reply(routes));
     let status = res.status();
-    assert!(!status.is_server_error(), "{status} for {req:?}: {:?}", res.body());
+    assert!(
+        !status.is_server_error(),
+        "{status} for {req:?}: {:?}",
+        res.body()
+    );
     if status.is_client_error() {
         let doc: serde_json::Value = serde_json::from_slice(res.body())
             .unwrap_or_else(|e| panic!("{status} with a non-JSON body ({e}) for {req:?}"));
-        assert!(doc["error"].is_string() && doc["message"].is_string(), "{doc}");
+        assert!(
+            doc["error"].is_string() && doc["message"].is_string(),
+            "{doc}"
+        );
     }
     if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(res.body()) {
         let text = doc.to_string();
-        for member in ["\"d\":", "\"p\":", "\"q\":", "\"dp\":", "\"dq\":", "\"qi\":"] {
+        for member in [
+            "\"d\":", "\"p\":", "\"q\":", "\"dp\":", "\"dq\":", "\"qi\":",
+        ] {
             assert!(!text.contains(member), "a response carries {member}");
         }
     }

@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
     let again = layout::decode(|key| entries.iter().find(|(k, _)| *k == key).map(|(_, b)| *b))
         .expect("an encoded set decodes");
     match again {
-        Decoded::Keys { set: set2, generation: g2 } => {
+        Decoded::Keys {
+            set: set2,
+            generation: g2,
+        } => {
             assert_eq!(g2, generation);
             assert_eq!(set2, set);
         }

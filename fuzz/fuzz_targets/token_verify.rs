@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
     let now = now().as_second() as f64;
     let leeway = leeway.as_secs() as f64;
     let exp = ok.claims["exp"].as_f64().expect("exp is a number");
-    assert!(exp.is_finite() && exp.floor() + leeway > now, "accepted exp {exp}");
+    assert!(
+        exp.is_finite() && exp.floor() + leeway > now,
+        "accepted exp {exp}"
+    );
     assert!(exp < 9.2e18, "accepted an exp beyond i64: {exp}");
     for name in ["nbf", "iat"] {
         if let Some(t) = ok.claims.get(name) {

@@ -13,7 +13,8 @@ use jwks_operator::metrics::Metrics;
 
 /// `tests/fixtures/keys/all-algorithms.jwks.json`: one private key per
 /// algorithm (RSA keys first, then ES256, ES384, EdDSA).
-pub const FIXTURE_JWKS: &[u8] = include_bytes!("../../tests/fixtures/keys/all-algorithms.jwks.json");
+pub const FIXTURE_JWKS: &[u8] =
+    include_bytes!("../../tests/fixtures/keys/all-algorithms.jwks.json");
 
 /// The fixed "now" of every target.
 pub fn now() -> Timestamp {

@@ -31,7 +31,8 @@ fn main() {
     let node_jose = read("tests/fixtures/node-jose/keys.json");
     write("jwks_private", "all-algorithms", FIXTURE_JWKS);
     write("jwks_private", "node-jose", &node_jose);
-    let public = jwks_operator::keys::public_jwks_json(fixture_keys().iter().map(|k| k.verifying_key()));
+    let public =
+        jwks_operator::keys::public_jwks_json(fixture_keys().iter().map(|k| k.verifying_key()));
     write("jwks_public", "all-algorithms", &public);
     write("jwks_public", "node-jose-private", &node_jose);
     for (i, k) in fixture_keys().iter().enumerate() {
@@ -42,7 +43,8 @@ fn main() {
     }
 
     // Tokens: node-jose's, raw (mode 0); claims payloads to sign (mode 1).
-    let tokens: serde_json::Value = serde_json::from_slice(&read("tests/fixtures/node-jose/tokens.json")).unwrap();
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&read("tests/fixtures/node-jose/tokens.json")).unwrap();
     for (i, t) in tokens.as_array().unwrap().iter().enumerate() {
         let mut seed = vec![0u8];
         seed.extend_from_slice(t["token"].as_str().unwrap().as_bytes());
@@ -51,7 +53,10 @@ fn main() {
     let n = now().as_second();
     let payloads = [
         format!(r#"{{"sub":"a","iat":{n},"nbf":{n},"exp":{}}}"#, n + 600),
-        format!(r#"{{"iss":"x","aud":["orders"],"iat":{n}.5,"exp":{}.25}}"#, n + 1),
+        format!(
+            r#"{{"iss":"x","aud":["orders"],"iat":{n}.5,"exp":{}.25}}"#,
+            n + 1
+        ),
         format!(r#"{{"exp":{}}}"#, n - 5),
         r#"{"exp":1e300}"#.to_string(),
         r#"{"exp":18446744073709551615}"#.to_string(),
@@ -73,21 +78,38 @@ fn main() {
     write("policy_yaml", "fuzz-policy.yaml", POLICY_YAML.as_bytes());
 
     // Durations, as users write them.
-    for (i, d) in ["90s", "15m", "24h", "1h30m", "1.5h", "-1m", "0", "300ms", "2h45m30.5s", "1us", "100ns"]
-        .iter()
-        .enumerate()
+    for (i, d) in [
+        "90s",
+        "15m",
+        "24h",
+        "1h30m",
+        "1.5h",
+        "-1m",
+        "0",
+        "300ms",
+        "2h45m30.5s",
+        "1us",
+        "100ns",
+    ]
+    .iter()
+    .enumerate()
     {
         write("duration", &format!("d{i}"), d.as_bytes());
     }
 
     // Stored key sets: adopted fixture keys, encoded as the five files.
-    let policy = jwks_operator::standalone::policies::parse_policy_text(POLICY_YAML, Path::new("p.yaml"))
-        .policies
-        .remove(0)
-        .resolved;
+    let policy =
+        jwks_operator::standalone::policies::parse_policy_text(POLICY_YAML, Path::new("p.yaml"))
+            .policies
+            .remove(0)
+            .resolved;
     for (i, keys) in [
         vec![fixture_key("EdDSA").clone()],
-        vec![fixture_key("ES256").clone(), fixture_key("EdDSA").clone(), fixture_key("ES384").clone()],
+        vec![
+            fixture_key("ES256").clone(),
+            fixture_key("EdDSA").clone(),
+            fixture_key("ES384").clone(),
+        ],
         fixture_keys().to_vec(),
     ]
     .into_iter()
