@@ -235,10 +235,60 @@ impl From<Duration> for StdDuration {
     }
 }
 
+/// Longest duration accepted, in seconds (about 31,700 years): far beyond
+/// any lifecycle setting, far below what `std::time::Duration` holds.
+const MAX_DURATION_SECS: f64 = 1e12;
+
+/// Checks `s` against Go's duration syntax (`[+-]` then one or more
+/// `<number><unit>`, or `0`) and a magnitude bound before kube's parser sees
+/// it: that parser panics on a sign inside the text (`1h-30ms`) and on
+/// values beyond `std::time::Duration` (found by the `duration` fuzz target).
+fn check_go_duration(s: &str) -> Result<(), String> {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if body == "0" {
+        return Ok(());
+    }
+    if body.is_empty() {
+        return Err("empty".into());
+    }
+    let mut rest = body;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..n]
+            .parse()
+            .map_err(|_| format!("{:?} is not a number", &rest[..n]))?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            other => return Err(format!("unknown unit {other:?}")),
+        };
+        total += number * unit;
+        rest = &rest[u..];
+    }
+    if total.is_finite() && total < MAX_DURATION_SECS {
+        Ok(())
+    } else {
+        Err("too long".into())
+    }
+}
+
 impl std::str::FromStr for Duration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        check_go_duration(s)
+            .map_err(|e| format!("{s:?} is not a duration like 90s, 15m or 1h30m ({e})"))?;
         let parsed: kube::core::Duration = s
             .parse()
             .map_err(|e| format!("{s:?} is not a duration like 90s, 15m or 1h30m ({e})"))?;
@@ -853,6 +903,27 @@ mod tests {
         assert_eq!(fmt_duration(StdDuration::from_secs(90)), "1m30s");
         assert_eq!(fmt_duration(StdDuration::ZERO), "0s");
         assert_eq!(fmt_duration(StdDuration::from_millis(1500)), "1.500s");
+    }
+
+    /// Found by the `duration` fuzz target: kube's parser panics on a sign
+    /// inside the text and on magnitudes beyond `std::time::Duration`; hostile
+    /// policy files must get an error instead.
+    #[test]
+    fn malformed_durations_are_errors_not_panics() {
+        for text in [
+            "1h-30ms0@m",
+            "1h-30m",
+            "1h+5m",
+            "99999999999999999999h",
+            "1e3s",
+            "--1s",
+            ".",
+        ] {
+            assert!(text.parse::<Duration>().is_err(), "{text:?} parsed");
+        }
+        for text in ["-1m", "+90s", "1.5h", "0", "2h45m30.5s", "1µs", "1us"] {
+            assert!(text.parse::<Duration>().is_ok(), "{text:?} refused");
+        }
     }
 
     /// Found by the `duration` fuzz target: "1us" printed as "0s", so a
