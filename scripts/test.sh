@@ -17,3 +17,8 @@ done
 
 step "cargo test --locked"
 cargo test --locked "$@"
+
+# A short smoke run of every fuzz target (docs/fuzzing.md). Skipped, with a
+# line saying so, on a machine without a nightly toolchain.
+step "bash scripts/fuzz.sh ${FUZZ_SMOKE_SECONDS:-5}"
+FUZZ_LOG_DIR=${FUZZ_LOG_DIR:-logs} bash scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-5}"

@@ -235,10 +235,60 @@ impl From<Duration> for StdDuration {
     }
 }
 
+/// Longest duration accepted, in seconds (about 31,700 years): far beyond
+/// any lifecycle setting, far below what `std::time::Duration` holds.
+const MAX_DURATION_SECS: f64 = 1e12;
+
+/// Checks `s` against Go's duration syntax (`[+-]` then one or more
+/// `<number><unit>`, or `0`) and a magnitude bound before kube's parser sees
+/// it: that parser panics on a sign inside the text (`1h-30ms`) and on
+/// values beyond `std::time::Duration` (found by the `duration` fuzz target).
+fn check_go_duration(s: &str) -> Result<(), String> {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if body == "0" {
+        return Ok(());
+    }
+    if body.is_empty() {
+        return Err("empty".into());
+    }
+    let mut rest = body;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..n]
+            .parse()
+            .map_err(|_| format!("{:?} is not a number", &rest[..n]))?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            other => return Err(format!("unknown unit {other:?}")),
+        };
+        total += number * unit;
+        rest = &rest[u..];
+    }
+    if total.is_finite() && total < MAX_DURATION_SECS {
+        Ok(())
+    } else {
+        Err("too long".into())
+    }
+}
+
 impl std::str::FromStr for Duration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        check_go_duration(s)
+            .map_err(|e| format!("{s:?} is not a duration like 90s, 15m or 1h30m ({e})"))?;
         let parsed: kube::core::Duration = s
             .parse()
             .map_err(|e| format!("{s:?} is not a duration like 90s, 15m or 1h30m ({e})"))?;
@@ -567,6 +617,9 @@ impl KeyRotationPolicySpec {
                 .cloned()
                 .collect::<BTreeSet<_>>(),
             rotation_request: rotation_request.map(str::to_owned),
+            // Not a spec field: the operator's `--propagation-grace` replaces
+            // it (it depends on the deployment, not on the policy).
+            propagation_grace: crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
         })
     }
 
@@ -656,11 +709,13 @@ pub fn is_dns_subdomain(name: &str) -> bool {
 }
 
 /// Formats a duration the way Go prints one (`1h30m0s`, `90s` → `1m30s`),
-/// trimmed of zero-valued trailing units for readability (`1h30m`).
+/// trimmed of zero-valued trailing units for readability (`1h30m`); a
+/// fraction of a second keeps every digit down to the nanosecond, so the
+/// text parses back to the same duration.
 pub fn fmt_duration(d: StdDuration) -> String {
     let total = d.as_secs();
     let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
-    let millis = d.subsec_millis();
+    let nanos = d.subsec_nanos();
     let mut out = String::new();
     if h > 0 {
         out.push_str(&format!("{h}h"));
@@ -668,11 +723,15 @@ pub fn fmt_duration(d: StdDuration) -> String {
     if m > 0 {
         out.push_str(&format!("{m}m"));
     }
-    if s > 0 || millis > 0 || out.is_empty() {
-        if millis > 0 {
-            out.push_str(&format!("{s}.{millis:03}s"));
-        } else {
+    if s > 0 || nanos > 0 || out.is_empty() {
+        if nanos == 0 {
             out.push_str(&format!("{s}s"));
+        } else if nanos.is_multiple_of(1_000_000) {
+            out.push_str(&format!("{s}.{:03}s", nanos / 1_000_000));
+        } else {
+            // Every digit down to the nanosecond, so it parses back exactly.
+            let frac = format!("{nanos:09}");
+            out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
         }
     }
     out
@@ -844,6 +903,46 @@ mod tests {
         assert_eq!(fmt_duration(StdDuration::from_secs(90)), "1m30s");
         assert_eq!(fmt_duration(StdDuration::ZERO), "0s");
         assert_eq!(fmt_duration(StdDuration::from_millis(1500)), "1.500s");
+    }
+
+    /// Found by the `duration` fuzz target: kube's parser panics on a sign
+    /// inside the text and on magnitudes beyond `std::time::Duration`; hostile
+    /// policy files must get an error instead.
+    #[test]
+    fn malformed_durations_are_errors_not_panics() {
+        for text in [
+            "1h-30ms0@m",
+            "1h-30m",
+            "1h+5m",
+            "99999999999999999999h",
+            "1e3s",
+            "--1s",
+            ".",
+        ] {
+            assert!(text.parse::<Duration>().is_err(), "{text:?} parsed");
+        }
+        for text in ["-1m", "+90s", "1.5h", "0", "2h45m30.5s", "1µs", "1us"] {
+            assert!(text.parse::<Duration>().is_ok(), "{text:?} refused");
+        }
+    }
+
+    /// Found by the `duration` fuzz target: "1us" printed as "0s", so a
+    /// duration below a millisecond (or with one) was lost in messages and
+    /// in lifecycle.json's maxTokenTTL.
+    #[test]
+    fn formatting_keeps_every_nanosecond() {
+        for d in [
+            StdDuration::from_micros(1),
+            StdDuration::from_nanos(100),
+            StdDuration::from_nanos(1_500_000_001),
+            StdDuration::new(5400, 250_000),
+            StdDuration::new(3600 * 1000, 999_999_999),
+        ] {
+            let printed = fmt_duration(d);
+            let back: Duration = printed.parse().unwrap();
+            assert_eq!(StdDuration::from(back), d, "{d:?} printed as {printed}");
+        }
+        assert_eq!(fmt_duration(StdDuration::from_micros(1)), "0.000001s");
     }
 
     fn validate(yaml: &str) -> Result<(), Vec<String>> {

@@ -152,6 +152,17 @@ pub struct ServeArgs {
     /// 503 and closed.
     #[arg(long, env = "JWKS_HTTP_MAX_CONNECTIONS", value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_connections: u32,
+    /// Added to every retired key's retention, for a rotation to reach all
+    /// that sign with the key set: the write, every replica's watch, the
+    /// kubelet refreshing a mounted active.pem (docs/key-material.md).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "90s",
+        value_parser = parse_duration,
+        env = "JWKS_PROPAGATION_GRACE"
+    )]
+    pub propagation_grace: Duration,
 }
 
 // === impl ServeArgs ===
@@ -346,6 +357,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_duration: args.leader_elect_lease_duration,
         public_base_url: args.serve.public_base_url,
         default_policy: args.serve.default_policy,
+        propagation_grace: args.serve.propagation_grace,
     };
     crate::k8s::run::run(client, config, shutdown_signal()).await
 }
@@ -437,6 +449,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         listeners: args.serve.listeners(),
         public_base_url: args.serve.public_base_url,
         default_policy: args.serve.default_policy,
+        propagation_grace: args.serve.propagation_grace,
     };
     let shutdown = crate::http::Shutdown::new();
     shutdown.trigger_on_termination_signal();

@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod engine;
 pub mod http;
 pub mod k8s;

@@ -91,7 +91,15 @@ pub async fn load_jwks(source: &JwksSource) -> Result<Vec<u8>, VerifyError> {
     };
     match source {
         JwksSource::File(path) => {
-            let bytes = tokio::fs::read(path)
+            use tokio::io::AsyncReadExt as _;
+            // Read at most one byte past the limit: a huge file, a device or
+            // a pipe that never ends costs no more than the limit.
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let mut bytes = Vec::new();
+            file.take(MAX_JWKS_SIZE as u64 + 1)
+                .read_to_end(&mut bytes)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             if bytes.len() > MAX_JWKS_SIZE {
@@ -249,6 +257,49 @@ mod tests {
         assert!(!keys.is_empty());
         assert!(usable_keys(br#"{"keys":[]}"#).is_err());
         assert!(usable_keys(b"<html>").is_err());
+    }
+
+    /// A file that never ends (a FIFO whose writer keeps it open, like a
+    /// device or a socket would) is refused after MAX_JWKS_SIZE + 1 bytes,
+    /// not read until it ends.
+    #[tokio::test]
+    async fn an_oversized_file_is_refused_without_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("jwks.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                use std::io::Write as _;
+                let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                let chunk = vec![b' '; 64 * 1024];
+                // Twice the limit, then hold the pipe open until told to stop
+                // (the reader going away ends the writes early: EPIPE).
+                for _ in 0..(2 * MAX_JWKS_SIZE / chunk.len()) {
+                    if f.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = done_rx.recv();
+            })
+        };
+        let result =
+            tokio::time::timeout(Duration::from_secs(20), load_jwks(&JwksSource::File(fifo))).await;
+        drop(done_tx);
+        writer.join().unwrap();
+        let err = result
+            .expect("load_jwks stops reading at the size limit")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("larger than {MAX_JWKS_SIZE} bytes")),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -304,12 +304,14 @@ where
     S: KeyStore,
     R: Reporter,
 {
-    let now = Timestamp::now();
+    // The wall clock, with the steps this process saw (crate::clock).
+    let clock = crate::clock::now();
+    let now = clock.wall;
     let mut retried = false;
     let (planned, recreated) = loop {
         let recreated = gather(pass, tracked, store, reporter, now).await?;
         let (current, version) = tracked.keys.clone().expect("gathered");
-        let planned = plan_blocking(pass, current.clone(), now).await?;
+        let planned = plan_blocking(pass, current.clone(), clock.clone()).await?;
         if planned.keys == current && !tracked.unsaved {
             break (planned, false);
         }
@@ -430,7 +432,7 @@ where
 async fn plan_blocking(
     pass: &Pass<'_>,
     current: StoredKeySet,
-    now: Timestamp,
+    now: lifecycle::Now,
 ) -> Result<lifecycle::Plan<Arc<crate::keys::SigningKey>>, Failed> {
     let resolved = pass.resolved.clone();
     let metrics = pass.metrics.clone();

@@ -26,7 +26,7 @@ use crate::api::KeyRotationPolicy;
 use crate::keys::Algorithm;
 use crate::keys::lifecycle::{KeySet, RotationReason};
 use crate::keys::material::{SigningKey, public_jwks_json};
-use crate::keys::token::{Expectations, MintSettings, Verifier};
+use crate::keys::token::{Expectations, MintSettings, Verifier, mint_ttl_cap};
 use crate::metrics::Metrics;
 
 /// Namespace used when a policy document has none (standalone files).
@@ -353,7 +353,7 @@ impl PolicyView {
                 mint: MintSettings {
                     issuer: spec.issuer.clone(),
                     audiences: spec.audiences.clone(),
-                    max_ttl: std::time::Duration::from(spec.max_token_ttl),
+                    max_ttl: mint_ttl_cap(spec.max_token_ttl.into(), active),
                 },
                 expect: Expectations {
                     issuer: spec.issuer.clone(),

@@ -771,11 +771,11 @@ async fn metrics_route_serves_openmetrics_with_every_family() {
 #[test]
 fn next_prune_time_is_the_earliest_retired_key_prune_after() {
     // Rotated at 60 min: the first key retires and may go after
-    // maxTokenTTL (10m) + clockSkew (30s).
+    // maxTokenTTL (10m) + clockSkew (30s) + the propagation grace (90s).
     let keys = plan_at(&api_policy(), KeySet::default(), 1, &[0, 50 * 60, 60 * 60]);
     assert_eq!(
         crate::metrics::next_prune_time(&keys),
-        Some(at(60 * 60 + 10 * 60 + 30))
+        Some(at(60 * 60 + 10 * 60 + 30 + 90))
     );
 }
 
@@ -1478,4 +1478,27 @@ fn jtis_are_128_random_bits_and_never_repeat_across_a_reseed() {
     .join()
     .unwrap();
     assert!(other.iter().all(|j| !seen.contains(j)));
+}
+
+/// A replica can see a raised `maxTokenTTL` before the key set the leader
+/// re-plans under it: the signer's retention was computed for the TTL it
+/// recorded, so a token may not outlive that.
+#[tokio::test]
+async fn the_mint_cap_is_the_lower_of_the_spec_and_the_signers_recorded_ttl() {
+    let api = api_policy(); // maxTokenTTL: 10m
+    let mut keys = plan_at(&api, KeySet::default(), 1, &[0]);
+    keys.keys[0].max_token_ttl = std::time::Duration::from_secs(120);
+    let state = SharedState::new(None, Arc::new(Metrics::new()))
+        .with_clock(now)
+        .with_jti_source(|| Ok(JTI.to_string()));
+    state.upsert(PolicyView::build(&api, &keys, None));
+    let routes = boxed(token_routes(state));
+
+    let res = send(&routes, post_json(API_TOKEN, "{}")).await;
+    assert_eq!(res.status(), 200);
+    let exp = now().checked_add(SignedDuration::from_secs(120)).unwrap();
+    assert_eq!(body_json(&res)["expiresAt"], exp.to_string());
+    let res = send(&routes, post_json(API_TOKEN, r#"{"ttl":"5m"}"#)).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(body_json(&res)["error"], "ttl_too_long");
 }

@@ -46,6 +46,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// `--public-base-url`, for `status.jwksURI`.
     pub public_base_url: Option<String>,
+    /// `--propagation-grace`, the planner's
+    /// [`Policy::propagation_grace`](crate::keys::lifecycle::Policy::propagation_grace).
+    pub propagation_grace: std::time::Duration,
     /// False as soon as leadership is lost: no write starts after that.
     pub writable: Arc<AtomicBool>,
     /// Statuses written and not yet seen back through the watch.
@@ -436,7 +439,10 @@ async fn reconcile_inner(
     // What the operator alone can judge about the spec.
     let secret_name = policy.secret_name();
     let resolved = match policy.spec.resolve(policy.rotation_request()) {
-        Ok(p) => p,
+        Ok(p) => crate::keys::lifecycle::Policy {
+            propagation_grace: ctx.propagation_grace,
+            ..p
+        },
         Err(e) => {
             r.stop(status::Problem::blocking("InvalidSpec", e.to_string()))
                 .await?;

@@ -146,6 +146,7 @@ fn context(server: &Arc<Mutex<Server>>) -> Arc<Context> {
         client,
         metrics: Arc::new(Metrics::new()),
         public_base_url: None,
+        propagation_grace: std::time::Duration::ZERO,
         writable: Arc::new(AtomicBool::new(true)),
         written: WrittenStatus::default(),
         failures: Default::default(),

@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub public_base_url: Option<String>,
     /// Policy served at `/.well-known/jwks.json`.
     pub default_policy: Option<PolicyRef>,
+    /// `--propagation-grace`: added to every retired key's retention.
+    pub propagation_grace: std::time::Duration,
 }
 
 /// Runs until `shutdown` resolves.
@@ -90,6 +92,7 @@ pub async fn run(
         ),
         metrics: metrics.clone(),
         public_base_url: config.public_base_url.clone(),
+        propagation_grace: config.propagation_grace,
         writable: writable.clone(),
         written: WrittenStatus::default(),
         failures: Default::default(),

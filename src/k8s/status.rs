@@ -292,6 +292,7 @@ mod tests {
             max_keys: 10,
             revoked: BTreeSet::new(),
             rotation_request: None,
+            propagation_grace: Duration::ZERO,
         }
     }
 

@@ -8,7 +8,8 @@
 //! 2. A key activates only after it has been in the set for `publishAhead`
 //!    (the very first key and the replacement of a revoked active key excepted).
 //! 3. A retired key stays in the set until at least
-//!    `retiredAt + maxTokenTTL + clockSkew`, unless revoked.
+//!    `retiredAt + maxTokenTTL + clockSkew + propagationGrace`, unless revoked
+//!    (the grace is ours, see [`Policy::propagation_grace`]).
 //! 5. At most one Active and at most one Pending key, ever.
 //! 8. `algorithm`/`keySize` changes apply to the next key generated; older
 //!    keys stay until pruned.
@@ -21,11 +22,16 @@
 //!   the first run after it was due (after `publishAhead` if the next key was
 //!   not yet published), and the schedule restarts from then rather than
 //!   rotating once per missed interval.
-//! - A manual request publishes a new key at once (if none is pending) and
-//!   activates the pending key as soon as it has been published for
-//!   `publishAhead` (immediately with `publishAhead: 0`). A request that is
-//!   already there when a fresh signer is made (the first key, a revoked
-//!   key's replacement) counts as handled by it.
+//! - A manual request is accepted when the planner first sees its value
+//!   (echoed in `lastRotationRequest` from then on) and is served only by a
+//!   key generated after it: a key already pending is discarded (it never
+//!   signed), a new one is published at once and signs after `publishAhead`
+//!   (immediately with `publishAhead: 0`). Until that key signs the request
+//!   stays outstanding (persisted), so a replacement is made if the key is
+//!   discarded by an algorithm change or revoked, and a request deferred by
+//!   `maxKeys` is served once a key can be pruned. A request that is already
+//!   there when a fresh signer is made (the first key, a revoked key's
+//!   replacement) counts as served by it.
 //! - Revoking the active key also discards the pending key (it was stored
 //!   beside the compromised one and never signed anything); a fresh key
 //!   becomes active at once.
@@ -34,6 +40,14 @@
 //! - When adding the next key would exceed `maxKeys`, the rotation is
 //!   deferred (and reported) until a retired key can be pruned; a needed key
 //!   is never pruned early. Ensuring an Active key is never deferred.
+//! - Clock steps: a retired key is pruned at its `pruneAfter` as read on the
+//!   clock that computed it. When the caller saw the wall clock jump forward
+//!   since a key retired (a [`ClockWatch`] compares it with a monotonic
+//!   clock; steps under its threshold, far below any `clockSkew`, are
+//!   noise), the key stays until `pruneAfter` plus the jumps, so it is never
+//!   pruned before `pruneAfter` in real time. The same holds for a pending
+//!   key's `publishAhead`. A backward step only makes keys stay longer and
+//!   sign later.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -83,7 +97,19 @@ pub struct Policy {
     pub revoked: BTreeSet<String>,
     /// Current value of the manual-rotation request, if any.
     pub rotation_request: Option<String>,
+    /// Time added to every retired key's retention for the change to reach
+    /// everyone who signs: `retiredAt` is the plan time, which comes before
+    /// the write lands, before every replica's watch sees it, and before the
+    /// kubelet refreshes a mounted `active.pem` (tens of seconds). Not part of
+    /// the spec: an operator flag (`--propagation-grace`), default
+    /// [`DEFAULT_PROPAGATION_GRACE`].
+    pub propagation_grace: Duration,
 }
+
+/// Default [`Policy::propagation_grace`]: the kubelet refreshes mounted
+/// Secrets about once a minute (its sync period, plus jitter and cache
+/// delay), replica watches and the write itself take seconds.
+pub const DEFAULT_PROPAGATION_GRACE: Duration = Duration::from_secs(90);
 
 /// Where a key is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,8 +199,11 @@ pub struct KeySet<K> {
     pub last_rotation_time: Option<Timestamp>,
     /// Why the active key last changed.
     pub last_rotation_reason: Option<RotationReason>,
-    /// The last handled manual-rotation request value.
+    /// The last accepted manual-rotation request value.
     pub last_rotation_request: Option<String>,
+    /// The request in `last_rotation_request` is accepted but no key
+    /// generated since has become the signer yet.
+    pub rotation_request_outstanding: bool,
 }
 
 impl<K> Default for KeySet<K> {
@@ -184,6 +213,7 @@ impl<K> Default for KeySet<K> {
             last_rotation_time: None,
             last_rotation_reason: None,
             last_rotation_request: None,
+            rotation_request_outstanding: false,
         }
     }
 }
@@ -348,6 +378,119 @@ fn before(t: Timestamp, d: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MIN)
 }
 
+/// How long a retired key stays: tokens it signed live up to `ttl`, clocks
+/// disagree by up to `skew`, and the change takes `grace` to reach everyone.
+fn retention(ttl: Duration, policy: &Policy) -> Duration {
+    ttl.saturating_add(policy.clock_skew)
+        .saturating_add(policy.propagation_grace)
+}
+
+// === clock steps ===
+
+/// A step of the wall clock that a monotonic clock did not see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockJump {
+    /// Wall time (on the new clock) when the step was noticed.
+    pub seen_at: Timestamp,
+    /// How far the wall clock moved beyond the time that really passed:
+    /// positive for a forward jump, negative for a backward step.
+    pub by: SignedDuration,
+}
+
+/// The planner's "now": the wall clock, and the clock steps seen while
+/// this process ran (a plain [`Timestamp`] converts into one with none).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    /// The wall clock.
+    pub wall: Timestamp,
+    /// Steps seen, oldest first.
+    pub jumps: Vec<ClockJump>,
+}
+
+impl From<Timestamp> for Now {
+    fn from(wall: Timestamp) -> Self {
+        Now {
+            wall,
+            jumps: Vec::new(),
+        }
+    }
+}
+
+impl Now {
+    /// How far the clock jumped forward since `t`, a time read on the clock
+    /// in force then (backward steps only make retention longer, so they are
+    /// not subtracted).
+    pub fn forward_jumps_since(&self, t: Timestamp) -> Duration {
+        self.jumps
+            .iter()
+            .filter(|j| j.seen_at > t && j.by.is_positive())
+            .map(|j| j.by.unsigned_abs())
+            .fold(Duration::ZERO, Duration::saturating_add)
+    }
+
+    /// A deadline `due` computed at `computed_at`, read on the current clock:
+    /// later by the forward jumps seen since `computed_at`, so a jump never
+    /// shortens a wait the contract requires (retention, publication ahead
+    /// of signing). Jumps below the [`ClockWatch`] threshold are not seen;
+    /// the threshold is far below any `clockSkew` that absorbs them.
+    fn on_current_clock(&self, due: Timestamp, computed_at: Timestamp) -> Timestamp {
+        after(due, self.forward_jumps_since(computed_at))
+    }
+}
+
+/// Notices steps of the wall clock by comparing it with a monotonic clock
+/// at every reading. The caller keeps one per process, logs each jump it
+/// returns, and passes [`ClockWatch::now`] to [`plan`]. Pure: both clocks
+/// are read by the caller.
+#[derive(Clone, Debug)]
+pub struct ClockWatch {
+    threshold: Duration,
+    last: Option<(Timestamp, std::time::Instant)>,
+    jumps: Vec<ClockJump>,
+}
+
+/// Steps a [`ClockWatch`] remembers; the oldest are forgotten first (a
+/// process that sees this many steps has a broken clock, which the log says).
+pub const MAX_CLOCK_JUMPS: usize = 32;
+
+impl ClockWatch {
+    /// A watch reporting steps larger than `threshold`.
+    pub fn new(threshold: Duration) -> Self {
+        ClockWatch {
+            threshold,
+            last: None,
+            jumps: Vec::new(),
+        }
+    }
+
+    /// Records a reading of both clocks; returns the step since the previous
+    /// reading when it exceeds the threshold.
+    pub fn observe(&mut self, wall: Timestamp, mono: std::time::Instant) -> Option<ClockJump> {
+        let previous = self.last.replace((wall, mono));
+        let (last_wall, last_mono) = previous?;
+        let elapsed = SignedDuration::try_from(mono.saturating_duration_since(last_mono)).ok()?;
+        let moved = wall.duration_since(last_wall);
+        let by = moved.checked_sub(elapsed)?;
+        if by.unsigned_abs() <= self.threshold {
+            return None;
+        }
+        let jump = ClockJump { seen_at: wall, by };
+        if self.jumps.len() == MAX_CLOCK_JUMPS {
+            self.jumps.remove(0);
+        }
+        self.jumps.push(jump);
+        Some(jump)
+    }
+
+    /// The planner's now at wall time `wall`, with the steps seen so far.
+    pub fn now(&self, wall: Timestamp) -> Now {
+        Now {
+            wall,
+            jumps: self.jumps.clone(),
+        }
+    }
+}
+
 // === impl KeySet ===
 
 impl<K: LifecycleKey> KeySet<K> {
@@ -399,7 +542,7 @@ impl<K: LifecycleKey> KeySet<K> {
     /// the first key becomes Active, the others Retired as of `now`, so they
     /// stay published for a full token lifetime before they are pruned.
     pub fn adopt(keys: Vec<K>, now: Timestamp, policy: &Policy) -> Self {
-        let prune_after = after(now, policy.max_token_ttl + policy.clock_skew);
+        let prune_after = after(now, retention(policy.max_token_ttl, policy));
         let keys = keys
             .into_iter()
             .enumerate()
@@ -424,6 +567,7 @@ impl<K: LifecycleKey> KeySet<K> {
             last_rotation_time: adopted_active.then_some(now),
             last_rotation_reason: adopted_active.then_some(RotationReason::Initial),
             last_rotation_request: None,
+            rotation_request_outstanding: false,
         }
     }
 }
@@ -438,13 +582,15 @@ impl<K: LifecycleKey> KeySet<K> {
 pub fn plan<K, S>(
     policy: &Policy,
     current: &KeySet<K>,
-    now: Timestamp,
+    now: impl Into<Now>,
     source: &mut S,
 ) -> Result<Plan<K>, PlanError>
 where
     K: LifecycleKey,
     S: KeySource<K>,
 {
+    let clock: Now = now.into();
+    let now = clock.wall;
     current.check()?;
     let mut set = current.clone();
     let mut events = Vec::new();
@@ -488,7 +634,7 @@ where
     // the current policy's lifetime bound as well as the one it retired under.
     for k in set.keys.iter_mut().filter(|k| k.state == KeyState::Retired) {
         let retired_at = k.retired_at.unwrap_or(k.activates_at);
-        let due = after(retired_at, k.max_token_ttl + policy.clock_skew)
+        let due = after(retired_at, retention(k.max_token_ttl, policy))
             .max(k.prune_after.unwrap_or(Timestamp::MIN));
         if k.retired_at.is_none() || k.prune_after != Some(due) {
             k.retired_at = Some(retired_at);
@@ -496,7 +642,10 @@ where
         }
     }
     set.keys.retain(|k| {
-        let prune = k.state == KeyState::Retired && k.prune_after.is_some_and(|p| p <= now);
+        let prune = k.state == KeyState::Retired
+            && k.prune_after
+                .zip(k.retired_at)
+                .is_some_and(|(p, r)| clock.on_current_clock(p, r) <= now);
         if prune {
             events.push(LifecycleEvent::Pruned {
                 kid: k.kid().to_owned(),
@@ -537,6 +686,7 @@ where
         // A fresh signer satisfies any rotation request standing now (say an
         // annotation already on a new policy): it must not rotate again at once.
         set.last_rotation_request = policy.rotation_request.clone();
+        set.rotation_request_outstanding = false;
     }
     for k in set.keys.iter_mut().filter(|k| k.state == KeyState::Active) {
         k.max_token_ttl = k.max_token_ttl.max(policy.max_token_ttl);
@@ -555,21 +705,33 @@ where
         });
     }
 
-    let manual = policy
-        .rotation_request
-        .as_ref()
-        .is_some_and(|r| set.last_rotation_request.as_ref() != Some(r));
+    // A new manual request: accepted now, served only by a key made from now
+    // on, so a key already waiting (made before it) gives way.
+    if let Some(request) = &policy.rotation_request
+        && set.last_rotation_request.as_ref() != Some(request)
+    {
+        set.last_rotation_request = Some(request.clone());
+        set.rotation_request_outstanding = true;
+        if let Some(pos) = set.keys.iter().position(|k| k.state == KeyState::Pending) {
+            let k = set.keys.remove(pos);
+            events.push(LifecycleEvent::Discarded {
+                kid: k.kid().to_owned(),
+                why: "a manual rotation was requested; it is served by a key made after the request",
+            });
+        }
+    }
+    let manual = set.rotation_request_outstanding;
     let active = set.active().expect("an active key was ensured above");
     let scheduled_at = after(active.activates_at, policy.rotation_interval);
     let active_params = active.key.params();
 
     // Pre-publication of the next key.
     if let Some(pending) = set.keys.iter_mut().find(|k| k.state == KeyState::Pending) {
+        // Made while the request was outstanding: it serves the request.
         if manual {
             let earliest = after(pending.created_at, policy.publish_ahead).max(now);
             pending.activates_at = pending.activates_at.min(earliest);
             pending.reason = Some(RotationReason::Manual);
-            set.last_rotation_request = policy.rotation_request.clone();
         }
     } else if manual || now >= before(scheduled_at, policy.publish_ahead) {
         if set.keys.len() + 1 > policy.max_keys {
@@ -609,9 +771,6 @@ where
                     max_token_ttl: policy.max_token_ttl,
                 },
             );
-            if manual {
-                set.last_rotation_request = policy.rotation_request.clone();
-            }
         }
     }
 
@@ -623,7 +782,8 @@ where
         if pending.activates_at < published_long_enough {
             pending.activates_at = published_long_enough;
         }
-        if now >= pending.activates_at {
+        let due = clock.on_current_clock(pending.activates_at, pending.created_at);
+        if now >= due {
             // Keep the schedule's rhythm when woken a little late; after a
             // longer outage restart it from now (catch up once), so the next
             // pre-publication is not already overdue.
@@ -640,7 +800,7 @@ where
             let kid = pending.kid().to_owned();
             for k in set.keys.iter_mut() {
                 if k.state == KeyState::Active && k.kid() != kid {
-                    let prune_after = after(now, k.max_token_ttl + policy.clock_skew);
+                    let prune_after = after(now, retention(k.max_token_ttl, policy));
                     k.state = KeyState::Retired;
                     k.retired_at = Some(now);
                     k.prune_after = Some(prune_after);
@@ -651,6 +811,8 @@ where
                 }
             }
             events.push(LifecycleEvent::Activated { kid, reason });
+            // Every pending key was made after the outstanding request.
+            set.rotation_request_outstanding = false;
             set.last_rotation_time = Some(now);
             set.last_rotation_reason = Some(reason);
             // Newest first, and the signer leads when nothing is pending.
@@ -659,7 +821,7 @@ where
         }
     }
 
-    let next_due = next_due(policy, &set, now, deferred.is_some());
+    let next_due = next_due(policy, &set, &clock, deferred.is_some());
     Ok(Plan {
         keys: set,
         events,
@@ -671,16 +833,20 @@ where
 fn next_due<K: LifecycleKey>(
     policy: &Policy,
     set: &KeySet<K>,
-    now: Timestamp,
+    clock: &Now,
     deferred: bool,
 ) -> Timestamp {
+    let now = clock.wall;
     let prunes = set
         .keys
         .iter()
         .filter(|k| k.state == KeyState::Retired)
-        .filter_map(|k| k.prune_after);
+        .filter_map(|k| {
+            let (p, r) = k.prune_after.zip(k.retired_at)?;
+            Some(clock.on_current_clock(p, r))
+        });
     let rotation = match (set.pending(), set.active()) {
-        (Some(p), _) => Some(p.activates_at),
+        (Some(p), _) => Some(clock.on_current_clock(p.activates_at, p.created_at)),
         (None, Some(a)) if !deferred => Some(before(
             after(a.activates_at, policy.rotation_interval),
             policy.publish_ahead,

@@ -169,6 +169,17 @@ pub struct MintSettings {
     pub max_ttl: Duration,
 }
 
+/// The longest lifetime a token signed by `signer` may get: the policy's
+/// `maxTokenTTL`, but never more than the TTL recorded for the signer, which
+/// its retention was computed for. (A replica can see a raised TTL before
+/// the key set the leader re-plans under it.) Without a signer, the policy's.
+pub fn mint_ttl_cap<K>(
+    spec_max_ttl: Duration,
+    signer: Option<&crate::keys::lifecycle::ManagedKey<K>>,
+) -> Duration {
+    signer.map_or(spec_max_ttl, |k| spec_max_ttl.min(k.max_token_ttl))
+}
+
 /// The claims of one token, borrowed from the request and the policy:
 /// what [`claims_for`] checks and assembles, serialized straight into the
 /// payload without building a JSON map first.
@@ -534,22 +545,41 @@ fn decode_object(segment: &str) -> Option<Map<String, Value>> {
 }
 
 /// A NumericDate claim as whole seconds (fractions dropped); `Err` if present
-/// but not a number.
+/// but not a number, or outside the years -9999..=9999 that [`Timestamp`]
+/// (and so every time this operator computes) can represent. Refusing is
+/// what keeps a huge value from saturating into a token that never expires
+/// (`1e300` cast to i64 is `i64::MAX`) or an `iat` at the dawn of time.
 fn numeric_claim(
     claims: &Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<i64>, TokenError> {
+    const OUT_OF_RANGE: TokenError = TokenError::Malformed("a time claim is out of range");
+    let range = Timestamp::MIN.as_second()..=Timestamp::MAX.as_second();
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f.floor() as i64)
-            })
-            .map(Some)
-            .ok_or(TokenError::Malformed("a time claim is out of range")),
+        Some(Value::Number(n)) => {
+            let secs = match n.as_i64() {
+                Some(i) => i,
+                None => {
+                    // A float (or an integer beyond i64): compare before
+                    // casting, since `as` saturates.
+                    let f = n
+                        .as_f64()
+                        .filter(|f| f.is_finite())
+                        .ok_or(OUT_OF_RANGE)?
+                        .floor();
+                    if !(*range.start() as f64..=*range.end() as f64).contains(&f) {
+                        return Err(OUT_OF_RANGE);
+                    }
+                    f as i64
+                }
+            };
+            if range.contains(&secs) {
+                Ok(Some(secs))
+            } else {
+                Err(OUT_OF_RANGE)
+            }
+        }
         Some(_) => Err(TokenError::Malformed("a time claim is not a number")),
     }
 }

@@ -471,6 +471,48 @@ fn requires_a_numeric_exp() {
 }
 
 #[test]
+fn refuses_time_claims_beyond_representable_time_instead_of_saturating() {
+    // Each of these used to saturate to i64::MAX/MIN: an `exp` that never
+    // expires, an `iat` at the beginning of time.
+    let v = verifier();
+    let k = key(Algorithm::ES256);
+    let header = json!({"alg": "ES256", "kid": k.kid()});
+    let huge = [
+        json!(1e300),
+        json!(-1e300),
+        json!(u64::MAX),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(9.3e18),
+        json!(253_402_300_800i64), // 10000-01-01T00:00:00Z
+        json!(Timestamp::MAX.as_second() + 1),
+        json!(Timestamp::MIN.as_second() - 1),
+    ];
+    for name in ["exp", "nbf", "iat"] {
+        for value in &huge {
+            let mut claims = good_claims();
+            claims[name] = value.clone();
+            let r = v.verify(&sign_raw(k, &header, &claims), &expect(), at(NOW));
+            assert!(
+                matches!(
+                    r,
+                    Err(TokenError::Malformed("a time claim is out of range"))
+                ),
+                "{name} = {value}: {:?}",
+                r.map(|ok| ok.claims)
+            );
+        }
+    }
+    // The last representable second (late on 9999-12-30) is a valid `exp`.
+    let mut claims = good_claims();
+    claims["exp"] = json!(Timestamp::MAX.as_second());
+    assert!(
+        v.verify(&sign_raw(k, &header, &claims), &expect(), at(NOW))
+            .is_ok()
+    );
+}
+
+#[test]
 fn rejects_wrong_or_missing_issuer() {
     let v = verifier();
     let k = key(Algorithm::PS256);

@@ -62,6 +62,8 @@ pub struct Engine {
     policies: BTreeMap<PolicyRef, Managed>,
     /// Invalid documents that name a policy not otherwise managed.
     invalid: BTreeSet<PolicyRef>,
+    /// `--propagation-grace`, set into every policy taken in.
+    propagation_grace: std::time::Duration,
 }
 
 /// The outcome of one pass over a policy, to publish.
@@ -82,7 +84,15 @@ impl Engine {
             public_base_url,
             policies: BTreeMap::new(),
             invalid: BTreeSet::new(),
+            propagation_grace: crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
         }
+    }
+
+    /// Sets `--propagation-grace` (default
+    /// [`DEFAULT_PROPAGATION_GRACE`](crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE)).
+    pub fn with_propagation_grace(mut self, grace: std::time::Duration) -> Self {
+        self.propagation_grace = grace;
+        self
     }
 
     /// The policies managed now (valid documents, frozen ones included).
@@ -106,7 +116,8 @@ impl Engine {
             .collect();
 
         let mut seen = BTreeSet::new();
-        for doc in files.policies {
+        for mut doc in files.policies {
+            doc.resolved.propagation_grace = self.propagation_grace;
             let r = PolicyRef::new(&doc.namespace, &doc.name);
             seen.insert(r.clone());
             self.invalid.remove(&r);

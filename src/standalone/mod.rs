@@ -50,6 +50,8 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// The policy served at `GET /.well-known/jwks.json`.
     pub default_policy: Option<PolicyRef>,
+    /// `--propagation-grace`: added to every retired key's retention.
+    pub propagation_grace: Duration,
 }
 
 /// Runs standalone mode until `shutdown` is triggered. Fails only at startup:
@@ -70,7 +72,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let state = SharedState::new(config.default_policy.clone(), metrics);
     let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
-    let mut engine = Engine::new(store, state.clone(), config.public_base_url.clone());
+    let mut engine = Engine::new(store, state.clone(), config.public_base_url.clone())
+        .with_propagation_grace(config.propagation_grace);
     engine.apply_files(files, Timestamp::now());
     engine.reconcile_due(&shutdown).await;
     state.set_ready(true);

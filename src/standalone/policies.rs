@@ -167,36 +167,54 @@ pub fn read_policies(path: &Path) -> Result<PolicyFiles, ReadError> {
                 continue;
             }
         };
-        for (document, doc) in split_documents(&text).into_iter().enumerate() {
-            let source = Source {
-                file: file.clone(),
-                document: Some(document + 1),
-            };
-            match check_document(doc, &source) {
-                Checked::Empty => {}
-                Checked::OtherKind(kind) => out.skipped.push((source, kind)),
-                Checked::Bad(bad) => out.bad.push(bad),
-                Checked::Policy(doc) => {
-                    let key = (doc.namespace.clone(), doc.name.clone());
-                    if let Some(first) = seen.get(&key) {
-                        out.bad.push(BadDocument {
-                            source,
-                            policy: Some(key.clone()),
-                            field: Some("metadata.name".into()),
-                            message: format!(
-                                "policy {}/{} is already defined in {first}; this one is ignored",
-                                key.0, key.1
-                            ),
-                        });
-                    } else {
-                        seen.insert(key, source);
-                        out.policies.push(*doc);
-                    }
+        add_text(&mut out, &mut seen, &file, &text);
+    }
+    Ok(out)
+}
+
+/// Validates the policy documents of one file's `text`, as [`read_policies`]
+/// does for each file it reads. `file` only names the source in messages.
+/// Pure: no file is read (the fuzz target `policy_yaml` drives it).
+pub fn parse_policy_text(text: &str, file: &Path) -> PolicyFiles {
+    let mut out = PolicyFiles::default();
+    add_text(&mut out, &mut BTreeMap::new(), file, text);
+    out
+}
+
+fn add_text(
+    out: &mut PolicyFiles,
+    seen: &mut BTreeMap<(String, String), Source>,
+    file: &Path,
+    text: &str,
+) {
+    for (document, doc) in split_documents(text).into_iter().enumerate() {
+        let source = Source {
+            file: file.to_owned(),
+            document: Some(document + 1),
+        };
+        match check_document(doc, &source) {
+            Checked::Empty => {}
+            Checked::OtherKind(kind) => out.skipped.push((source, kind)),
+            Checked::Bad(bad) => out.bad.push(bad),
+            Checked::Policy(doc) => {
+                let key = (doc.namespace.clone(), doc.name.clone());
+                if let Some(first) = seen.get(&key) {
+                    out.bad.push(BadDocument {
+                        source,
+                        policy: Some(key.clone()),
+                        field: Some("metadata.name".into()),
+                        message: format!(
+                            "policy {}/{} is already defined in {first}; this one is ignored",
+                            key.0, key.1
+                        ),
+                    });
+                } else {
+                    seen.insert(key, source);
+                    out.policies.push(*doc);
                 }
             }
         }
     }
-    Ok(out)
 }
 
 /// One document: parsed YAML, or the syntax error that ended the file.

@@ -5,12 +5,19 @@
 //!
 //! Every file is written atomically: a temporary file in the same directory,
 //! `fsync`, `rename` over the target, `fsync` of the directory. Files are
-//! created `0600`, directories `0700`.
+//! created `0600`, directories `0700`; a state, namespace or policy
+//! directory that already exists with another mode is set to `0700` (it
+//! holds private keys). A new directory's entry is `fsync`ed in its parent
+//! before anything in it is relied on.
 //!
 //! Five renames are not one atomic step, and SPEC invariant 5 wants the whole
 //! set written as one object, so a save is a small roll-forward transaction:
 //!
-//! 1. each new file is staged as `.<file>.next` (written, `fsync`ed);
+//! 1. each new file is staged as `.<file>.next` (written, `fsync`ed), then
+//!    the directory is `fsync`ed, so the staged entries are durable before
+//!    the marker that tells recovery to install them (without it a crash
+//!    could persist the marker's rename but not the staged names, and
+//!    recovery would install a partial set);
 //! 2. the commit marker `.commit` is written atomically (temp, `fsync`,
 //!    rename, directory `fsync`): from here on the new set is the stored one;
 //! 3. each staged file is renamed over its target; directory `fsync`;
@@ -79,7 +86,7 @@ impl FileStore {
     /// Opens (creating it `0700` if needed) the state directory `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        create_dir(&root)?;
+        private_dir(&root)?;
         Ok(FileStore { root })
     }
 
@@ -191,10 +198,8 @@ impl PolicyDir {
         expected: Option<&FileVersion>,
     ) -> Result<FileVersion, StoreError> {
         let dir = &self.inner.dir;
-        if !dir.exists() {
-            create_dir(&self.inner.namespace_dir)?;
-            create_dir(dir)?;
-        }
+        private_dir(&self.inner.namespace_dir)?;
+        private_dir(dir)?;
         let _lock = self.lock()?;
         self.recover()?;
         let found = match self.read()? {
@@ -222,10 +227,11 @@ impl PolicyDir {
             error,
         })?;
 
-        // 1. stage
+        // 1. stage; the staged names are durable before the marker names them
         for (key, bytes) in encoded.entries() {
             write_synced(&dir.join(staged(key)), bytes)?;
         }
+        sync_dir(dir)?;
         // 2. commit point
         write_synced(&dir.join(COMMIT_TMP), next.0.to_string().as_bytes())?;
         rename(&dir.join(COMMIT_TMP), &dir.join(COMMIT))?;
@@ -355,15 +361,77 @@ async fn blocking<T: Send + 'static>(
 
 // === file helpers ===
 
-fn create_dir(path: &Path) -> Result<(), StoreError> {
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(path)
-    {
-        Ok(()) => Ok(()),
-        Err(e) => Err(StoreError::io("create directory", path)(e)),
+// The file operations of this thread, in order: the seam through which the
+// tests check the durability order (fsyncs before the commit marker). Only
+// recorded in test builds.
+#[cfg(test)]
+thread_local! {
+    static TRACE: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn trace(op: &str, path: &Path) {
+    #[cfg(test)]
+    TRACE.with(|t| t.borrow_mut().push(format!("{op} {}", path.display())));
+    #[cfg(not(test))]
+    let _ = (op, path);
+}
+
+/// Takes this thread's recorded file operations (`mkdir P`, `fsync P`,
+/// `fsync-dir P`, `rename TO`).
+#[cfg(test)]
+pub(crate) fn take_trace() -> Vec<String> {
+    TRACE.with(|t| std::mem::take(&mut *t.borrow_mut()))
+}
+
+/// Makes `path` a private directory: creates it (and missing parents)
+/// `0700`, each new entry `fsync`ed in its parent; sets an existing one to
+/// `0700` if it has another mode.
+fn private_dir(path: &Path) -> Result<(), StoreError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode != DIR_MODE {
+                fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
+                    .map_err(StoreError::io("chmod", path))?;
+                tracing::warn!(
+                    path = %path.display(),
+                    was = format!("{mode:o}"),
+                    "set the directory's mode to 700: it holds private keys"
+                );
+            }
+            Ok(())
+        }
+        Ok(_) => Err(StoreError::io("create directory", path)(
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory",
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_dir(path),
+        Err(e) => Err(StoreError::io("stat", path)(e)),
     }
+}
+
+/// Creates `path` and its missing parents, `0700`, and `fsync`s each new
+/// entry in its parent directory.
+fn create_dir(path: &Path) -> Result<(), StoreError> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.exists() {
+        create_dir(parent)?;
+    }
+    match fs::DirBuilder::new().mode(DIR_MODE).create(path) {
+        Ok(()) => trace("mkdir", path),
+        // Created meanwhile by another process: its creator syncs it.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(StoreError::io("create directory", path)(e)),
+    }
+    // The umask can only remove bits; make the mode exact anyway.
+    fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
+        .map_err(StoreError::io("chmod", path))?;
+    sync_dir(parent)
 }
 
 /// Writes `bytes` to a new file at `path` (replacing a stale one), mode 0600, fsynced.
@@ -379,17 +447,23 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
         .map_err(StoreError::io("chmod", path))?;
     f.write_all(bytes).map_err(StoreError::io("write", path))?;
-    f.sync_all().map_err(StoreError::io("fsync", path))
+    f.sync_all().map_err(StoreError::io("fsync", path))?;
+    trace("fsync", path);
+    Ok(())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
-    fs::rename(from, to).map_err(StoreError::io("rename", to))
+    fs::rename(from, to).map_err(StoreError::io("rename", to))?;
+    trace("rename", to);
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(StoreError::io("fsync directory", dir))
+        .map_err(StoreError::io("fsync directory", dir))?;
+    trace("fsync-dir", dir);
+    Ok(())
 }
 
 /// The file's bytes; `Ok(None)` when it is larger than [`MAX_FILE_SIZE`].

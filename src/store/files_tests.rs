@@ -246,3 +246,70 @@ async fn the_async_store_does_the_same() {
     assert!(matches!(dir.load().await.unwrap(), Loaded::Keys { version, .. } if version == v));
     assert!(dir.location().ends_with("state/default/demo"));
 }
+
+#[test]
+fn existing_state_namespace_and_policy_directories_are_made_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("state");
+    let policy_dir = root.join("default").join("demo");
+    fs::create_dir_all(&policy_dir).unwrap();
+    for d in [&root, &root.join("default"), &policy_dir] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let store = FileStore::open(&root).unwrap();
+    assert_eq!(mode(&root), 0o700, "the state directory holds private keys");
+    let dir = store.policy("default", "demo").unwrap();
+    dir.save_blocking(&one_key_set(), None).unwrap();
+    assert_eq!(mode(&root.join("default")), 0o700);
+    assert_eq!(mode(&policy_dir), 0o700);
+}
+
+/// Position of the first trace line equal to `line`.
+fn position(trace: &[String], line: &str) -> usize {
+    trace
+        .iter()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("{line:?} not in {trace:#?}"))
+}
+
+#[test]
+fn a_save_makes_every_entry_durable_before_the_commit_marker_names_it() {
+    let (_tmp, store) = store();
+    let dir = store.policy("default", "demo").unwrap();
+    let root = store.root().to_owned();
+    let ns = root.join("default");
+    let p = dir.path().to_owned();
+    take_trace();
+    dir.save_blocking(&one_key_set(), None).unwrap();
+    let trace = take_trace();
+    let at = |line: String| position(&trace, &line);
+    let commit = at(format!("rename {}", p.join(".commit").display()));
+
+    // New directories: each entry is fsynced in its parent before the commit.
+    assert!(at(format!("mkdir {}", ns.display())) < at(format!("fsync-dir {}", root.display())));
+    assert!(at(format!("fsync-dir {}", root.display())) < commit);
+    assert!(at(format!("mkdir {}", p.display())) < at(format!("fsync-dir {}", ns.display())));
+    assert!(at(format!("fsync-dir {}", ns.display())) < commit);
+
+    // Staged files: their data and their directory entries are durable
+    // before the marker that makes recovery roll them forward.
+    let staged: Vec<usize> = FIVE
+        .iter()
+        .map(|f| at(format!("fsync {}", p.join(format!(".{f}.next")).display())))
+        .collect();
+    let last_staged = *staged.iter().max().unwrap();
+    let dir_synced_after_staging = trace[last_staged..commit]
+        .iter()
+        .any(|l| *l == format!("fsync-dir {}", p.display()));
+    assert!(
+        dir_synced_after_staging,
+        "no directory fsync between staging and the commit marker: {trace:#?}"
+    );
+    // And the marker itself is durable before anything is installed.
+    let install = at(format!("rename {}", p.join("jwks.json").display()));
+    assert!(
+        trace[commit..install]
+            .iter()
+            .any(|l| *l == format!("fsync-dir {}", p.display()))
+    );
+}

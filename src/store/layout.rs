@@ -27,6 +27,7 @@
 //!   "lastRotationTime": "2026-01-01T00:00:00Z",
 //!   "lastRotationReason": "Scheduled",
 //!   "lastRotationRequest": "2026-01-01",
+//!   "rotationRequestOutstanding": true,
 //!   "keys": [
 //!     {"kid": "…", "alg": "ES256", "state": "Pending", "createdAt": "…",
 //!      "activatesAt": "…", "reason": "Scheduled", "maxTokenTTL": "1h"},
@@ -191,6 +192,11 @@ struct LifecycleDoc {
     last_rotation_reason: Option<RotationReason>,
     #[serde(default)]
     last_rotation_request: Option<String>,
+    /// `lastRotationRequest` is accepted but not yet served by a newer
+    /// signer. Written only while true, so sets without an outstanding
+    /// request stay readable by earlier versions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rotation_request_outstanding: bool,
     keys: Vec<KeyRecord>,
 }
 
@@ -253,6 +259,7 @@ pub fn encode(set: &StoredKeySet, generation: u64) -> Result<Encoded, EncodeErro
         last_rotation_time: set.last_rotation_time,
         last_rotation_reason: set.last_rotation_reason,
         last_rotation_request: set.last_rotation_request.clone(),
+        rotation_request_outstanding: set.rotation_request_outstanding,
         keys: set.keys.iter().map(record).collect(),
     };
     let mut lifecycle = serde_json::to_vec_pretty(&doc).expect("lifecycle records serialize");
@@ -387,6 +394,7 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
         last_rotation_time: doc.last_rotation_time,
         last_rotation_reason: doc.last_rotation_reason,
         last_rotation_request: doc.last_rotation_request,
+        rotation_request_outstanding: doc.rotation_request_outstanding,
     };
     set.check()
         .map_err(|e| DecodeError::new(LIFECYCLE, e.to_string()))?;

@@ -62,6 +62,7 @@ pub fn three_key_set() -> StoredKeySet {
         last_rotation_time: Some(t(120)),
         last_rotation_reason: Some(RotationReason::Manual),
         last_rotation_request: Some("2026-11-24T10:00:00Z".into()),
+        rotation_request_outstanding: false,
     }
 }
 
@@ -72,6 +73,7 @@ pub fn one_key_set() -> StoredKeySet {
         last_rotation_time: Some(t(20)),
         last_rotation_reason: Some(RotationReason::Initial),
         last_rotation_request: None,
+        rotation_request_outstanding: false,
     }
 }
 

@@ -51,6 +51,10 @@ impl Operator {
                 "127.0.0.1:0",
                 "--log-format",
                 "json",
+                // Short, so tests that watch a key being pruned take seconds;
+                // not zero, so the grace is part of every timeline.
+                "--propagation-grace",
+                "1s",
             ])
             .args(extra)
             .env("RUST_LOG", "info")

@@ -152,6 +152,9 @@ impl Operator {
             .arg("run")
             .arg(format!("--jwks-addr=127.0.0.1:{jwks_port}"))
             .arg(format!("--token-addr=127.0.0.1:{token_port}"))
+            // Short, so tests that watch a key being pruned take seconds;
+            // not zero, so the grace is part of every timeline.
+            .arg("--propagation-grace=1s")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")

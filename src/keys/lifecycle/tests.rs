@@ -2,10 +2,9 @@
 //! Keys here are cheap stand-ins: the planner never looks at key material.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
 use super::*;
@@ -27,16 +26,31 @@ impl LifecycleKey for TestKey {
     }
 }
 
-/// Hands out keys `k1`, `k2`, ... in order.
+/// Hands out keys `k1`, `k2`, ... in order; fails while `failing`.
 #[derive(Default)]
-pub(crate) struct Counter(u32);
+pub(crate) struct Counter {
+    /// Keys handed out so far.
+    pub(crate) next: u32,
+    /// Fail every generation (a broken entropy source).
+    pub(crate) failing: bool,
+    /// Make the next plan's generations fail (set by the property test).
+    pub(crate) fail_next: bool,
+}
+
+/// The error of a failing [`Counter`].
+#[derive(Debug, thiserror::Error)]
+#[error("no entropy")]
+pub(crate) struct NoEntropy;
 
 impl KeySource<TestKey> for Counter {
-    type Error = Infallible;
-    fn generate(&mut self, params: KeyParams) -> Result<TestKey, Infallible> {
-        self.0 += 1;
+    type Error = NoEntropy;
+    fn generate(&mut self, params: KeyParams) -> Result<TestKey, NoEntropy> {
+        if self.failing {
+            return Err(NoEntropy);
+        }
+        self.next += 1;
         Ok(TestKey {
-            kid: format!("k{}", self.0),
+            kid: format!("k{}", self.next),
             params,
         })
     }
@@ -62,6 +76,7 @@ fn policy() -> Policy {
         max_keys: 10,
         revoked: BTreeSet::new(),
         rotation_request: None,
+        propagation_grace: Duration::ZERO,
     }
 }
 
@@ -70,6 +85,8 @@ struct Sim {
     set: KeySet<TestKey>,
     source: Counter,
     now: Timestamp,
+    /// Clock steps the process noticed.
+    jumps: Vec<ClockJump>,
     events: Vec<(Timestamp, LifecycleEvent)>,
     last_plan: Option<Plan<TestKey>>,
 }
@@ -81,13 +98,18 @@ impl Sim {
             set: KeySet::default(),
             source: Counter::default(),
             now: t(0),
+            jumps: Vec::new(),
             events: Vec::new(),
             last_plan: None,
         }
     }
 
     fn step(&mut self) -> &Plan<TestKey> {
-        let plan = super::plan(&self.policy, &self.set, self.now, &mut self.source).unwrap();
+        let now = Now {
+            wall: self.now,
+            jumps: self.jumps.clone(),
+        };
+        let plan = super::plan(&self.policy, &self.set, now, &mut self.source).unwrap();
         self.set = plan.keys.clone();
         self.events
             .extend(plan.events.iter().cloned().map(|e| (self.now, e)));
@@ -291,44 +313,38 @@ fn a_request_standing_when_the_first_key_is_made_is_satisfied_by_it() {
 }
 
 #[test]
-fn manual_request_with_a_pending_key_activates_it_as_soon_as_it_is_safe() {
+fn manual_request_with_a_pending_key_replaces_it_with_a_key_made_after_the_request() {
     let mut sim = Sim::new(policy());
     sim.at(0);
     sim.at(80); // k2 pending until 100
     sim.policy.rotation_request = Some("r1".into());
     let plan = sim.at(85);
-    assert!(
-        plan.events.is_empty()
-            || plan
-                .events
-                .iter()
-                .all(|e| !matches!(e, LifecycleEvent::Created { .. }))
-    );
-    // Published at 80, so it may sign from 100: the request cannot make it sooner.
-    assert_eq!(sim.set.pending().unwrap().activates_at, t(100));
     assert_eq!(
-        sim.set.pending().unwrap().reason,
-        Some(RotationReason::Manual)
+        plan.events,
+        vec![
+            LifecycleEvent::Discarded {
+                kid: "k2".into(),
+                why: "a manual rotation was requested; it is served by a key made after the request"
+            },
+            LifecycleEvent::Created {
+                kid: "k3".into(),
+                state: KeyState::Pending,
+                reason: RotationReason::Manual
+            },
+        ]
     );
-
-    let mut sim = Sim::new(Policy {
-        rotation_interval: secs(1000),
-        ..policy()
-    });
-    sim.at(0);
-    sim.at(980); // k2 pending until 1000
-    sim.policy.rotation_request = Some("r1".into());
-    sim.at(990);
-    assert_eq!(sim.set.pending().unwrap().activates_at, t(1000));
-    let mut sim = Sim::new(Policy {
-        rotation_interval: secs(1000),
-        ..policy()
-    });
-    sim.at(0);
-    sim.at(980);
-    sim.policy.rotation_request = Some("r1".into());
-    sim.at(1000);
-    assert_eq!(sim.active(), "k2");
+    assert_eq!(sim.set.last_rotation_request.as_deref(), Some("r1"));
+    assert!(sim.set.rotation_request_outstanding);
+    // Published at 85, so it may sign from 105.
+    assert_eq!(sim.set.pending().unwrap().activates_at, t(105));
+    assert!(
+        sim.at(100).events.is_empty(),
+        "k2's old time passes quietly"
+    );
+    sim.at(105);
+    assert_eq!(sim.active(), "k3");
+    assert!(!sim.set.rotation_request_outstanding);
+    assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Manual));
 }
 
 #[test]
@@ -465,7 +481,7 @@ fn after_downtime_a_missed_rotation_happens_once() {
         t(1100),
         "then pre-publish one interval after activation"
     );
-    assert_eq!(sim.source.0, 2, "only one rotation for the whole outage");
+    assert_eq!(sim.source.next, 2, "only one rotation for the whole outage");
 }
 
 #[test]
@@ -552,6 +568,206 @@ fn adopted_keys_keep_signing_with_the_newest_and_retire_the_rest() {
     assert_eq!(sim.kids(), vec![("old1", KeyState::Active)]);
 }
 
+/// Runs the simulation until a key created at or after `since` is active,
+/// waking when due; `None` if that does not happen by `deadline`.
+fn activated_after(sim: &mut Sim, since: Timestamp, deadline: Timestamp) -> Option<Timestamp> {
+    loop {
+        if sim.set.active().is_some_and(|a| a.created_at >= since) {
+            return Some(sim.now);
+        }
+        if sim.now >= deadline {
+            return None;
+        }
+        sim.now = sim.next_due().min(deadline);
+        sim.step();
+    }
+}
+
+#[test]
+fn a_manual_request_survives_its_pending_key_being_discarded_by_an_algorithm_change() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.policy.rotation_request = Some("r1".into());
+    sim.at(10); // k2 pending for r1, signs at 30
+    assert_eq!(
+        sim.set.pending().unwrap().reason,
+        Some(RotationReason::Manual)
+    );
+    sim.policy.params = KeyParams::new(Algorithm::EdDSA);
+    sim.at(15); // k2 discarded (never signed)
+    assert!(sim.set.get("k2").is_none());
+    // The request still stands: a key made after it signs publishAhead
+    // after its replacement is published, long before the schedule (t=100).
+    let when = activated_after(&mut sim, t(10), t(80));
+    assert_eq!(when, Some(t(35)), "keys: {:?}", sim.kids());
+    assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Manual));
+    assert_eq!(sim.set.last_rotation_request.as_deref(), Some("r1"));
+}
+
+#[test]
+fn a_manual_request_survives_its_pending_key_being_revoked() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.policy.rotation_request = Some("r1".into());
+    sim.at(10); // k2 pending for r1
+    sim.policy.revoked.insert("k2".into());
+    sim.at(12);
+    assert!(sim.set.get("k2").is_none());
+    assert_eq!(activated_after(&mut sim, t(10), t(80)), Some(t(32)));
+    assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Manual));
+}
+
+#[test]
+fn a_manual_request_deferred_by_max_keys_is_served_once_a_key_is_pruned() {
+    let mut sim = Sim::new(Policy {
+        max_keys: 2,
+        max_token_ttl: secs(50),
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(80);
+    sim.at(100); // k2 active, k1 retired until 155
+    sim.policy.rotation_request = Some("r1".into());
+    let plan = sim.at(110);
+    assert_eq!(
+        plan.deferred.as_ref().map(|d| d.reason),
+        Some("MaxKeysReached")
+    );
+    // The schedule's own pre-publication (t=180) must not be what serves it:
+    // the request is remembered and served as soon as k1 is pruned.
+    assert_eq!(activated_after(&mut sim, t(110), t(179)), Some(t(175)));
+    assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Manual));
+}
+
+#[test]
+fn a_manual_request_is_served_by_a_key_made_after_it_not_the_one_already_pending() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80); // k2 pending (scheduled) since 80, signs at 100
+    sim.policy.rotation_request = Some("r1".into());
+    sim.at(85);
+    let when = activated_after(&mut sim, t(85), t(200)).expect("served");
+    assert_eq!(
+        when,
+        t(105),
+        "a key published at 85 signs publishAhead later"
+    );
+    assert!(
+        sim.set.get("k2").is_none(),
+        "k2 never signed and was discarded"
+    );
+}
+
+#[test]
+fn a_retired_key_stays_published_for_the_propagation_grace_beyond_ttl_and_skew() {
+    // The defaults the operator runs with: resolve() of a minimal spec.
+    let spec: crate::api::KeyRotationPolicySpec =
+        serde_json::from_value(serde_json::json!({"algorithm": "ES256"})).unwrap();
+    let resolved = spec.resolve(None).unwrap();
+    let mut sim = Sim::new(resolved.clone());
+    let interval = resolved.rotation_interval.as_secs() as i64;
+    sim.at(0);
+    sim.at(interval - resolved.publish_ahead.as_secs() as i64);
+    sim.at(interval);
+    let k1 = sim.set.get("k1").unwrap();
+    assert_eq!(k1.state, KeyState::Retired);
+    // retiredAt is the plan time; the write, every replica's watch and the
+    // kubelet's refresh of a mounted active.pem come after it, and k1 may
+    // sign until each of them has caught up.
+    let bare = after(t(interval), resolved.max_token_ttl + resolved.clock_skew);
+    let grace = k1.prune_after.unwrap().duration_since(bare);
+    assert!(
+        grace >= SignedDuration::from_secs(60),
+        "pruneAfter leaves only {grace:?} for propagation"
+    );
+}
+
+#[test]
+fn a_forward_clock_jump_does_not_prune_a_key_early() {
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80);
+    sim.at(100); // k1 retired, pruneAfter 135 on the clock in force
+    // Real time 110: the wall clock jumps an hour ahead, and it is noticed.
+    sim.now = t(110 + 3600);
+    sim.jumps.push(ClockJump {
+        seen_at: sim.now,
+        by: SignedDuration::from_secs(3600),
+    });
+    let plan = sim.step();
+    assert!(
+        !plan
+            .events
+            .contains(&LifecycleEvent::Pruned { kid: "k1".into() }),
+        "{:?}",
+        plan.events
+    );
+    // It goes once 35 s have really passed since it retired: at 135 + 1 h.
+    // (The overdue rotation happens meanwhile, on the new clock.)
+    sim.at(134 + 3600);
+    assert!(sim.set.get("k1").is_some());
+    let plan = sim.at(135 + 3600);
+    assert!(
+        plan.events
+            .contains(&LifecycleEvent::Pruned { kid: "k1".into() })
+    );
+    // A key retired under the new clock is not held back by the old jump.
+    let k2 = sim.set.get("k2").unwrap();
+    assert_eq!(k2.state, KeyState::Retired);
+    assert_eq!(k2.retired_at, Some(t(134 + 3600)));
+    assert_eq!(
+        sim.next_due(),
+        t(169 + 3600),
+        "k2: retired at 134 + 35, new clock"
+    );
+}
+
+#[test]
+fn without_a_noticed_jump_a_late_wake_up_prunes_as_usual() {
+    // Downtime looks the same on the wall clock, but real time passed too:
+    // no jump is reported, so nothing is held back.
+    let mut sim = Sim::new(policy());
+    sim.at(0);
+    sim.at(80);
+    sim.at(100);
+    let plan = sim.at(110 + 3600);
+    assert!(
+        plan.events
+            .contains(&LifecycleEvent::Pruned { kid: "k1".into() })
+    );
+}
+
+#[test]
+fn the_clock_watch_reports_steps_the_monotonic_clock_did_not_see() {
+    let mono = std::time::Instant::now();
+    let mut watch = ClockWatch::new(secs(2));
+    assert_eq!(
+        watch.observe(t(0), mono),
+        None,
+        "the first reading is the reference"
+    );
+    // 10 s on both clocks: no step.
+    assert_eq!(watch.observe(t(10), mono + secs(10)), None);
+    // 1 s of drift is below the threshold.
+    assert_eq!(watch.observe(t(21), mono + secs(20)), None);
+    // The wall clock moves 1 h while 5 s pass: a forward jump.
+    let jump = watch.observe(t(3626), mono + secs(25)).unwrap();
+    assert_eq!(jump.by, SignedDuration::from_secs(3600));
+    assert_eq!(jump.seen_at, t(3626));
+    // Then back by 30 min.
+    let back = watch.observe(t(1830), mono + secs(29)).unwrap();
+    assert_eq!(back.by, SignedDuration::from_secs(-1800));
+    let now = watch.now(t(1900));
+    assert_eq!(now.jumps, vec![jump, back]);
+    assert_eq!(now.forward_jumps_since(t(100)), secs(3600));
+    assert_eq!(now.forward_jumps_since(t(3626)), Duration::ZERO);
+    // Old steps are forgotten beyond the cap.
+    for i in 0..MAX_CLOCK_JUMPS as i64 {
+        watch.observe(t(10_000 * (i + 1)), mono + secs(30 + i as u64));
+    }
+    assert_eq!(watch.now(t(0)).jumps.len(), MAX_CLOCK_JUMPS);
+}
+
 // === property tests over random timelines ===
 
 #[derive(Clone, Debug)]
@@ -562,6 +778,11 @@ enum Op {
     WakeAfter(u64),
     /// The operator is down for `n` seconds.
     Outage(u64),
+    /// The wall clock steps back by `n` seconds (NTP correcting a fast clock).
+    ClockBack(u64),
+    /// The wall clock jumps forward by `n` seconds while no time passes,
+    /// and the process notices (its monotonic clock did not move).
+    ClockJump(u64),
     /// A manual rotation request with a new value.
     Manual,
     /// Revoke the active key.
@@ -570,50 +791,123 @@ enum Op {
     RevokeNth(usize),
     /// Change algorithm.
     ChangeAlgorithm(usize),
+    /// Change to RS256 with the i-th key size.
+    ChangeKeySize(usize),
     /// Change maxTokenTTL to n seconds.
     ChangeTtl(u64),
     /// Change publishAhead to n seconds (kept below the interval).
     ChangePublishAhead(u64),
+    /// Change rotationInterval to n seconds (publishAhead kept below it).
+    ChangeInterval(u64),
+    /// Change clockSkew to n seconds.
+    ChangeSkew(u64),
+    /// Change maxKeys.
+    ChangeMaxKeys(usize),
+    /// The next key generation fails (an entropy or provider error).
+    FailGeneration,
 }
+
+const KEY_SIZES: [u32; 3] = [2048, 3072, 4096];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => Just(Op::WakeWhenDue),
         3 => (1u64..60).prop_map(Op::WakeAfter),
         1 => (60u64..2000).prop_map(Op::Outage),
+        1 => (1u64..500).prop_map(Op::ClockBack),
+        1 => (1u64..500).prop_map(Op::ClockJump),
         1 => Just(Op::Manual),
         1 => Just(Op::RevokeActive),
         1 => (0usize..10).prop_map(Op::RevokeNth),
         1 => (0usize..9).prop_map(Op::ChangeAlgorithm),
+        1 => (0usize..3).prop_map(Op::ChangeKeySize),
         1 => (1u64..200).prop_map(Op::ChangeTtl),
         1 => (0u64..100).prop_map(Op::ChangePublishAhead),
+        1 => (10u64..200).prop_map(Op::ChangeInterval),
+        1 => (0u64..30).prop_map(Op::ChangeSkew),
+        1 => (2usize..8).prop_map(Op::ChangeMaxKeys),
+        1 => Just(Op::FailGeneration),
     ]
 }
 
 fn policy_strategy() -> impl Strategy<Value = Policy> {
-    (10u64..200, 0u64..100, 1u64..300, 0u64..30, 2usize..8).prop_map(
-        |(interval, ahead, ttl, skew, max_keys)| Policy {
+    (
+        10u64..200,
+        0u64..100,
+        1u64..300,
+        0u64..30,
+        2usize..8,
+        0u64..40,
+    )
+        .prop_map(|(interval, ahead, ttl, skew, max_keys, grace)| Policy {
             rotation_interval: secs(interval),
             publish_ahead: secs(ahead % interval),
             max_token_ttl: secs(ttl),
             clock_skew: secs(skew),
             max_keys,
+            propagation_grace: secs(grace),
             ..policy()
-        },
-    )
+        })
 }
 
-/// What the test observes from outside, to check invariants against.
+/// What the test observes from outside, to check invariants against. Times
+/// are kept twice: on the wall clock (what the planner sees) and in real
+/// time (what tokens live in), which differ by the clock steps.
 #[derive(Default)]
 struct Observed {
-    /// When each kid first appeared in the set (was published).
-    published_at: BTreeMap<String, Timestamp>,
-    /// Until when each kid signed, and the longest TTL in force meanwhile.
+    /// When each kid first appeared in the set (was published): wall time,
+    /// real time, and the step number (causal order, immune to clock steps).
+    published_at: BTreeMap<String, (Timestamp, Timestamp, usize)>,
+    /// Until when (real time) each kid signed, and the longest TTL in force
+    /// while it did.
     signed_until: BTreeMap<String, (Timestamp, Duration)>,
     /// kids the test revoked.
     revoked: BTreeSet<String>,
     /// kids ever removed.
     removed: BTreeSet<String>,
+    /// Accepted manual requests: value and the step that accepted it, until
+    /// a key published at or after that step signs.
+    requests: Vec<(String, usize)>,
+    /// Every request value accepted so far.
+    accepted: BTreeSet<String>,
+}
+
+/// The simulated world: the planner's wall clock and the real time.
+struct World {
+    sim: Sim,
+    /// Real time: advanced by waits and outages, not by clock steps.
+    real: Timestamp,
+    step: usize,
+}
+
+impl World {
+    /// Advances both clocks by `n` seconds.
+    fn wait(&mut self, n: u64) {
+        self.sim.now = after(self.sim.now, secs(n));
+        self.real = after(self.real, secs(n));
+    }
+
+    /// Plans once; returns whether the plan succeeded.
+    fn step(&mut self) -> Result<bool, TestCaseError> {
+        self.step += 1;
+        let now = Now {
+            wall: self.sim.now,
+            jumps: self.sim.jumps.clone(),
+        };
+        let fail = std::mem::take(&mut self.sim.source.fail_next);
+        self.sim.source.failing = fail;
+        let result = super::plan(&self.sim.policy, &self.sim.set, now, &mut self.sim.source);
+        self.sim.source.failing = false;
+        match result {
+            Ok(plan) => {
+                self.sim.set = plan.keys.clone();
+                self.sim.last_plan = Some(plan);
+                Ok(true)
+            }
+            Err(PlanError::Generate { .. }) if fail => Ok(false),
+            Err(e) => Err(TestCaseError::fail(format!("plan failed: {e}"))),
+        }
+    }
 }
 
 proptest! {
@@ -622,59 +916,130 @@ proptest! {
     #[test]
     fn invariants_hold_on_every_step_of_random_timelines(
         initial in policy_strategy(),
+        adopted in 0usize..4,
         ops in prop::collection::vec(op(), 1..60),
     ) {
-        let mut sim = Sim::new(initial);
+        let mut world = World { sim: Sim::new(initial), real: t(0), step: 0 };
         let mut seen = Observed::default();
+        if adopted > 0 {
+            let keys = (1..=adopted)
+                .map(|i| TestKey { kid: format!("adopted{i}"), params: KeyParams::new(Algorithm::RS256) })
+                .collect();
+            world.sim.set = KeySet::adopt(keys, world.sim.now, &world.sim.policy);
+            // Adopted keys may have signed, until now, tokens as long as the policy allows.
+            for k in &world.sim.set.keys {
+                seen.signed_until.insert(k.kid().to_owned(), (world.real, world.sim.policy.max_token_ttl));
+            }
+        }
         let mut requests = 0;
-        sim.step();
-        check_step(&sim, &mut seen, None)?;
+        prop_assert!(world.step()?);
+        check_step(&world, &mut seen, None)?;
         for op in ops {
-            let signer_before = sim.set.active().map(|k| k.kid().to_owned());
+            let signer_before = world.sim.set.active().map(|k| k.kid().to_owned());
+            // The TTL the signer signed under since the last step.
+            let ttl_in_force = world.sim.policy.max_token_ttl;
             match op {
-                Op::WakeWhenDue => sim.now = sim.next_due(),
-                Op::WakeAfter(n) => sim.now = after(sim.now, secs(n)),
-                Op::Outage(n) => sim.now = after(sim.now, secs(n)),
+                Op::WakeWhenDue => {
+                    let due = world.sim.next_due();
+                    let n = due.duration_since(world.sim.now).as_secs().max(0) as u64;
+                    world.wait(n);
+                }
+                Op::WakeAfter(n) | Op::Outage(n) => world.wait(n),
+                Op::ClockBack(n) => {
+                    world.sim.now = before(world.sim.now, secs(n));
+                    world.sim.jumps.push(ClockJump {
+                        seen_at: world.sim.now,
+                        by: -SignedDuration::from_secs(n as i64),
+                    });
+                }
+                Op::ClockJump(n) => {
+                    world.sim.now = after(world.sim.now, secs(n));
+                    world.sim.jumps.push(ClockJump {
+                        seen_at: world.sim.now,
+                        by: SignedDuration::from_secs(n as i64),
+                    });
+                }
                 Op::Manual => {
                     requests += 1;
-                    sim.policy.rotation_request = Some(format!("r{requests}"));
+                    world.sim.policy.rotation_request = Some(format!("r{requests}"));
                 }
                 Op::RevokeActive => {
-                    let kid = sim.active().to_owned();
+                    let kid = world.sim.active().to_owned();
                     seen.revoked.insert(kid.clone());
-                    sim.policy.revoked.insert(kid);
+                    world.sim.policy.revoked.insert(kid);
                 }
                 Op::RevokeNth(i) => {
-                    let kid = sim.set.keys[i % sim.set.keys.len()].kid().to_owned();
+                    let kid = world.sim.set.keys[i % world.sim.set.keys.len()].kid().to_owned();
                     seen.revoked.insert(kid.clone());
-                    sim.policy.revoked.insert(kid);
+                    world.sim.policy.revoked.insert(kid);
                 }
-                Op::ChangeAlgorithm(i) => sim.policy.params = KeyParams::new(Algorithm::ALL[i]),
-                Op::ChangeTtl(n) => sim.policy.max_token_ttl = secs(n),
+                Op::ChangeAlgorithm(i) => world.sim.policy.params = KeyParams::new(Algorithm::ALL[i]),
+                Op::ChangeKeySize(i) => {
+                    world.sim.policy.params = KeyParams::rsa(Algorithm::RS256, KEY_SIZES[i]);
+                }
+                Op::ChangeTtl(n) => world.sim.policy.max_token_ttl = secs(n),
                 Op::ChangePublishAhead(n) => {
-                    sim.policy.publish_ahead = secs(n % sim.policy.rotation_interval.as_secs())
+                    world.sim.policy.publish_ahead = secs(n % world.sim.policy.rotation_interval.as_secs())
                 }
+                Op::ChangeInterval(n) => {
+                    world.sim.policy.rotation_interval = secs(n);
+                    world.sim.policy.publish_ahead = secs(world.sim.policy.publish_ahead.as_secs() % n);
+                }
+                Op::ChangeSkew(n) => world.sim.policy.clock_skew = secs(n),
+                Op::ChangeMaxKeys(n) => world.sim.policy.max_keys = n,
+                Op::FailGeneration => world.sim.source.fail_next = true,
             }
-            // The key that signed until now signed under the TTL in force.
+            // The key that signed until now signed under the TTL that was in
+            // force until now (an edit applies from the next plan on).
             if let Some(kid) = &signer_before {
-                let entry = seen.signed_until.entry(kid.clone()).or_insert((sim.now, Duration::ZERO));
-                entry.0 = sim.now;
-                entry.1 = entry.1.max(sim.policy.max_token_ttl);
+                let entry = seen.signed_until.entry(kid.clone()).or_insert((world.real, Duration::ZERO));
+                entry.0 = world.real;
+                entry.1 = entry.1.max(ttl_in_force);
             }
-            let keys_before = sim.set.keys.len();
-            sim.step();
-            check_step(&sim, &mut seen, Some(keys_before))?;
+            let keys_before = world.sim.set.keys.len();
+            let set_before = world.sim.set.clone();
+            if world.step()? {
+                check_step(&world, &mut seen, Some(keys_before))?;
+            } else {
+                // A failed generation changes nothing; the next run retries.
+                prop_assert_eq!(&world.sim.set, &set_before);
+            }
         }
+        // Liveness: left alone, every accepted manual request is served by
+        // a key published at or after the step that accepted it.
+        for _ in 0..200 {
+            if seen.requests.is_empty() {
+                break;
+            }
+            let signer_before = world.sim.set.active().map(|k| k.kid().to_owned());
+            let ttl_in_force = world.sim.policy.max_token_ttl;
+            let due = world.sim.next_due();
+            world.wait(due.duration_since(world.sim.now).as_secs().max(0) as u64);
+            if let Some(kid) = &signer_before {
+                let entry = seen.signed_until.entry(kid.clone()).or_insert((world.real, Duration::ZERO));
+                entry.0 = world.real;
+                entry.1 = entry.1.max(ttl_in_force);
+            }
+            let keys_before = world.sim.set.keys.len();
+            prop_assert!(world.step()?);
+            check_step(&world, &mut seen, Some(keys_before))?;
+        }
+        prop_assert!(seen.requests.is_empty(), "requests never served: {:?}", seen.requests);
     }
 }
 
 fn check_step(
-    sim: &Sim,
+    world: &World,
     seen: &mut Observed,
     keys_before: Option<usize>,
 ) -> Result<(), TestCaseError> {
+    let sim = &world.sim;
     let plan = sim.last_plan.as_ref().unwrap();
     let now = sim.now;
+    let clock = Now {
+        wall: now,
+        jumps: sim.jumps.clone(),
+    };
     // 1 & 5: exactly one Active, at most one Pending, unique kids.
     prop_assert!(sim.set.check().is_ok(), "{:?}", sim.set.check());
     prop_assert_eq!(
@@ -694,8 +1059,11 @@ fn check_step(
     );
     // Idempotence: planning again at the same instant changes nothing, so a
     // steady state makes no writes.
-    let mut source = Counter(10_000);
-    let again = super::plan(&sim.policy, &sim.set, now, &mut source).unwrap();
+    let mut source = Counter {
+        next: 10_000,
+        ..Counter::default()
+    };
+    let again = super::plan(&sim.policy, &sim.set, clock.clone(), &mut source).unwrap();
     prop_assert!(
         again.events.is_empty(),
         "replan at {now}: {:?}",
@@ -704,22 +1072,35 @@ fn check_step(
     prop_assert_eq!(&again.keys, &sim.set);
     // Nothing happens before next_due either.
     let just_before = before(plan.next_due, secs(1)).max(now);
-    let early = super::plan(&sim.policy, &sim.set, just_before, &mut source).unwrap();
+    let early = super::plan(
+        &sim.policy,
+        &sim.set,
+        Now {
+            wall: just_before,
+            ..clock
+        },
+        &mut source,
+    )
+    .unwrap();
     prop_assert!(early.events.is_empty(), "before due: {:?}", early.events);
 
     for k in &sim.set.keys {
-        seen.published_at.entry(k.kid().to_owned()).or_insert(now);
+        seen.published_at
+            .entry(k.kid().to_owned())
+            .or_insert((now, world.real, world.step));
         prop_assert!(!seen.removed.contains(k.kid()), "kid {} came back", k.kid());
     }
     for event in &plan.events {
         match event {
-            // 2: a key signs only after it was published for publishAhead,
-            // except the first key and the replacement of a revoked one.
+            // 2: a key signs only after it was published for publishAhead
+            // (in real time), except the first key and the replacement of a
+            // revoked one.
             LifecycleEvent::Activated { kid, reason } => {
-                let published = seen.published_at[kid];
+                let (_, published, _) = seen.published_at[kid];
                 prop_assert!(
-                    after(published, sim.policy.publish_ahead) <= now,
-                    "{kid} ({reason}) published at {published}, signs at {now}, publishAhead {:?}",
+                    after(published, sim.policy.publish_ahead) <= world.real,
+                    "{kid} ({reason}) published at {published}, signs at {}, publishAhead {:?}",
+                    world.real,
                     sim.policy.publish_ahead
                 );
             }
@@ -733,13 +1114,19 @@ fn check_step(
                     "a key signed without pre-publication for {reason}"
                 );
             }
-            // 3: a retired key is pruned only when no token it signed can be valid.
+            // 3: a retired key is pruned only when no token it signed can be
+            // valid: the signer's TTL, the verifiers' skew and our grace, in
+            // real time.
             LifecycleEvent::Pruned { kid } => {
                 let (until, ttl) = seen.signed_until[kid];
-                let earliest = after(until, ttl + sim.policy.clock_skew);
+                let earliest = after(
+                    until,
+                    ttl + sim.policy.clock_skew + sim.policy.propagation_grace,
+                );
                 prop_assert!(
-                    now >= earliest,
-                    "{kid} pruned at {now}, needed until {earliest}"
+                    world.real >= earliest,
+                    "{kid} pruned at {} (real), needed until {earliest}",
+                    world.real
                 );
                 seen.removed.insert(kid.clone());
             }
@@ -772,6 +1159,30 @@ fn check_step(
             sim.set.keys.len(),
             sim.policy.max_keys
         );
+    }
+    // Manual requests: accepted when first echoed, then served by a key
+    // published at or after the accepting step.
+    if let Some(r) = &sim.set.last_rotation_request
+        && seen.accepted.insert(r.clone())
+    {
+        seen.requests.push((r.clone(), world.step));
+    }
+    let active = sim.set.active().unwrap();
+    let (_, _, made) = seen.published_at[active.kid()];
+    if seen.requests.iter().any(|(_, accepted)| made >= *accepted) {
+        // Served on purpose, not by the schedule coming round: the signer
+        // was made for the request (or is a fresh signer made since).
+        prop_assert!(
+            matches!(
+                active.reason,
+                Some(RotationReason::Manual | RotationReason::Revoked | RotationReason::Initial)
+            ),
+            "request {:?} served by {} ({:?})",
+            seen.requests,
+            active.kid(),
+            active.reason
+        );
+        seen.requests.retain(|(_, accepted)| made < *accepted);
     }
     Ok(())
 }
