@@ -850,7 +850,7 @@ mod tests {
         use rand_chacha::rand_core::SeedableRng;
         let m = Metrics::new();
         let mut source = TimedKeySource::new(
-            crate::keys::lifecycle::RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(1)),
+            crate::keys::material::RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(1)),
             &m,
         );
         let params = KeyParams::new(Algorithm::EdDSA);

@@ -22,7 +22,8 @@ use warp::{Filter, Reply};
 
 use super::*;
 use crate::api::KeyRotationPolicy;
-use crate::keys::lifecycle::{KeySet, RngKeySource, plan};
+use crate::keys::lifecycle::{KeySet, plan};
+use crate::keys::material::RngKeySource;
 use crate::keys::material::SigningKey;
 use crate::keys::token::{MintSettings, TokenRequest, mint, mint_token};
 use crate::keys::{Algorithm, KeyParams};

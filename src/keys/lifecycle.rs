@@ -861,36 +861,5 @@ fn next_due<K: LifecycleKey>(
         .max(now)
 }
 
-// === impl LifecycleKey for SigningKey ===
-
-/// Key sets hold shared references: the secret exists once in memory however
-/// many snapshots point at it.
-impl LifecycleKey for std::sync::Arc<super::material::SigningKey> {
-    fn kid(&self) -> &str {
-        super::material::SigningKey::kid(self)
-    }
-
-    fn params(&self) -> KeyParams {
-        super::material::SigningKey::params(self)
-    }
-}
-
-/// Generates real keys from a caller-supplied random number generator (the OS
-/// generator in the binary, a seeded one in tests).
-pub struct RngKeySource<R>(pub R);
-
-impl<R: rand_core::CryptoRng> KeySource<std::sync::Arc<super::material::SigningKey>>
-    for RngKeySource<R>
-{
-    type Error = super::material::KeyError;
-
-    fn generate(
-        &mut self,
-        params: KeyParams,
-    ) -> Result<std::sync::Arc<super::material::SigningKey>, Self::Error> {
-        super::material::SigningKey::generate(params, &mut self.0).map(std::sync::Arc::new)
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests;

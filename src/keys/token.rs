@@ -295,9 +295,33 @@ pub fn build_claims(
     Ok(claims_for(req, settings, now, jti)?.to_map())
 }
 
+/// The first segment of every token `key` signs: the base64url JSON header
+/// `{"alg","kid","typ":"JWT"}`. The same for every token a key signs, so it
+/// is encoded once per key and kept with it.
+pub fn jws_header(key: &SigningKey) -> &str {
+    key.jws_header_slot()
+        .get_or_init(|| encode_jws_header(key.alg(), key.kid()))
+}
+
+fn encode_jws_header(alg: Algorithm, kid: &str) -> String {
+    #[derive(Serialize)]
+    struct Header<'a> {
+        alg: &'static str,
+        kid: &'a str,
+        typ: &'static str,
+    }
+    let header = Header {
+        alg: alg.as_str(),
+        kid,
+        typ: TOKEN_TYPE,
+    };
+    let json = serde_json::to_vec(&header).expect("a header of strings serializes");
+    URL_SAFE_NO_PAD.encode(json)
+}
+
 /// Signs `claims` with `key` as a compact JWS: header
 /// `{"alg","kid","typ":"JWT"}` (the key's cached, already encoded
-/// [`SigningKey::jws_header`]), base64url segments, the key's cached signer.
+/// [`jws_header`]), base64url segments, the key's cached signer.
 ///
 /// The serialization is done here rather than with `jsonwebtoken::encode`:
 /// that function takes an `EncodingKey` and builds a signer from it through
@@ -306,7 +330,7 @@ pub fn build_claims(
 /// pre-built signer. Keeping the parsed key pair is what makes RS256 signing
 /// fast, and the compact form is only a few lines.
 pub fn mint<C: Serialize + ?Sized>(key: &SigningKey, claims: &C) -> Result<String, TokenError> {
-    let header = key.jws_header();
+    let header = jws_header(key);
     let mut payload = Vec::with_capacity(512);
     serde_json::to_writer(&mut payload, claims).expect("claims serialize");
     let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 700);

@@ -1190,7 +1190,8 @@ fn check_step(
 #[test]
 fn plans_with_real_keys_from_a_seeded_generator() {
     use rand_chacha::rand_core::SeedableRng;
-    let mut source = RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(7));
+    let mut source =
+        crate::keys::material::RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(7));
     let policy = Policy {
         params: KeyParams::new(Algorithm::EdDSA),
         ..policy()

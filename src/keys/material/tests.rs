@@ -3,6 +3,12 @@ use rand_chacha::rand_core::SeedableRng;
 use serde_json::json;
 
 use super::*;
+use aws_lc_rs::signature::{self as lc, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use super::ec::Curve;
+use crate::keys::alg::{Algorithm, KeyParams};
 use crate::keys::testing::{fixture_keys, key, other_key};
 
 /// RFC 7638 section 3.1: the example RSA key and its published thumbprint.
