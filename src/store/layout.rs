@@ -52,7 +52,7 @@ use crate::api::fmt_duration;
 use crate::keys::alg::{Algorithm, KeyParams};
 use crate::keys::lifecycle::{KeySet, KeyState, LifecycleKey, ManagedKey, RotationReason};
 use crate::keys::material::{SigningKey, parse_private_jwks, private_jwks_json, public_jwks_json};
-use crate::keys::secret::SecretBytes;
+use crate::keys::redacted::RedactedBytes;
 
 /// Data key of the private JWK Set.
 pub const JWKS: &str = "jwks.json";
@@ -119,16 +119,16 @@ pub enum EncodeError {
 // === encoded form ===
 
 /// The five data keys of one key set. Private members (`jwks.json`,
-/// `active.pem`) stay wrapped in [`SecretBytes`]; `Debug` shows only sizes.
+/// `active.pem`) stay wrapped in [`RedactedBytes`]; `Debug` shows only sizes.
 pub struct Encoded {
     /// `jwks.json`: the private JWK Set, newest first.
-    pub jwks: SecretBytes,
+    pub jwks: RedactedBytes,
     /// `jwks.public.json`: the public JWK Set, newest first.
     pub public_jwks: Vec<u8>,
     /// `active.kid`: the signer's kid (no trailing newline).
     pub active_kid: Vec<u8>,
     /// `active.pem`: the signer's PKCS#8 PEM.
-    pub active_pem: SecretBytes,
+    pub active_pem: RedactedBytes,
     /// `lifecycle.json`: lifecycle records, pretty-printed.
     pub lifecycle: Vec<u8>,
 }
@@ -268,7 +268,7 @@ pub fn encode(set: &StoredKeySet, generation: u64) -> Result<Encoded, EncodeErro
         jwks: private_jwks_json(set.keys.iter().map(|k| k.key.as_ref())),
         public_jwks: public_jwks(set),
         active_kid: active.kid().as_bytes().to_vec(),
-        active_pem: SecretBytes::new(active.key.pkcs8_pem().expose().as_bytes().to_vec()),
+        active_pem: RedactedBytes::new(active.key.pkcs8_pem().expose().as_bytes().to_vec()),
         lifecycle,
     })
 }

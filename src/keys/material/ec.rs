@@ -10,7 +10,7 @@ use super::error::JwkProblem;
 use super::signing::{CachedSigner, PrivateParts, SigningKey, assemble};
 use super::verifying::PublicParts;
 use crate::keys::alg::Algorithm;
-use crate::keys::secret::{Secret, SecretBytes};
+use crate::keys::redacted::{Redacted, RedactedBytes};
 
 /// NIST curves used for ECDSA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,16 +75,16 @@ impl Curve {
     }
 
     /// A fresh private scalar and the matching uncompressed point `04||x||y`.
-    pub(super) fn generate<R: CryptoRng + ?Sized>(self, rng: &mut R) -> (SecretBytes, Vec<u8>) {
+    pub(super) fn generate<R: CryptoRng + ?Sized>(self, rng: &mut R) -> (RedactedBytes, Vec<u8>) {
         match self {
             Curve::P256 => {
                 let sk = p256::SecretKey::generate_from_rng(rng);
-                let d = Secret::new(Zeroizing::new(sk.to_bytes()).to_vec());
+                let d = Redacted::new(Zeroizing::new(sk.to_bytes()).to_vec());
                 (d, sk.public_key().to_sec1_bytes().into_vec())
             }
             Curve::P384 => {
                 let sk = p384::SecretKey::generate_from_rng(rng);
-                let d = Secret::new(Zeroizing::new(sk.to_bytes()).to_vec());
+                let d = Redacted::new(Zeroizing::new(sk.to_bytes()).to_vec());
                 (d, sk.public_key().to_sec1_bytes().into_vec())
             }
         }
@@ -121,7 +121,7 @@ pub(super) fn build_ec(
     alg: Algorithm,
     curve: Curve,
     public: PublicParts,
-    d: SecretBytes,
+    d: RedactedBytes,
 ) -> Result<SigningKey, JwkProblem> {
     let PublicParts::Ec { x, y, .. } = &public else {
         unreachable!("build_ec is only called for EC keys");
@@ -136,7 +136,7 @@ pub(super) fn build_ec(
     let doc = pair
         .to_pkcs8v1()
         .map_err(|_| JwkProblem::Rejected("cannot encode the EC key as PKCS#8"))?;
-    let pkcs8 = Secret::new(doc.as_ref().to_vec());
+    let pkcs8 = Redacted::new(doc.as_ref().to_vec());
     let private = PrivateParts::Scalar { d };
     assemble(
         kid,

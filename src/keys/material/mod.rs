@@ -25,7 +25,7 @@
 //!
 //! # Secrets
 //!
-//! Private members are held in [`Secret`] (redacted `Debug`, zeroized on
+//! Private members are held in [`Redacted`] (redacted `Debug`, zeroized on
 //! drop). No error message in this module carries key material: errors name
 //! the key (index in the set, `kid`) and the member, never its value.
 //!
@@ -44,7 +44,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use zeroize::Zeroizing;
 
-use super::secret::{Secret, SecretBytes};
+use super::redacted::{Redacted, RedactedBytes};
 
 mod ec;
 pub mod error;
@@ -79,7 +79,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// Base64url-encodes private bytes into a buffer that is wiped on drop.
-fn b64_secret(bytes: &SecretBytes) -> Zeroizing<String> {
+fn b64_secret(bytes: &RedactedBytes) -> Zeroizing<String> {
     let bytes = bytes.expose();
     let mut out = Zeroizing::new(String::with_capacity(bytes.len().div_ceil(3) * 4));
     URL_SAFE_NO_PAD.encode_string(bytes, &mut out);
@@ -95,8 +95,8 @@ fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
 }
 
 /// Big-endian bytes of a secret big integer, without leading zeros.
-fn secret_uint(x: &BoxedUint) -> SecretBytes {
-    Secret::new(strip_leading_zeros(x.to_be_bytes().into_vec()))
+fn secret_uint(x: &BoxedUint) -> RedactedBytes {
+    Redacted::new(strip_leading_zeros(x.to_be_bytes().into_vec()))
 }
 
 fn bit_len(be: &[u8]) -> usize {

@@ -6,11 +6,11 @@ use super::error::JwkProblem;
 use super::signing::{CachedSigner, PrivateParts, SigningKey, assemble};
 use super::verifying::PublicParts;
 use crate::keys::alg::Algorithm;
-use crate::keys::secret::{Secret, SecretBytes};
+use crate::keys::redacted::{Redacted, RedactedBytes};
 
 pub(super) fn build_ed25519(
     kid: Option<String>,
-    seed: SecretBytes,
+    seed: RedactedBytes,
     x: Option<&[u8]>,
 ) -> Result<SigningKey, JwkProblem> {
     let pair = match x {
@@ -25,7 +25,7 @@ pub(super) fn build_ed25519(
     let doc = pair
         .to_pkcs8v1()
         .map_err(|_| JwkProblem::Rejected("cannot encode the Ed25519 key as PKCS#8"))?;
-    let pkcs8 = Secret::new(doc.as_ref().to_vec());
+    let pkcs8 = Redacted::new(doc.as_ref().to_vec());
     let private = PrivateParts::Scalar { d: seed };
     assemble(
         kid,

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use super::signing::{PrivateParts, SigningKey};
 use super::verifying::{PublicParts, VerifyingKey};
 use super::{b64, b64_secret};
-use crate::keys::secret::{Secret, SecretBytes};
+use crate::keys::redacted::{Redacted, RedactedBytes};
 
 /// A base64url string of private bytes: serialized as a JSON string, wiped on drop.
 pub(super) struct SecretB64(Zeroizing<String>);
@@ -93,7 +93,7 @@ impl<'a> JwkOut<'a> {
 
     pub(super) fn private(key: &'a SigningKey) -> Self {
         let mut out = JwkOut::public(&key.public);
-        let s = |b: &SecretBytes| Some(SecretB64(b64_secret(b)));
+        let s = |b: &RedactedBytes| Some(SecretB64(b64_secret(b)));
         match &key.private {
             PrivateParts::Rsa {
                 d,
@@ -126,15 +126,15 @@ pub(super) struct JwksOut<'a> {
 /// readable by node-jose `JWK.asKeyStore`.
 ///
 /// Works with `&[SigningKey]`, `vec_of_refs.iter().copied()` or
-/// `arcs.iter().map(Arc::as_ref)`. The bytes are wrapped in a [`Secret`].
-pub fn private_jwks_json<'a>(keys: impl IntoIterator<Item = &'a SigningKey>) -> SecretBytes {
+/// `arcs.iter().map(Arc::as_ref)`. The bytes are wrapped in a [`Redacted`].
+pub fn private_jwks_json<'a>(keys: impl IntoIterator<Item = &'a SigningKey>) -> RedactedBytes {
     let set = JwksOut {
         keys: keys.into_iter().map(JwkOut::private).collect(),
     };
     // Reserve generously so the buffer is not reallocated (leaving copies) while writing.
     let mut out = Vec::with_capacity(set.keys.len() * 4096 + 16);
     serde_json::to_writer(&mut out, &set).expect("a JWK Set always serializes");
-    Secret::new(out)
+    Redacted::new(out)
 }
 
 /// Serializes the public JWK Set `{"keys":[...]}` of `keys`, in the given

@@ -9,7 +9,7 @@ use super::ec::Curve;
 use super::error::{JwkProblem, truncate};
 use super::{MAX_KID_LEN, strip_leading_zeros};
 use crate::keys::alg::Algorithm;
-use crate::keys::secret::{Secret, SecretBytes};
+use crate::keys::redacted::{Redacted, RedactedBytes};
 
 /// Reads members out of one JWK object, turning problems into [`JwkProblem`]s.
 pub(super) struct JwkReader<'a> {
@@ -41,8 +41,8 @@ impl<'a> JwkReader<'a> {
             .map_err(|_| JwkProblem::NotBase64Url(name))
     }
 
-    pub(super) fn secret(&self, name: &'static str) -> Result<SecretBytes, JwkProblem> {
-        self.bytes(name).map(Secret::new)
+    pub(super) fn secret(&self, name: &'static str) -> Result<RedactedBytes, JwkProblem> {
+        self.bytes(name).map(Redacted::new)
     }
 
     pub(super) fn has(&self, name: &str) -> bool {
@@ -58,8 +58,8 @@ impl<'a> JwkReader<'a> {
         Ok(v)
     }
 
-    pub(super) fn secret_uint(&self, name: &'static str) -> Result<SecretBytes, JwkProblem> {
-        let v = Secret::new(strip_leading_zeros(self.bytes(name)?));
+    pub(super) fn secret_uint(&self, name: &'static str) -> Result<RedactedBytes, JwkProblem> {
+        let v = Redacted::new(strip_leading_zeros(self.bytes(name)?));
         if v.expose().is_empty() || v.expose() == &[0] {
             return Err(JwkProblem::Inconsistent("an RSA member is zero"));
         }
@@ -76,7 +76,7 @@ impl<'a> JwkReader<'a> {
         &self,
         name: &'static str,
         len: usize,
-    ) -> Result<SecretBytes, JwkProblem> {
+    ) -> Result<RedactedBytes, JwkProblem> {
         let v = self.secret(name)?;
         check_len(name, v.expose().len(), len)?;
         Ok(v)

@@ -11,7 +11,7 @@ use super::signing::{CachedSigner, PrivateParts, SigningKey, assemble};
 use super::verifying::PublicParts;
 use super::{bit_len, secret_uint};
 use crate::keys::alg::{Algorithm, RSA_KEY_SIZES};
-use crate::keys::secret::{Secret, SecretBytes};
+use crate::keys::redacted::{Redacted, RedactedBytes};
 
 pub(super) fn rsa_encoding(alg: Algorithm) -> &'static dyn lc::RsaEncoding {
     match alg {
@@ -92,7 +92,7 @@ pub(super) fn read_rsa(
     )?;
 
     // The CRT values must be the ones that follow from d, p and q.
-    let same = |given: &SecretBytes, computed: Option<SecretBytes>| {
+    let same = |given: &RedactedBytes, computed: Option<RedactedBytes>| {
         computed.is_some_and(|c| {
             aws_lc_rs::constant_time::verify_slices_are_equal(given.expose(), c.expose()).is_ok()
         })
@@ -160,7 +160,7 @@ pub(super) fn finish_rsa(
     let der = key
         .to_pkcs8_der()
         .map_err(|_| JwkProblem::Rejected("cannot encode the RSA key as PKCS#8"))?;
-    let pkcs8 = Secret::new(der.as_bytes().to_vec());
+    let pkcs8 = Redacted::new(der.as_bytes().to_vec());
     let pair = RsaKeyPair::from_pkcs8(pkcs8.expose())
         .map_err(|e| JwkProblem::Rejected(e.description_()))?;
     let signer = CachedSigner::Rsa {

@@ -20,20 +20,20 @@ use super::read::JwkReader;
 use super::rsa::{build_rsa_from_key, read_rsa};
 use super::verifying::{PublicParts, VerifyingKey};
 use crate::keys::alg::{Algorithm, KeyParams, RSA_KEY_SIZES};
-use crate::keys::secret::{Secret, SecretBytes, SecretString};
+use crate::keys::redacted::{Redacted, RedactedBytes, RedactedString};
 
 /// The private members of a key (besides the public ones).
 pub(super) enum PrivateParts {
     Rsa {
-        d: SecretBytes,
-        p: SecretBytes,
-        q: SecretBytes,
-        dp: SecretBytes,
-        dq: SecretBytes,
-        qi: SecretBytes,
+        d: RedactedBytes,
+        p: RedactedBytes,
+        q: RedactedBytes,
+        dp: RedactedBytes,
+        dq: RedactedBytes,
+        qi: RedactedBytes,
     },
     /// EC scalar or Ed25519 seed.
-    Scalar { d: SecretBytes },
+    Scalar { d: RedactedBytes },
 }
 
 /// An aws-lc-rs key pair parsed once and reused for every signature.
@@ -59,7 +59,7 @@ pub struct SigningKey {
     pub(super) public: VerifyingKey,
     pub(super) params: KeyParams,
     pub(super) private: PrivateParts,
-    pub(super) pkcs8: SecretBytes,
+    pub(super) pkcs8: RedactedBytes,
     pub(super) signer: CachedSigner,
     /// The token layer's encoded JWS header for this key, filled on first
     /// use (see [`crate::keys::token::mint`]): encoding belongs to tokens,
@@ -117,7 +117,7 @@ impl SigningKey {
             Algorithm::EdDSA => {
                 let mut seed = Zeroizing::new([0u8; 32]);
                 rng.fill_bytes(&mut seed[..]);
-                build_ed25519(None, Secret::new(seed.to_vec()), None)
+                build_ed25519(None, Redacted::new(seed.to_vec()), None)
             }
             _ => {
                 let bits = params.rsa_bits.unwrap_or_default() as usize;
@@ -244,7 +244,7 @@ impl SigningKey {
 
     /// The private key as a PKCS#8 PEM document (`-----BEGIN PRIVATE KEY-----`),
     /// for SPEC's `active.pem`.
-    pub fn pkcs8_pem(&self) -> SecretString {
+    pub fn pkcs8_pem(&self) -> RedactedString {
         let der = self.pkcs8.expose();
         let mut b64 = Zeroizing::new(vec![0u8; der.len().div_ceil(3) * 4]);
         let written = STANDARD
@@ -259,11 +259,11 @@ impl SigningKey {
             pem.push('\n');
         }
         pem.push_str("-----END PRIVATE KEY-----\n");
-        Secret::new(pem)
+        Redacted::new(pem)
     }
 
     /// The private key as PKCS#8 DER.
-    pub fn pkcs8_der(&self) -> &SecretBytes {
+    pub fn pkcs8_der(&self) -> &RedactedBytes {
         &self.pkcs8
     }
 
@@ -333,7 +333,7 @@ pub(super) fn assemble(
     rsa_bits: Option<u32>,
     public: PublicParts,
     private: PrivateParts,
-    pkcs8: SecretBytes,
+    pkcs8: RedactedBytes,
     signer: CachedSigner,
 ) -> Result<SigningKey, JwkProblem> {
     let kid = kid.unwrap_or_else(|| public.thumbprint());
