@@ -70,7 +70,7 @@ pub use errors::ApiError;
 pub use filters::{BODY_LIMIT, jwks_routes, metrics_routes, token_routes};
 pub use server::{Limits, ServeConfig, serve};
 pub use snapshot::{
-    DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyRef, PolicySummary, PolicyView, Problem,
+    DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyInfo, PolicyRef, PolicySummary, PolicyView, Problem,
     SharedState, Snapshot, random_jti, strong_etag,
 };
 pub use tls::{ServerTls, TlsError, TlsFiles};

@@ -22,12 +22,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use warp::http::HeaderValue;
 
-use crate::api::KeyRotationPolicy;
 use crate::keys::Algorithm;
-use crate::keys::lifecycle::{KeySet, RotationReason};
+use crate::keys::lifecycle::{self, KeySet, RotationReason};
 use crate::keys::material::{SigningKey, public_jwks_json};
 use crate::keys::token::{Expectations, MintSettings, Verifier, mint_ttl_cap};
 use crate::metrics::Metrics;
+use crate::names::{is_dns_label, is_dns_subdomain};
 
 /// Namespace used when a policy document has none (standalone files).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -51,19 +51,6 @@ impl PolicyRef {
         PolicyRef {
             namespace: namespace.into(),
             name: name.into(),
-        }
-    }
-
-    /// The reference of a policy object; a missing namespace is
-    /// [`DEFAULT_NAMESPACE`].
-    pub fn of(policy: &KeyRotationPolicy) -> Self {
-        PolicyRef {
-            namespace: policy
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
-            name: policy.metadata.name.clone().unwrap_or_default(),
         }
     }
 
@@ -100,29 +87,12 @@ impl FromStr for PolicyRef {
     /// Parses `namespace/name` (as given to `--default-policy`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
-            Some((ns, name)) if is_namespace(ns) && is_policy_name(name) => {
+            Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => {
                 Ok(PolicyRef::new(ns, name))
             }
             _ => Err(InvalidPolicyRef(s.chars().take(300).collect())),
         }
     }
-}
-
-/// Whether `s` is a valid namespace name (an RFC 1123 DNS label: at most 63
-/// lowercase letters, digits and `-`, starting and ending alphanumeric).
-pub fn is_namespace(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-/// Whether `s` is a valid policy name (an RFC 1123 DNS subdomain).
-pub fn is_policy_name(s: &str) -> bool {
-    crate::api::is_dns_subdomain(s)
 }
 
 // === Problem and PolicySummary ===
@@ -178,23 +148,23 @@ pub struct PolicySummary {
 impl PolicySummary {
     /// The summary of a policy that has no published set yet (`ready: false`):
     /// what [`SharedState::set_problem`] shows when the first load failed.
-    pub fn for_policy(policy: &KeyRotationPolicy) -> Self {
-        let r = PolicyRef::of(policy);
+    pub fn for_policy(policy: &PolicyInfo) -> Self {
+        let r = policy.policy.clone();
         PolicySummary {
             jwks_path: r.jwks_path(),
             namespace: r.namespace,
             name: r.name,
             ready: false,
             degraded: None,
-            algorithm: Some(policy.spec.algorithm),
+            algorithm: Some(policy.algorithm),
             active_key_id: None,
             next_key_id: None,
             key_count: 0,
             next_rotation_time: None,
             last_rotation_time: None,
             last_rotation_reason: None,
-            issuer: policy.spec.issuer.clone(),
-            token_endpoint: policy.token_endpoint_enabled(),
+            issuer: policy.issuer.clone(),
+            token_endpoint: policy.token_endpoint,
         }
     }
 
@@ -218,6 +188,35 @@ impl PolicySummary {
             token_endpoint: false,
         }
     }
+}
+
+// === PolicyInfo ===
+
+/// What the HTTP layer needs to know about a policy, whatever it came from
+/// (a `KeyRotationPolicy` object in the cluster, a policy file): built by
+/// the adapters, so the servers never see the custom resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyInfo {
+    /// Which policy.
+    pub policy: PolicyRef,
+    /// The algorithm new keys are generated with.
+    pub algorithm: Algorithm,
+    /// `spec.issuer` (then a discovery document is served, and tokens carry it).
+    pub issuer: Option<String>,
+    /// `spec.audiences`: the default `aud` of minted tokens, and what
+    /// verification accepts.
+    pub audiences: Vec<String>,
+    /// Longest lifetime of a minted token.
+    pub max_token_ttl: std::time::Duration,
+    /// Leeway for `exp`/`nbf` when verifying.
+    pub clock_skew: std::time::Duration,
+    /// `max-age` of the JWK Set's `Cache-Control`, in seconds.
+    pub jwks_max_age: u64,
+    /// Whether the token listener serves mint/verify for this policy.
+    pub token_endpoint: bool,
+    /// The resolved lifecycle parameters, for the next rotation time (`None`
+    /// when the spec does not resolve).
+    pub lifecycle: Option<lifecycle::Policy>,
 }
 
 // === PolicyView ===
@@ -287,20 +286,19 @@ impl PolicyView {
     /// absolute on this server; without it `jwks_uri` is
     /// `{issuer}/.well-known/jwks.json`. The summary says `ready: true`, no problem.
     pub fn build(
-        policy: &KeyRotationPolicy,
+        policy: &PolicyInfo,
         keys: &KeySet<Arc<SigningKey>>,
         public_base_url: Option<&str>,
     ) -> PolicyView {
-        let r = PolicyRef::of(policy);
-        let spec = &policy.spec;
+        let r = policy.policy.clone();
         let jwks = Bytes::from(public_jwks_json(
             keys.keys.iter().map(|k| k.key.verifying_key()),
         ));
         let etag = header_value(strong_etag(&jwks));
-        let max_age = spec.jwks_max_age();
+        let max_age = policy.jwks_max_age;
         let cache_control = header_value(format!("public, max-age={max_age}"));
 
-        let discovery = spec.issuer.as_deref().map(|issuer| {
+        let discovery = policy.issuer.as_deref().map(|issuer| {
             let jwks_uri = match public_base_url {
                 Some(base) => format!("{}{}", base.trim_end_matches('/'), r.jwks_path()),
                 None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
@@ -325,40 +323,40 @@ impl PolicyView {
         });
 
         let active = keys.active();
-        let next_rotation_time = spec
-            .resolve(policy.rotation_request())
-            .ok()
-            .and_then(|p| keys.next_rotation_time(&p));
+        let next_rotation_time = policy
+            .lifecycle
+            .as_ref()
+            .and_then(|p| keys.next_rotation_time(p));
         let summary = PolicySummary {
             namespace: r.namespace.clone(),
             name: r.name.clone(),
             ready: active.is_some(),
             degraded: None,
-            algorithm: Some(active.map_or(spec.algorithm, |a| a.key.alg())),
+            algorithm: Some(active.map_or(policy.algorithm, |a| a.key.alg())),
             active_key_id: active.map(|a| a.kid().to_string()),
             next_key_id: keys.pending().map(|p| p.kid().to_string()),
             key_count: keys.keys.len(),
             next_rotation_time,
             last_rotation_time: keys.last_rotation_time,
             last_rotation_reason: keys.last_rotation_reason,
-            issuer: spec.issuer.clone(),
+            issuer: policy.issuer.clone(),
             jwks_path: r.jwks_path(),
-            token_endpoint: policy.token_endpoint_enabled(),
+            token_endpoint: policy.token_endpoint,
         };
 
-        let token = policy.token_endpoint_enabled().then(|| {
+        let token = policy.token_endpoint.then(|| {
             Arc::new(TokenSide {
                 signer: active.map(|a| a.key.clone()),
                 verifier: Verifier::new(keys.keys.iter().map(|k| k.key.verifying_key())),
                 mint: MintSettings {
-                    issuer: spec.issuer.clone(),
-                    audiences: spec.audiences.clone(),
-                    max_ttl: mint_ttl_cap(spec.max_token_ttl.into(), active),
+                    issuer: policy.issuer.clone(),
+                    audiences: policy.audiences.clone(),
+                    max_ttl: mint_ttl_cap(policy.max_token_ttl, active),
                 },
                 expect: Expectations {
-                    issuer: spec.issuer.clone(),
-                    audiences: spec.audiences.clone(),
-                    leeway: std::time::Duration::from(spec.clock_skew),
+                    issuer: policy.issuer.clone(),
+                    audiences: policy.audiences.clone(),
+                    leeway: policy.clock_skew,
                 },
             })
         });

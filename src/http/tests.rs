@@ -133,10 +133,18 @@ fn fixture() -> Fixture {
     let fast = fast_policy();
     let (mixed, mixed_keys) = mixed_policy();
     state.upsert_all([
-        PolicyView::build(&api, &api_keys, Some(BASE_URL)),
-        PolicyView::build(&plain, &plan_at(&plain, KeySet::default(), 2, &[0]), None),
-        PolicyView::build(&fast, &plan_at(&fast, KeySet::default(), 3, &[0]), None),
-        PolicyView::build(&mixed, &mixed_keys, None),
+        PolicyView::build(&api.info(), &api_keys, Some(BASE_URL)),
+        PolicyView::build(
+            &plain.info(),
+            &plan_at(&plain, KeySet::default(), 2, &[0]),
+            None,
+        ),
+        PolicyView::build(
+            &fast.info(),
+            &plan_at(&fast, KeySet::default(), 3, &[0]),
+            None,
+        ),
+        PolicyView::build(&mixed.info(), &mixed_keys, None),
     ]);
     state.set_ready(true);
     let api = state.view(&PolicyRef::new("team-a", "api")).unwrap();
@@ -600,7 +608,7 @@ async fn a_policy_without_a_published_set_is_503_and_listed_with_its_problem() {
     );
     f.state.set_problem(
         &r,
-        PolicySummary::for_policy(&pol),
+        PolicySummary::for_policy(&pol.info()),
         Some(Problem::new(
             "KeySetUnreadable",
             "state file jwks.json does not parse",
@@ -642,7 +650,7 @@ async fn a_policy_without_a_published_set_is_503_and_listed_with_its_problem() {
 
     // Once a set is published it is served; a later problem keeps it served.
     let keys = plan_at(&pol, KeySet::default(), 9, &[0]);
-    f.state.upsert(PolicyView::build(&pol, &keys, None));
+    f.state.upsert(PolicyView::build(&pol.info(), &keys, None));
     let res = send(&f.jwks, get("/team-c/broken/.well-known/jwks.json")).await;
     assert_eq!(res.status(), 200);
     let etag = res.headers()["etag"].clone();
@@ -896,8 +904,11 @@ async fn token_endpoints_are_404_unless_enabled_and_only_on_the_token_listener()
     }
     // Enabled but nothing published yet: 503.
     let pol = policy("team-c", "later", "{tokenEndpoint: {enabled: true}}");
-    f.state
-        .set_problem(&PolicyRef::of(&pol), PolicySummary::for_policy(&pol), None);
+    f.state.set_problem(
+        &pol.policy_ref(),
+        PolicySummary::for_policy(&pol.info()),
+        None,
+    );
     let res = send(&f.token, post_json("/team-c/later/token", "{}")).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");

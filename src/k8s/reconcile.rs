@@ -20,11 +20,12 @@ use tracing::warn;
 use super::secret::{config_map_is_ours, config_map_object};
 use super::status::{self, Observed, WrittenStatus, desired_status};
 use super::store::{SecretStore, post_params};
-use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus, is_dns_subdomain};
+use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
 use crate::engine::{self, Failure, Next, Note, Pass, Reporter, Tracked, backoff, run_pass};
 use crate::http::PolicyRef;
 use crate::keys::lifecycle::{self, LifecycleEvent};
 use crate::metrics::Metrics;
+use crate::names::is_dns_subdomain;
 use crate::store::layout::{self, DecodeError, StoredKeySet};
 
 /// Field manager name for every write.
@@ -459,7 +460,7 @@ async fn reconcile_inner(
     }
     r.resolved = Some(&resolved);
 
-    let policy_ref = PolicyRef::of(policy);
+    let policy_ref = policy.policy_ref();
     let pass = Pass {
         policy: &policy_ref,
         resolved: &resolved,
@@ -513,7 +514,7 @@ impl Context {
 /// a pass itself, so only the errors of the checks before it (a status patch)
 /// get here: counted, logged, and retried with backoff.
 pub fn error_policy(policy: Arc<KeyRotationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    let policy_ref = PolicyRef::of(&policy);
+    let policy_ref = policy.policy_ref();
     ctx.metrics.inc_reconcile_error(&policy_ref, error.kind());
     warn!(policy = %policy_ref, error = %error, "reconcile failed; retrying");
     let failures = ctx.failures_of(&policy_ref).saturating_add(1);

@@ -173,7 +173,7 @@ impl Engine {
                     warn!(policy = %r, "the policy document is invalid: its keys keep being served as they are and nothing rotates until it is fixed");
                     m.frozen = Some(problem.clone());
                     m.problem = Some(problem.clone());
-                    let summary = PolicySummary::for_policy(&m.doc.policy);
+                    let summary = PolicySummary::for_policy(&m.doc.policy.info());
                     self.state.set_problem(&r, summary, Some(problem));
                 }
                 None => {
@@ -359,7 +359,7 @@ impl Reporter for Report<'_> {
             }
             self.problem.clone_from(&problem);
         }
-        let view = PolicyView::build(&self.doc.policy, keys, self.base_url);
+        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
         self.publish = Publish::View(view.with_problem(problem));
         Ok(())
     }
@@ -369,7 +369,7 @@ impl Reporter for Report<'_> {
             error!(policy = %self.policy, reason = %problem.reason, "{}", problem.message);
             *self.problem = Some(problem.clone());
         }
-        let summary = PolicySummary::for_policy(&self.doc.policy);
+        let summary = PolicySummary::for_policy(&self.doc.policy.info());
         self.publish = Publish::Problem(summary, Some(problem));
         Ok(())
     }

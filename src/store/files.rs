@@ -49,6 +49,7 @@ use std::sync::Arc;
 use super::layout::{self, DATA_KEYS, Decoded};
 use super::{KeyStore, Loaded, StoreError, StoredKeySet};
 use crate::keys::redacted::RedactedBytes;
+use crate::names::{is_dns_label, is_dns_subdomain};
 
 /// Mode of every file written.
 pub const FILE_MODE: u32 = 0o600;
@@ -103,7 +104,7 @@ impl FileStore {
                 "namespace {namespace:?} is not a valid Kubernetes namespace name"
             )));
         }
-        if !crate::api::is_dns_subdomain(name) {
+        if !is_dns_subdomain(name) {
             return Err(InvalidName(format!(
                 "name {name:?} is not a valid Kubernetes object name"
             )));
@@ -143,11 +144,6 @@ pub struct StateLock {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidName(pub String);
-
-/// Whether `s` is an RFC 1123 label (a namespace name).
-pub fn is_dns_label(s: &str) -> bool {
-    s.len() <= 63 && crate::api::is_dns_subdomain(s) && !s.contains('.')
-}
 
 /// One policy's directory, `<state-dir>/<namespace>/<name>/`. Cheap to clone.
 #[derive(Clone, Debug)]
