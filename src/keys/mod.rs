@@ -13,7 +13,7 @@ pub mod redacted;
 pub mod token;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use alg::{Algorithm, KeyParams};
 pub use material::{
