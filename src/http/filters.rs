@@ -25,7 +25,8 @@ use warp::{Filter, Rejection, Reply};
 
 use super::errors::{ApiError, handle_rejection};
 use super::handlers;
-use super::snapshot::{PolicyRef, SharedState};
+use super::policy::PolicyRef;
+use super::snapshot::SharedState;
 use crate::metrics::{Listener, RouteClass};
 use crate::names::{is_dns_label, is_dns_subdomain};
 

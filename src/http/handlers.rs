@@ -13,7 +13,8 @@ use super::errors::{ApiError, JSON, NO_STORE, json_bytes, json_response};
 use super::models::{
     InvalidResponse, TokenResponse, VerifiedResponse, parse_token_request, parse_verify_request,
 };
-use super::snapshot::{Entry, PolicyRef, PolicyView, SharedState};
+use super::policy::PolicyRef;
+use super::snapshot::{Entry, PolicyView, SharedState};
 use crate::keys::token::mint_token;
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 

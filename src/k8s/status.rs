@@ -87,19 +87,16 @@ fn condition(
     }
 }
 
-/// The status the policy should have. `prev` is the current status (its
-/// condition transition times are kept when nothing flipped, and the last
-/// handled rotation request is carried over when the key set is unreadable).
-pub fn desired_status<K: LifecycleKey>(
+/// The `Ready` and `Degraded` conditions for what was observed.
+fn conditions<K: LifecycleKey>(
     prev: Option<&KeyRotationPolicyStatus>,
-    obs: Observed<'_, K>,
+    obs: &Observed<'_, K>,
     now: Timestamp,
-) -> KeyRotationPolicyStatus {
+) -> Vec<Condition> {
     let keys = obs.keys;
-    let has_signer = keys.and_then(|k| k.active()).is_some();
     // A problem that leaves no usable key set comes without keys; one that
     // leaves them working (a deferred rotation) leaves the policy Ready.
-    let ready = has_signer;
+    let ready = keys.and_then(|k| k.active()).is_some();
     let (ready_reason, ready_message) = match (&obs.problem, ready) {
         (Some(p), false) => (p.reason.clone(), p.message.clone()),
         (_, true) => (
@@ -121,7 +118,7 @@ pub fn desired_status<K: LifecycleKey>(
             "nothing needs attention".to_owned(),
         ),
     };
-    let conditions = vec![
+    vec![
         condition(
             prev,
             READY,
@@ -140,8 +137,19 @@ pub fn desired_status<K: LifecycleKey>(
             obs.generation,
             now,
         ),
-    ];
+    ]
+}
 
+/// The status the policy should have. `prev` is the current status (its
+/// condition transition times are kept when nothing flipped, and the last
+/// handled rotation request is carried over when the key set is unreadable).
+pub fn desired_status<K: LifecycleKey>(
+    prev: Option<&KeyRotationPolicyStatus>,
+    obs: Observed<'_, K>,
+    now: Timestamp,
+) -> KeyRotationPolicyStatus {
+    let keys = obs.keys;
+    let conditions = conditions(prev, &obs, now);
     let mut status = KeyRotationPolicyStatus {
         observed_generation: obs.generation,
         conditions,

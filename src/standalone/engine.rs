@@ -121,41 +121,8 @@ impl Engine {
             let r = PolicyRef::new(&doc.namespace, &doc.name);
             seen.insert(r.clone());
             self.invalid.remove(&r);
-            match self.policies.get_mut(&r) {
-                Some(m) => {
-                    let changed = m.doc.policy.spec != doc.policy.spec
-                        || m.doc.policy.metadata != doc.policy.metadata;
-                    let was_frozen = m.frozen.take().is_some();
-                    if changed || was_frozen || !m.tracked.in_sync {
-                        if changed {
-                            info!(policy = %r, source = %doc.source, "policy changed");
-                        }
-                        m.next_due = now;
-                        m.tracked.failures = 0;
-                    }
-                    m.doc = doc;
-                }
-                None => match self.store.policy(&doc.namespace, &doc.name) {
-                    Ok(dir) => {
-                        info!(policy = %r, source = %doc.source, state = %dir.path().display(), "policy added");
-                        self.policies.insert(
-                            r.clone(),
-                            Managed {
-                                doc,
-                                policy_ref: r,
-                                dir,
-                                tracked: Tracked::default(),
-                                next_due: now,
-                                frozen: None,
-                                problem: None,
-                            },
-                        );
-                    }
-                    Err(e) => error!(policy = %r, "cannot manage policy: {e}"),
-                },
-            }
+            self.take_document(r, doc, now);
         }
-
         for bad in &files.bad {
             log_bad_document(bad);
             let Some((ns, name)) = &bad.policy else {
@@ -167,23 +134,71 @@ impl Engine {
                 continue;
             }
             seen.insert(r.clone());
-            let problem = Problem::new("InvalidPolicy", bad.to_string());
-            match self.policies.get_mut(&r) {
-                Some(m) => {
-                    warn!(policy = %r, "the policy document is invalid: its keys keep being served as they are and nothing rotates until it is fixed");
-                    m.frozen = Some(problem.clone());
-                    m.problem = Some(problem.clone());
-                    let summary = PolicySummary::for_policy(&m.doc.policy.info());
-                    self.state.set_problem(&r, summary, Some(problem));
+            self.freeze(r, Problem::new("InvalidPolicy", bad.to_string()));
+        }
+        self.drop_unseen(&seen);
+    }
+
+    /// A valid document: a new policy is added and due at once; a changed
+    /// one (or one that was frozen or unreadable) is due at once.
+    fn take_document(&mut self, r: PolicyRef, doc: PolicyDoc, now: Timestamp) {
+        match self.policies.get_mut(&r) {
+            Some(m) => {
+                let changed = m.doc.policy.spec != doc.policy.spec
+                    || m.doc.policy.metadata != doc.policy.metadata;
+                let was_frozen = m.frozen.take().is_some();
+                if changed || was_frozen || !m.tracked.in_sync {
+                    if changed {
+                        info!(policy = %r, source = %doc.source, "policy changed");
+                    }
+                    m.next_due = now;
+                    m.tracked.failures = 0;
                 }
-                None => {
-                    self.invalid.insert(r.clone());
-                    self.state
-                        .set_problem(&r, PolicySummary::unknown(&r), Some(problem));
+                m.doc = doc;
+            }
+            None => match self.store.policy(&doc.namespace, &doc.name) {
+                Ok(dir) => {
+                    info!(policy = %r, source = %doc.source, state = %dir.path().display(), "policy added");
+                    self.policies.insert(
+                        r.clone(),
+                        Managed {
+                            doc,
+                            policy_ref: r,
+                            dir,
+                            tracked: Tracked::default(),
+                            next_due: now,
+                            frozen: None,
+                            problem: None,
+                        },
+                    );
                 }
+                Err(e) => error!(policy = %r, "cannot manage policy: {e}"),
+            },
+        }
+    }
+
+    /// An invalid document for `r`: a running policy is frozen (its keys keep
+    /// being served), an unknown one is shown as not ready.
+    fn freeze(&mut self, r: PolicyRef, problem: Problem) {
+        match self.policies.get_mut(&r) {
+            Some(m) => {
+                warn!(policy = %r, "the policy document is invalid: its keys keep being served as they are and nothing rotates until it is fixed");
+                m.frozen = Some(problem.clone());
+                m.problem = Some(problem.clone());
+                let summary = PolicySummary::for_policy(&m.doc.policy.info());
+                self.state.set_problem(&r, summary, Some(problem));
+            }
+            None => {
+                self.invalid.insert(r.clone());
+                self.state
+                    .set_problem(&r, PolicySummary::unknown(&r), Some(problem));
             }
         }
+    }
 
+    /// Policies no longer in the files stop being served (their state
+    /// directory stays).
+    fn drop_unseen(&mut self, seen: &BTreeSet<PolicyRef>) {
         let gone: Vec<PolicyRef> = self
             .policies
             .keys()
