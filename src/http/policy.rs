@@ -132,22 +132,11 @@ impl PolicySummary {
     /// The summary of a policy that has no published set yet (`ready: false`):
     /// what [`SharedState::set_problem`] shows when the first load failed.
     pub fn for_policy(policy: &PolicyInfo) -> Self {
-        let r = policy.policy.clone();
         PolicySummary {
-            jwks_path: r.jwks_path(),
-            namespace: r.namespace,
-            name: r.name,
-            ready: false,
-            degraded: None,
             algorithm: Some(policy.algorithm),
-            active_key_id: None,
-            next_key_id: None,
-            key_count: 0,
-            next_rotation_time: None,
-            last_rotation_time: None,
-            last_rotation_reason: None,
             issuer: policy.issuer.clone(),
             token_endpoint: policy.token_endpoint,
+            ..PolicySummary::unknown(&policy.policy)
         }
     }
 

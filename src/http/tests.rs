@@ -337,18 +337,21 @@ async fn if_none_match_answers_304_for_every_matching_form() {
     );
 }
 
+/// Every GET route of the JWKS listener.
+const JWKS_LISTENER_PATHS: [&str; 7] = [
+    API_JWKS,
+    API_DISCOVERY,
+    "/.well-known/jwks.json",
+    "/policies",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
 #[tokio::test]
 async fn head_answers_like_get() {
     let f = fixture();
-    for path in [
-        API_JWKS,
-        API_DISCOVERY,
-        "/.well-known/jwks.json",
-        "/policies",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    ] {
+    for path in JWKS_LISTENER_PATHS {
         let get_res = send(&f.jwks, get(path)).await;
         let head_res = send(&f.jwks, warp::test::request().method("HEAD").path(path)).await;
         assert_eq!(head_res.status(), get_res.status(), "{path}");
@@ -433,15 +436,7 @@ async fn path_traversal_and_odd_names_never_match() {
 #[tokio::test]
 async fn a_known_path_with_a_wrong_method_is_405_with_allow() {
     let f = fixture();
-    for path in [
-        API_JWKS,
-        API_DISCOVERY,
-        "/.well-known/jwks.json",
-        "/policies",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    ] {
+    for path in JWKS_LISTENER_PATHS {
         for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
             let res = send(
                 &f.jwks,
@@ -943,6 +938,14 @@ async fn bodies_over_64_kib_are_413_before_parsing() {
     assert_eq!(res.status(), 404);
 }
 
+fn token_request_with_content_type(ct: &str) -> warp::test::RequestBuilder {
+    warp::test::request()
+        .method("POST")
+        .path(API_TOKEN)
+        .header("content-type", ct)
+        .body("{}")
+}
+
 #[tokio::test]
 async fn only_json_content_types_are_accepted() {
     let f = fixture();
@@ -952,15 +955,7 @@ async fn only_json_content_types_are_accepted() {
         "Application/JSON",
         "application/jwt+json",
     ] {
-        let res = send(
-            &f.token,
-            warp::test::request()
-                .method("POST")
-                .path(API_TOKEN)
-                .header("content-type", ct)
-                .body("{}"),
-        )
-        .await;
+        let res = send(&f.token, token_request_with_content_type(ct)).await;
         assert_eq!(res.status(), 200, "{ct}");
     }
     for ct in [
@@ -971,15 +966,7 @@ async fn only_json_content_types_are_accepted() {
         "text/json+xml",
         "",
     ] {
-        let res = send(
-            &f.token,
-            warp::test::request()
-                .method("POST")
-                .path(API_TOKEN)
-                .header("content-type", ct)
-                .body("{}"),
-        )
-        .await;
+        let res = send(&f.token, token_request_with_content_type(ct)).await;
         assert_eq!(res.status(), 415, "{ct:?}");
         assert_eq!(error_code(&res), "unsupported_media_type");
     }
