@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: the strict JWK parser's rules, one test (or one
+// table row) per rule, next to each other so a missing rule stands out.
+
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::json;
@@ -269,6 +272,9 @@ fn with(mut jwk: Value, member: &str, value: Value) -> Value {
     jwk
 }
 
+// Long on purpose: one table row per way a private JWK can be broken, each
+// with the exact problem it must be rejected with; splitting the table would
+// only scatter it.
 #[test]
 fn strict_parse_rejects_each_kind_of_broken_key() {
     let rsa = key(Algorithm::RS256).private_jwk();
