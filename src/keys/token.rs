@@ -295,12 +295,16 @@ pub fn build_claims(
     Ok(claims_for(req, settings, now, jti)?.to_map())
 }
 
-/// The first segment of every token `key` signs: the base64url JSON header
-/// `{"alg","kid","typ":"JWT"}`. The same for every token a key signs, so it
-/// is encoded once per key and kept with it.
-pub fn jws_header(key: &SigningKey) -> &str {
-    key.jws_header_slot()
-        .get_or_init(|| encode_jws_header(key.alg(), key.kid()))
+// The JWS header is a token concern, so it is encoded here; the key only
+// keeps the slot that caches it (material does not depend on tokens).
+impl SigningKey {
+    /// The first segment of every token this key signs: the base64url JSON
+    /// header `{"alg","kid","typ":"JWT"}`. The same for every token a key
+    /// signs, so it is encoded once per key and kept with it.
+    pub fn jws_header(&self) -> &str {
+        self.jws_header_slot()
+            .get_or_init(|| encode_jws_header(self.alg(), self.kid()))
+    }
 }
 
 fn encode_jws_header(alg: Algorithm, kid: &str) -> String {
@@ -321,7 +325,7 @@ fn encode_jws_header(alg: Algorithm, kid: &str) -> String {
 
 /// Signs `claims` with `key` as a compact JWS: header
 /// `{"alg","kid","typ":"JWT"}` (the key's cached, already encoded
-/// [`jws_header`]), base64url segments, the key's cached signer.
+/// [`SigningKey::jws_header`]), base64url segments, the key's cached signer.
 ///
 /// The serialization is done here rather than with `jsonwebtoken::encode`:
 /// that function takes an `EncodingKey` and builds a signer from it through
@@ -330,7 +334,7 @@ fn encode_jws_header(alg: Algorithm, kid: &str) -> String {
 /// pre-built signer. Keeping the parsed key pair is what makes RS256 signing
 /// fast, and the compact form is only a few lines.
 pub fn mint<C: Serialize + ?Sized>(key: &SigningKey, claims: &C) -> Result<String, TokenError> {
-    let header = jws_header(key);
+    let header = key.jws_header();
     let mut payload = Vec::with_capacity(512);
     serde_json::to_writer(&mut payload, claims).expect("claims serialize");
     let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 700);

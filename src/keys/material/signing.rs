@@ -62,7 +62,7 @@ pub struct SigningKey {
     pub(super) pkcs8: RedactedBytes,
     pub(super) signer: CachedSigner,
     /// The token layer's encoded JWS header for this key, filled on first
-    /// use (see [`crate::keys::token::mint`]): encoding belongs to tokens,
+    /// use (see [`SigningKey::jws_header`], defined with the tokens): encoding belongs to tokens,
     /// the cache to the key it describes.
     pub(super) jws_header: OnceLock<String>,
 }
@@ -197,7 +197,7 @@ impl SigningKey {
     }
 
     /// Where the token layer keeps this key's encoded JWS header, so it is
-    /// encoded once per key (see [`crate::keys::token::jws_header`]).
+    /// encoded once per key (see [`SigningKey::jws_header`]).
     pub(crate) fn jws_header_slot(&self) -> &OnceLock<String> {
         &self.jws_header
     }
