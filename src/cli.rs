@@ -338,7 +338,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let shutdown = crate::http::Shutdown::new();
     shutdown.trigger_on_termination_signal();
-    crate::k8s::run::run(client, config, shutdown.wait()).await
+    crate::k8s::run::run(client, config, shutdown).await
 }
 
 async fn rotate(args: RotateArgs) -> anyhow::Result<String> {
