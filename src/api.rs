@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: the custom resource, every field with the docs, defaults
+// and CEL rules that generate the CRD schema and docs/api.md, in schema order.
+
 //! The `KeyRotationPolicy` custom resource (`jwks.dev/v1alpha1`).
 //!
 //! The Rust types are the source of the CRD: doc comments become schema

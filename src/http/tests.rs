@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: the HTTP routes' tests through warp::test, one per rule of
+// the API, sharing one fixture.
+
 //! Route tests through `warp::test` (no sockets, except the two tests that
 //! need a real connection: chunked bodies and graceful shutdown), and the
 //! bad-input battery against the token listener and the JWKS routes.
@@ -1056,6 +1059,8 @@ async fn malformed_requests_to_token_and_verify_are_400_json() {
     }
 }
 
+// Long on purpose: a table of forged and broken tokens, each with the reason it must be
+// refused with.
 #[tokio::test]
 async fn tokens_that_must_not_verify_are_401_with_a_reason() {
     let f = fixture();
@@ -1353,6 +1358,8 @@ async fn roundtrip(addr: std::net::SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+// Long on purpose: one listener's life, from bind through the body cap to a graceful
+// shutdown with a request in flight.
 #[tokio::test]
 async fn serve_binds_caps_chunked_bodies_and_shuts_down_gracefully() {
     let f = fixture();

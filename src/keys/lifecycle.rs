@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: the planner and the types it plans over (Policy, KeySet,
+// ManagedKey, events) are one state machine, read top to bottom; its tests are in
+// lifecycle/tests.rs.
+
 //! The key lifecycle planner: Pending → Active → Retired → pruned.
 //!
 //! [`plan`] is a pure function of (policy, current key set, now, key source)
@@ -579,6 +583,10 @@ impl<K: LifecycleKey> KeySet<K> {
 /// Running it again at the same `now` with its own output yields no events;
 /// running it before `next_due` yields no events either, so a steady state
 /// makes no writes.
+// Long on purpose: the planner's steps in order (revoke, prune, ensure a signer,
+// replace a pending key of old parameters, pre-publish, activate), each reading
+// and changing the same working set; split, that set would travel through every
+// helper.
 pub fn plan<K, S>(
     policy: &Policy,
     current: &KeySet<K>,

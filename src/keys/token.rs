@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: minting and verifying are two sides of one claim set
+// (MintSettings/Expectations, TokenError, the JWS header); its tests are in
+// token_tests.rs.
+
 //! Minting and verifying JWTs with the key set. Pure: the caller passes `now`
 //! and the `jti`; nothing here reads a clock or an OS random source.
 //!

@@ -243,6 +243,8 @@ enum Checked {
     Policy(Box<PolicyDoc>),
 }
 
+// Long on purpose: one document's checks in the order the module docs list them, each
+// returning the first problem with its field.
 fn check_document(doc: RawDocument, source: &Source) -> Checked {
     let bad = |policy: Option<(String, String)>, field: Option<&str>, message: String| {
         Checked::Bad(BadDocument {
