@@ -271,7 +271,7 @@ impl Reporter for Report<'_> {
             }
             self.problem.clone_from(&problem);
         }
-        let view = PolicyView::build(&self.doc.policy, keys, self.base_url);
+        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
         self.http.upsert(view.with_problem(problem));
         Ok(())
     }
@@ -283,7 +283,7 @@ impl Reporter for Report<'_> {
         }
         self.http.set_problem(
             self.policy,
-            PolicySummary::for_policy(&self.doc.policy),
+            PolicySummary::for_policy(&self.doc.policy.info()),
             Some(problem),
         );
         Ok(())
@@ -336,7 +336,7 @@ impl Signer {
                     log_served(&self.config.policy, &set);
                 }
                 self.http.upsert(PolicyView::build(
-                    &self.doc.policy,
+                    &self.doc.policy.info(),
                     &set,
                     self.config.public_base_url.as_deref(),
                 ));
