@@ -45,6 +45,7 @@ use crate::metrics::{Metrics, TimedKeySource, next_prune_time};
 use crate::store::{KeyStore, Loaded, StoredKeySet};
 
 pub mod backoff;
+pub mod log;
 
 #[cfg(test)]
 mod tests;

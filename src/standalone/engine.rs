@@ -27,7 +27,7 @@ use jiff::Timestamp;
 use tracing::{error, info, warn};
 
 use super::policies::{BadDocument, PolicyDoc, PolicyFiles};
-use crate::engine::{Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
+use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
 use crate::http::{PolicyRef, PolicySummary, PolicyView, SharedState, Shutdown};
 use crate::keys::lifecycle::after;
 use crate::store::StoredKeySet;
@@ -342,19 +342,10 @@ impl Reporter for Report<'_> {
     }
 
     async fn note(&mut self, note: Note<'_>) {
-        let r = self.policy;
-        match note {
-            Note::Loaded { keys, version } => {
-                info!(policy = %r, keys, %version, "loaded the stored key set");
-                self.served = keys > 0;
-            }
-            Note::Adopting { keys } => {
-                info!(policy = %r, keys, "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
-                self.served = keys > 0;
-            }
-            // Logged by the engine, or meaningless without an API.
-            Note::Adopted { .. } | Note::Recreated | Note::Lifecycle(_) => {}
+        if let Note::Loaded { keys, .. } | Note::Adopting { keys } = note {
+            self.served = keys > 0;
         }
+        engine::log::note(self.policy, &note);
     }
 
     async fn healthy(
@@ -366,34 +357,20 @@ impl Reporter for Report<'_> {
         if !self.served && !keys.keys.is_empty() {
             info!(policy = %r, jwks = %r.jwks_path(), "serving the key set");
         }
-        if problem != *self.problem {
-            match &problem {
-                Some(p) => warn!(policy = %r, reason = %p.reason, "{}", p.message),
-                None if self.problem.is_some() => info!(policy = %r, "policy recovered"),
-                None => {}
-            }
-            self.problem.clone_from(&problem);
-        }
+        engine::log::healthy(r, self.problem, &problem);
         let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
         self.publish = Publish::View(view.with_problem(problem));
         Ok(())
     }
 
     async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
-        if self.problem.as_ref() != Some(&problem) {
-            error!(policy = %self.policy, reason = %problem.reason, "{}", problem.message);
-            *self.problem = Some(problem.clone());
-        }
+        engine::log::degraded(self.policy, self.problem, &problem, "");
         let summary = PolicySummary::for_policy(&self.doc.policy.info());
         self.publish = Publish::Problem(summary, Some(problem));
         Ok(())
     }
 
     fn retrying(&mut self, what: &dyn std::fmt::Display, conflict: bool) {
-        if conflict {
-            warn!(policy = %self.policy, "{what}; reloading");
-        } else {
-            warn!(policy = %self.policy, "{what}; retrying");
-        }
+        engine::log::retrying(self.policy, what, conflict);
     }
 }
