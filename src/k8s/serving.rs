@@ -190,6 +190,9 @@ fn merged(
 /// Runs the index until the watch streams end (they don't, short of a
 /// shutdown of the runtime). `/readyz` turns ready once every watch has
 /// delivered its initial list.
+// Long on purpose: one loop over the merged watch events of policies and Secrets
+// (re-lists and changes), each applied to the index and the snapshot, with the
+// readiness count beside it.
 pub async fn run(
     client: Client,
     namespaces: Vec<String>,

@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: the signer's adapter (its reporter, leader and follower
+// roles, start-up and run loop) in one place; the gRPC service, key formats and socket
+// are in their own modules.
+
 //! `jwks-operator signer`: kube-apiserver's external service-account token
 //! signer (KEP-740, `--service-account-signing-endpoint`).
 //!
@@ -452,6 +456,9 @@ impl Signer {
 /// Runs the signer until `shutdown` is triggered. Fails at startup when the
 /// policy cannot be used, the state directory or the socket cannot be set
 /// up, or a listener cannot be bound.
+// Long on purpose: the start-up steps (policy, state directory, adoption, listeners)
+// and then the loop that binds the gRPC socket once it has keys and runs engine passes,
+// in the order they happen.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let doc = load_policy(&config.policies, &config.policy)?;
     let store = FileStore::open(&config.state_dir)
