@@ -1497,7 +1497,7 @@ async fn the_mint_cap_is_the_lower_of_the_spec_and_the_signers_recorded_ttl() {
     let state = SharedState::new(None, Arc::new(Metrics::new()))
         .with_clock(now)
         .with_jti_source(|| Ok(JTI.to_string()));
-    state.upsert(PolicyView::build(&api, &keys, None));
+    state.upsert(PolicyView::build(&api.info(), &keys, None));
     let routes = boxed(token_routes(state));
 
     let res = send(&routes, post_json(API_TOKEN, "{}")).await;
