@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: the custom resource, every field with the docs, defaults
+// and CEL rules that generate the CRD schema and docs/api.md, in schema order.
+
 //! The `KeyRotationPolicy` custom resource (`jwks.dev/v1alpha1`).
 //!
 //! The Rust types are the source of the CRD: doc comments become schema
@@ -14,8 +17,10 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::http::{PolicyInfo, PolicyRef};
 use crate::keys::alg::{Algorithm, DEFAULT_RSA_BITS, KeyParams, RSA_KEY_SIZES};
 use crate::keys::lifecycle::Policy;
+use crate::names::is_dns_subdomain;
 
 /// API group of the custom resource.
 pub const GROUP: &str = "jwks.dev";
@@ -638,6 +643,35 @@ impl KeyRotationPolicySpec {
 // === impl KeyRotationPolicy ===
 
 impl KeyRotationPolicy {
+    /// This policy's `namespace/name`; a missing namespace is
+    /// [`DEFAULT_NAMESPACE`](crate::http::DEFAULT_NAMESPACE).
+    pub fn policy_ref(&self) -> PolicyRef {
+        PolicyRef {
+            namespace: self
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| crate::http::DEFAULT_NAMESPACE.to_string()),
+            name: self.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// What the HTTP servers need to know about this policy.
+    pub fn info(&self) -> PolicyInfo {
+        let spec = &self.spec;
+        PolicyInfo {
+            policy: self.policy_ref(),
+            algorithm: spec.algorithm,
+            issuer: spec.issuer.clone(),
+            audiences: spec.audiences.clone(),
+            max_token_ttl: StdDuration::from(spec.max_token_ttl),
+            clock_skew: StdDuration::from(spec.clock_skew),
+            jwks_max_age: spec.jwks_max_age(),
+            token_endpoint: self.token_endpoint_enabled(),
+            lifecycle: spec.resolve(self.rotation_request()).ok(),
+        }
+    }
+
     /// Name of the Secret that holds this policy's key set.
     pub fn secret_name(&self) -> String {
         self.spec
@@ -694,18 +728,6 @@ pub fn validate_like_apiserver(object: &serde_json::Value) -> Result<(), Vec<Str
                 })
                 .collect()
         })
-}
-
-/// Whether `name` is a valid Kubernetes object name (RFC 1123 subdomain).
-pub fn is_dns_subdomain(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !name.is_empty()
-        && name.len() <= 253
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
 /// Formats a duration the way Go prints one (`1h30m0s`, `90s` → `1m30s`),

@@ -303,29 +303,6 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-    tracing::info!("shutting down");
-}
-
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -359,7 +336,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_policy: args.serve.default_policy,
         propagation_grace: args.serve.propagation_grace,
     };
-    crate::k8s::run::run(client, config, shutdown_signal()).await
+    let shutdown = crate::http::Shutdown::new();
+    shutdown.trigger_on_termination_signal();
+    crate::k8s::run::run(client, config, shutdown).await
 }
 
 async fn rotate(args: RotateArgs) -> anyhow::Result<String> {

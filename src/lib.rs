@@ -17,6 +17,7 @@
 //!   state directory (`standalone`).
 //! - [`signer`]: kube-apiserver's external service-account token signer
 //!   (`signer`), on the standalone engine.
+//! - [`names`]: Kubernetes name rules (RFC 1123), shared by every layer.
 //! - [`verify`]: checking a JWT against a JWK Set from a URL or file (`verify`).
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod http;
 pub mod k8s;
 pub mod keys;
 pub mod metrics;
+pub mod names;
 pub mod signer;
 pub mod standalone;
 pub mod store;

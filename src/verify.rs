@@ -197,7 +197,7 @@ pub fn verify_token(
 mod tests {
     use super::*;
 
-    const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/keys/all-algorithms.jwks.json");
+    use crate::keys::testing::FIXTURE_JWKS as FIXTURE;
 
     fn token(alg_index: usize, ttl: i64, now: Timestamp) -> (String, String) {
         let key = &crate::keys::material::parse_private_jwks(FIXTURE).unwrap()[alg_index];

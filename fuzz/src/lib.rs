@@ -69,7 +69,7 @@ pub fn http_state() -> SharedState {
     let policy: KeyRotationPolicy = serde_yaml_from(POLICY_YAML);
     let resolved = policy.spec.resolve(None).expect("the fuzz policy resolves");
     let set = KeySet::adopt(vec![fixture_key("EdDSA").clone()], now(), &resolved);
-    let view = PolicyView::build(&policy, &set, Some("https://jwks.example.com"));
+    let view = PolicyView::build(&policy.info(), &set, Some("https://jwks.example.com"));
     let state = SharedState::new(
         Some(jwks_operator::http::PolicyRef::new("fuzz", "api")),
         Arc::new(Metrics::new()),

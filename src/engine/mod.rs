@@ -39,11 +39,13 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::http::PolicyRef;
-use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, PlanError, RngKeySource};
+use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, PlanError};
+use crate::keys::material::RngKeySource;
 use crate::metrics::{Metrics, TimedKeySource, next_prune_time};
 use crate::store::{KeyStore, Loaded, StoredKeySet};
 
 pub mod backoff;
+pub mod log;
 
 #[cfg(test)]
 mod tests;

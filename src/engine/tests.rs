@@ -239,7 +239,7 @@ fn fixture_policy() -> Fixture {
     }))
     .unwrap();
     Fixture {
-        policy: PolicyRef::of(&policy),
+        policy: policy.policy_ref(),
         resolved: policy.spec.resolve(None).unwrap(),
         metrics: Arc::new(Metrics::new()),
     }

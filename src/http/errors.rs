@@ -14,7 +14,8 @@ use warp::{Rejection, Reply};
 
 /// `Content-Type` of every JSON answer.
 pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+/// `Cache-Control` of every answer that must not be cached (errors, tokens).
+pub(crate) const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Seconds a client is asked to wait before retrying a policy that is not ready.
 pub const RETRY_AFTER_SECS: u32 = 5;

@@ -25,8 +25,10 @@ use warp::{Filter, Rejection, Reply};
 
 use super::errors::{ApiError, handle_rejection};
 use super::handlers;
-use super::snapshot::{PolicyRef, SharedState, is_namespace, is_policy_name};
+use super::policy::PolicyRef;
+use super::snapshot::SharedState;
 use crate::metrics::{Listener, RouteClass};
+use crate::names::{is_dns_label, is_dns_subdomain};
 
 /// Largest request body accepted (64 KiB); larger is 413.
 pub const BODY_LIMIT: u64 = 64 * 1024;
@@ -39,7 +41,7 @@ impl FromStr for Namespace {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        if is_namespace(s) {
+        if is_dns_label(s) {
             Ok(Namespace(s.to_owned()))
         } else {
             Err(())
@@ -55,7 +57,7 @@ impl FromStr for Name {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        if is_policy_name(s) {
+        if is_dns_subdomain(s) {
             Ok(Name(s.to_owned()))
         } else {
             Err(())

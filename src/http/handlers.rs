@@ -9,18 +9,17 @@ use warp::Reply;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-use super::errors::{ApiError, json_bytes, json_response};
+use super::errors::{ApiError, JSON, NO_STORE, json_bytes, json_response};
 use super::models::{
     InvalidResponse, TokenResponse, VerifiedResponse, parse_token_request, parse_verify_request,
 };
-use super::snapshot::{Entry, PolicyRef, PolicyView, SharedState};
+use super::policy::PolicyRef;
+use super::snapshot::{Entry, PolicyView, SharedState};
 use crate::keys::token::mint_token;
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 
 const JWK_SET: HeaderValue = HeaderValue::from_static("application/jwk-set+json");
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Whether an `If-None-Match` header value matches `etag` (a quoted strong
 /// tag). Uses the weak comparison RFC 9110 prescribes for `If-None-Match`:

@@ -48,6 +48,7 @@ pub mod errors;
 pub mod filters;
 pub mod handlers;
 pub mod models;
+pub mod policy;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
@@ -68,11 +69,11 @@ use tracing::info;
 
 pub use errors::ApiError;
 pub use filters::{BODY_LIMIT, jwks_routes, metrics_routes, token_routes};
-pub use server::{Limits, ServeConfig, serve};
-pub use snapshot::{
-    DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyRef, PolicySummary, PolicyView, Problem,
-    SharedState, Snapshot, random_jti, strong_etag,
+pub use policy::{
+    DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyInfo, PolicyRef, PolicySummary, Problem,
 };
+pub use server::{Limits, ServeConfig, serve};
+pub use snapshot::{PolicyView, SharedState, Snapshot, random_jti, strong_etag};
 pub use tls::{ServerTls, TlsError, TlsFiles};
 
 /// Resolves when the process is asked to stop: SIGTERM (what Kubernetes

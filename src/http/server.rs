@@ -379,6 +379,24 @@ impl<I> IdleTimeout<I> {
         self.deadline.as_mut().reset(next);
     }
 
+    /// The outcome of a write on the inner stream: bytes written count as
+    /// progress; a write still pending fails once the idle deadline passed.
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    self.progressed();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check(cx).map(Err),
+        }
+    }
+
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(io::Error::new(
@@ -417,15 +435,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.progressed();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.check(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.written(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -434,15 +445,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.progressed();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.check(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.written(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

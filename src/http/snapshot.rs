@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,206 +18,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use warp::http::HeaderValue;
 
-use crate::api::KeyRotationPolicy;
-use crate::keys::Algorithm;
-use crate::keys::lifecycle::{KeySet, RotationReason};
+use super::policy::{PolicyInfo, PolicyRef, PolicySummary, Problem};
+use crate::keys::lifecycle::KeySet;
 use crate::keys::material::{SigningKey, public_jwks_json};
 use crate::keys::token::{Expectations, MintSettings, Verifier, mint_ttl_cap};
 use crate::metrics::Metrics;
-
-/// Namespace used when a policy document has none (standalone files).
-pub const DEFAULT_NAMESPACE: &str = "default";
-
-// === PolicyRef ===
-
-/// Names one policy: `namespace/name`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PolicyRef {
-    /// The policy's namespace.
-    pub namespace: String,
-    /// The policy's name.
-    pub name: String,
-}
-
-// === impl PolicyRef ===
-
-impl PolicyRef {
-    /// A reference from its parts (not validated; see [`FromStr`] for that).
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        PolicyRef {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
-    /// The reference of a policy object; a missing namespace is
-    /// [`DEFAULT_NAMESPACE`].
-    pub fn of(policy: &KeyRotationPolicy) -> Self {
-        PolicyRef {
-            namespace: policy
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
-            name: policy.metadata.name.clone().unwrap_or_default(),
-        }
-    }
-
-    /// The path of the policy's public set: `/{namespace}/{name}/.well-known/jwks.json`.
-    pub fn jwks_path(&self) -> String {
-        format!("/{}/{}/.well-known/jwks.json", self.namespace, self.name)
-    }
-
-    /// The path of the policy's discovery document.
-    pub fn discovery_path(&self) -> String {
-        format!(
-            "/{}/{}/.well-known/openid-configuration",
-            self.namespace, self.name
-        )
-    }
-}
-
-impl fmt::Display for PolicyRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// A `namespace/name` string that is not a valid policy reference.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a policy reference: expected <namespace>/<name> (lowercase letters, digits, '-', and '.' in the name)"
-)]
-pub struct InvalidPolicyRef(pub String);
-
-impl FromStr for PolicyRef {
-    type Err = InvalidPolicyRef;
-
-    /// Parses `namespace/name` (as given to `--default-policy`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once('/') {
-            Some((ns, name)) if is_namespace(ns) && is_policy_name(name) => {
-                Ok(PolicyRef::new(ns, name))
-            }
-            _ => Err(InvalidPolicyRef(s.chars().take(300).collect())),
-        }
-    }
-}
-
-/// Whether `s` is a valid namespace name (an RFC 1123 DNS label: at most 63
-/// lowercase letters, digits and `-`, starting and ending alphanumeric).
-pub fn is_namespace(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-/// Whether `s` is a valid policy name (an RFC 1123 DNS subdomain).
-pub fn is_policy_name(s: &str) -> bool {
-    crate::api::is_dns_subdomain(s)
-}
-
-// === Problem and PolicySummary ===
-
-pub use crate::engine::Problem;
-
-/// One entry of `GET /policies`: the policy's status at a glance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicySummary {
-    /// The policy's namespace.
-    pub namespace: String,
-    /// The policy's name.
-    pub name: String,
-    /// Whether a key set is published and a key signs.
-    pub ready: bool,
-    /// The current problem, if any (the last good set, if there is one, is still served).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub degraded: Option<Problem>,
-    /// Algorithm of the active key (the policy's algorithm before the first key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub algorithm: Option<Algorithm>,
-    /// kid of the key that signs now.
-    #[serde(
-        default,
-        rename = "activeKeyID",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub active_key_id: Option<String>,
-    /// kid of the published key that signs next.
-    #[serde(default, rename = "nextKeyID", skip_serializing_if = "Option::is_none")]
-    pub next_key_id: Option<String>,
-    /// Number of keys in the published set.
-    pub key_count: usize,
-    /// When the next key becomes active.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_rotation_time: Option<Timestamp>,
-    /// When the active key last changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_rotation_time: Option<Timestamp>,
-    /// Why the active key last changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_rotation_reason: Option<RotationReason>,
-    /// The policy's issuer (then a discovery document is served).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    /// Path of the public set on the JWKS listener.
-    pub jwks_path: String,
-    /// Whether the token listener serves mint/verify for this policy.
-    pub token_endpoint: bool,
-}
-
-impl PolicySummary {
-    /// The summary of a policy that has no published set yet (`ready: false`):
-    /// what [`SharedState::set_problem`] shows when the first load failed.
-    pub fn for_policy(policy: &KeyRotationPolicy) -> Self {
-        let r = PolicyRef::of(policy);
-        PolicySummary {
-            jwks_path: r.jwks_path(),
-            namespace: r.namespace,
-            name: r.name,
-            ready: false,
-            degraded: None,
-            algorithm: Some(policy.spec.algorithm),
-            active_key_id: None,
-            next_key_id: None,
-            key_count: 0,
-            next_rotation_time: None,
-            last_rotation_time: None,
-            last_rotation_reason: None,
-            issuer: policy.spec.issuer.clone(),
-            token_endpoint: policy.token_endpoint_enabled(),
-        }
-    }
-
-    /// A bare summary for a policy known only by reference (for example a
-    /// document that failed to parse): not ready, nothing known.
-    pub fn unknown(policy: &PolicyRef) -> Self {
-        PolicySummary {
-            namespace: policy.namespace.clone(),
-            name: policy.name.clone(),
-            ready: false,
-            degraded: None,
-            algorithm: None,
-            active_key_id: None,
-            next_key_id: None,
-            key_count: 0,
-            next_rotation_time: None,
-            last_rotation_time: None,
-            last_rotation_reason: None,
-            issuer: None,
-            jwks_path: policy.jwks_path(),
-            token_endpoint: false,
-        }
-    }
-}
 
 // === PolicyView ===
 
@@ -278,6 +85,40 @@ struct Discovery<'a> {
     id_token_signing_alg_values_supported: Vec<&'static str>,
 }
 
+/// The OpenID discovery document of a policy with an issuer, and its ETag.
+fn discovery_document(
+    policy: &PolicyInfo,
+    keys: &KeySet<Arc<SigningKey>>,
+    public_base_url: Option<&str>,
+) -> Option<(Bytes, HeaderValue)> {
+    let issuer = policy.issuer.as_deref()?;
+    let jwks_uri = match public_base_url {
+        Some(base) => format!(
+            "{}{}",
+            base.trim_end_matches('/'),
+            policy.policy.jwks_path()
+        ),
+        None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
+    };
+    let mut algs: Vec<&'static str> = Vec::new();
+    for k in &keys.keys {
+        let alg = k.key.alg().as_str();
+        if !algs.contains(&alg) {
+            algs.push(alg);
+        }
+    }
+    let doc = Discovery {
+        issuer,
+        jwks_uri,
+        response_types_supported: ["id_token"],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: algs,
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&doc).expect("discovery serializes"));
+    let etag = header_value(strong_etag(&bytes));
+    Some((bytes, etag))
+}
+
 // === impl PolicyView ===
 
 impl PolicyView {
@@ -287,78 +128,55 @@ impl PolicyView {
     /// absolute on this server; without it `jwks_uri` is
     /// `{issuer}/.well-known/jwks.json`. The summary says `ready: true`, no problem.
     pub fn build(
-        policy: &KeyRotationPolicy,
+        policy: &PolicyInfo,
         keys: &KeySet<Arc<SigningKey>>,
         public_base_url: Option<&str>,
     ) -> PolicyView {
-        let r = PolicyRef::of(policy);
-        let spec = &policy.spec;
+        let r = policy.policy.clone();
         let jwks = Bytes::from(public_jwks_json(
             keys.keys.iter().map(|k| k.key.verifying_key()),
         ));
         let etag = header_value(strong_etag(&jwks));
-        let max_age = spec.jwks_max_age();
+        let max_age = policy.jwks_max_age;
         let cache_control = header_value(format!("public, max-age={max_age}"));
 
-        let discovery = spec.issuer.as_deref().map(|issuer| {
-            let jwks_uri = match public_base_url {
-                Some(base) => format!("{}{}", base.trim_end_matches('/'), r.jwks_path()),
-                None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
-            };
-            let mut algs: Vec<&'static str> = Vec::new();
-            for k in &keys.keys {
-                let alg = k.key.alg().as_str();
-                if !algs.contains(&alg) {
-                    algs.push(alg);
-                }
-            }
-            let doc = Discovery {
-                issuer,
-                jwks_uri,
-                response_types_supported: ["id_token"],
-                subject_types_supported: ["public"],
-                id_token_signing_alg_values_supported: algs,
-            };
-            let bytes = Bytes::from(serde_json::to_vec(&doc).expect("discovery serializes"));
-            let etag = header_value(strong_etag(&bytes));
-            (bytes, etag)
-        });
+        let discovery = discovery_document(policy, keys, public_base_url);
 
         let active = keys.active();
-        let next_rotation_time = spec
-            .resolve(policy.rotation_request())
-            .ok()
-            .and_then(|p| keys.next_rotation_time(&p));
+        let next_rotation_time = policy
+            .lifecycle
+            .as_ref()
+            .and_then(|p| keys.next_rotation_time(p));
         let summary = PolicySummary {
             namespace: r.namespace.clone(),
             name: r.name.clone(),
             ready: active.is_some(),
             degraded: None,
-            algorithm: Some(active.map_or(spec.algorithm, |a| a.key.alg())),
+            algorithm: Some(active.map_or(policy.algorithm, |a| a.key.alg())),
             active_key_id: active.map(|a| a.kid().to_string()),
             next_key_id: keys.pending().map(|p| p.kid().to_string()),
             key_count: keys.keys.len(),
             next_rotation_time,
             last_rotation_time: keys.last_rotation_time,
             last_rotation_reason: keys.last_rotation_reason,
-            issuer: spec.issuer.clone(),
+            issuer: policy.issuer.clone(),
             jwks_path: r.jwks_path(),
-            token_endpoint: policy.token_endpoint_enabled(),
+            token_endpoint: policy.token_endpoint,
         };
 
-        let token = policy.token_endpoint_enabled().then(|| {
+        let token = policy.token_endpoint.then(|| {
             Arc::new(TokenSide {
                 signer: active.map(|a| a.key.clone()),
                 verifier: Verifier::new(keys.keys.iter().map(|k| k.key.verifying_key())),
                 mint: MintSettings {
-                    issuer: spec.issuer.clone(),
-                    audiences: spec.audiences.clone(),
-                    max_ttl: mint_ttl_cap(spec.max_token_ttl.into(), active),
+                    issuer: policy.issuer.clone(),
+                    audiences: policy.audiences.clone(),
+                    max_ttl: mint_ttl_cap(policy.max_token_ttl, active),
                 },
                 expect: Expectations {
-                    issuer: spec.issuer.clone(),
-                    audiences: spec.audiences.clone(),
-                    leeway: std::time::Duration::from(spec.clock_skew),
+                    issuer: policy.issuer.clone(),
+                    audiences: policy.audiences.clone(),
+                    leeway: policy.clock_skew,
                 },
             })
         });

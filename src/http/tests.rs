@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: the HTTP routes' tests through warp::test, one per rule of
+// the API, sharing one fixture.
+
 //! Route tests through `warp::test` (no sockets, except the two tests that
 //! need a real connection: chunked bodies and graceful shutdown), and the
 //! bad-input battery against the token listener and the JWKS routes.
@@ -22,7 +25,8 @@ use warp::{Filter, Reply};
 
 use super::*;
 use crate::api::KeyRotationPolicy;
-use crate::keys::lifecycle::{KeySet, RngKeySource, plan};
+use crate::keys::lifecycle::{KeySet, plan};
+use crate::keys::material::RngKeySource;
 use crate::keys::material::SigningKey;
 use crate::keys::token::{MintSettings, TokenRequest, mint, mint_token};
 use crate::keys::{Algorithm, KeyParams};
@@ -132,10 +136,18 @@ fn fixture() -> Fixture {
     let fast = fast_policy();
     let (mixed, mixed_keys) = mixed_policy();
     state.upsert_all([
-        PolicyView::build(&api, &api_keys, Some(BASE_URL)),
-        PolicyView::build(&plain, &plan_at(&plain, KeySet::default(), 2, &[0]), None),
-        PolicyView::build(&fast, &plan_at(&fast, KeySet::default(), 3, &[0]), None),
-        PolicyView::build(&mixed, &mixed_keys, None),
+        PolicyView::build(&api.info(), &api_keys, Some(BASE_URL)),
+        PolicyView::build(
+            &plain.info(),
+            &plan_at(&plain, KeySet::default(), 2, &[0]),
+            None,
+        ),
+        PolicyView::build(
+            &fast.info(),
+            &plan_at(&fast, KeySet::default(), 3, &[0]),
+            None,
+        ),
+        PolicyView::build(&mixed.info(), &mixed_keys, None),
     ]);
     state.set_ready(true);
     let api = state.view(&PolicyRef::new("team-a", "api")).unwrap();
@@ -328,18 +340,21 @@ async fn if_none_match_answers_304_for_every_matching_form() {
     );
 }
 
+/// Every GET route of the JWKS listener.
+const JWKS_LISTENER_PATHS: [&str; 7] = [
+    API_JWKS,
+    API_DISCOVERY,
+    "/.well-known/jwks.json",
+    "/policies",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
 #[tokio::test]
 async fn head_answers_like_get() {
     let f = fixture();
-    for path in [
-        API_JWKS,
-        API_DISCOVERY,
-        "/.well-known/jwks.json",
-        "/policies",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    ] {
+    for path in JWKS_LISTENER_PATHS {
         let get_res = send(&f.jwks, get(path)).await;
         let head_res = send(&f.jwks, warp::test::request().method("HEAD").path(path)).await;
         assert_eq!(head_res.status(), get_res.status(), "{path}");
@@ -424,15 +439,7 @@ async fn path_traversal_and_odd_names_never_match() {
 #[tokio::test]
 async fn a_known_path_with_a_wrong_method_is_405_with_allow() {
     let f = fixture();
-    for path in [
-        API_JWKS,
-        API_DISCOVERY,
-        "/.well-known/jwks.json",
-        "/policies",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    ] {
+    for path in JWKS_LISTENER_PATHS {
         for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
             let res = send(
                 &f.jwks,
@@ -599,7 +606,7 @@ async fn a_policy_without_a_published_set_is_503_and_listed_with_its_problem() {
     );
     f.state.set_problem(
         &r,
-        PolicySummary::for_policy(&pol),
+        PolicySummary::for_policy(&pol.info()),
         Some(Problem::new(
             "KeySetUnreadable",
             "state file jwks.json does not parse",
@@ -641,7 +648,7 @@ async fn a_policy_without_a_published_set_is_503_and_listed_with_its_problem() {
 
     // Once a set is published it is served; a later problem keeps it served.
     let keys = plan_at(&pol, KeySet::default(), 9, &[0]);
-    f.state.upsert(PolicyView::build(&pol, &keys, None));
+    f.state.upsert(PolicyView::build(&pol.info(), &keys, None));
     let res = send(&f.jwks, get("/team-c/broken/.well-known/jwks.json")).await;
     assert_eq!(res.status(), 200);
     let etag = res.headers()["etag"].clone();
@@ -895,8 +902,11 @@ async fn token_endpoints_are_404_unless_enabled_and_only_on_the_token_listener()
     }
     // Enabled but nothing published yet: 503.
     let pol = policy("team-c", "later", "{tokenEndpoint: {enabled: true}}");
-    f.state
-        .set_problem(&PolicyRef::of(&pol), PolicySummary::for_policy(&pol), None);
+    f.state.set_problem(
+        &pol.policy_ref(),
+        PolicySummary::for_policy(&pol.info()),
+        None,
+    );
     let res = send(&f.token, post_json("/team-c/later/token", "{}")).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");
@@ -931,6 +941,14 @@ async fn bodies_over_64_kib_are_413_before_parsing() {
     assert_eq!(res.status(), 404);
 }
 
+fn token_request_with_content_type(ct: &str) -> warp::test::RequestBuilder {
+    warp::test::request()
+        .method("POST")
+        .path(API_TOKEN)
+        .header("content-type", ct)
+        .body("{}")
+}
+
 #[tokio::test]
 async fn only_json_content_types_are_accepted() {
     let f = fixture();
@@ -940,15 +958,7 @@ async fn only_json_content_types_are_accepted() {
         "Application/JSON",
         "application/jwt+json",
     ] {
-        let res = send(
-            &f.token,
-            warp::test::request()
-                .method("POST")
-                .path(API_TOKEN)
-                .header("content-type", ct)
-                .body("{}"),
-        )
-        .await;
+        let res = send(&f.token, token_request_with_content_type(ct)).await;
         assert_eq!(res.status(), 200, "{ct}");
     }
     for ct in [
@@ -959,15 +969,7 @@ async fn only_json_content_types_are_accepted() {
         "text/json+xml",
         "",
     ] {
-        let res = send(
-            &f.token,
-            warp::test::request()
-                .method("POST")
-                .path(API_TOKEN)
-                .header("content-type", ct)
-                .body("{}"),
-        )
-        .await;
+        let res = send(&f.token, token_request_with_content_type(ct)).await;
         assert_eq!(res.status(), 415, "{ct:?}");
         assert_eq!(error_code(&res), "unsupported_media_type");
     }
@@ -1057,6 +1059,8 @@ async fn malformed_requests_to_token_and_verify_are_400_json() {
     }
 }
 
+// Long on purpose: a table of forged and broken tokens, each with the reason it must be
+// refused with.
 #[tokio::test]
 async fn tokens_that_must_not_verify_are_401_with_a_reason() {
     let f = fixture();
@@ -1354,6 +1358,8 @@ async fn roundtrip(addr: std::net::SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+// Long on purpose: one listener's life, from bind through the body cap to a graceful
+// shutdown with a request in flight.
 #[tokio::test]
 async fn serve_binds_caps_chunked_bodies_and_shuts_down_gracefully() {
     let f = fixture();
@@ -1491,7 +1497,7 @@ async fn the_mint_cap_is_the_lower_of_the_spec_and_the_signers_recorded_ttl() {
     let state = SharedState::new(None, Arc::new(Metrics::new()))
         .with_clock(now)
         .with_jti_source(|| Ok(JTI.to_string()));
-    state.upsert(PolicyView::build(&api, &keys, None));
+    state.upsert(PolicyView::build(&api.info(), &keys, None));
     let routes = boxed(token_routes(state));
 
     let res = send(&routes, post_json(API_TOKEN, "{}")).await;

@@ -207,14 +207,31 @@ async fn the_listener_speaks_tls_with_the_given_pair() {
     shutdown.trigger();
 }
 
-#[tokio::test]
-async fn a_renewed_pair_reaches_new_connections_and_open_ones_keep_working() {
+/// A TLS listener serving a first pair from a mounted Secret the test can
+/// renew: the CA, that pair, the Secret, the listener's TLS, metrics,
+/// address and stop switch.
+#[allow(clippy::type_complexity)]
+async fn serve_first_pair() -> (
+    Ca,
+    Leaf,
+    MountedSecret,
+    Arc<ServerTls>,
+    Arc<Metrics>,
+    std::net::SocketAddr,
+    Shutdown,
+) {
     let ca = Ca::new();
     let first = ca.leaf("first");
-    let mut secret = MountedSecret::new(&first.cert_pem, &first.key_pem);
+    let secret = MountedSecret::new(&first.cert_pem, &first.key_pem);
     let tls = ServerTls::load(secret.files()).unwrap();
     let metrics = Arc::new(Metrics::new());
     let (addr, shutdown) = start_tls(tls.clone(), metrics.clone()).await;
+    (ca, first, secret, tls, metrics, addr, shutdown)
+}
+
+#[tokio::test]
+async fn a_renewed_pair_reaches_new_connections_and_open_ones_keep_working() {
+    let (ca, first, mut secret, tls, metrics, addr, shutdown) = serve_first_pair().await;
     tls.spawn_reloader(
         Duration::from_millis(50),
         Some(metrics.clone()),
@@ -319,12 +336,7 @@ fn a_bad_pair_at_start_is_an_error_that_names_the_file() {
 
 #[tokio::test]
 async fn a_bad_pair_at_reload_keeps_the_old_one_and_says_so() {
-    let ca = Ca::new();
-    let first = ca.leaf("first");
-    let mut secret = MountedSecret::new(&first.cert_pem, &first.key_pem);
-    let tls = ServerTls::load(secret.files()).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let (addr, shutdown) = start_tls(tls.clone(), metrics.clone()).await;
+    let (ca, first, mut secret, tls, metrics, addr, shutdown) = serve_first_pair().await;
 
     // A certificate with someone else's key.
     let second = ca.leaf("second");

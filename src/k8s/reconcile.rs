@@ -18,13 +18,16 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::secret::{config_map_is_ours, config_map_object};
-use super::status::{self, Observed, WrittenStatus, desired_status};
+use super::status::{Observed, WrittenStatus, desired_status};
 use super::store::{SecretStore, post_params};
-use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus, is_dns_subdomain};
-use crate::engine::{self, Failure, Next, Note, Pass, Reporter, Tracked, backoff, run_pass};
+use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
+use crate::engine::{
+    self, Failure, Next, Note, Pass, Problem, Reporter, Tracked, backoff, run_pass,
+};
 use crate::http::PolicyRef;
 use crate::keys::lifecycle::{self, LifecycleEvent};
 use crate::metrics::Metrics;
+use crate::names::is_dns_subdomain;
 use crate::store::layout::{self, DecodeError, StoredKeySet};
 
 /// Field manager name for every write.
@@ -187,14 +190,10 @@ impl Failure for Error {
         matches!(self, Error::WriteSecret { source, .. } if is_conflict(source))
     }
 
-    fn problem(&self) -> Option<engine::Problem> {
+    fn problem(&self) -> Option<Problem> {
         match self {
-            Error::CorruptKeySet { .. } => {
-                Some(engine::Problem::new("CorruptKeySet", self.to_string()))
-            }
-            Error::NotOwned { .. } => {
-                Some(engine::Problem::new("SecretNotOwned", self.to_string()))
-            }
+            Error::CorruptKeySet { .. } => Some(Problem::new("CorruptKeySet", self.to_string())),
+            Error::NotOwned { .. } => Some(Problem::new("SecretNotOwned", self.to_string())),
             _ => None,
         }
     }
@@ -265,7 +264,7 @@ impl Reconciler<'_> {
         &self,
         keys: Option<&StoredKeySet>,
         policy: Option<&lifecycle::Policy>,
-        problem: Option<status::Problem>,
+        problem: Option<Problem>,
     ) -> Result<bool, Error> {
         let known = self.ctx.written.current(self.policy);
         let prev = known.as_ref();
@@ -306,7 +305,7 @@ impl Reconciler<'_> {
     }
 
     /// A problem that stops this reconcile: status and (on change) an Event.
-    async fn stop(&self, problem: status::Problem) -> Result<(), Error> {
+    async fn stop(&self, problem: Problem) -> Result<(), Error> {
         let changed = self.status(None, None, Some(problem.clone())).await?;
         if changed {
             warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %problem.reason, "{}", problem.message);
@@ -398,16 +397,14 @@ impl Reporter for Reconciler<'_> {
     async fn healthy(
         &mut self,
         keys: &StoredKeySet,
-        problem: Option<engine::Problem>,
+        problem: Option<Problem>,
     ) -> Result<(), Error> {
-        let problem = problem.map(|p| status::Problem::warning(&p.reason, p.message));
         self.status(Some(keys), self.resolved, problem).await?;
         Ok(())
     }
 
-    async fn degraded(&mut self, problem: engine::Problem) -> Result<(), Error> {
-        self.stop(status::Problem::blocking(&problem.reason, problem.message))
-            .await
+    async fn degraded(&mut self, problem: Problem) -> Result<(), Error> {
+        self.stop(problem).await
     }
 
     fn retrying(&mut self, what: &dyn std::fmt::Display, _conflict: bool) {
@@ -444,8 +441,7 @@ async fn reconcile_inner(
             ..p
         },
         Err(e) => {
-            r.stop(status::Problem::blocking("InvalidSpec", e.to_string()))
-                .await?;
+            r.stop(Problem::new("InvalidSpec", e.to_string())).await?;
             return Ok(Action::await_change());
         }
     };
@@ -453,13 +449,12 @@ async fn reconcile_inner(
         let message = format!(
             "the default Secret name {secret_name:?} is not a valid object name; set spec.secretName"
         );
-        r.stop(status::Problem::blocking("InvalidSpec", message))
-            .await?;
+        r.stop(Problem::new("InvalidSpec", message)).await?;
         return Ok(Action::await_change());
     }
     r.resolved = Some(&resolved);
 
-    let policy_ref = PolicyRef::of(policy);
+    let policy_ref = policy.policy_ref();
     let pass = Pass {
         policy: &policy_ref,
         resolved: &resolved,
@@ -513,7 +508,7 @@ impl Context {
 /// a pass itself, so only the errors of the checks before it (a status patch)
 /// get here: counted, logged, and retried with backoff.
 pub fn error_policy(policy: Arc<KeyRotationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    let policy_ref = PolicyRef::of(&policy);
+    let policy_ref = policy.policy_ref();
     ctx.metrics.inc_reconcile_error(&policy_ref, error.kind());
     warn!(policy = %policy_ref, error = %error, "reconcile failed; retrying");
     let failures = ctx.failures_of(&policy_ref).saturating_add(1);

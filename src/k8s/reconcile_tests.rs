@@ -253,3 +253,45 @@ async fn status_is_patched_only_when_it_changes() {
     let status = server.lock().unwrap().status.clone().unwrap();
     assert_eq!(status["observedGeneration"], 2);
 }
+
+#[tokio::test]
+async fn a_corrupt_secret_is_never_written_and_is_reported_once() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    let encoded = layout::encode(&one_key_set(), 1).unwrap();
+    let mut secret: Secret = secret_object(&policy(), &encoded, None, &BTreeMap::new());
+    let data = secret.data.as_mut().unwrap();
+    data.insert(
+        "lifecycle.json".into(),
+        k8s_openapi::ByteString(b"not json".to_vec()),
+    );
+    let secret = serde_json::to_value(secret).unwrap();
+    server.lock().unwrap().store(secret);
+    let ctx = context(&server);
+
+    let action = reconcile(policy(), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(RECHECK));
+    assert_eq!(
+        requests(&server),
+        [format!("GET {SECRET}"), format!("PATCH {STATUS}")]
+    );
+    let status = server.lock().unwrap().status.clone().unwrap();
+    let degraded = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
+    assert_eq!(degraded["reason"], "CorruptKeySet");
+    assert!(
+        server
+            .lock()
+            .unwrap()
+            .events
+            .contains(&"CorruptKeySet".into())
+    );
+
+    // Looked at again: still only read, and the unchanged status is not re-sent.
+    reconcile(with_status(&server), ctx.clone()).await.unwrap();
+    assert_eq!(requests(&server), [format!("GET {SECRET}")]);
+}

@@ -10,14 +10,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller, watcher};
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::reconcile::{Context, error_policy, reconcile};
 use super::serving::{self, apis, managed_selector};
 use super::status::WrittenStatus;
 use crate::api::KeyRotationPolicy;
-use crate::http::{self, PolicyRef, SharedState};
+use crate::http::{self, PolicyRef, SharedState, Shutdown};
 use crate::metrics::Metrics;
 
 /// Settings of `jwks-operator run`.
@@ -45,33 +44,11 @@ pub struct RunConfig {
     pub propagation_grace: std::time::Duration,
 }
 
-/// Runs until `shutdown` resolves.
-pub async fn run(
-    client: Client,
-    config: RunConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// Runs until `shutdown` is triggered.
+pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let state = SharedState::new(config.default_policy.clone(), metrics.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-
-    let stop_servers = http::Shutdown::new();
-    {
-        let stop_servers = stop_servers.clone();
-        let stopped = stopped(stop_rx.clone());
-        tokio::spawn(async move {
-            stopped.await;
-            stop_servers.trigger();
-        });
-    }
-    let servers = http::start_listeners(&config.listeners, &state, &stop_servers).await?;
+    let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
 
     let index = tokio::spawn(serving::run(
         client.clone(),
@@ -99,14 +76,14 @@ pub async fn run(
     });
 
     if config.leader_elect {
-        lead(client, &config, ctx, metrics, stop_rx.clone()).await?;
+        lead(client, &config, ctx, metrics, shutdown.clone()).await?;
     } else {
         writable.store(true, Ordering::SeqCst);
         metrics.set_leader(true);
-        control(&client, &config.namespaces, ctx, stopped(stop_rx.clone())).await;
+        control(&client, &config.namespaces, ctx, shutdown.wait()).await;
     }
 
-    let _ = stopped(stop_rx).await;
+    shutdown.wait().await;
     index.abort();
     // Each listener drains for at most its drain timeout.
     servers.stopped().await;
@@ -132,11 +109,14 @@ async fn control(
     ctx: Arc<Context>,
     until: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        until.await;
-        let _ = tx.send(true);
-    });
+    let stop = Shutdown::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            until.await;
+            stop.trigger();
+        });
+    }
     let scopes = namespaces.len().max(1);
     let concurrency =
         (MAX_CONCURRENT_RECONCILES / u16::try_from(scopes).unwrap_or(u16::MAX)).max(1);
@@ -147,14 +127,11 @@ async fn control(
         .zip(apis::<ConfigMap>(client, namespaces))
         .map(|((policies, secrets), config_maps)| {
             let owned = watcher::Config::default().labels(&managed_selector());
-            let mut rx = rx.clone();
             Controller::new(policies, watcher::Config::default())
                 .with_config(config.clone())
                 .owns(secrets, owned.clone())
                 .owns(config_maps, owned)
-                .graceful_shutdown_on(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
+                .graceful_shutdown_on(stop.wait())
                 .run(reconcile, error_policy, ctx.clone())
                 .for_each(|result| async move {
                     if let Err(e) = result {
@@ -171,7 +148,7 @@ async fn lead(
     config: &RunConfig,
     ctx: Arc<Context>,
     metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) -> anyhow::Result<()> {
     let params = kube_lease_manager::LeaseParams::new(
         config.identity.clone(),
@@ -197,7 +174,7 @@ async fn lead(
     loop {
         // Wait to lead (or to stop).
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            () = stop.wait() => break,
             changed = leader.wait_for(|l| *l) => {
                 if changed.is_err() {
                     warn!("the lease manager stopped");
@@ -209,7 +186,7 @@ async fn lead(
         ctx.writable.store(true, Ordering::SeqCst);
         metrics.set_leader(true);
         let mut lost = leader.clone();
-        let mut stop2 = stop.clone();
+        let stopping = stop.wait();
         let writable = ctx.writable.clone();
         control(&client, &config.namespaces, ctx.clone(), async move {
             tokio::select! {
@@ -218,13 +195,13 @@ async fn lead(
                     writable.store(false, Ordering::SeqCst);
                     warn!("lost the Lease; stopped writing");
                 }
-                _ = stop2.wait_for(|s| *s) => {}
+                () = stopping => {}
             }
         })
         .await;
         ctx.writable.store(false, Ordering::SeqCst);
         metrics.set_leader(false);
-        if *stop.borrow() {
+        if stop.is_triggered() {
             break;
         }
     }

@@ -77,7 +77,7 @@ impl Index {
             .secrets
             .get(&(policy.namespace.clone(), p.secret_name()))
             .map(Arc::as_ref);
-        let summary = || PolicySummary::for_policy(p);
+        let summary = || PolicySummary::for_policy(&p.info());
         let status_problem = p
             .status
             .as_ref()
@@ -90,7 +90,7 @@ impl Index {
             .map(|c| Problem::new(c.reason.clone(), c.message.clone()));
         match classify(secret, p) {
             Found::Ours { set, .. } if set.active().is_some() => {
-                let view = PolicyView::build(p, &set, base_url);
+                let view = PolicyView::build(&p.info(), &set, base_url);
                 state.upsert(match status_problem {
                     Some(problem) => view.with_problem(Some(problem)),
                     None => view,
@@ -190,6 +190,9 @@ fn merged(
 /// Runs the index until the watch streams end (they don't, short of a
 /// shutdown of the runtime). `/readyz` turns ready once every watch has
 /// delivered its initial list.
+// Long on purpose: one loop over the merged watch events of policies and Secrets
+// (re-lists and changes), each applied to the index and the snapshot, with the
+// readiness count beside it.
 pub async fn run(
     client: Client,
     namespaces: Vec<String>,
@@ -221,7 +224,7 @@ pub async fn run(
         };
         match change {
             Change::Policy(Event::Apply(p) | Event::InitApply(p)) => {
-                let r = PolicyRef::of(&p);
+                let r = p.policy_ref();
                 let p = Arc::new(p);
                 match relist_policies.get_mut(&scope) {
                     Some(pending) => {
@@ -234,7 +237,7 @@ pub async fn run(
                 }
             }
             Change::Policy(Event::Delete(p)) => {
-                let r = PolicyRef::of(&p);
+                let r = p.policy_ref();
                 index.policies.remove(&r);
                 index.refresh(&state, &r, base);
             }

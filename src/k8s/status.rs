@@ -12,44 +12,13 @@ use kube::ResourceExt;
 use crate::api::{
     KeyRotationPolicy, KeyRotationPolicyStatus, KeyStateName, KeyStatus, RotationReasonName,
 };
+use crate::engine::Problem;
 use crate::keys::lifecycle::{KeySet, KeyState, LifecycleKey, Policy, RotationReason};
 
 /// Condition type: the key set is published and a key signs.
 pub const READY: &str = "Ready";
 /// Condition type: something needs the user's attention.
 pub const DEGRADED: &str = "Degraded";
-
-/// Something wrong with a policy, as a condition reason and message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// CamelCase reason, e.g. `CorruptKeySet`.
-    pub reason: String,
-    /// What is wrong and what to do, for the user.
-    pub message: String,
-    /// Whether the policy has no usable key set because of it (Ready=False).
-    /// A deferred rotation, for instance, leaves the current key signing.
-    pub blocks_ready: bool,
-}
-
-impl Problem {
-    /// A problem that leaves no usable key set.
-    pub fn blocking(reason: &str, message: impl Into<String>) -> Self {
-        Problem {
-            reason: reason.to_owned(),
-            message: message.into(),
-            blocks_ready: true,
-        }
-    }
-
-    /// A problem that leaves the current key set working.
-    pub fn warning(reason: &str, message: impl Into<String>) -> Self {
-        Problem {
-            reason: reason.to_owned(),
-            message: message.into(),
-            blocks_ready: false,
-        }
-    }
-}
 
 /// What the reconciler knows when it writes status.
 pub struct Observed<'a, K> {
@@ -59,7 +28,7 @@ pub struct Observed<'a, K> {
     pub keys: Option<&'a KeySet<K>>,
     /// The resolved policy (None when the spec is invalid).
     pub policy: Option<&'a Policy>,
-    /// What is wrong, if anything.
+    /// What is wrong, if anything (with `keys: None`: nothing usable).
     pub problem: Option<Problem>,
     /// Name of the Secret.
     pub secret_name: String,
@@ -118,17 +87,16 @@ fn condition(
     }
 }
 
-/// The status the policy should have. `prev` is the current status (its
-/// condition transition times are kept when nothing flipped, and the last
-/// handled rotation request is carried over when the key set is unreadable).
-pub fn desired_status<K: LifecycleKey>(
+/// The `Ready` and `Degraded` conditions for what was observed.
+fn conditions<K: LifecycleKey>(
     prev: Option<&KeyRotationPolicyStatus>,
-    obs: Observed<'_, K>,
+    obs: &Observed<'_, K>,
     now: Timestamp,
-) -> KeyRotationPolicyStatus {
+) -> Vec<Condition> {
     let keys = obs.keys;
-    let has_signer = keys.and_then(|k| k.active()).is_some();
-    let ready = has_signer && !obs.problem.as_ref().is_some_and(|p| p.blocks_ready);
+    // A problem that leaves no usable key set comes without keys; one that
+    // leaves them working (a deferred rotation) leaves the policy Ready.
+    let ready = keys.and_then(|k| k.active()).is_some();
     let (ready_reason, ready_message) = match (&obs.problem, ready) {
         (Some(p), false) => (p.reason.clone(), p.message.clone()),
         (_, true) => (
@@ -150,7 +118,7 @@ pub fn desired_status<K: LifecycleKey>(
             "nothing needs attention".to_owned(),
         ),
     };
-    let conditions = vec![
+    vec![
         condition(
             prev,
             READY,
@@ -169,8 +137,19 @@ pub fn desired_status<K: LifecycleKey>(
             obs.generation,
             now,
         ),
-    ];
+    ]
+}
 
+/// The status the policy should have. `prev` is the current status (its
+/// condition transition times are kept when nothing flipped, and the last
+/// handled rotation request is carried over when the key set is unreadable).
+pub fn desired_status<K: LifecycleKey>(
+    prev: Option<&KeyRotationPolicyStatus>,
+    obs: Observed<'_, K>,
+    now: Timestamp,
+) -> KeyRotationPolicyStatus {
+    let keys = obs.keys;
+    let conditions = conditions(prev, &obs, now);
     let mut status = KeyRotationPolicyStatus {
         observed_generation: obs.generation,
         conditions,
@@ -357,7 +336,7 @@ mod tests {
         let p = policy();
         let set = keys_at(0);
         let ok = desired_status(None, observed(Some(&set), &p, None), t(1));
-        let corrupt = Problem::blocking("CorruptKeySet", "lifecycle.json: not JSON");
+        let corrupt = Problem::new("CorruptKeySet", "lifecycle.json: not JSON");
         let bad = desired_status(Some(&ok), observed(None, &p, Some(corrupt)), t(50));
         assert_eq!(cond(&bad, READY).status, "False");
         assert_eq!(cond(&bad, READY).reason, "CorruptKeySet");
@@ -411,7 +390,7 @@ mod tests {
     fn a_deferred_rotation_is_degraded_but_still_ready() {
         let p = policy();
         let set = keys_at(0);
-        let deferred = Problem::warning("MaxKeysReached", "rotation deferred");
+        let deferred = Problem::new("MaxKeysReached", "rotation deferred");
         let s = desired_status(None, observed(Some(&set), &p, Some(deferred)), t(1));
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, DEGRADED).status, "True");

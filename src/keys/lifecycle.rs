@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: the planner and the types it plans over (Policy, KeySet,
+// ManagedKey, events) are one state machine, read top to bottom; its tests are in
+// lifecycle/tests.rs.
+
 //! The key lifecycle planner: Pending → Active → Retired → pruned.
 //!
 //! [`plan`] is a pure function of (policy, current key set, now, key source)
@@ -579,6 +583,10 @@ impl<K: LifecycleKey> KeySet<K> {
 /// Running it again at the same `now` with its own output yields no events;
 /// running it before `next_due` yields no events either, so a steady state
 /// makes no writes.
+// Long on purpose: the planner's steps in order (revoke, prune, ensure a signer,
+// replace a pending key of old parameters, pre-publish, activate), each reading
+// and changing the same working set; split, that set would travel through every
+// helper.
 pub fn plan<K, S>(
     policy: &Policy,
     current: &KeySet<K>,
@@ -859,37 +867,6 @@ fn next_due<K: LifecycleKey>(
         // Nothing scheduled (cannot happen with an active key); look again later.
         .unwrap_or_else(|| after(now, policy.rotation_interval))
         .max(now)
-}
-
-// === impl LifecycleKey for SigningKey ===
-
-/// Key sets hold shared references: the secret exists once in memory however
-/// many snapshots point at it.
-impl LifecycleKey for std::sync::Arc<super::material::SigningKey> {
-    fn kid(&self) -> &str {
-        super::material::SigningKey::kid(self)
-    }
-
-    fn params(&self) -> KeyParams {
-        super::material::SigningKey::params(self)
-    }
-}
-
-/// Generates real keys from a caller-supplied random number generator (the OS
-/// generator in the binary, a seeded one in tests).
-pub struct RngKeySource<R>(pub R);
-
-impl<R: rand_core::CryptoRng> KeySource<std::sync::Arc<super::material::SigningKey>>
-    for RngKeySource<R>
-{
-    type Error = super::material::KeyError;
-
-    fn generate(
-        &mut self,
-        params: KeyParams,
-    ) -> Result<std::sync::Arc<super::material::SigningKey>, Self::Error> {
-        super::material::SigningKey::generate(params, &mut self.0).map(std::sync::Arc::new)
-    }
 }
 
 #[cfg(test)]

@@ -9,15 +9,15 @@
 pub mod alg;
 pub mod lifecycle;
 pub mod material;
-pub mod secret;
+pub mod redacted;
 pub mod token;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use alg::{Algorithm, KeyParams};
 pub use material::{
     KeyError, SigningKey, VerifyingKey, parse_private_jwks, parse_public_jwks, private_jwks_json,
     public_jwks_json,
 };
-pub use secret::Secret;
+pub use redacted::Redacted;

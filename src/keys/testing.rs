@@ -1,6 +1,7 @@
-//! Shared fixtures for the key module's unit tests.
+//! The committed key fixtures, loaded once per test binary: shared by the
+//! unit tests of every module (keys, store, engine, http, verify).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use super::alg::Algorithm;
 use super::material::{SigningKey, parse_private_jwks};
@@ -10,10 +11,24 @@ use super::material::{SigningKey, parse_private_jwks};
 pub const FIXTURE_JWKS: &[u8] =
     include_bytes!("../../tests/fixtures/keys/all-algorithms.jwks.json");
 
+fn load() -> Vec<SigningKey> {
+    parse_private_jwks(FIXTURE_JWKS).expect("fixture parses")
+}
+
 /// The fixture keys, parsed once per test binary.
 pub fn fixture_keys() -> &'static [SigningKey] {
     static KEYS: OnceLock<Vec<SigningKey>> = OnceLock::new();
-    KEYS.get_or_init(|| parse_private_jwks(FIXTURE_JWKS).expect("fixture parses"))
+    KEYS.get_or_init(load)
+}
+
+/// The fixture key for `alg`, shared (as key sets hold it).
+pub fn fixture(alg: Algorithm) -> Arc<SigningKey> {
+    static KEYS: OnceLock<Vec<Arc<SigningKey>>> = OnceLock::new();
+    KEYS.get_or_init(|| load().into_iter().map(Arc::new).collect())
+        .iter()
+        .find(|k| k.alg() == alg)
+        .cloned()
+        .expect("fixture has every algorithm")
 }
 
 /// The fixture key for `alg`.

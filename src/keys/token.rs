@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: minting and verifying are two sides of one claim set
+// (MintSettings/Expectations, TokenError, the JWS header); its tests are in
+// token_tests.rs.
+
 //! Minting and verifying JWTs with the key set. Pure: the caller passes `now`
 //! and the `jti`; nothing here reads a clock or an OS random source.
 //!
@@ -293,6 +297,34 @@ pub fn build_claims(
     jti: &str,
 ) -> Result<Map<String, Value>, TokenError> {
     Ok(claims_for(req, settings, now, jti)?.to_map())
+}
+
+// The JWS header is a token concern, so it is encoded here; the key only
+// keeps the slot that caches it (material does not depend on tokens).
+impl SigningKey {
+    /// The first segment of every token this key signs: the base64url JSON
+    /// header `{"alg","kid","typ":"JWT"}`. The same for every token a key
+    /// signs, so it is encoded once per key and kept with it.
+    pub fn jws_header(&self) -> &str {
+        self.jws_header_slot()
+            .get_or_init(|| encode_jws_header(self.alg(), self.kid()))
+    }
+}
+
+fn encode_jws_header(alg: Algorithm, kid: &str) -> String {
+    #[derive(Serialize)]
+    struct Header<'a> {
+        alg: &'static str,
+        kid: &'a str,
+        typ: &'static str,
+    }
+    let header = Header {
+        alg: alg.as_str(),
+        kid,
+        typ: TOKEN_TYPE,
+    };
+    let json = serde_json::to_vec(&header).expect("a header of strings serializes");
+    URL_SAFE_NO_PAD.encode(json)
 }
 
 /// Signs `claims` with `key` as a compact JWS: header

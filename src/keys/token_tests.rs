@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: one test per minting and verification rule, with
+// jsonwebtoken as an independent check.
+
 use serde_json::json;
 
 use super::*;

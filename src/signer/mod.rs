@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: the signer's adapter (its reporter, leader and follower
+// roles, start-up and run loop) in one place; the gRPC service, key formats and socket
+// are in their own modules.
+
 //! `jwks-operator signer`: kube-apiserver's external service-account token
 //! signer (KEP-740, `--service-account-signing-endpoint`).
 //!
@@ -61,7 +65,7 @@ pub mod pb {
 
 use self::announced::Announced;
 use self::service::{Lifetimes, Service, SignerState, refresh_hint};
-use crate::engine::{Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
+use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
 use crate::http::PolicySummary;
 use crate::http::{self, PolicyRef, PolicyView, SharedState, Shutdown};
 use crate::keys::SigningKey;
@@ -246,16 +250,7 @@ impl Reporter for Report<'_> {
     }
 
     async fn note(&mut self, note: Note<'_>) {
-        match note {
-            Note::Loaded { keys, version } => {
-                info!(policy = %self.policy, keys, %version, "loaded the stored key set");
-            }
-            Note::Adopting { keys } => {
-                info!(policy = %self.policy, keys, "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
-            }
-            // Lifecycle steps are logged by the engine.
-            Note::Adopted { .. } | Note::Recreated | Note::Lifecycle(_) => {}
-        }
+        engine::log::note(self.policy, &note);
     }
 
     async fn healthy(
@@ -263,38 +258,29 @@ impl Reporter for Report<'_> {
         keys: &StoredKeySet,
         problem: Option<Problem>,
     ) -> Result<(), Self::Error> {
-        if problem != *self.problem {
-            match &problem {
-                Some(p) => warn!(policy = %self.policy, reason = %p.reason, "{}", p.message),
-                None if self.problem.is_some() => info!(policy = %self.policy, "policy recovered"),
-                None => {}
-            }
-            self.problem.clone_from(&problem);
-        }
-        let view = PolicyView::build(&self.doc.policy, keys, self.base_url);
+        engine::log::healthy(self.policy, self.problem, &problem);
+        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
         self.http.upsert(view.with_problem(problem));
         Ok(())
     }
 
     async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
-        if self.problem.as_ref() != Some(&problem) {
-            error!(policy = %self.policy, reason = %problem.reason, "{}; still serving the last good key set", problem.message);
-            *self.problem = Some(problem.clone());
-        }
+        engine::log::degraded(
+            self.policy,
+            self.problem,
+            &problem,
+            "; still serving the last good key set",
+        );
         self.http.set_problem(
             self.policy,
-            PolicySummary::for_policy(&self.doc.policy),
+            PolicySummary::for_policy(&self.doc.policy.info()),
             Some(problem),
         );
         Ok(())
     }
 
     fn retrying(&mut self, what: &dyn std::fmt::Display, conflict: bool) {
-        if conflict {
-            warn!(policy = %self.policy, "{what}; reloading");
-        } else {
-            warn!(policy = %self.policy, "{what}; retrying");
-        }
+        engine::log::retrying(self.policy, what, conflict);
     }
 }
 
@@ -336,7 +322,7 @@ impl Signer {
                     log_served(&self.config.policy, &set);
                 }
                 self.http.upsert(PolicyView::build(
-                    &self.doc.policy,
+                    &self.doc.policy.info(),
                     &set,
                     self.config.public_base_url.as_deref(),
                 ));
@@ -470,6 +456,9 @@ impl Signer {
 /// Runs the signer until `shutdown` is triggered. Fails at startup when the
 /// policy cannot be used, the state directory or the socket cannot be set
 /// up, or a listener cannot be bound.
+// Long on purpose: the start-up steps (policy, state directory, adoption, listeners)
+// and then the loop that binds the gRPC socket once it has keys and runs engine passes,
+// in the order they happen.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let doc = load_policy(&config.policies, &config.policy)?;
     let store = FileStore::open(&config.state_dir)

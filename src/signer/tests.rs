@@ -48,6 +48,17 @@ struct Harness {
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
+impl Harness {
+    /// The keys the signer announces now.
+    async fn fetch_keys(&mut self) -> super::pb::FetchKeysResponse {
+        self.client
+            .fetch_keys(FetchKeysRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
 async fn serve(lifetimes: Lifetimes) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("signer.sock");
@@ -137,12 +148,7 @@ async fn fetch_keys_lists_pending_active_and_retired_keys_as_spki() {
     ]);
     h.state
         .publish(&set, Duration::from_secs(30), Timestamp::now());
-    let resp = h
-        .client
-        .fetch_keys(FetchKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = h.fetch_keys().await;
     let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
     assert_eq!(kids, [pending.kid(), active.kid(), retired.kid()]);
     assert_eq!(resp.refresh_hint_seconds, 30);
@@ -174,12 +180,7 @@ async fn data_timestamp_moves_only_when_the_set_changes() {
     let one = set_of(vec![(a.clone(), KeyState::Active)]);
     let t0 = Timestamp::from_second(1_900_000_000).unwrap();
     assert!(h.state.publish(&one, Duration::from_secs(5), t0));
-    let first = h
-        .client
-        .fetch_keys(FetchKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let first = h.fetch_keys().await;
     // Same keys republished later (a state change that lists the same keys): same stamp.
     let mut same = one.clone();
     same.keys[0].prune_after = Some(t0);
@@ -188,22 +189,12 @@ async fn data_timestamp_moves_only_when_the_set_changes() {
         Duration::from_secs(5),
         t0 + jiff::SignedDuration::from_secs(10)
     ));
-    let again = h
-        .client
-        .fetch_keys(FetchKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let again = h.fetch_keys().await;
     assert_eq!(first.data_timestamp, again.data_timestamp);
     // A new key: a later stamp, even when the clock did not move.
     let two = set_of(vec![(b, KeyState::Pending), (a, KeyState::Active)]);
     assert!(h.state.publish(&two, Duration::from_secs(5), t0));
-    let changed = h
-        .client
-        .fetch_keys(FetchKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let changed = h.fetch_keys().await;
     let (f, c) = (
         first.data_timestamp.unwrap(),
         changed.data_timestamp.unwrap(),
@@ -254,12 +245,7 @@ async fn keys_kube_cannot_use_are_left_out_and_never_sign() {
     ]);
     h.state
         .publish(&set, Duration::from_secs(5), Timestamp::now());
-    let resp = h
-        .client
-        .fetch_keys(FetchKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = h.fetch_keys().await;
     let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
     assert_eq!(kids, [rs.kid()]);
     let e = h

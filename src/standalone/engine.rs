@@ -27,7 +27,7 @@ use jiff::Timestamp;
 use tracing::{error, info, warn};
 
 use super::policies::{BadDocument, PolicyDoc, PolicyFiles};
-use crate::engine::{Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
+use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
 use crate::http::{PolicyRef, PolicySummary, PolicyView, SharedState, Shutdown};
 use crate::keys::lifecycle::after;
 use crate::store::StoredKeySet;
@@ -121,41 +121,8 @@ impl Engine {
             let r = PolicyRef::new(&doc.namespace, &doc.name);
             seen.insert(r.clone());
             self.invalid.remove(&r);
-            match self.policies.get_mut(&r) {
-                Some(m) => {
-                    let changed = m.doc.policy.spec != doc.policy.spec
-                        || m.doc.policy.metadata != doc.policy.metadata;
-                    let was_frozen = m.frozen.take().is_some();
-                    if changed || was_frozen || !m.tracked.in_sync {
-                        if changed {
-                            info!(policy = %r, source = %doc.source, "policy changed");
-                        }
-                        m.next_due = now;
-                        m.tracked.failures = 0;
-                    }
-                    m.doc = doc;
-                }
-                None => match self.store.policy(&doc.namespace, &doc.name) {
-                    Ok(dir) => {
-                        info!(policy = %r, source = %doc.source, state = %dir.path().display(), "policy added");
-                        self.policies.insert(
-                            r.clone(),
-                            Managed {
-                                doc,
-                                policy_ref: r,
-                                dir,
-                                tracked: Tracked::default(),
-                                next_due: now,
-                                frozen: None,
-                                problem: None,
-                            },
-                        );
-                    }
-                    Err(e) => error!(policy = %r, "cannot manage policy: {e}"),
-                },
-            }
+            self.take_document(r, doc, now);
         }
-
         for bad in &files.bad {
             log_bad_document(bad);
             let Some((ns, name)) = &bad.policy else {
@@ -167,23 +134,71 @@ impl Engine {
                 continue;
             }
             seen.insert(r.clone());
-            let problem = Problem::new("InvalidPolicy", bad.to_string());
-            match self.policies.get_mut(&r) {
-                Some(m) => {
-                    warn!(policy = %r, "the policy document is invalid: its keys keep being served as they are and nothing rotates until it is fixed");
-                    m.frozen = Some(problem.clone());
-                    m.problem = Some(problem.clone());
-                    let summary = PolicySummary::for_policy(&m.doc.policy);
-                    self.state.set_problem(&r, summary, Some(problem));
+            self.freeze(r, Problem::new("InvalidPolicy", bad.to_string()));
+        }
+        self.drop_unseen(&seen);
+    }
+
+    /// A valid document: a new policy is added and due at once; a changed
+    /// one (or one that was frozen or unreadable) is due at once.
+    fn take_document(&mut self, r: PolicyRef, doc: PolicyDoc, now: Timestamp) {
+        match self.policies.get_mut(&r) {
+            Some(m) => {
+                let changed = m.doc.policy.spec != doc.policy.spec
+                    || m.doc.policy.metadata != doc.policy.metadata;
+                let was_frozen = m.frozen.take().is_some();
+                if changed || was_frozen || !m.tracked.in_sync {
+                    if changed {
+                        info!(policy = %r, source = %doc.source, "policy changed");
+                    }
+                    m.next_due = now;
+                    m.tracked.failures = 0;
                 }
-                None => {
-                    self.invalid.insert(r.clone());
-                    self.state
-                        .set_problem(&r, PolicySummary::unknown(&r), Some(problem));
+                m.doc = doc;
+            }
+            None => match self.store.policy(&doc.namespace, &doc.name) {
+                Ok(dir) => {
+                    info!(policy = %r, source = %doc.source, state = %dir.path().display(), "policy added");
+                    self.policies.insert(
+                        r.clone(),
+                        Managed {
+                            doc,
+                            policy_ref: r,
+                            dir,
+                            tracked: Tracked::default(),
+                            next_due: now,
+                            frozen: None,
+                            problem: None,
+                        },
+                    );
                 }
+                Err(e) => error!(policy = %r, "cannot manage policy: {e}"),
+            },
+        }
+    }
+
+    /// An invalid document for `r`: a running policy is frozen (its keys keep
+    /// being served), an unknown one is shown as not ready.
+    fn freeze(&mut self, r: PolicyRef, problem: Problem) {
+        match self.policies.get_mut(&r) {
+            Some(m) => {
+                warn!(policy = %r, "the policy document is invalid: its keys keep being served as they are and nothing rotates until it is fixed");
+                m.frozen = Some(problem.clone());
+                m.problem = Some(problem.clone());
+                let summary = PolicySummary::for_policy(&m.doc.policy.info());
+                self.state.set_problem(&r, summary, Some(problem));
+            }
+            None => {
+                self.invalid.insert(r.clone());
+                self.state
+                    .set_problem(&r, PolicySummary::unknown(&r), Some(problem));
             }
         }
+    }
 
+    /// Policies no longer in the files stop being served (their state
+    /// directory stays).
+    fn drop_unseen(&mut self, seen: &BTreeSet<PolicyRef>) {
         let gone: Vec<PolicyRef> = self
             .policies
             .keys()
@@ -327,19 +342,10 @@ impl Reporter for Report<'_> {
     }
 
     async fn note(&mut self, note: Note<'_>) {
-        let r = self.policy;
-        match note {
-            Note::Loaded { keys, version } => {
-                info!(policy = %r, keys, %version, "loaded the stored key set");
-                self.served = keys > 0;
-            }
-            Note::Adopting { keys } => {
-                info!(policy = %r, keys, "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
-                self.served = keys > 0;
-            }
-            // Logged by the engine, or meaningless without an API.
-            Note::Adopted { .. } | Note::Recreated | Note::Lifecycle(_) => {}
+        if let Note::Loaded { keys, .. } | Note::Adopting { keys } = note {
+            self.served = keys > 0;
         }
+        engine::log::note(self.policy, &note);
     }
 
     async fn healthy(
@@ -351,34 +357,20 @@ impl Reporter for Report<'_> {
         if !self.served && !keys.keys.is_empty() {
             info!(policy = %r, jwks = %r.jwks_path(), "serving the key set");
         }
-        if problem != *self.problem {
-            match &problem {
-                Some(p) => warn!(policy = %r, reason = %p.reason, "{}", p.message),
-                None if self.problem.is_some() => info!(policy = %r, "policy recovered"),
-                None => {}
-            }
-            self.problem.clone_from(&problem);
-        }
-        let view = PolicyView::build(&self.doc.policy, keys, self.base_url);
+        engine::log::healthy(r, self.problem, &problem);
+        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
         self.publish = Publish::View(view.with_problem(problem));
         Ok(())
     }
 
     async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
-        if self.problem.as_ref() != Some(&problem) {
-            error!(policy = %self.policy, reason = %problem.reason, "{}", problem.message);
-            *self.problem = Some(problem.clone());
-        }
-        let summary = PolicySummary::for_policy(&self.doc.policy);
+        engine::log::degraded(self.policy, self.problem, &problem, "");
+        let summary = PolicySummary::for_policy(&self.doc.policy.info());
         self.publish = Publish::Problem(summary, Some(problem));
         Ok(())
     }
 
     fn retrying(&mut self, what: &dyn std::fmt::Display, conflict: bool) {
-        if conflict {
-            warn!(policy = %self.policy, "{what}; reloading");
-        } else {
-            warn!(policy = %self.policy, "{what}; retrying");
-        }
+        engine::log::retrying(self.policy, what, conflict);
     }
 }

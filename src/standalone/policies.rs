@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use crate::api::{GROUP, KeyRotationPolicy, validate_like_apiserver};
 use crate::keys::lifecycle::Policy;
-use crate::store::files::is_dns_label;
+use crate::names::{is_dns_label, is_dns_subdomain};
 
 /// `apiVersion` of the documents read.
 pub const API_VERSION: &str = "jwks.dev/v1alpha1";
@@ -243,6 +243,8 @@ enum Checked {
     Policy(Box<PolicyDoc>),
 }
 
+// Long on purpose: one document's checks in the order the module docs list them, each
+// returning the first problem with its field.
 fn check_document(doc: RawDocument, source: &Source) -> Checked {
     let bad = |policy: Option<(String, String)>, field: Option<&str>, message: String| {
         Checked::Bad(BadDocument {
@@ -280,7 +282,7 @@ fn check_document(doc: RawDocument, source: &Source) -> Checked {
         Some(_) => None,
     };
     let policy_id = match (&namespace, &name) {
-        (Some(ns), Some(name)) if is_dns_label(ns) && crate::api::is_dns_subdomain(name) => {
+        (Some(ns), Some(name)) if is_dns_label(ns) && is_dns_subdomain(name) => {
             Some((ns.clone(), name.clone()))
         }
         _ => None,
@@ -310,7 +312,7 @@ fn check_document(doc: RawDocument, source: &Source) -> Checked {
     let Some(name) = name else {
         return bad(None, Some("metadata.name"), "missing".into());
     };
-    if !crate::api::is_dns_subdomain(&name) {
+    if !is_dns_subdomain(&name) {
         return bad(
             None,
             Some("metadata.name"),

@@ -48,7 +48,8 @@ use std::sync::Arc;
 
 use super::layout::{self, DATA_KEYS, Decoded};
 use super::{KeyStore, Loaded, StoreError, StoredKeySet};
-use crate::keys::secret::SecretBytes;
+use crate::keys::redacted::RedactedBytes;
+use crate::names::{is_dns_label, is_dns_subdomain};
 
 /// Mode of every file written.
 pub const FILE_MODE: u32 = 0o600;
@@ -103,7 +104,7 @@ impl FileStore {
                 "namespace {namespace:?} is not a valid Kubernetes namespace name"
             )));
         }
-        if !crate::api::is_dns_subdomain(name) {
+        if !is_dns_subdomain(name) {
             return Err(InvalidName(format!(
                 "name {name:?} is not a valid Kubernetes object name"
             )));
@@ -143,11 +144,6 @@ pub struct StateLock {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidName(pub String);
-
-/// Whether `s` is an RFC 1123 label (a namespace name).
-pub fn is_dns_label(s: &str) -> bool {
-    s.len() <= 63 && crate::api::is_dns_subdomain(s) && !s.contains('.')
-}
 
 /// One policy's directory, `<state-dir>/<namespace>/<name>/`. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -291,7 +287,7 @@ impl PolicyDir {
 
     /// Reads and decodes the five files. Outer error: I/O; inner: content.
     fn read(&self) -> Result<Result<Decoded, layout::DecodeError>, StoreError> {
-        let mut files: Vec<(&'static str, SecretBytes)> = Vec::with_capacity(5);
+        let mut files: Vec<(&'static str, RedactedBytes)> = Vec::with_capacity(5);
         for key in DATA_KEYS {
             let path = self.inner.dir.join(key);
             match read_capped(&path) {
@@ -467,14 +463,14 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// The file's bytes; `Ok(None)` when it is larger than [`MAX_FILE_SIZE`].
-fn read_capped(path: &Path) -> std::io::Result<Option<SecretBytes>> {
+fn read_capped(path: &Path) -> std::io::Result<Option<RedactedBytes>> {
     let f = File::open(path)?;
     // Sized up front so the buffer holding private material is not
     // reallocated (leaving unwiped copies) while reading.
     let len = f.metadata()?.len().min(MAX_FILE_SIZE + 1);
     let mut buf = Vec::with_capacity(len as usize + 1);
     f.take(MAX_FILE_SIZE + 1).read_to_end(&mut buf)?;
-    let buf = SecretBytes::new(buf);
+    let buf = RedactedBytes::new(buf);
     if buf.expose().len() as u64 > MAX_FILE_SIZE {
         return Ok(None);
     }

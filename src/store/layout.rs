@@ -52,7 +52,7 @@ use crate::api::fmt_duration;
 use crate::keys::alg::{Algorithm, KeyParams};
 use crate::keys::lifecycle::{KeySet, KeyState, LifecycleKey, ManagedKey, RotationReason};
 use crate::keys::material::{SigningKey, parse_private_jwks, private_jwks_json, public_jwks_json};
-use crate::keys::secret::SecretBytes;
+use crate::keys::redacted::RedactedBytes;
 
 /// Data key of the private JWK Set.
 pub const JWKS: &str = "jwks.json";
@@ -119,16 +119,16 @@ pub enum EncodeError {
 // === encoded form ===
 
 /// The five data keys of one key set. Private members (`jwks.json`,
-/// `active.pem`) stay wrapped in [`SecretBytes`]; `Debug` shows only sizes.
+/// `active.pem`) stay wrapped in [`RedactedBytes`]; `Debug` shows only sizes.
 pub struct Encoded {
     /// `jwks.json`: the private JWK Set, newest first.
-    pub jwks: SecretBytes,
+    pub jwks: RedactedBytes,
     /// `jwks.public.json`: the public JWK Set, newest first.
     pub public_jwks: Vec<u8>,
     /// `active.kid`: the signer's kid (no trailing newline).
     pub active_kid: Vec<u8>,
     /// `active.pem`: the signer's PKCS#8 PEM.
-    pub active_pem: SecretBytes,
+    pub active_pem: RedactedBytes,
     /// `lifecycle.json`: lifecycle records, pretty-printed.
     pub lifecycle: Vec<u8>,
 }
@@ -268,7 +268,7 @@ pub fn encode(set: &StoredKeySet, generation: u64) -> Result<Encoded, EncodeErro
         jwks: private_jwks_json(set.keys.iter().map(|k| k.key.as_ref())),
         public_jwks: public_jwks(set),
         active_kid: active.kid().as_bytes().to_vec(),
-        active_pem: SecretBytes::new(active.key.pkcs8_pem().expose().as_bytes().to_vec()),
+        active_pem: RedactedBytes::new(active.key.pkcs8_pem().expose().as_bytes().to_vec()),
         lifecycle,
     })
 }
@@ -326,8 +326,31 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
     };
 
     let doc = parse_lifecycle(lifecycle)?;
+    let managed = match_records(&doc, &keys)?;
+    let set = KeySet {
+        keys: managed,
+        last_rotation_time: doc.last_rotation_time,
+        last_rotation_reason: doc.last_rotation_reason,
+        last_rotation_request: doc.last_rotation_request,
+        rotation_request_outstanding: doc.rotation_request_outstanding,
+    };
+    set.check()
+        .map_err(|e| DecodeError::new(LIFECYCLE, e.to_string()))?;
+    check_derived(&get, &set)?;
+    Ok(Decoded::Keys {
+        set,
+        generation: doc.generation,
+    })
+}
+
+/// Pairs every lifecycle record with its key in `jwks.json` (one record per
+/// key and one key per record, the same algorithm and size).
+fn match_records(
+    doc: &LifecycleDoc,
+    keys: &[Arc<SigningKey>],
+) -> Result<Vec<ManagedKey<Arc<SigningKey>>>, DecodeError> {
     let mut by_kid: BTreeMap<&str, &Arc<SigningKey>> = BTreeMap::new();
-    for k in &keys {
+    for k in keys {
         by_kid.insert(k.kid(), k);
     }
     let mut recorded = BTreeSet::new();
@@ -388,20 +411,18 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
             ),
         ));
     }
+    Ok(managed)
+}
 
-    let set = KeySet {
-        keys: managed,
-        last_rotation_time: doc.last_rotation_time,
-        last_rotation_reason: doc.last_rotation_reason,
-        last_rotation_request: doc.last_rotation_request,
-        rotation_request_outstanding: doc.rotation_request_outstanding,
-    };
-    set.check()
-        .map_err(|e| DecodeError::new(LIFECYCLE, e.to_string()))?;
+/// Checks the data keys derived from the set: `active.kid` names the Active
+/// key, `active.pem` is its PKCS#8 PEM, `jwks.public.json` the public half.
+fn check_derived<'a>(
+    get: &impl Fn(&str) -> Option<&'a [u8]>,
+    set: &StoredKeySet,
+) -> Result<(), DecodeError> {
     let Some(active) = set.active() else {
         return Err(DecodeError::new(LIFECYCLE, "no key is Active"));
     };
-
     let active_kid = get(ACTIVE_KID).ok_or_else(|| DecodeError::missing(ACTIVE_KID))?;
     let active_kid = std::str::from_utf8(active_kid)
         .map(str::trim)
@@ -424,12 +445,7 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
         ));
     }
     let public = get(PUBLIC_JWKS).ok_or_else(|| DecodeError::missing(PUBLIC_JWKS))?;
-    check_public(public, &set)?;
-
-    Ok(Decoded::Keys {
-        set,
-        generation: doc.generation,
-    })
+    check_public(public, set)
 }
 
 fn parse_lifecycle(bytes: &[u8]) -> Result<LifecycleDoc, DecodeError> {

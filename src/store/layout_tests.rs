@@ -140,6 +140,7 @@ fn encoding_needs_exactly_one_active_key() {
 type Corruption = (&'static str, &'static str, Box<dyn Fn(&mut Data)>);
 
 /// Each corruption of a stored set, and the data key the error must name.
+// Long on purpose: a table, one row per corruption the decoder must catch.
 fn corruptions() -> Vec<Corruption> {
     fn lifecycle(f: impl Fn(&mut Value) + 'static) -> Box<dyn Fn(&mut Data)> {
         Box::new(move |d: &mut Data| {

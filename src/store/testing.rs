@@ -1,6 +1,6 @@
 //! Fixtures shared by the store's unit tests.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -9,27 +9,9 @@ use serde_json::Value;
 use super::StoredKeySet;
 use crate::keys::alg::Algorithm;
 use crate::keys::lifecycle::{KeySet, KeyState, ManagedKey, RotationReason};
-use crate::keys::material::{SigningKey, parse_private_jwks};
+use crate::keys::material::SigningKey;
 
-/// The committed private set: one key per algorithm (see `keys::testing`).
-pub const FIXTURE_JWKS: &[u8] =
-    include_bytes!("../../tests/fixtures/keys/all-algorithms.jwks.json");
-
-/// The fixture key for `alg`, shared.
-pub fn fixture(alg: Algorithm) -> Arc<SigningKey> {
-    static KEYS: OnceLock<Vec<Arc<SigningKey>>> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        parse_private_jwks(FIXTURE_JWKS)
-            .expect("fixture parses")
-            .into_iter()
-            .map(Arc::new)
-            .collect()
-    })
-    .iter()
-    .find(|k| k.alg() == alg)
-    .cloned()
-    .expect("fixture has every algorithm")
-}
+pub use crate::keys::testing::{FIXTURE_JWKS, fixture};
 
 /// A fixed instant plus `n` seconds.
 pub fn t(n: i64) -> Timestamp {

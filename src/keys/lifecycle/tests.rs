@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: the planner's rules, one test each, and the property
+// test's model beside them.
+
 //! Tests of the lifecycle planner, written as the contract's invariants.
 //! Keys here are cheap stand-ins: the planner never looks at key material.
 
@@ -1028,6 +1031,8 @@ proptest! {
     }
 }
 
+// Long on purpose: every invariant the property test checks after each step, in one
+// place.
 fn check_step(
     world: &World,
     seen: &mut Observed,
@@ -1190,7 +1195,8 @@ fn check_step(
 #[test]
 fn plans_with_real_keys_from_a_seeded_generator() {
     use rand_chacha::rand_core::SeedableRng;
-    let mut source = RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(7));
+    let mut source =
+        crate::keys::material::RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(7));
     let policy = Policy {
         params: KeyParams::new(Algorithm::EdDSA),
         ..policy()

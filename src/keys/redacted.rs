@@ -6,22 +6,22 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// Private material (key bytes, a private JWK Set, a PEM document).
 ///
-/// `Debug` and `Display` print `<redacted>`, so a `Secret` can sit inside
+/// `Debug` and `Display` print `<redacted>`, so a `Redacted` value can sit inside
 /// structs that are logged or put into error messages without leaking what it
-/// holds. The value is zeroized when the `Secret` is dropped. Reading it takes
-/// an explicit [`Secret::expose`], which makes every use easy to find.
+/// holds. The value is zeroized when the `Redacted` is dropped. Reading it takes
+/// an explicit [`Redacted::expose`], which makes every use easy to find.
 ///
 /// There is deliberately no `PartialEq`: comparing secrets is not something
 /// the operator needs, and a naive comparison would not be constant-time.
 #[derive(Clone, Default)]
-pub struct Secret<T: Zeroize>(Zeroizing<T>);
+pub struct Redacted<T: Zeroize>(Zeroizing<T>);
 
-// === impl Secret ===
+// === impl Redacted ===
 
-impl<T: Zeroize> Secret<T> {
-    /// Wraps `value`; from now on it is only reachable through [`Secret::expose`].
+impl<T: Zeroize> Redacted<T> {
+    /// Wraps `value`; from now on it is only reachable through [`Redacted::expose`].
     pub fn new(value: T) -> Self {
-        Secret(Zeroizing::new(value))
+        Redacted(Zeroizing::new(value))
     }
 
     /// The wrapped value. Callers must not log or otherwise copy it anywhere
@@ -31,29 +31,29 @@ impl<T: Zeroize> Secret<T> {
     }
 }
 
-impl<T: Zeroize> From<T> for Secret<T> {
+impl<T: Zeroize> From<T> for Redacted<T> {
     fn from(value: T) -> Self {
-        Secret::new(value)
+        Redacted::new(value)
     }
 }
 
-impl<T: Zeroize> fmt::Debug for Secret<T> {
+impl<T: Zeroize> fmt::Debug for Redacted<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
 }
 
-impl<T: Zeroize> fmt::Display for Secret<T> {
+impl<T: Zeroize> fmt::Display for Redacted<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
 }
 
-/// Secret bytes (a private key scalar, a DER document, a serialized private set).
-pub type SecretBytes = Secret<Vec<u8>>;
+/// Private bytes (a private key scalar, a DER document, a serialized private set).
+pub type RedactedBytes = Redacted<Vec<u8>>;
 
-/// A secret string (a PEM document).
-pub type SecretString = Secret<String>;
+/// A private string (a PEM document).
+pub type RedactedString = Redacted<String>;
 
 #[cfg(test)]
 mod tests {
@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn debug_and_display_are_redacted() {
-        let s = SecretString::new("-----BEGIN PRIVATE KEY-----".to_string());
+        let s = RedactedString::new("-----BEGIN PRIVATE KEY-----".to_string());
         assert_eq!(format!("{s:?}"), "<redacted>");
         assert_eq!(format!("{s}"), "<redacted>");
         assert_eq!(format!("{:?}", Some(&s)), "Some(<redacted>)");

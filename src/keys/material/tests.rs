@@ -1,8 +1,17 @@
+// Over 600 lines on purpose: the strict JWK parser's rules, one test (or one
+// table row) per rule, next to each other so a missing rule stands out.
+
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::json;
 
 use super::*;
+use aws_lc_rs::signature::{self as lc, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use super::ec::Curve;
+use crate::keys::alg::{Algorithm, KeyParams};
 use crate::keys::testing::{fixture_keys, key, other_key};
 
 /// RFC 7638 section 3.1: the example RSA key and its published thumbprint.
@@ -263,6 +272,9 @@ fn with(mut jwk: Value, member: &str, value: Value) -> Value {
     jwk
 }
 
+// Long on purpose: one table row per way a private JWK can be broken, each
+// with the exact problem it must be rejected with; splitting the table would
+// only scatter it.
 #[test]
 fn strict_parse_rejects_each_kind_of_broken_key() {
     let rsa = key(Algorithm::RS256).private_jwk();

@@ -1,0 +1,192 @@
+//! A policy as the HTTP layer knows it: its name ([`PolicyRef`]), what the
+//! adapters tell about it ([`PolicyInfo`]), and its entry in `GET /policies`
+//! ([`PolicySummary`]). No custom resource type here: the adapters convert.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::Algorithm;
+use crate::keys::lifecycle::{self, RotationReason};
+use crate::names::{is_dns_label, is_dns_subdomain};
+
+/// Namespace used when a policy document has none (standalone files).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+// === PolicyRef ===
+
+/// Names one policy: `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PolicyRef {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's name.
+    pub name: String,
+}
+
+// === impl PolicyRef ===
+
+impl PolicyRef {
+    /// A reference from its parts (not validated; see [`FromStr`] for that).
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        PolicyRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The path of the policy's public set: `/{namespace}/{name}/.well-known/jwks.json`.
+    pub fn jwks_path(&self) -> String {
+        format!("/{}/{}/.well-known/jwks.json", self.namespace, self.name)
+    }
+
+    /// The path of the policy's discovery document.
+    pub fn discovery_path(&self) -> String {
+        format!(
+            "/{}/{}/.well-known/openid-configuration",
+            self.namespace, self.name
+        )
+    }
+}
+
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A `namespace/name` string that is not a valid policy reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a policy reference: expected <namespace>/<name> (lowercase letters, digits, '-', and '.' in the name)"
+)]
+pub struct InvalidPolicyRef(pub String);
+
+impl FromStr for PolicyRef {
+    type Err = InvalidPolicyRef;
+
+    /// Parses `namespace/name` (as given to `--default-policy`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => {
+                Ok(PolicyRef::new(ns, name))
+            }
+            _ => Err(InvalidPolicyRef(s.chars().take(300).collect())),
+        }
+    }
+}
+
+// === Problem and PolicySummary ===
+
+pub use crate::engine::Problem;
+
+/// One entry of `GET /policies`: the policy's status at a glance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySummary {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's name.
+    pub name: String,
+    /// Whether a key set is published and a key signs.
+    pub ready: bool,
+    /// The current problem, if any (the last good set, if there is one, is still served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Problem>,
+    /// Algorithm of the active key (the policy's algorithm before the first key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+    /// kid of the key that signs now.
+    #[serde(
+        default,
+        rename = "activeKeyID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub active_key_id: Option<String>,
+    /// kid of the published key that signs next.
+    #[serde(default, rename = "nextKeyID", skip_serializing_if = "Option::is_none")]
+    pub next_key_id: Option<String>,
+    /// Number of keys in the published set.
+    pub key_count: usize,
+    /// When the next key becomes active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Timestamp>,
+    /// When the active key last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Timestamp>,
+    /// Why the active key last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_reason: Option<RotationReason>,
+    /// The policy's issuer (then a discovery document is served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Path of the public set on the JWKS listener.
+    pub jwks_path: String,
+    /// Whether the token listener serves mint/verify for this policy.
+    pub token_endpoint: bool,
+}
+
+impl PolicySummary {
+    /// The summary of a policy that has no published set yet (`ready: false`):
+    /// what [`SharedState::set_problem`] shows when the first load failed.
+    pub fn for_policy(policy: &PolicyInfo) -> Self {
+        PolicySummary {
+            algorithm: Some(policy.algorithm),
+            issuer: policy.issuer.clone(),
+            token_endpoint: policy.token_endpoint,
+            ..PolicySummary::unknown(&policy.policy)
+        }
+    }
+
+    /// A bare summary for a policy known only by reference (for example a
+    /// document that failed to parse): not ready, nothing known.
+    pub fn unknown(policy: &PolicyRef) -> Self {
+        PolicySummary {
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+            ready: false,
+            degraded: None,
+            algorithm: None,
+            active_key_id: None,
+            next_key_id: None,
+            key_count: 0,
+            next_rotation_time: None,
+            last_rotation_time: None,
+            last_rotation_reason: None,
+            issuer: None,
+            jwks_path: policy.jwks_path(),
+            token_endpoint: false,
+        }
+    }
+}
+
+// === PolicyInfo ===
+
+/// What the HTTP layer needs to know about a policy, whatever it came from
+/// (a `KeyRotationPolicy` object in the cluster, a policy file): built by
+/// the adapters, so the servers never see the custom resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyInfo {
+    /// Which policy.
+    pub policy: PolicyRef,
+    /// The algorithm new keys are generated with.
+    pub algorithm: Algorithm,
+    /// `spec.issuer` (then a discovery document is served, and tokens carry it).
+    pub issuer: Option<String>,
+    /// `spec.audiences`: the default `aud` of minted tokens, and what
+    /// verification accepts.
+    pub audiences: Vec<String>,
+    /// Longest lifetime of a minted token.
+    pub max_token_ttl: std::time::Duration,
+    /// Leeway for `exp`/`nbf` when verifying.
+    pub clock_skew: std::time::Duration,
+    /// `max-age` of the JWK Set's `Cache-Control`, in seconds.
+    pub jwks_max_age: u64,
+    /// Whether the token listener serves mint/verify for this policy.
+    pub token_endpoint: bool,
+    /// The resolved lifecycle parameters, for the next rotation time (`None`
+    /// when the spec does not resolve).
+    pub lifecycle: Option<lifecycle::Policy>,
+}

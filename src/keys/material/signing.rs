@@ -1,0 +1,348 @@
+//! One private signing key: generation, strict parsing of a private JWK,
+//! PEM/DER output, and signing with an aws-lc key pair parsed once.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+
+use aws_lc_rs::signature::{self as lc, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rand_core::CryptoRng;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::ec::{Curve, build_ec};
+use super::error::{JwkProblem, KeyError, KeyRef};
+use super::okp::build_ed25519;
+use super::output::JwkOut;
+use super::read::JwkReader;
+use super::rsa::{build_rsa_from_key, read_rsa};
+use super::verifying::{PublicParts, VerifyingKey};
+use crate::keys::alg::{Algorithm, KeyParams, RSA_KEY_SIZES};
+use crate::keys::redacted::{Redacted, RedactedBytes, RedactedString};
+
+/// The private members of a key (besides the public ones).
+pub(super) enum PrivateParts {
+    Rsa {
+        d: RedactedBytes,
+        p: RedactedBytes,
+        q: RedactedBytes,
+        dp: RedactedBytes,
+        dq: RedactedBytes,
+        qi: RedactedBytes,
+    },
+    /// EC scalar or Ed25519 seed.
+    Scalar { d: RedactedBytes },
+}
+
+/// An aws-lc-rs key pair parsed once and reused for every signature.
+pub(super) enum CachedSigner {
+    Rsa {
+        pair: RsaKeyPair,
+        encoding: &'static dyn lc::RsaEncoding,
+    },
+    Ecdsa {
+        pair: EcdsaKeyPair,
+        curve: Curve,
+    },
+    Ed25519(Ed25519KeyPair),
+}
+
+/// One private signing key: its `kid`, [`KeyParams`], private members, and a
+/// parsed aws-lc-rs key pair ready to sign.
+///
+/// Cheap to share: wrap it in an `Arc`. Two `SigningKey`s are equal when
+/// their `kid`s are equal (the `kid` identifies key material). `Debug` never
+/// shows private material.
+pub struct SigningKey {
+    pub(super) public: VerifyingKey,
+    pub(super) params: KeyParams,
+    pub(super) private: PrivateParts,
+    pub(super) pkcs8: RedactedBytes,
+    pub(super) signer: CachedSigner,
+    /// The token layer's encoded JWS header for this key, filled on first
+    /// use (see [`SigningKey::jws_header`], defined with the tokens): encoding belongs to tokens,
+    /// the cache to the key it describes.
+    pub(super) jws_header: OnceLock<String>,
+}
+
+// === impl SigningKey ===
+
+impl SigningKey {
+    /// Generates a fresh key for `params` from `rng`.
+    ///
+    /// RSA keys (2048, 3072 or 4096 bits, e = 65537) come from the `rsa`
+    /// crate, P-256/P-384 scalars from `p256`/`p384`, Ed25519 keys from 32
+    /// random seed bytes. The `kid` is the RFC 7638 thumbprint. Any other RSA
+    /// size, or a key size for a non-RSA algorithm, is an error.
+    pub fn generate<R: CryptoRng + ?Sized>(
+        params: KeyParams,
+        rng: &mut R,
+    ) -> Result<SigningKey, KeyError> {
+        let alg = params.alg;
+        match (alg.is_rsa(), params.rsa_bits) {
+            (true, Some(bits)) if RSA_KEY_SIZES.contains(&bits) => {}
+            (true, Some(_)) => {
+                return Err(KeyError::generate(
+                    params,
+                    "RSA key size must be 2048, 3072 or 4096 bits",
+                ));
+            }
+            (true, None) => return Err(KeyError::generate(params, "RSA key size missing")),
+            (false, Some(_)) => {
+                return Err(KeyError::generate(
+                    params,
+                    "key size given for a non-RSA algorithm",
+                ));
+            }
+            (false, None) => {}
+        }
+        let built = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => {
+                let curve = if alg == Algorithm::ES256 {
+                    Curve::P256
+                } else {
+                    Curve::P384
+                };
+                let (d, point) = curve.generate(rng);
+                let n = curve.size();
+                let public = PublicParts::Ec {
+                    curve,
+                    x: point[1..1 + n].to_vec(),
+                    y: point[1 + n..].to_vec(),
+                };
+                build_ec(None, alg, curve, public, d)
+            }
+            Algorithm::EdDSA => {
+                let mut seed = Zeroizing::new([0u8; 32]);
+                rng.fill_bytes(&mut seed[..]);
+                build_ed25519(None, Redacted::new(seed.to_vec()), None)
+            }
+            _ => {
+                let bits = params.rsa_bits.unwrap_or_default() as usize;
+                let key = rsa::PrivateKey::new(rng, bits)
+                    .map_err(|e| KeyError::generate(params, e.to_string()))?;
+                build_rsa_from_key(None, alg, &key)
+            }
+        };
+        built.map_err(|problem| KeyError::generate(params, problem.to_string()))
+    }
+
+    /// Parses one private JWK, strictly.
+    ///
+    /// Required: `kty` (`RSA`, `EC` or `OKP`), and every public and private
+    /// member of that type (`n e d p q dp dq qi`; `crv x y d`; `crv x d`).
+    /// Rejected: unknown `kty`/`crv`/`alg`, an `alg` that does not fit the key
+    /// (e.g. `ES256` on an RSA key), `use` other than `sig`, `key_ops`
+    /// without `sign`, members that are not unpadded base64url, wrong
+    /// lengths, multi-prime RSA, RSA sizes other than 2048/3072/4096, and
+    /// members that do not form one key (`n != p*q`, `d` not matching `e`,
+    /// wrong CRT values, `d` not matching `x`/`y`, an Ed25519 `x` that is not
+    /// the seed's public key). Errors name the key, never its values.
+    ///
+    /// **`alg` absent** (node-jose often omits it): inferred from the key
+    /// type — RSA → `RS256`, P-256 → `ES256`, P-384 → `ES384`, Ed25519 →
+    /// `EdDSA`. Encoding the key again writes the inferred `alg`.
+    ///
+    /// **`kid`**: absent → the RFC 7638 thumbprint. Present and equal to the
+    /// thumbprint → as is. Present and *different* (node-jose generates
+    /// random kids) → **kept**: an adopted key keeps the `kid` that tokens it
+    /// already signed carry and that relying parties have cached, so those
+    /// tokens keep verifying. Keys the operator generates always use the
+    /// thumbprint. [`SigningKey::kid_is_thumbprint`] tells the two apart;
+    /// uniqueness of kids and of key material within a set is enforced by
+    /// [`parse_private_jwks`].
+    ///
+    /// Other members (`x5c`, `key_ops`, ...) are not carried over.
+    pub fn from_private_jwk(v: &Value) -> Result<SigningKey, KeyError> {
+        Self::from_private_jwk_at(v, None)
+    }
+
+    pub(super) fn from_private_jwk_at(
+        v: &Value,
+        index: Option<usize>,
+    ) -> Result<SigningKey, KeyError> {
+        let read = || -> Result<SigningKey, JwkProblem> {
+            let r = JwkReader::new(v)?;
+            let kid = r.kid()?;
+            r.check_usage("sign")?;
+            let (kind, alg) = r.kind_and_alg()?;
+            let public = PublicParts::read(&r, kind)?;
+            match public {
+                PublicParts::Rsa { .. } => read_rsa(&r, kid, alg, public),
+                PublicParts::Ec { curve, .. } => {
+                    let d = r.fixed_secret("d", curve.size())?;
+                    build_ec(kid, alg, curve, public, d)
+                }
+                PublicParts::Ed25519 { ref x } => {
+                    let d = r.fixed_secret("d", 32)?;
+                    let x = x.clone();
+                    build_ed25519(kid, d, Some(&x))
+                }
+            }
+        };
+        read().map_err(|problem| {
+            let key = KeyRef {
+                index,
+                kid: v.get("kid").and_then(Value::as_str).map(str::to_string),
+            };
+            KeyError::jwk(&key, problem)
+        })
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.public.kid
+    }
+
+    /// Where the token layer keeps this key's encoded JWS header, so it is
+    /// encoded once per key (see [`SigningKey::jws_header`]).
+    pub(crate) fn jws_header_slot(&self) -> &OnceLock<String> {
+        &self.jws_header
+    }
+
+    /// Algorithm and (for RSA) modulus size.
+    pub fn params(&self) -> KeyParams {
+        self.params
+    }
+
+    /// The one algorithm this key signs with.
+    pub fn alg(&self) -> Algorithm {
+        self.params.alg
+    }
+
+    /// The RFC 7638 thumbprint of the public key.
+    pub fn thumbprint(&self) -> String {
+        self.public.thumbprint()
+    }
+
+    /// Whether the `kid` is the RFC 7638 thumbprint (always, except for some
+    /// adopted keys; see [`SigningKey::from_private_jwk`]).
+    pub fn kid_is_thumbprint(&self) -> bool {
+        self.public.kid == self.thumbprint()
+    }
+
+    /// The public half, for verification and the public JWK Set.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.public
+    }
+
+    /// The public JWK: `kty`, `kid`, `use: "sig"`, `alg` and the public
+    /// members. Never any private member.
+    pub fn public_jwk(&self) -> Value {
+        self.public.public_jwk()
+    }
+
+    /// The private JWK: the public JWK plus `d` (and `p q dp dq qi` for RSA).
+    ///
+    /// The returned `Value` is an ordinary JSON value: it is not redacted and
+    /// not wiped on drop. Prefer [`private_jwks_json`] for writing key sets.
+    pub fn private_jwk(&self) -> Value {
+        serde_json::to_value(JwkOut::private(self)).expect("a JWK always serializes")
+    }
+
+    /// The private key as a PKCS#8 PEM document (`-----BEGIN PRIVATE KEY-----`),
+    /// for SPEC's `active.pem`.
+    pub fn pkcs8_pem(&self) -> RedactedString {
+        let der = self.pkcs8.expose();
+        let mut b64 = Zeroizing::new(vec![0u8; der.len().div_ceil(3) * 4]);
+        let written = STANDARD
+            .encode_slice(der, &mut b64[..])
+            .expect("buffer sized for the encoding");
+        let body = &b64[..written];
+        let mut pem = String::with_capacity(body.len() + body.len() / 64 + 64);
+        pem.push_str("-----BEGIN PRIVATE KEY-----\n");
+        for line in body.chunks(64) {
+            // base64 output is ASCII.
+            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        Redacted::new(pem)
+    }
+
+    /// The private key as PKCS#8 DER.
+    pub fn pkcs8_der(&self) -> &RedactedBytes {
+        &self.pkcs8
+    }
+
+    /// Signs `message` with the cached key pair. Returns the JWS signature
+    /// bytes: RSA signature, Ed25519 signature, or ECDSA fixed-size `r||s`
+    /// (not DER).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        // aws-lc ignores this argument and draws ECDSA nonces / PSS salts
+        // from its own DRBG (see the module docs).
+        let unused_rng = aws_lc_rs::rand::SystemRandom::new();
+        let fail = |_| KeyError::Sign {
+            kid: self.kid().to_string(),
+        };
+        match &self.signer {
+            CachedSigner::Rsa { pair, encoding } => {
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign(*encoding, &unused_rng, message, &mut sig)
+                    .map_err(fail)?;
+                Ok(sig)
+            }
+            CachedSigner::Ecdsa { pair, curve } => {
+                let der = pair.sign(&unused_rng, message).map_err(fail)?;
+                curve
+                    .jws_signature(der.as_ref())
+                    .ok_or_else(|| fail(aws_lc_rs::error::Unspecified))
+            }
+            CachedSigner::Ed25519(pair) => {
+                Ok(pair.try_sign(message).map_err(fail)?.as_ref().to_vec())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid())
+            .field("params", &self.params)
+            .field("private", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PartialEq for SigningKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.kid() == other.kid()
+    }
+}
+
+impl Eq for SigningKey {}
+
+impl Hash for SigningKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kid().hash(state);
+    }
+}
+
+impl AsRef<VerifyingKey> for SigningKey {
+    fn as_ref(&self) -> &VerifyingKey {
+        &self.public
+    }
+}
+
+pub(super) fn assemble(
+    kid: Option<String>,
+    alg: Algorithm,
+    rsa_bits: Option<u32>,
+    public: PublicParts,
+    private: PrivateParts,
+    pkcs8: RedactedBytes,
+    signer: CachedSigner,
+) -> Result<SigningKey, JwkProblem> {
+    let kid = kid.unwrap_or_else(|| public.thumbprint());
+    Ok(SigningKey {
+        public: VerifyingKey::new(kid, alg, public)?,
+        params: KeyParams { alg, rsa_bits },
+        private,
+        pkcs8,
+        signer,
+        jws_header: OnceLock::new(),
+    })
+}
