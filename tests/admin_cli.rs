@@ -209,7 +209,7 @@ async fn revoke_refuses_unknown_kids_and_unconfirmed_requests_then_revokes() {
     );
     assert_eq!(
         revoked(&env.policies().get("api").await.unwrap()),
-        [kid.clone()]
+        std::slice::from_ref(&kid)
     );
 
     // The operator replaces the revoked active key at once.

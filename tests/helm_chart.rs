@@ -1336,6 +1336,17 @@ async fn every_rendered_combination_passes_server_side_dry_run_and_pod_security_
         .expect_err("a Certificate with an unknown field");
     assert!(refused.contains("issuerReff"), "{refused}");
 
+    // The control: prometheus-operator's real schema is enforced, so a
+    // misspelt field of the PrometheusRule is refused.
+    let objects = render(RELEASE, &ns, &[("metrics.prometheusRule.enabled", "true")]);
+    let mut rule = one(&objects, "PrometheusRule").clone();
+    rule["spec"]["groups"][0]["rules"][0]["forr"] = json!("5m");
+    let refused = server_dry_run(cp, &helm::to_yaml_stream(&[&rule])).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("forr")),
+        "a PrometheusRule with an unknown field was accepted: {refused:?}"
+    );
+
     // The control: the same Pod without its security contexts is refused, so
     // the acceptance above is Pod Security's verdict, not an absent check.
     let objects = render(RELEASE, &ns, &[]);

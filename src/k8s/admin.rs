@@ -37,9 +37,9 @@ pub enum AdminError {
         namespace: String,
         /// Policy name.
         name: String,
-        /// Cause.
+        /// Cause (boxed: a kube error is large).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The kid is not one of the policy's keys.
     #[error(
@@ -243,7 +243,7 @@ impl StatusReport {
     pub fn new(policy: &KeyRotationPolicy, events: &[Event], limit: usize) -> StatusReport {
         let status = policy.status.clone().unwrap_or_default();
         let mut events: Vec<EventSummary> = events.iter().map(EventSummary::of).collect();
-        events.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        events.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
         events.truncate(limit);
         StatusReport {
             namespace: policy.namespace().unwrap_or_default(),
@@ -400,7 +400,7 @@ fn api_error(action: &'static str, namespace: &str, name: &str, e: kube::Error) 
             action,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            source,
+            source: Box::new(source),
         },
     }
 }
