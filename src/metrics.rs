@@ -553,7 +553,7 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "1 while this replica holds the Lease and reconciles (always 1 without leader election), else 0",
+            "1 while this replica holds the Lease and reconciles (always 1 without leader election and in standalone), else 0",
             leader.clone(),
         );
         let open_connections = Family::<ListenerLabels, Gauge>::default();
@@ -1071,7 +1071,7 @@ mod tests {
         m.set_degraded(&p(), true);
         m.inc_reconcile_error(&p(), "write_secret");
         let text = m.encode();
-        assert!(text.contains("jwks_operator_leader 1"), "{text}");
+        assert!(text.contains("\njwks_operator_leader 1\n"), "{text}");
         assert!(
             text.contains("jwks_operator_pending_activation_timestamp_seconds{"),
             "{text}"

@@ -535,7 +535,7 @@ fn every_metric_the_rules_and_the_dashboard_use_is_exported_by_a_running_operato
                 "jwks_operator_next_prune_timestamp_seconds{",
                 "jwks_operator_policy_not_ready_total{namespace=\"default\",name=\"broken\"} 1",
                 "jwks_operator_policy_degraded{namespace=\"default\",name=\"broken\"} 1",
-                "jwks_operator_leader 1",
+                "\njwks_operator_leader 1\n",
             ];
             wanted.iter().all(|w| text.contains(w)).then_some(text)
         },
