@@ -570,3 +570,84 @@ fn every_metric_the_rules_and_the_dashboard_use_is_exported_by_a_running_operato
     );
     drop(op);
 }
+
+/// The same check against `jwks-operator run` on the real control plane (as
+/// the chart's ServiceAccount): the Kubernetes adapter exports the same
+/// series, with the same labels.
+#[tokio::test]
+async fn the_kubernetes_operator_exports_the_same_series() {
+    use support::operator::{TestEnv, http_get};
+    let env = TestEnv::new("monitoring").await;
+    let op = env.operator(&[]);
+    env.create(
+        "fast",
+        serde_json::json!({
+            "algorithm": "EdDSA", "rotationInterval": "4s", "publishAhead": "2s", "maxTokenTTL": "60s"
+        }),
+    )
+    .await;
+    // A policy whose Secret gets damaged: Degraded, with reconcile errors.
+    env.create("broken", serde_json::json!({"algorithm": "ES256"}))
+        .await;
+    let secrets = env.secrets();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while secrets.get_opt("broken-jwks").await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Secret broken-jwks"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    secrets
+        .patch(
+            "broken-jwks",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"stringData": {"lifecycle.json": "garbage"}}),
+            ),
+        )
+        .await
+        .expect("damage the Secret");
+    let url = format!("{}/metrics", op.jwks);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let scraped = loop {
+        let (status, text) = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || http_get(&url)
+        })
+        .await
+        .unwrap();
+        let wanted = [
+            "jwks_operator_pending_activation_timestamp_seconds{",
+            "jwks_operator_next_prune_timestamp_seconds{",
+            "jwks_operator_policy_not_ready_total{",
+            "\njwks_operator_leader 1\n",
+            "jwks_operator_reconcile_errors_total{",
+        ];
+        if status == 200 && wanted.iter().all(|w| text.contains(w)) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator never exported {wanted:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let samples = exposition(&scraped);
+    let rule = prometheus_rule(&[]);
+    let rule_exprs: Vec<String> = rules_of(&rule)
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_owned())
+        .collect();
+    let mut problems = check_against_scrape("rules", &selectors(&rule_exprs), &samples);
+    problems.extend(check_against_scrape(
+        "dashboard",
+        &selectors(&dashboard_exprs(&dashboard())),
+        &samples,
+    ));
+    assert!(
+        problems.is_empty(),
+        "{}\n\nscrape:\n{scraped}",
+        problems.join("\n")
+    );
+}
