@@ -115,7 +115,7 @@ async fn status_shows_the_keys_conditions_and_events_of_a_policy() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).expect("-o json is JSON");
     assert_eq!(report["name"], "api");
-    assert_eq!(report["activeKeyId"], kid.as_str());
+    assert_eq!(report["activeKeyID"], kid.as_str());
     assert_eq!(report["keys"][0]["kid"], kid.as_str());
     assert_eq!(report["keys"][0]["state"], "Active");
     assert!(

@@ -143,9 +143,10 @@ pub struct StatusReport {
     /// `spec.rotationInterval`.
     pub rotation_interval: String,
     /// `spec.revokedKeyIDs`.
+    #[serde(rename = "revokedKeyIDs")]
     pub revoked_key_ids: Vec<String>,
     /// `status.activeKeyID`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "activeKeyID", skip_serializing_if = "Option::is_none")]
     pub active_key_id: Option<String>,
     /// `status.lastRotationTime`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -661,9 +662,9 @@ mod tests {
     fn status_json_uses_the_api_field_names() {
         let report = StatusReport::new(&policy(two_keys(), &["gone"]), &[], 10);
         let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["activeKeyId"], "kid-active");
+        assert_eq!(json["activeKeyID"], "kid-active");
         assert_eq!(json["jwksURI"], serde_json::Value::Null);
-        assert_eq!(json["revokedKeyIds"], serde_json::json!(["gone"]));
+        assert_eq!(json["revokedKeyIDs"], serde_json::json!(["gone"]));
         assert_eq!(json["keys"][2]["pruneAfter"], "2026-11-30T11:01:00Z");
         assert_eq!(json["conditions"][0]["reason"], "KeySetPublished");
         assert_eq!(json["events"], serde_json::json!([]));
