@@ -44,6 +44,28 @@ pub enum Command {
     /// Ask the operator to rotate a policy's key now (sets the
     /// jwks.dev/rotate-requested-at annotation).
     Rotate(RotateArgs),
+    /// Show a policy's keys, conditions and recent Events
+    ///
+    /// Keys (kid, algorithm, state, created, activates, retired, prune after),
+    /// the Ready and Degraded conditions and the most recent Events, as
+    /// tables; `-o json` prints the same as one JSON object.
+    ///
+    ///   jwks-operator status my-app -n team-a
+    ///   kubectl jwks status my-app -n team-a -o json
+    #[command(verbatim_doc_comment)]
+    Status(StatusArgs),
+
+    /// Revoke a key now: add its kid to spec.revokedKeyIDs
+    ///
+    /// The operator removes the key from the published set at once; if it is
+    /// the active key, a fresh key becomes active. Tokens the key signed stop
+    /// verifying. Asks for confirmation on a terminal; without one, --yes is
+    /// required. A kid the policy does not have is refused.
+    ///
+    ///   jwks-operator revoke my-app <kid> -n team-a
+    #[command(verbatim_doc_comment)]
+    Revoke(RevokeArgs),
+
     /// Run without Kubernetes: policies from YAML files, keys in a local directory
     ///
     /// Reads every KeyRotationPolicy in --policies (a file, or a directory of
@@ -290,6 +312,124 @@ pub struct RotateArgs {
     pub namespace: String,
 }
 
+/// Output format of `status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for humans.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// Arguments of `jwks-operator status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Name of the KeyRotationPolicy.
+    pub name: String,
+    /// Its namespace (default: the kubeconfig context's namespace).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// How many of the most recent Events to show.
+    #[arg(long, default_value_t = 10)]
+    pub events: usize,
+}
+
+/// Arguments of `jwks-operator revoke`.
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// Name of the KeyRotationPolicy.
+    pub name: String,
+    /// The kid of the key to revoke (see `status`).
+    pub kid: String,
+    /// Its namespace (default: the kubeconfig context's namespace).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// The name the binary answers to as a kubectl plugin: installed (or
+/// symlinked) as `kubectl-jwks` on `PATH`, `kubectl jwks ...` runs it.
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-jwks";
+
+/// Parses the process's command line. Invoked as [`KUBECTL_PLUGIN_NAME`]
+/// (argv\[0\]), help and usage say `kubectl jwks` instead of `jwks-operator`.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let mut command = Cli::command();
+    if invoked_as == KUBECTL_PLUGIN_NAME {
+        command = command.name(KUBECTL_PLUGIN_NAME).bin_name("kubectl jwks");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("connecting to Kubernetes (in-cluster config or KUBECONFIG): {e}")
+    })
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<String> {
+    let client = kube_client().await?;
+    let namespace = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let report = crate::k8s::admin::status(client, &namespace, &args.name, args.events).await?;
+    Ok(match args.output {
+        OutputFormat::Table => report.render(jiff::Timestamp::now()),
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+    })
+}
+
+async fn revoke(args: RevokeArgs) -> anyhow::Result<String> {
+    use crate::k8s::admin::{AdminError, RevokeOutcome, confirm};
+    use std::io::IsTerminal as _;
+    let client = kube_client().await?;
+    let namespace = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let (yes, interactive) = (args.yes, std::io::stdin().is_terminal());
+    let outcome = crate::k8s::admin::revoke(client, &namespace, &args.name, &args.kid, |prompt| {
+        if yes {
+            return Ok(true);
+        }
+        if !interactive {
+            return Err(AdminError::NotConfirmable {
+                namespace: namespace.clone(),
+                name: args.name.clone(),
+                kid: args.kid.clone(),
+            });
+        }
+        Ok(confirm(
+            &mut std::io::stdin().lock(),
+            &mut std::io::stderr(),
+            prompt,
+        )?)
+    })
+    .await?;
+    Ok(match outcome {
+        RevokeOutcome::Revoked => format!(
+            "key {} of {namespace}/{} revoked (added to spec.revokedKeyIDs); the operator withdraws it from the published set now",
+            args.kid, args.name
+        ),
+        RevokeOutcome::AlreadyRevoked => format!(
+            "key {} of {namespace}/{} is already in spec.revokedKeyIDs; nothing changed",
+            args.kid, args.name
+        ),
+    })
+}
+
 /// Sets up logging: `RUST_LOG` filters (default `info`), `format` shapes.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -461,6 +601,32 @@ pub fn main(cli: Cli) -> ExitCode {
                         "rotation of {ns}/{name} requested ({}={value})",
                         crate::api::ROTATE_ANNOTATION
                     );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Status(args) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("starting the async runtime: {e}")),
+            };
+            match rt.block_on(status(args)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Revoke(args) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("starting the async runtime: {e}")),
+            };
+            match rt.block_on(revoke(args)) {
+                Ok(text) => {
+                    println!("{text}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(format!("{e:#}")),

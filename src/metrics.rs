@@ -11,8 +11,10 @@
 //! | `rotations_total` | counter | `namespace`, `name`, `reason` | a key became the active signer (`Initial`, `Scheduled`, `Manual`, `Revoked`, `AlgorithmChange`) |
 //! | `next_rotation_timestamp_seconds` | gauge | `namespace`, `name` | unix time the next key becomes active |
 //! | `next_prune_timestamp_seconds` | gauge | `namespace`, `name` | unix time the next retired key may be pruned (absent when none is retired) |
+//! | `pending_activation_timestamp_seconds` | gauge | `namespace`, `name` | unix time the Pending key is due to become active (absent when no key is pending) |
 //! | `policy_degraded` | gauge | `namespace`, `name` | 1 while the policy has a problem (`Degraded`), else 0 |
 //! | `key_generation_seconds` | histogram | `alg` | time to generate one key |
+//! | `key_generation_failures_total` | counter | `alg` | key generations that failed |
 //! | `reconcile_errors_total` | counter | `namespace`, `name`, `kind` | failed reconciles / engine runs, by error kind |
 //! | `http_requests_total` | counter | `listener`, `route`, `status` | HTTP responses by listener (`jwks`, `token`, `metrics`), route class and status code |
 //! | `http_not_modified_total` | counter | `route` | `304 Not Modified` answers (also counted in `http_requests_total`) |
@@ -20,10 +22,20 @@
 //! | `http_connections_refused_total` | counter | `listener` | connections closed at once because the listener was at `--http-max-connections` |
 //! | `tls_reloads_total` | counter | `result` | changes of the TLS certificate files acted on: `success` (new connections use the new pair) or `failure` (the previous pair stays) |
 //! | `tls_reload_failing` | gauge | | 1 while the TLS files on disk are unusable and the previous pair is served, else 0 |
+//! | `policy_not_ready_total` | counter | `namespace`, `name` | `503 not_ready` answers (JWK Set or discovery document) for a known policy that has no key yet (also counted in `http_requests_total`) |
+//! | `reconcile_duration_seconds` | histogram | | time to reconcile one policy |
+//! | `leader` | gauge | | 1 while this replica holds the Lease and writes (always 1 without leader election and in standalone), else 0 |
+//! | `build_info` | info | `version` | always 1; the operator's version (and a series that exists as long as the process is scraped) |
 //!
 //! Labels carry policy names, kids never appear, key material never does.
 //! The HTTP counters are a fixed array of atomics (no lock, no allocation on
 //! the request path); the per-policy families are touched only by the engine.
+//!
+//! The series a writer reports about key sets (`keys`, the three timestamps)
+//! exist only on the replica that writes: a replica that loses the Lease
+//! drops them ([`Metrics::set_leader`]), so a former leader never reports a
+//! stale rotation time that would look overdue. The alerts and the dashboard
+//! in the Helm chart aggregate with `max by (namespace, name)` across replicas.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -37,6 +49,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::http::PolicyRef;
@@ -96,6 +109,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     namespace: String,
     name: String,
@@ -146,10 +164,17 @@ impl<K: LifecycleKey, S: KeySource<K>> KeySource<K> for TimedKeySource<'_, S> {
 
     fn generate(&mut self, params: KeyParams) -> Result<K, Self::Error> {
         let started = std::time::Instant::now();
-        let key = self.inner.generate(params)?;
-        self.metrics
-            .observe_key_generation(params.alg, started.elapsed().as_secs_f64());
-        Ok(key)
+        match self.inner.generate(params) {
+            Ok(key) => {
+                self.metrics
+                    .observe_key_generation(params.alg, started.elapsed().as_secs_f64());
+                Ok(key)
+            }
+            Err(e) => {
+                self.metrics.inc_key_generation_failure(params.alg);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -266,6 +291,14 @@ impl RouteClass {
         }
     }
 
+    /// Whether answers carry an `ETag` (so a `304` is possible).
+    pub fn is_cacheable(self) -> bool {
+        matches!(
+            self,
+            RouteClass::Jwks | RouteClass::DefaultJwks | RouteClass::Discovery
+        )
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -370,7 +403,9 @@ impl Collector for HttpCounters {
         )?;
         for route in RouteClass::ALL {
             let n = self.not_modified[route.index()].load(Ordering::Relaxed);
-            if n == 0 {
+            // The cacheable routes always have a series (0 until the first
+            // 304), so the dashboard's 304 share is 0 rather than no data.
+            if n == 0 && !route.is_cacheable() {
                 continue;
             }
             let labels = RouteLabels {
@@ -395,8 +430,11 @@ pub struct Metrics {
     rotations: Family<RotationLabels, Counter>,
     next_rotation: Family<PolicyLabels, Gauge>,
     next_prune: Family<PolicyLabels, Gauge>,
+    pending_activation: Family<PolicyLabels, Gauge>,
     degraded: Family<PolicyLabels, Gauge>,
     key_generation: Family<AlgLabels, Histogram>,
+    key_generation_failures: Family<AlgLabels, Counter>,
+    not_ready: Family<PolicyLabels, Counter>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
     error_kinds: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
@@ -452,6 +490,13 @@ impl Metrics {
             Unit::Seconds,
             next_prune.clone(),
         );
+        let pending_activation = Family::<PolicyLabels, Gauge>::default();
+        registry.register_with_unit(
+            "pending_activation_timestamp",
+            "Unix time at which the Pending key is due to become the active signer (absent when no key is pending)",
+            Unit::Seconds,
+            pending_activation.clone(),
+        );
         let degraded = Family::<PolicyLabels, Gauge>::default();
         registry.register(
             "policy_degraded",
@@ -466,6 +511,32 @@ impl Metrics {
             "Time to generate one signing key, by algorithm",
             Unit::Seconds,
             key_generation.clone(),
+        );
+        let key_generation_failures = Family::<AlgLabels, Counter>::default();
+        registry.register(
+            "key_generation_failures",
+            "Key generations that failed, by algorithm",
+            key_generation_failures.clone(),
+        );
+        // Every algorithm starts at 0, so the first failure is an increase
+        // that `increase()`/`rate()` see, not a series that appears at 1.
+        for alg in Algorithm::ALL {
+            let _ = key_generation_failures.get_or_create(&AlgLabels {
+                alg: alg.as_str().to_string(),
+            });
+        }
+        let not_ready = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_not_ready",
+            "503 not_ready answers (JWK Set or discovery document) for a known policy that has no key set yet",
+            not_ready.clone(),
+        );
+        registry.register(
+            "build",
+            "The operator's version; always 1",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
         );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
@@ -487,7 +558,7 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "1 while this replica holds the Lease and reconciles (always 1 without leader election), else 0",
+            "1 while this replica holds the Lease and reconciles (always 1 without leader election and in standalone), else 0",
             leader.clone(),
         );
         let open_connections = Family::<ListenerLabels, Gauge>::default();
@@ -524,8 +595,11 @@ impl Metrics {
             rotations,
             next_rotation,
             next_prune,
+            pending_activation,
             degraded,
             key_generation,
+            key_generation_failures,
+            not_ready,
             reconcile_errors,
             error_kinds: Mutex::new(HashMap::new()),
             http,
@@ -540,12 +614,38 @@ impl Metrics {
     }
 
     /// Reports whether this replica is the one that reconciles and writes.
+    /// Losing the lead drops the key-set series this replica reported (keys
+    /// by state, next rotation, next prune, pending activation): the new
+    /// leader reports them now, and a stale copy here would soon look like
+    /// an overdue rotation.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+        if !leader {
+            self.keys.clear();
+            self.next_rotation.clear();
+            self.next_prune.clear();
+            self.pending_activation.clear();
+        }
+    }
+
+    /// Counts a key generation that failed.
+    pub fn inc_key_generation_failure(&self, alg: Algorithm) {
+        self.key_generation_failures
+            .get_or_create(&AlgLabels {
+                alg: alg.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a `503 not_ready` answer for `policy` (known, no key yet).
+    pub fn inc_not_ready(&self, policy: &PolicyRef) {
+        self.not_ready.get_or_create(&policy_labels(policy)).inc();
     }
 
     /// Reports a policy's current key set: keys by state, and the next
-    /// rotation and prune times (`None` removes the series).
+    /// rotation and prune times (`None` removes the series). When a key is
+    /// Pending, the next rotation is its activation, also reported as
+    /// `pending_activation_timestamp_seconds`.
     pub fn observe_key_set<K: LifecycleKey>(
         &self,
         policy: &PolicyRef,
@@ -564,9 +664,11 @@ impl Metrics {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let labels = policy_labels(policy);
+        let pending_activation = set.pending().and(next_rotation);
         for (family, time) in [
             (&self.next_rotation, next_rotation),
             (&self.next_prune, next_prune),
+            (&self.pending_activation, pending_activation),
         ] {
             match time {
                 Some(t) => {
@@ -634,10 +736,15 @@ impl Metrics {
 
     /// Sets the `policy_degraded` gauge (done by [`crate::http::SharedState`]
     /// whenever a policy's problem changes).
+    /// Every known policy passes here, so this also creates its
+    /// `policy_not_ready_total` counter at 0: the first not_ready answer is
+    /// then an increase `rate()` sees.
     pub fn set_degraded(&self, policy: &PolicyRef, degraded: bool) {
+        let labels = policy_labels(policy);
         self.degraded
-            .get_or_create(&policy_labels(policy))
+            .get_or_create(&labels)
             .set(i64::from(degraded));
+        let _ = self.not_ready.get_or_create(&labels);
     }
 
     /// Drops every series of a policy that is no longer served.
@@ -659,6 +766,8 @@ impl Metrics {
         let labels = policy_labels(policy);
         self.next_rotation.remove(&labels);
         self.next_prune.remove(&labels);
+        self.pending_activation.remove(&labels);
+        self.not_ready.remove(&labels);
         self.degraded.remove(&labels);
         let kinds = self
             .error_kinds
@@ -784,6 +893,14 @@ mod tests {
             "{text}"
         );
         assert!(
+            text.contains("jwks_operator_http_not_modified_total{route=\"default_jwks\"} 0"),
+            "cacheable routes have a series before their first 304: {text}"
+        );
+        assert!(
+            !text.contains("jwks_operator_http_not_modified_total{route=\"token\"}"),
+            "{text}"
+        );
+        assert!(
             text.contains(
                 "jwks_operator_http_requests_total{listener=\"token\",route=\"token\",status=\"other\"} 1"
             ),
@@ -879,6 +996,180 @@ mod tests {
         );
         assert!(
             text.contains("jwks_operator_key_generation_seconds_count{alg=\"ES256\"} 1"),
+            "{text}"
+        );
+    }
+
+    /// A key that is only a kid: the metrics never look at key material.
+    #[derive(Clone, Debug)]
+    struct Kid(&'static str);
+
+    impl LifecycleKey for Kid {
+        fn kid(&self) -> &str {
+            self.0
+        }
+        fn params(&self) -> KeyParams {
+            KeyParams::new(Algorithm::ES256)
+        }
+    }
+
+    fn managed(kid: &'static str, state: KeyState) -> crate::keys::lifecycle::ManagedKey<Kid> {
+        crate::keys::lifecycle::ManagedKey {
+            key: Kid(kid),
+            state,
+            created_at: Timestamp::UNIX_EPOCH,
+            activates_at: Timestamp::UNIX_EPOCH,
+            retired_at: None,
+            prune_after: None,
+            reason: None,
+            max_token_ttl: std::time::Duration::from_secs(3600),
+        }
+    }
+
+    fn set_of(keys: Vec<crate::keys::lifecycle::ManagedKey<Kid>>) -> KeySet<Kid> {
+        KeySet {
+            keys,
+            ..KeySet::default()
+        }
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn pending_activation_is_reported_only_while_a_key_is_pending() {
+        let m = Metrics::new();
+        let with_pending = set_of(vec![
+            managed("b", KeyState::Pending),
+            managed("a", KeyState::Active),
+        ]);
+        m.observe_key_set(&p(), &with_pending, Some(at(1_900_000_000)), None);
+        let text = m.encode();
+        assert!(
+            text.contains("jwks_operator_pending_activation_timestamp_seconds{namespace=\"team-a\",name=\"api\"} 1900000000"),
+            "{text}"
+        );
+        // The key activated: no pending key, the series goes away.
+        let activated = set_of(vec![managed("b", KeyState::Active)]);
+        m.observe_key_set(&p(), &activated, Some(at(1_900_086_400)), None);
+        let text = m.encode();
+        assert!(
+            !text.contains("jwks_operator_pending_activation_timestamp_seconds{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jwks_operator_next_rotation_timestamp_seconds{namespace=\"team-a\",name=\"api\"} 1900086400"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn losing_the_lead_drops_the_key_set_series_but_keeps_counters_and_degraded() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        let set = set_of(vec![
+            managed("b", KeyState::Pending),
+            managed("a", KeyState::Active),
+        ]);
+        m.observe_key_set(&p(), &set, Some(at(1_900_000_000)), Some(at(1_900_000_100)));
+        m.set_degraded(&p(), true);
+        m.inc_reconcile_error(&p(), "write_secret");
+        let text = m.encode();
+        assert!(text.contains("\njwks_operator_leader 1\n"), "{text}");
+        assert!(
+            text.contains("jwks_operator_pending_activation_timestamp_seconds{"),
+            "{text}"
+        );
+
+        m.set_leader(false);
+        let text = m.encode();
+        assert!(text.contains("jwks_operator_leader 0"), "{text}");
+        for gone in [
+            "jwks_operator_keys{",
+            "jwks_operator_next_rotation_timestamp_seconds{",
+            "jwks_operator_next_prune_timestamp_seconds{",
+            "jwks_operator_pending_activation_timestamp_seconds{",
+        ] {
+            assert!(
+                !text.contains(gone),
+                "{gone} survived losing the lead: {text}"
+            );
+        }
+        for kept in [
+            "jwks_operator_policy_degraded{namespace=\"team-a\",name=\"api\"} 1",
+            "jwks_operator_reconcile_errors_total{namespace=\"team-a\",name=\"api\",kind=\"write_secret\"} 1",
+        ] {
+            assert!(text.contains(kept), "{kept} missing: {text}");
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("no entropy")]
+    struct NoEntropy;
+
+    struct Failing;
+
+    impl KeySource<Kid> for Failing {
+        type Error = NoEntropy;
+        fn generate(&mut self, _: KeyParams) -> Result<Kid, NoEntropy> {
+            Err(NoEntropy)
+        }
+    }
+
+    #[test]
+    fn failed_key_generations_are_counted_by_alg_and_not_timed() {
+        let m = Metrics::new();
+        assert!(
+            m.encode()
+                .contains("jwks_operator_key_generation_failures_total{alg=\"ES384\"} 0"),
+            "every algorithm starts at 0"
+        );
+        let mut source = TimedKeySource::new(Failing, &m);
+        assert!(source.generate(KeyParams::new(Algorithm::ES384)).is_err());
+        assert!(source.generate(KeyParams::new(Algorithm::ES384)).is_err());
+        let text = m.encode();
+        assert!(
+            text.contains("jwks_operator_key_generation_failures_total{alg=\"ES384\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("jwks_operator_key_generation_seconds_count{alg=\"ES384\"}"),
+            "a failure is not a generation time: {text}"
+        );
+    }
+
+    #[test]
+    fn not_ready_answers_are_counted_per_policy_and_forgotten_with_it() {
+        let m = Metrics::new();
+        m.set_degraded(&p(), false);
+        assert!(
+            m.encode().contains(
+                "jwks_operator_policy_not_ready_total{namespace=\"team-a\",name=\"api\"} 0"
+            ),
+            "a known policy's counter starts at 0"
+        );
+        m.inc_not_ready(&p());
+        m.inc_not_ready(&p());
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "jwks_operator_policy_not_ready_total{namespace=\"team-a\",name=\"api\"} 2"
+            ),
+            "{text}"
+        );
+        m.forget(&p());
+        assert!(!m.encode().contains("team-a"));
+    }
+
+    #[test]
+    fn build_info_names_the_crate_version() {
+        let text = Metrics::new().encode();
+        assert!(
+            text.contains(&format!(
+                "jwks_operator_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
             "{text}"
         );
     }

@@ -235,6 +235,21 @@ fn combinations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             vec![("metrics.serviceMonitor.enabled", "true")],
         ),
         (
+            "monitoring",
+            vec![
+                ("metrics.serviceMonitor.enabled", "true"),
+                ("metrics.prometheusRule.enabled", "true"),
+                ("metrics.prometheusRule.labels.release", "kube-prometheus"),
+                ("metrics.prometheusRule.extraRules[0].alert", "MyOwnAlert"),
+                ("metrics.prometheusRule.extraRules[0].expr", "vector(1)"),
+                (
+                    "metrics.prometheusRule.extraRules[0].labels.severity",
+                    "info",
+                ),
+                ("metrics.dashboard.enabled", "true"),
+            ],
+        ),
+        (
             "token-listener",
             vec![
                 ("tokenListener.enabled", "true"),
@@ -723,7 +738,7 @@ fn service_monitor_scrapes_the_metrics_service_not_the_jwks_one() {
     assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(
         monitor["spec"]["endpoints"][0],
-        json!({"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"})
+        json!({"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s", "honorLabels": true})
     );
     assert_eq!(
         monitor["spec"]["namespaceSelector"]["matchNames"],
@@ -1125,35 +1140,35 @@ async fn label_namespace(client: &Client, ns: &str, labels: Value) {
         .expect("label namespace");
 }
 
-async fn install_servicemonitor_crd(client: &Client) {
-    let crd: CustomResourceDefinition =
-        serde_yaml::from_str(include_str!("fixtures/servicemonitor-crd-subset.yaml")).unwrap();
+/// Installs prometheus-operator's ServiceMonitor and PrometheusRule CRDs,
+/// taken from its Go module by tests/controlplane/build-prometheus.sh (the
+/// real schemas: a misspelt or mistyped field of ours fails the dry-run).
+async fn install_prometheus_operator_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "servicemonitors.monitoring.coreos.com",
-        &PatchParams::apply("jwks-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply the ServiceMonitor CRD fixture");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let crd = crds
-            .get("servicemonitors.monitoring.coreos.com")
-            .await
-            .unwrap();
-        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        if conditions
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            return;
+    for plural in ["servicemonitors", "prometheusrules"] {
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&support::prometheus::crd_yaml(plural)).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("jwks-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply the {name} CRD: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let crd = crds.get(&name).await.unwrap();
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            if conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} CRD not Established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "ServiceMonitor CRD not Established"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -1252,7 +1267,7 @@ async fn every_rendered_combination_passes_server_side_dry_run_and_pod_security_
     let cp = control_plane().await;
     let _dump = DumpOnFailure(cp);
     let admin = cp.admin_client().await;
-    install_servicemonitor_crd(&admin).await;
+    install_prometheus_operator_crds(&admin).await;
     install_cert_manager_crds(&admin).await;
     let ns = cp.namespace(&admin, "chart-dryrun").await;
     // Enforce the restricted Pod Security Standard, and warn on workloads.
@@ -1320,6 +1335,17 @@ async fn every_rendered_combination_passes_server_side_dry_run_and_pod_security_
         .await
         .expect_err("a Certificate with an unknown field");
     assert!(refused.contains("issuerReff"), "{refused}");
+
+    // The control: prometheus-operator's real schema is enforced, so a
+    // misspelt field of the PrometheusRule is refused.
+    let objects = render(RELEASE, &ns, &[("metrics.prometheusRule.enabled", "true")]);
+    let mut rule = one(&objects, "PrometheusRule").clone();
+    rule["spec"]["groups"][0]["rules"][0]["forr"] = json!("5m");
+    let refused = server_dry_run(cp, &helm::to_yaml_stream(&[&rule])).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("forr")),
+        "a PrometheusRule with an unknown field was accepted: {refused:?}"
+    );
 
     // The control: the same Pod without its security contexts is refused, so
     // the acceptance above is Pod Security's verdict, not an absent check.

@@ -70,12 +70,17 @@ fn jwks_of(state: &SharedState, policy: &PolicyRef, if_none_match: Option<&str>)
             view.cache_control(),
             if_none_match,
         ),
-        Some(Entry::NotReady(summary)) => not_ready(policy, summary.degraded.as_ref()),
+        Some(Entry::NotReady(summary)) => not_ready(state, policy, summary.degraded.as_ref()),
         None => not_served(policy).into_response(),
     }
 }
 
-fn not_ready(policy: &PolicyRef, problem: Option<&super::Problem>) -> Response {
+fn not_ready(
+    state: &SharedState,
+    policy: &PolicyRef,
+    problem: Option<&super::Problem>,
+) -> Response {
+    state.metrics().inc_not_ready(policy);
     let message = match problem {
         Some(p) => format!(
             "policy {policy} has no published key set yet: {} ({})",
@@ -126,7 +131,7 @@ pub fn discovery(
             None => no_issuer(),
         },
         Some(Entry::NotReady(summary)) if summary.issuer.is_some() => {
-            not_ready(&policy, summary.degraded.as_ref())
+            not_ready(state, &policy, summary.degraded.as_ref())
         }
         Some(Entry::NotReady(_)) => no_issuer(),
         None => not_served(&policy).into_response(),

@@ -628,6 +628,13 @@ async fn a_policy_without_a_published_set_is_503_and_listed_with_its_problem() {
     )
     .await;
     assert_eq!(res.status(), 503);
+    let text = f.state.metrics().encode();
+    assert!(
+        text.contains(
+            "jwks_operator_policy_not_ready_total{namespace=\"team-c\",name=\"broken\"} 2"
+        ),
+        "both not_ready answers are counted for the policy: {text}"
+    );
 
     let list = body_json(&send(&f.jwks, get("/policies")).await);
     let broken = list

@@ -6,8 +6,9 @@
 //! [`engine`](crate::engine) with that store and a reporter that records
 //! status, Events and the public ConfigMap; [`serving`] keeps every replica's HTTP snapshot in step
 //! with the cluster; [`run`] wires servers, index, controller and leader
-//! election together.
+//! election together; [`admin`] backs the human commands `status` and `revoke`.
 
+pub mod admin;
 pub mod reconcile;
 pub mod run;
 pub mod secret;

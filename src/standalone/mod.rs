@@ -70,6 +70,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
 
     let metrics = Arc::new(Metrics::new());
+    // The only writer of its state directory: always the leader.
+    metrics.set_leader(true);
     let state = SharedState::new(config.default_policy.clone(), metrics);
     let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
     let mut engine = Engine::new(store, state.clone(), config.public_base_url.clone())

@@ -5,3 +5,4 @@ pub mod controlplane;
 pub mod helm;
 pub mod node;
 pub mod operator;
+pub mod prometheus;
