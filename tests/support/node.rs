@@ -86,6 +86,7 @@ pub struct Node {
 pub struct NodeBuilder {
     apiserver_flags: Vec<String>,
     apiserver_flags_removed: Vec<String>,
+    controller_manager_flags_removed: Vec<String>,
 }
 
 static NODE: OnceCell<Node> = OnceCell::const_new();
@@ -272,6 +273,15 @@ impl NodeBuilder {
     /// `--service-account-key-file`).
     pub fn without_apiserver_flag(mut self, name: impl Into<String>) -> Self {
         self.apiserver_flags_removed.push(name.into());
+        self
+    }
+
+    /// Drops a kube-controller-manager flag the harness would pass (by name).
+    /// With an external signer, `--service-account-private-key-file` (the
+    /// legacy token Secrets' key, which kube-apiserver would no longer
+    /// accept) goes; `--root-ca-file` stays.
+    pub fn without_controller_manager_flag(mut self, name: impl Into<String>) -> Self {
+        self.controller_manager_flags_removed.push(name.into());
         self
     }
 
@@ -542,7 +552,15 @@ healthzBindAddress: 127.0.0.1:10256
                     "--secure-port=0".into(),
                     format!("--service-account-private-key-file={}", d("pki/sa.key")),
                     format!("--root-ca-file={}", d("pki/ca.crt")),
-                ],
+                ]
+                .into_iter()
+                .filter(|f| {
+                    !self
+                        .controller_manager_flags_removed
+                        .iter()
+                        .any(|r| r == flag_name(f))
+                })
+                .collect(),
             ),
             (
                 "kube-scheduler",
