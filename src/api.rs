@@ -191,6 +191,17 @@ pub struct KeyRotationPolicySpec {
     #[schemars(length(max = 100))]
     pub revoked_key_ids: Vec<String>,
 
+    /// Also make a fresh key the signer at once when a retired or pending
+    /// key is revoked (revoking the active key always does). Verifiers that
+    /// refetch the JWK Set on an unknown `kid` then drop the revoked key as
+    /// soon as they see the first token of the fresh key, instead of when
+    /// their cache expires. Cost: verifiers that never refetch on an unknown
+    /// `kid` (Istio, Envoy `remote_jwks`) refuse the fresh key's tokens
+    /// until their next scheduled refresh. Default `false`. See
+    /// docs/verifier-caches.md.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotate_on_revoke: bool,
+
     /// Test-only token endpoints for this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<TokenEndpoint>,
@@ -449,6 +460,17 @@ pub struct KeyRotationPolicyStatus {
     /// The last handled value of the `jwks.dev/rotate-requested-at` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_request: Option<String>,
+    /// When a key was last removed by `revokedKeyIDs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revocation_time: Option<Time>,
+    /// Until when a verifier that cached the JWK Set before the last
+    /// revocation may still trust the revoked key: `lastRevocationTime` plus
+    /// the longest a verifier keeps the set (`verifierRefreshInterval` when
+    /// set, else the served `Cache-Control: max-age`). Verifiers that ignore
+    /// `max-age` and refresh less often keep it longer; see
+    /// docs/verifier-caches.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_exposure_until: Option<Time>,
     /// Name of the Secret holding the key set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
@@ -503,6 +525,7 @@ impl Default for KeyRotationPolicySpec {
             issuer: None,
             audiences: Vec::new(),
             revoked_key_ids: Vec::new(),
+            rotate_on_revoke: false,
             token_endpoint: None,
             verifier_refresh_interval: None,
         }
@@ -625,7 +648,19 @@ impl KeyRotationPolicySpec {
             // Not a spec field: the operator's `--propagation-grace` replaces
             // it (it depends on the deployment, not on the policy).
             propagation_grace: crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
+            rotate_on_revoke: self.rotate_on_revoke,
+            verifier_cache: self.verifier_cache(),
         })
+    }
+
+    /// The longest a verifier of this policy may keep a fetched set:
+    /// `verifierRefreshInterval` when set (the served `max-age` never
+    /// exceeds it), else the served `max-age`.
+    pub fn verifier_cache(&self) -> StdDuration {
+        match self.verifier_refresh_interval {
+            Some(v) => StdDuration::from(v),
+            None => StdDuration::from_secs(self.jwks_max_age()),
+        }
     }
 
     /// Cache lifetime for the public set: at most half of `publishAhead`

@@ -12,6 +12,7 @@
 //! | `next_rotation_timestamp_seconds` | gauge | `namespace`, `name` | unix time the next key becomes active |
 //! | `next_prune_timestamp_seconds` | gauge | `namespace`, `name` | unix time the next retired key may be pruned (absent when none is retired) |
 //! | `pending_activation_timestamp_seconds` | gauge | `namespace`, `name` | unix time the Pending key is due to become active (absent when no key is pending) |
+//! | `revoked_key_exposure_timestamp_seconds` | gauge | `namespace`, `name` | unix time until which a verifier that cached the set before the last revocation may still trust the revoked key: revocation time + `verifierRefreshInterval`, or + the served `max-age` (absent before the first revocation) |
 //! | `policy_degraded` | gauge | `namespace`, `name` | 1 while the policy has a problem (`Degraded`), else 0 |
 //! | `key_generation_seconds` | histogram | `alg` | time to generate one key |
 //! | `key_generation_failures_total` | counter | `alg` | key generations that failed |
@@ -431,6 +432,7 @@ pub struct Metrics {
     next_rotation: Family<PolicyLabels, Gauge>,
     next_prune: Family<PolicyLabels, Gauge>,
     pending_activation: Family<PolicyLabels, Gauge>,
+    revoked_key_exposure: Family<PolicyLabels, Gauge>,
     degraded: Family<PolicyLabels, Gauge>,
     key_generation: Family<AlgLabels, Histogram>,
     key_generation_failures: Family<AlgLabels, Counter>,
@@ -496,6 +498,13 @@ impl Metrics {
             "Unix time at which the Pending key is due to become the active signer (absent when no key is pending)",
             Unit::Seconds,
             pending_activation.clone(),
+        );
+        let revoked_key_exposure = Family::<PolicyLabels, Gauge>::default();
+        registry.register_with_unit(
+            "revoked_key_exposure_timestamp",
+            "Unix time until which a verifier that cached the JWK Set before the last revocation may still trust the revoked key",
+            Unit::Seconds,
+            revoked_key_exposure.clone(),
         );
         let degraded = Family::<PolicyLabels, Gauge>::default();
         registry.register(
@@ -596,6 +605,7 @@ impl Metrics {
             next_rotation,
             next_prune,
             pending_activation,
+            revoked_key_exposure,
             degraded,
             key_generation,
             key_generation_failures,
@@ -677,6 +687,22 @@ impl Metrics {
                 None => {
                     family.remove(&labels);
                 }
+            }
+        }
+    }
+
+    /// Reports until when verifier caches may still trust the last revoked
+    /// key ([`KeySet::revocation_exposure_until`]; `None` removes the series).
+    pub fn observe_revocation_exposure(&self, policy: &PolicyRef, until: Option<Timestamp>) {
+        let labels = policy_labels(policy);
+        match until {
+            Some(t) => {
+                self.revoked_key_exposure
+                    .get_or_create(&labels)
+                    .set(t.as_second());
+            }
+            None => {
+                self.revoked_key_exposure.remove(&labels);
             }
         }
     }
@@ -768,6 +794,7 @@ impl Metrics {
         self.next_prune.remove(&labels);
         self.pending_activation.remove(&labels);
         self.not_ready.remove(&labels);
+        self.revoked_key_exposure.remove(&labels);
         self.degraded.remove(&labels);
         let kinds = self
             .error_kinds
@@ -943,6 +970,7 @@ mod tests {
         let m = Metrics::new();
         let set: KeySet<std::sync::Arc<crate::keys::SigningKey>> = KeySet::default();
         m.observe_key_set(&p(), &set, Some(Timestamp::UNIX_EPOCH), None);
+        m.observe_revocation_exposure(&p(), Some(Timestamp::UNIX_EPOCH));
         m.inc_reconcile_error(&p(), "write_secret");
         m.set_degraded(&p(), true);
         m.record_events(
@@ -956,6 +984,7 @@ mod tests {
         for name in [
             "jwks_operator_keys{",
             "jwks_operator_next_rotation_timestamp_seconds{",
+            "jwks_operator_revoked_key_exposure_timestamp_seconds{",
             "jwks_operator_reconcile_errors_total{",
             "jwks_operator_policy_degraded{",
             "jwks_operator_rotations_total{",

@@ -537,6 +537,97 @@ async fn revoking_the_active_key_removes_it_at_once_and_a_fresh_key_signs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_retired_key_shows_the_exposure_window_and_rotate_on_revoke_signs_with_a_fresh_key()
+ {
+    let env = env("ctl-exposure").await;
+    let op = env.operator(&[]);
+    env.create(
+        "exp",
+        json!({
+            "algorithm": "ES256",
+            "rotationInterval": "8s",
+            "publishAhead": "4s",
+            "clockSkew": "1s",
+            "maxTokenTTL": "5m",
+            "verifierRefreshInterval": "3s",
+            "tokenEndpoint": {"enabled": true},
+        }),
+    )
+    .await;
+    let first = env
+        .ready("exp")
+        .await
+        .status
+        .unwrap()
+        .active_key_id
+        .unwrap();
+    // Wait for the first scheduled rotation: `first` is then retired.
+    let second = env
+        .policy_until("exp", Duration::from_secs(20), "a rotation", |p| {
+            let s = p.status.as_ref()?;
+            let active = s.active_key_id.clone()?;
+            (active != first).then_some(active)
+        })
+        .await;
+    let status = env.policies().get("exp").await.unwrap().status.unwrap();
+    assert_eq!(status.last_revocation_time, None);
+    assert_eq!(status.revocation_exposure_until, None);
+
+    let patch = json!({"spec": {"revokedKeyIDs": [first], "rotateOnRevoke": true}});
+    env.policies()
+        .patch("exp", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let status = env
+        .policy_until(
+            "exp",
+            Duration::from_secs(5),
+            "the revocation in status",
+            |p| {
+                let s = p.status.as_ref()?;
+                s.revocation_exposure_until.is_some().then(|| s.clone())
+            },
+        )
+        .await;
+    // A verifier that cached the set before may trust `first` until the
+    // revocation plus verifierRefreshInterval (the served max-age is 2 s).
+    let revoked_at = status.last_revocation_time.clone().unwrap().0;
+    let until = status.revocation_exposure_until.clone().unwrap().0;
+    assert_eq!(
+        until.duration_since(revoked_at),
+        jiff::SignedDuration::from_secs(3)
+    );
+    // rotateOnRevoke: a fresh key signed at once, and the former signer
+    // stays published for its tokens.
+    let fresh = status.active_key_id.clone().unwrap();
+    assert!(fresh != first && fresh != second, "{fresh}");
+    assert_eq!(
+        serde_json::to_value(status.last_rotation_reason).unwrap(),
+        "Revoked"
+    );
+    let served = wait_jwks(
+        &op,
+        &env.jwks_path("exp"),
+        Duration::from_secs(3),
+        "the revocation served",
+        |k| !k.contains(&first) && k.contains(&fresh),
+    )
+    .await;
+    assert!(served.contains(&second), "{served:?}");
+    let (_, minted) = op.post_token(&format!("/{}/exp/token", env.ns), &json!({}));
+    assert_eq!(minted["kid"], fresh.as_str());
+    // The same instant as a metric, for alerts.
+    let (code, metrics) = op.get("/metrics");
+    assert_eq!(code, 200);
+    let line = format!(
+        "jwks_operator_revoked_key_exposure_timestamp_seconds{{namespace=\"{}\",name=\"exp\"}} {}",
+        env.ns,
+        until.as_second()
+    );
+    assert!(metrics.contains(&line), "{line} not in {metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_secret_is_never_overwritten_and_the_last_good_set_is_served() {
     let env = env("ctl-corrupt").await;
     let op = env.operator(&[]);

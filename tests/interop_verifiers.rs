@@ -5,7 +5,11 @@
 //!   across a rotation;
 //! - our `verify` command (and `/verify` endpoint) accept tokens those
 //!   libraries sign with our private keys, read from the state directory's
-//!   `jwks.json`.
+//!   `jwks.json`;
+//! - how the two libraries cache the set with their own defaults (measured
+//!   here, recorded in docs/verifier-caches.md): they ignore `max-age`, keep
+//!   a revoked key while every token carries a known `kid`, and refetch on an
+//!   unknown `kid` only 30 s after their last fetch.
 //!
 //! The libraries are installed by `tests/interop/install-verifiers.sh`
 //! (run by `scripts/test.sh`). When they are missing these tests fail and
@@ -16,7 +20,7 @@ mod common;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -81,6 +85,31 @@ impl Verifier {
             Command::new("node")
                 .arg(dir.join("jwt_interop.mjs"))
                 .arg("verify")
+                .current_dir(dir),
+        )
+    }
+
+    /// `PyJWKClient` built with PyJWT's own cache defaults.
+    fn pyjwt_defaults() -> Verifier {
+        let script = interop_dir().join("python/jwt_interop.py");
+        Self::spawn(
+            "PyJWT",
+            Command::new(python())
+                .arg(script)
+                .arg("verify")
+                .env("PYJWT_LIFESPAN", "default"),
+        )
+    }
+
+    /// `createRemoteJWKSet` built with jose's own cache defaults.
+    fn jose_defaults() -> Verifier {
+        let dir = node_jose();
+        Self::spawn(
+            "jose",
+            Command::new("node")
+                .arg(dir.join("jwt_interop.mjs"))
+                .arg("verify")
+                .env("JOSE_CACHE_MS", "default")
                 .current_dir(dir),
         )
     }
@@ -258,5 +287,165 @@ fn every_algorithm_interoperates_both_ways() {
             // And against the state file directly.
             assert!(cli_verify(jwks_path.to_str().unwrap(), &token).is_ok());
         }
+    }
+}
+
+/// JWK Set fetches the operator has answered (on the per-policy route), read
+/// from its own request counter.
+fn jwks_fetches(op: &Operator) -> u64 {
+    op.get("/metrics")
+        .text()
+        .lines()
+        .filter(|l| {
+            l.starts_with("jwks_operator_http_requests_total{")
+                && l.contains("listener=\"jwks\"")
+                && l.contains("route=\"jwks\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Measures how PyJWT (`PyJWKClient`) and jose (`createRemoteJWKSet`) with
+/// their default settings cache our set, and what `rotateOnRevoke` does to
+/// them: both ignore the served `max-age` (1 s here) and keep trusting a
+/// revoked key while tokens carry kids they know; the fresh key's unknown
+/// kid makes them refetch, but only once 30 s have passed since their last
+/// fetch (their default cooldown), and until then they refuse its tokens.
+/// The numbers are in docs/verifier-caches.md.
+#[test]
+fn with_their_defaults_pyjwt_and_jose_keep_a_revoked_key_until_an_unknown_kid_refetches() {
+    let mut verifiers = [Verifier::pyjwt_defaults(), Verifier::jose_defaults()];
+    let ws = Workspace::new();
+    let spec = |extra: &str| {
+        manifest(
+            "caches",
+            "",
+            &format!(
+                "  algorithm: ES256\n  rotationInterval: 8s\n  publishAhead: 2s\n  maxTokenTTL: 120s\n  clockSkew: 1s\n  tokenEndpoint: {{enabled: true}}\n{extra}"
+            ),
+        )
+    };
+    ws.write_policy("p.yaml", &spec(""));
+    let op = Operator::start(&ws.policies(), &ws.state());
+    let p = "default/caches";
+    let url = op.jwks_url(p);
+    let r = op.get(&format!("/{p}/.well-known/jwks.json"));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=1"));
+
+    let (old, k1) = op.mint(p, &json!({"sub": "old"}));
+    let k2 = eventually("the next key signs", Duration::from_secs(15), || {
+        let kid = op.summary(p)["activeKeyID"].as_str().unwrap().to_string();
+        (kid != k1).then_some(kid)
+    });
+    let (current, kid) = op.mint(p, &json!({"sub": "current"}));
+    assert_eq!(kid, k2);
+
+    // Each library fetches the set (k1 retired, k2 active) once.
+    let mut last_fetch = Vec::new();
+    for v in &mut verifiers {
+        let n = jwks_fetches(&op);
+        v.assert_valid(&url, &old, &k1);
+        v.assert_valid(&url, &current, &k2);
+        assert_eq!(jwks_fetches(&op) - n, 1, "{} fetched once", v.name);
+        last_fetch.push(Instant::now());
+    }
+
+    // Revoke the retired k1 with rotateOnRevoke: it leaves the served set and
+    // a fresh key signs at once.
+    ws.write_policy(
+        "p.yaml",
+        &spec(&format!(
+            "  revokedKeyIDs: [{k1}]\n  rotateOnRevoke: true\n"
+        )),
+    );
+    op.reload();
+    let k3 = eventually(
+        "k1 is revoked and a fresh key signs",
+        Duration::from_secs(10),
+        || {
+            let summary = op.summary(p);
+            let active = summary["activeKeyID"].as_str().unwrap().to_string();
+            (!op.kids(p).contains(&k1) && active != k2).then_some((active, summary))
+        },
+    );
+    let (k3, summary) = k3;
+    // /policies shows until when a cache may still trust k1: the revocation
+    // plus the served max-age (1 s).
+    let revoked_at = ts(&summary["lastRevocationTime"]);
+    assert_eq!(ts(&summary["revocationExposureUntil"]) - revoked_at, 1.0);
+    assert_eq!(summary["lastRotationReason"], "Revoked");
+    let served = Instant::now();
+
+    // Three max-ages later both still trust k1, without fetching: they do not
+    // follow max-age (their own lifetimes are 300 s and 600 s).
+    std::thread::sleep(Duration::from_secs(3));
+    for v in &mut verifiers {
+        let n = jwks_fetches(&op);
+        v.assert_valid(&url, &old, &k1);
+        assert_eq!(jwks_fetches(&op), n, "{} refetched", v.name);
+        eprintln!(
+            "{}: still accepts the revoked key's token {:.1} s after the revocation was served (max-age 1 s)",
+            v.name,
+            served.elapsed().as_secs_f64()
+        );
+    }
+
+    // The fresh key's first token has an unknown kid. Within 30 s of their
+    // last fetch they do not refetch: they refuse it. Once the cooldown is
+    // over the same token makes them fetch, it verifies, and k1 is gone.
+    let (fresh, kid) = op.mint(p, &json!({"sub": "fresh"}));
+    assert_eq!(kid, k3);
+    for (v, fetched) in verifiers.iter_mut().zip(&last_fetch) {
+        let n = jwks_fetches(&op);
+        let verdict = v.check(&url, &fresh);
+        assert_eq!(verdict["ok"], false, "{}: {verdict}", v.name);
+        assert_eq!(jwks_fetches(&op), n, "{} fetched in its cooldown", v.name);
+        eprintln!(
+            "{}: refused the fresh key's first token {:.1} s after its last fetch, without fetching",
+            v.name,
+            fetched.elapsed().as_secs_f64()
+        );
+    }
+    let mut accepted: [Option<Duration>; 2] = [None, None];
+    eventually(
+        "the fresh key's token verifies once the cooldown is over",
+        Duration::from_secs(45),
+        || {
+            for ((v, fetched), done) in verifiers.iter_mut().zip(&last_fetch).zip(&mut accepted) {
+                if done.is_some() {
+                    continue;
+                }
+                let n = jwks_fetches(&op);
+                if v.check(&url, &fresh)["ok"] == true {
+                    *done = Some(fetched.elapsed());
+                    assert_eq!(jwks_fetches(&op) - n, 1, "{} fetched once", v.name);
+                } else {
+                    assert_eq!(jwks_fetches(&op), n, "{} fetched in vain", v.name);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            accepted.iter().all(Option::is_some).then_some(())
+        },
+    );
+    for (v, after) in verifiers.iter_mut().zip(accepted) {
+        let after = after.unwrap();
+        eprintln!(
+            "{}: accepted the fresh key's token {:.1} s after its last fetch (one fetch)",
+            v.name,
+            after.as_secs_f64()
+        );
+        assert!(
+            (Duration::from_secs(29)..Duration::from_secs(33)).contains(&after),
+            "{}: the cooldown was {after:?}",
+            v.name
+        );
+        // The refetch dropped the revoked key.
+        let verdict = v.check(&url, &old);
+        assert_eq!(
+            verdict["ok"], false,
+            "{} still trusts k1: {verdict}",
+            v.name
+        );
+        v.assert_valid(&url, &current, &k2);
     }
 }

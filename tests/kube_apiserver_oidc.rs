@@ -6,7 +6,9 @@
 //! (checked with a SelfSubjectReview, what `kubectl auth whoami` sends),
 //! before and after a manual and a scheduled rotation; tokens with a wrong
 //! audience, expired ones, and ones signed by a foreign key under the active
-//! kid are refused.
+//! kid are refused. Revoking a retired key with `rotateOnRevoke` makes a
+//! fresh key sign; its first token forces kube-apiserver to refetch, after
+//! which the revoked key's tokens are refused.
 //!
 //! The standalone operator is up before kube-apiserver starts (it fetches
 //! the issuers' discovery documents at start); the `run` one, which needs
@@ -130,6 +132,101 @@ fn policy_manifest(ns: &str, name: &str, issuer: &str, annotations: &str) -> Str
     format!(
         "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{{annotations}}}\nspec:\n  issuer: {issuer}\n  {POLICY_SPEC}\n"
     )
+}
+
+/// Sends SIGHUP: the standalone operator re-reads its policy files.
+fn reload(pid: u32) {
+    let ok = Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+/// `rotateOnRevoke` against kube-apiserver (standalone issuer): a token of a
+/// retired key passes; the key is revoked with the option on; the fresh
+/// key's first token has a kid kube-apiserver does not know, which makes it
+/// refetch the set (once its cached copy expired, `max-age` 5 s), and from
+/// then on the revoked key's tokens are refused. kube-apiserver also caches
+/// each accepted token for 10 s, so the token refused at the end is one it
+/// has not seen before.
+async fn revoke_with_rotate_on_revoke(
+    cp: &ControlPlane,
+    issuer: &Issuer,
+    policy_file: &Path,
+    pid: u32,
+) {
+    let (old, old_kid) = issuer.mint_alice();
+    let minted = Instant::now();
+    let unseen = |n: &str| {
+        let (token, kid) =
+            issuer.mint(json!({"sub": "alice", "claims": {"groups": ["devs", "ops"], "n": n}}));
+        assert_eq!(kid, old_kid);
+        token
+    };
+    let (during, after) = (unseen("during"), unseen("after"));
+    assert_alice(
+        &whoami(cp, &old)
+            .await
+            .expect("a token of the signer passes"),
+    );
+    // Retire old_kid by a manual rotation.
+    let annotations = format!(
+        "jwks.dev/rotate-requested-at: \"revoke-{}\"",
+        jiff::Timestamp::now()
+    );
+    write(
+        policy_file,
+        &policy_manifest("default", "apiauth", &issuer.url(), &annotations),
+    );
+    reload(pid);
+    let signer = until_rotated(issuer, &old_kid, Duration::from_secs(60), "retire").await;
+    let (took, _) = until_accepted(cp, issuer, Duration::from_secs(60), "the new signer").await;
+    eprintln!("[standalone] {signer} signs, accepted after {took:?}; {old_kid} retired");
+    assert_alice(
+        &whoami(cp, &old)
+            .await
+            .expect("a retired key's token passes"),
+    );
+
+    // Revoke the retired key with rotateOnRevoke.
+    let revoked = format!(
+        "{}  revokedKeyIDs: [{old_kid}]\n  rotateOnRevoke: true\n",
+        policy_manifest("default", "apiauth", &issuer.url(), &annotations)
+    );
+    write(policy_file, &revoked);
+    reload(pid);
+    let fresh = until_rotated(issuer, &signer, Duration::from_secs(10), "rotateOnRevoke").await;
+    let revoked_at = Instant::now();
+    let cached = whoami(cp, &during).await;
+    eprintln!(
+        "[standalone] right after the revocation kube-apiserver answers {:?} for a new token of the revoked key",
+        cached.as_ref().map(|_| "accepted").map_err(|c| *c)
+    );
+    let (took, kid) = until_accepted(
+        cp,
+        issuer,
+        Duration::from_secs(30),
+        "the fresh key after rotateOnRevoke",
+    )
+    .await;
+    assert_eq!(kid, fresh);
+    assert_eq!(
+        whoami(cp, &after).await,
+        Err(401),
+        "the revoked key's token after the fresh kid forced a refetch"
+    );
+    // Refused for its key, not its age (maxTokenTTL is 60 s).
+    assert!(
+        minted.elapsed() < Duration::from_secs(55),
+        "the token expired meanwhile"
+    );
+    eprintln!(
+        "[standalone] the fresh key {fresh} was accepted after {took:?}; the revoked key {old_kid} refused {:?} after the revocation",
+        revoked_at.elapsed()
+    );
 }
 
 /// kube-apiserver's answer to a SelfSubjectReview with `token`: the user
@@ -478,6 +575,7 @@ async fn kube_apiserver_authenticates_tokens_of_an_issuer_served_over_tls_by_the
         exercise(cp, &standalone, manual_standalone),
         exercise(cp, &run, manual_run),
     );
+    revoke_with_rotate_on_revoke(cp, &standalone, &policy_file, standalone_pid).await;
     drop(run_process);
     drop(standalone_process);
 }

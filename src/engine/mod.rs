@@ -365,6 +365,10 @@ where
         planned.keys.next_rotation_time(pass.resolved),
         next_prune_time(&planned.keys),
     );
+    metrics.observe_revocation_exposure(
+        pass.policy,
+        planned.keys.revocation_exposure_until(pass.resolved),
+    );
     tracked.keys = Some((planned.keys, tracked.keys.take().and_then(|(_, v)| v)));
     let (keys, _) = tracked.keys.as_ref().expect("just set");
     let problem = planned.deferred.map(|d| Problem::new(d.reason, d.message));

@@ -119,6 +119,13 @@ pub struct PolicySummary {
     /// Why the active key last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_reason: Option<RotationReason>,
+    /// When a key was last revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revocation_time: Option<Timestamp>,
+    /// Until when a verifier that cached the set before the last revocation
+    /// may still trust the revoked key (`status.revocationExposureUntil`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_exposure_until: Option<Timestamp>,
     /// The policy's issuer (then a discovery document is served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
@@ -155,6 +162,8 @@ impl PolicySummary {
             next_rotation_time: None,
             last_rotation_time: None,
             last_rotation_reason: None,
+            last_revocation_time: None,
+            revocation_exposure_until: None,
             issuer: None,
             jwks_path: policy.jwks_path(),
             token_endpoint: false,

@@ -147,6 +147,10 @@ impl PolicyView {
             .lifecycle
             .as_ref()
             .and_then(|p| keys.next_rotation_time(p));
+        let revocation_exposure_until = policy
+            .lifecycle
+            .as_ref()
+            .and_then(|p| keys.revocation_exposure_until(p));
         let summary = PolicySummary {
             namespace: r.namespace.clone(),
             name: r.name.clone(),
@@ -159,6 +163,8 @@ impl PolicyView {
             next_rotation_time,
             last_rotation_time: keys.last_rotation_time,
             last_rotation_reason: keys.last_rotation_reason,
+            last_revocation_time: keys.last_revocation_time,
+            revocation_exposure_until,
             issuer: policy.issuer.clone(),
             jwks_path: r.jwks_path(),
             token_endpoint: policy.token_endpoint,

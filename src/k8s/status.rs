@@ -178,6 +178,11 @@ pub fn desired_status<K: LifecycleKey>(
             status.last_rotation_time = set.last_rotation_time.map(time);
             status.last_rotation_reason = set.last_rotation_reason.map(reason_name);
             status.last_rotation_request = set.last_rotation_request.clone();
+            status.last_revocation_time = set.last_revocation_time.map(time);
+            status.revocation_exposure_until = obs
+                .policy
+                .and_then(|p| set.revocation_exposure_until(p))
+                .map(time);
             status.next_rotation_time =
                 obs.policy.and_then(|p| set.next_rotation_time(p)).map(time);
         }
@@ -192,6 +197,8 @@ pub fn desired_status<K: LifecycleKey>(
                 status.last_rotation_time = prev.last_rotation_time.clone();
                 status.last_rotation_reason = prev.last_rotation_reason;
                 status.last_rotation_request = prev.last_rotation_request.clone();
+                status.last_revocation_time = prev.last_revocation_time.clone();
+                status.revocation_exposure_until = prev.revocation_exposure_until.clone();
                 status.next_rotation_time = prev.next_rotation_time.clone();
             }
         }
@@ -272,6 +279,8 @@ mod tests {
             revoked: BTreeSet::new(),
             rotation_request: None,
             propagation_grace: Duration::ZERO,
+            rotate_on_revoke: false,
+            verifier_cache: Duration::from_secs(5),
         }
     }
 
@@ -384,6 +393,28 @@ mod tests {
         let newer = stored("12", Some(theirs.clone()));
         assert_eq!(written.current(&newer), Some(theirs));
         assert_eq!(written.current(&before), None);
+    }
+
+    #[test]
+    fn a_revocation_shows_until_when_verifier_caches_may_trust_the_key() {
+        let mut p = policy();
+        let set = keys_at(100);
+        let s = desired_status(None, observed(Some(&set), &p, None), t(101));
+        assert_eq!(s.last_revocation_time, None);
+        assert_eq!(s.revocation_exposure_until, None);
+
+        p.revoked.insert("k1".into());
+        let revoked = plan(&p, &set, t(110), &mut Counter::default())
+            .unwrap()
+            .keys;
+        let s = desired_status(Some(&s), observed(Some(&revoked), &p, None), t(110));
+        assert_eq!(s.last_revocation_time, Some(Time(t(110))));
+        // The policy's verifiers keep a set up to 5 s.
+        assert_eq!(s.revocation_exposure_until, Some(Time(t(115))));
+        // An unreadable set keeps showing what was known.
+        let corrupt = Problem::new("CorruptKeySet", "lifecycle.json: not JSON");
+        let bad = desired_status(Some(&s), observed(None, &p, Some(corrupt)), t(120));
+        assert_eq!(bad.revocation_exposure_until, Some(Time(t(115))));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!
 //! 1. After the first plan there is exactly one Active key, and it is in the set.
 //! 2. A key activates only after it has been in the set for `publishAhead`
-//!    (the very first key and the replacement of a revoked active key excepted).
+//!    (the very first key and the replacement of a revoked active key excepted,
+//!    and, with `rotateOnRevoke`, the fresh key made when any key is revoked).
 //! 3. A retired key stays in the set until at least
 //!    `retiredAt + maxTokenTTL + clockSkew + propagationGrace`, unless revoked
 //!    (the grace is ours, see [`Policy::propagation_grace`]).
@@ -39,6 +40,16 @@
 //! - Revoking the active key also discards the pending key (it was stored
 //!   beside the compromised one and never signed anything); a fresh key
 //!   becomes active at once.
+//! - With `rotateOnRevoke`, revoking any other key (retired or pending) does
+//!   the same: the pending key is discarded, the active key retires (it
+//!   stays published for its tokens), and a fresh key signs at once. Its
+//!   `kid` is unknown to every verifier cache, so the next token it signs
+//!   makes the verifiers that refetch on an unknown `kid` drop the revoked
+//!   key (docs/verifier-caches.md). Revocations never grow the set: each
+//!   removes a key, and the fresh signer replaces the discarded pending one.
+//! - The time of the last revocation is kept with the set
+//!   (`lastRevocationTime`): verifier caches may keep the revoked key until
+//!   [`KeySet::revocation_exposure_until`].
 //! - A spec change of algorithm or key size discards a pending key with the
 //!   old parameters and publishes one with the new ones (it never signed).
 //! - When adding the next key would exceed `maxKeys`, the rotation is
@@ -108,6 +119,13 @@ pub struct Policy {
     /// the spec: an operator flag (`--propagation-grace`), default
     /// [`DEFAULT_PROPAGATION_GRACE`].
     pub propagation_grace: Duration,
+    /// Revoking any key (not only the active one) also makes a fresh key the
+    /// signer at once (`spec.rotateOnRevoke`).
+    pub rotate_on_revoke: bool,
+    /// The longest a verifier may keep a fetched set: `verifierRefreshInterval`
+    /// when given, else the served `Cache-Control: max-age`. Bounds how long
+    /// a revoked key may still be trusted; the planner does not use it.
+    pub verifier_cache: Duration,
 }
 
 /// Default [`Policy::propagation_grace`]: the kubelet refreshes mounted
@@ -208,6 +226,8 @@ pub struct KeySet<K> {
     /// The request in `last_rotation_request` is accepted but no key
     /// generated since has become the signer yet.
     pub rotation_request_outstanding: bool,
+    /// When a key was last removed by revocation.
+    pub last_revocation_time: Option<Timestamp>,
 }
 
 impl<K> Default for KeySet<K> {
@@ -218,6 +238,7 @@ impl<K> Default for KeySet<K> {
             last_rotation_reason: None,
             last_rotation_request: None,
             rotation_request_outstanding: false,
+            last_revocation_time: None,
         }
     }
 }
@@ -572,7 +593,19 @@ impl<K: LifecycleKey> KeySet<K> {
             last_rotation_reason: adopted_active.then_some(RotationReason::Initial),
             last_rotation_request: None,
             rotation_request_outstanding: false,
+            last_revocation_time: None,
         }
+    }
+
+    /// Until when a verifier cache may still trust the last revoked key: the
+    /// revocation time plus the longest a verifier keeps a fetched set
+    /// ([`Policy::verifier_cache`]). `None` when nothing was revoked. Only
+    /// verifiers that honour `max-age` (or refresh within
+    /// `verifierRefreshInterval`) are bounded by it; see
+    /// docs/verifier-caches.md.
+    pub fn revocation_exposure_until(&self, policy: &Policy) -> Option<Timestamp> {
+        self.last_revocation_time
+            .map(|t| after(t, policy.verifier_cache))
     }
 }
 
@@ -612,9 +645,11 @@ where
 
     // Revocation: remove at once, whatever the state.
     let mut active_revoked = false;
+    let mut any_revoked = false;
     set.keys.retain(|k| {
         if policy.revoked.contains(k.kid()) {
             active_revoked |= k.state == KeyState::Active;
+            any_revoked = true;
             events.push(LifecycleEvent::Revoked {
                 kid: k.kid().to_owned(),
                 was: k.state,
@@ -624,18 +659,33 @@ where
             true
         }
     });
-    if active_revoked {
+    if any_revoked {
+        set.last_revocation_time = Some(now);
+    }
+    // A fresh signer follows the revocation of the active key, and of any key
+    // with rotateOnRevoke (its new kid makes refetching verifiers drop the
+    // revoked key at once).
+    let fresh_signer = active_revoked || (any_revoked && policy.rotate_on_revoke);
+    if fresh_signer {
+        let why = if active_revoked {
+            "the active key was revoked; the next key is generated afresh"
+        } else {
+            "a key was revoked with rotateOnRevoke; a fresh key signs at once"
+        };
         set.keys.retain(|k| {
             if k.state == KeyState::Pending {
                 events.push(LifecycleEvent::Discarded {
                     kid: k.kid().to_owned(),
-                    why: "the active key was revoked; the next key is generated afresh",
+                    why,
                 });
                 false
             } else {
                 true
             }
         });
+        for k in set.keys.iter_mut().filter(|k| k.state == KeyState::Active) {
+            events.push(retire(k, now, policy));
+        }
     }
 
     // Pruning: a retired key goes once no token it signed can be valid, under
@@ -665,7 +715,7 @@ where
     // There is always exactly one signer: the first key of a policy and the
     // replacement of a revoked one sign at once.
     if set.active().is_none() {
-        let reason = if active_revoked {
+        let reason = if fresh_signer {
             RotationReason::Revoked
         } else {
             RotationReason::Initial
@@ -808,14 +858,7 @@ where
             let kid = pending.kid().to_owned();
             for k in set.keys.iter_mut() {
                 if k.state == KeyState::Active && k.kid() != kid {
-                    let prune_after = after(now, retention(k.max_token_ttl, policy));
-                    k.state = KeyState::Retired;
-                    k.retired_at = Some(now);
-                    k.prune_after = Some(prune_after);
-                    events.push(LifecycleEvent::Retired {
-                        kid: k.kid().to_owned(),
-                        prune_after,
-                    });
+                    events.push(retire(k, now, policy));
                 }
             }
             events.push(LifecycleEvent::Activated { kid, reason });
@@ -836,6 +879,23 @@ where
         next_due,
         deferred,
     })
+}
+
+/// Retires the active key `k` at `now`: it stays published while tokens it
+/// signed may live.
+fn retire<K: LifecycleKey>(
+    k: &mut ManagedKey<K>,
+    now: Timestamp,
+    policy: &Policy,
+) -> LifecycleEvent {
+    let prune_after = after(now, retention(k.max_token_ttl, policy));
+    k.state = KeyState::Retired;
+    k.retired_at = Some(now);
+    k.prune_after = Some(prune_after);
+    LifecycleEvent::Retired {
+        kid: k.kid().to_owned(),
+        prune_after,
+    }
 }
 
 fn next_due<K: LifecycleKey>(

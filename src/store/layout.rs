@@ -28,6 +28,7 @@
 //!   "lastRotationReason": "Scheduled",
 //!   "lastRotationRequest": "2026-01-01",
 //!   "rotationRequestOutstanding": true,
+//!   "lastRevocationTime": "2026-01-01T00:00:00Z",
 //!   "keys": [
 //!     {"kid": "…", "alg": "ES256", "state": "Pending", "createdAt": "…",
 //!      "activatesAt": "…", "reason": "Scheduled", "maxTokenTTL": "1h"},
@@ -197,6 +198,10 @@ struct LifecycleDoc {
     /// request stay readable by earlier versions.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     rotation_request_outstanding: bool,
+    /// When a key was last revoked. Written only when there was one, so sets
+    /// without a revocation stay readable by earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_revocation_time: Option<Timestamp>,
     keys: Vec<KeyRecord>,
 }
 
@@ -260,6 +265,7 @@ pub fn encode(set: &StoredKeySet, generation: u64) -> Result<Encoded, EncodeErro
         last_rotation_reason: set.last_rotation_reason,
         last_rotation_request: set.last_rotation_request.clone(),
         rotation_request_outstanding: set.rotation_request_outstanding,
+        last_revocation_time: set.last_revocation_time,
         keys: set.keys.iter().map(record).collect(),
     };
     let mut lifecycle = serde_json::to_vec_pretty(&doc).expect("lifecycle records serialize");
@@ -333,6 +339,7 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
         last_rotation_reason: doc.last_rotation_reason,
         last_rotation_request: doc.last_rotation_request,
         rotation_request_outstanding: doc.rotation_request_outstanding,
+        last_revocation_time: doc.last_revocation_time,
     };
     set.check()
         .map_err(|e| DecodeError::new(LIFECYCLE, e.to_string()))?;

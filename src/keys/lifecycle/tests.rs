@@ -80,6 +80,8 @@ fn policy() -> Policy {
         revoked: BTreeSet::new(),
         rotation_request: None,
         propagation_grace: Duration::ZERO,
+        rotate_on_revoke: false,
+        verifier_cache: secs(10),
     }
 }
 
@@ -397,6 +399,108 @@ fn revoking_the_active_key_makes_a_fresh_key_active_immediately() {
     assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Revoked));
     // The schedule restarts from the replacement.
     assert_eq!(sim.next_due(), t(170));
+}
+
+#[test]
+fn without_rotate_on_revoke_a_retired_key_revocation_keeps_the_signer() {
+    // Tokens live 300 s: retired keys stay long enough to be revoked.
+    let mut sim = Sim::new(Policy {
+        max_token_ttl: secs(300),
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(80);
+    sim.at(100); // k2 signs, k1 retired
+    sim.at(180); // k3 pending
+    sim.policy.revoked.insert("k1".into());
+    sim.at(185);
+    assert_eq!(
+        sim.kids(),
+        vec![("k3", KeyState::Pending), ("k2", KeyState::Active)]
+    );
+    assert_eq!(sim.set.last_revocation_time, Some(t(185)));
+    // A verifier may keep the revoked key as long as it keeps a set.
+    assert_eq!(sim.set.revocation_exposure_until(&sim.policy), Some(t(195)));
+}
+
+#[test]
+fn rotate_on_revoke_makes_a_fresh_key_sign_when_a_retired_key_is_revoked() {
+    let mut sim = Sim::new(Policy {
+        rotate_on_revoke: true,
+        max_token_ttl: secs(300),
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(80);
+    sim.at(100); // k2 signs, k1 retired
+    sim.at(180); // k3 pending
+    sim.policy.revoked.insert("k1".into());
+    let plan = sim.at(185);
+    assert_eq!(
+        plan.events,
+        vec![
+            LifecycleEvent::Revoked {
+                kid: "k1".into(),
+                was: KeyState::Retired
+            },
+            LifecycleEvent::Discarded {
+                kid: "k3".into(),
+                why: "a key was revoked with rotateOnRevoke; a fresh key signs at once"
+            },
+            LifecycleEvent::Retired {
+                kid: "k2".into(),
+                prune_after: t(185 + 305)
+            },
+            LifecycleEvent::Created {
+                kid: "k4".into(),
+                state: KeyState::Active,
+                reason: RotationReason::Revoked
+            },
+        ]
+    );
+    // The old signer stays published for its tokens; the fresh key, never
+    // seen by any verifier cache, signs at once.
+    assert_eq!(
+        sim.kids(),
+        vec![("k4", KeyState::Active), ("k2", KeyState::Retired)]
+    );
+    assert_eq!(sim.set.last_rotation_time, Some(t(185)));
+    assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Revoked));
+    assert_eq!(sim.set.last_revocation_time, Some(t(185)));
+    // The schedule restarts from the fresh key: next pre-publication at 265.
+    assert_eq!(sim.next_due(), t(265));
+    // The revocation stays in the spec: planning again changes nothing.
+    assert!(sim.at(221).events.is_empty());
+    assert_eq!(sim.at(265).events.len(), 1, "k5 is pre-published");
+}
+
+#[test]
+fn rotate_on_revoke_also_follows_the_revocation_of_a_pending_key() {
+    let mut sim = Sim::new(Policy {
+        rotate_on_revoke: true,
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(80); // k2 pending
+    sim.policy.revoked.insert("k2".into());
+    sim.at(81);
+    assert_eq!(
+        sim.kids(),
+        vec![("k3", KeyState::Active), ("k1", KeyState::Retired)]
+    );
+}
+
+#[test]
+fn a_revoked_kid_that_is_not_in_the_set_changes_nothing() {
+    let mut sim = Sim::new(Policy {
+        rotate_on_revoke: true,
+        ..policy()
+    });
+    sim.at(0);
+    sim.policy.revoked.insert("unknown".into());
+    assert!(sim.at(1).events.is_empty());
+    assert_eq!(sim.set.last_revocation_time, None);
+    assert_eq!(sim.set.revocation_exposure_until(&sim.policy), None);
 }
 
 #[test]
@@ -808,6 +912,8 @@ enum Op {
     ChangeMaxKeys(usize),
     /// The next key generation fails (an entropy or provider error).
     FailGeneration,
+    /// Turn rotateOnRevoke on or off.
+    RotateOnRevoke(bool),
 }
 
 const KEY_SIZES: [u32; 3] = [2048, 3072, 4096];
@@ -830,6 +936,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..30).prop_map(Op::ChangeSkew),
         1 => (2usize..8).prop_map(Op::ChangeMaxKeys),
         1 => Just(Op::FailGeneration),
+        1 => any::<bool>().prop_map(Op::RotateOnRevoke),
     ]
 }
 
@@ -841,16 +948,20 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         0u64..30,
         2usize..8,
         0u64..40,
+        any::<bool>(),
     )
-        .prop_map(|(interval, ahead, ttl, skew, max_keys, grace)| Policy {
-            rotation_interval: secs(interval),
-            publish_ahead: secs(ahead % interval),
-            max_token_ttl: secs(ttl),
-            clock_skew: secs(skew),
-            max_keys,
-            propagation_grace: secs(grace),
-            ..policy()
-        })
+        .prop_map(
+            |(interval, ahead, ttl, skew, max_keys, grace, rotate_on_revoke)| Policy {
+                rotation_interval: secs(interval),
+                publish_ahead: secs(ahead % interval),
+                max_token_ttl: secs(ttl),
+                clock_skew: secs(skew),
+                max_keys,
+                propagation_grace: secs(grace),
+                rotate_on_revoke,
+                ..policy()
+            },
+        )
 }
 
 /// What the test observes from outside, to check invariants against. Times
@@ -991,6 +1102,7 @@ proptest! {
                 Op::ChangeSkew(n) => world.sim.policy.clock_skew = secs(n),
                 Op::ChangeMaxKeys(n) => world.sim.policy.max_keys = n,
                 Op::FailGeneration => world.sim.source.fail_next = true,
+                Op::RotateOnRevoke(on) => world.sim.policy.rotate_on_revoke = on,
             }
             // The key that signed until now signed under the TTL that was in
             // force until now (an edit applies from the next plan on).
@@ -1089,6 +1201,48 @@ fn check_step(
     .unwrap();
     prop_assert!(early.events.is_empty(), "before due: {:?}", early.events);
 
+    // A revocation that removed a key is dated, and with rotateOnRevoke (or
+    // when the signer was revoked) a key no verifier has seen signs at once.
+    let revoked: Vec<_> = plan
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            LifecycleEvent::Revoked { kid, was } => Some((kid, *was)),
+            _ => None,
+        })
+        .collect();
+    let fresh_signer = plan.events.iter().find_map(|e| match e {
+        LifecycleEvent::Created {
+            kid,
+            state: KeyState::Active,
+            reason: RotationReason::Revoked,
+        } => Some(kid),
+        _ => None,
+    });
+    if !revoked.is_empty() {
+        prop_assert_eq!(sim.set.last_revocation_time, Some(now));
+        let must_rotate =
+            sim.policy.rotate_on_revoke || revoked.iter().any(|(_, was)| *was == KeyState::Active);
+        if must_rotate {
+            let kid = fresh_signer.expect("a revocation with rotateOnRevoke makes a fresh signer");
+            prop_assert_eq!(sim.set.active().map(|k| k.kid()), Some(kid.as_str()));
+            prop_assert!(
+                !seen.published_at.contains_key(kid),
+                "{kid} was published before"
+            );
+        } else {
+            prop_assert!(
+                fresh_signer.is_none(),
+                "rotated on a revocation without the option"
+            );
+        }
+    } else {
+        prop_assert!(
+            fresh_signer.is_none(),
+            "a Revoked signer without a revocation"
+        );
+    }
+
     for k in &sim.set.keys {
         seen.published_at
             .entry(k.kid().to_owned())
@@ -1098,8 +1252,8 @@ fn check_step(
     for event in &plan.events {
         match event {
             // 2: a key signs only after it was published for publishAhead
-            // (in real time), except the first key and the replacement of a
-            // revoked one.
+            // (in real time), except the first key and the fresh signer
+            // after a revocation.
             LifecycleEvent::Activated { kid, reason } => {
                 let (_, published, _) = seen.published_at[kid];
                 prop_assert!(

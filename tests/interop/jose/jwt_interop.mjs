@@ -7,7 +7,9 @@
 //         {"ok": true, "kid": ..., "claims": {...}} or {"ok": false, "error": ...}
 //         The remote set is cached for JOSE_CACHE_MS (default 1000 ms): a
 //         verifier must refresh at least as often as the served
-//         Cache-Control max-age says (publishAhead / 2).
+//         Cache-Control max-age says (publishAhead / 2). With
+//         JOSE_CACHE_MS=default the set is built with jose's own defaults, as
+//         an application would (to measure its cache).
 // sign <private_jwks.json> <kid>:
 //         signs {"sub": "jose", iat, exp: +60s} with that key of the set and
 //         prints the compact token.
@@ -18,7 +20,9 @@ import { SignJWT, createRemoteJWKSet, decodeProtectedHeader, importJWK, jwtVerif
 const [mode, ...args] = process.argv.slice(2);
 
 if (mode === "verify") {
-  const cacheMaxAge = Number(process.env.JOSE_CACHE_MS ?? 1000);
+  const cache = process.env.JOSE_CACHE_MS ?? "1000";
+  const options =
+    cache === "default" ? {} : { cacheMaxAge: Number(cache), cooldownDuration: Number(cache) / 2 };
   const sets = new Map();
   const lines = createInterface({ input: process.stdin });
   for await (const line of lines) {
@@ -27,7 +31,7 @@ if (mode === "verify") {
     let out;
     try {
       if (!sets.has(url)) {
-        sets.set(url, createRemoteJWKSet(new URL(url), { cacheMaxAge, cooldownDuration: cacheMaxAge / 2 }));
+        sets.set(url, createRemoteJWKSet(new URL(url), options));
       }
       const { payload } = await jwtVerify(token, sets.get(url), { requiredClaims: ["exp"] });
       out = { ok: true, kid: decodeProtectedHeader(token).kid, claims: payload };

@@ -6,6 +6,9 @@ verify:  reads lines "<jwks_url> <token>" on stdin; for each, finds the
          and verifies the token (signature with the key's algorithm only,
          exp, nbf, iat). Prints one JSON line per token:
          {"ok": true, "kid": ..., "claims": {...}} or {"ok": false, "error": ...}
+         The client keeps a set for PYJWT_LIFESPAN seconds (default 1); with
+         PYJWT_LIFESPAN=default it is built with PyJWT's own defaults, as an
+         application would (to measure its cache, tests/interop_verifiers.rs).
 sign <private_jwks.json> <kid>:
          signs {"sub": "pyjwt", "iat", "exp": +60s} with that key of the set
          (our state directory's jwks.json) and prints the compact token.
@@ -21,7 +24,11 @@ import jwt
 
 def verify() -> None:
     clients = {}
-    lifespan = float(os.environ.get("PYJWT_LIFESPAN", "1"))
+    lifespan = os.environ.get("PYJWT_LIFESPAN", "1")
+    if lifespan == "default":
+        options = {}
+    else:
+        options = {"lifespan": float(lifespan), "cooldown_duration": float(lifespan) / 2}
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -29,9 +36,7 @@ def verify() -> None:
         url, token = line.split(" ", 1)
         try:
             if url not in clients:
-                clients[url] = jwt.PyJWKClient(
-                    url, lifespan=lifespan, cooldown_duration=lifespan / 2
-                )
+                clients[url] = jwt.PyJWKClient(url, **options)
             client = clients[url]
             key = client.get_signing_key_from_jwt(token)
             claims = jwt.decode(
