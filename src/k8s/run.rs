@@ -73,11 +73,13 @@ pub async fn run(
     }
     let servers = http::start_listeners(&config.listeners, &state, &stop_servers).await?;
 
+    let last_good = Arc::new(serving::LastGood::default());
     let index = tokio::spawn(serving::run(
         client.clone(),
         config.namespaces.clone(),
         state.clone(),
         config.public_base_url.clone(),
+        last_good.clone(),
     ));
 
     let writable = Arc::new(if config.leader_elect {
@@ -98,6 +100,7 @@ pub async fn run(
         public_base_url: config.public_base_url.clone(),
         propagation_grace: config.propagation_grace,
         writable: writable.clone(),
+        last_good,
         written: WrittenStatus::default(),
         failures: Default::default(),
     });

@@ -283,6 +283,7 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
         resolved: &m.doc.resolved,
         metrics: &metrics,
         had_keys: false,
+        remembered: None,
     };
     let mut reporter = Report {
         policy: &m.policy_ref,
@@ -338,7 +339,8 @@ impl Reporter for Report<'_> {
                 self.served = keys > 0;
             }
             // Logged by the engine, or meaningless without an API.
-            Note::Adopted { .. } | Note::Recreated | Note::Lifecycle(_) => {}
+            Note::Adopted { .. } | Note::Recreated | Note::Restored { .. } | Note::Lifecycle(_) => {
+            }
         }
     }
 
