@@ -254,7 +254,8 @@ impl Reporter for Report<'_> {
                 info!(policy = %self.policy, keys, "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
             }
             // Lifecycle steps are logged by the engine.
-            Note::Adopted { .. } | Note::Recreated | Note::Lifecycle(_) => {}
+            Note::Adopted { .. } | Note::Recreated | Note::Restored { .. } | Note::Lifecycle(_) => {
+            }
         }
     }
 
@@ -373,6 +374,8 @@ impl Signer {
                 .keys
                 .as_ref()
                 .is_some_and(|(k, _)| !k.keys.is_empty()),
+            // Writing back a lost state directory is not wired for the signer.
+            remembered: None,
         };
         let mut report = Report {
             policy: &self.config.policy,
