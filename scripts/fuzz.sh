@@ -31,7 +31,9 @@ cd fuzz
 cargo +nightly fuzz build >&2
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(cargo +nightly fuzz list)
+  # `cargo fuzz list` names every binary of fuzz/Cargo.toml, and `seeds`
+  # (which writes the corpora) is one of them but not a fuzz target.
+  mapfile -t targets < <(cargo +nightly fuzz list | grep -vx seeds)
 fi
 
 bin_dir=target/x86_64-unknown-linux-gnu/release
