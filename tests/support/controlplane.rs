@@ -200,6 +200,9 @@ pub fn apiserver_argv(
         "--service-cluster-ip-range=10.0.0.0/24".into(),
         "--allow-privileged=true".into(),
         "--disable-admission-plugins=ServiceAccount".into(),
+        // On by default in OpenShift: ownerReferences need delete on the
+        // object, blockOwnerDeletion needs update on the owner's finalizers.
+        "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
         format!("--service-account-issuer={issuer}"),
     ];
     match signing {
@@ -281,9 +284,11 @@ impl ControlPlane {
             "--secure-port=0".into(),
         ];
 
-        // The supervisor starts each component in the background, logging to
-        // <dir>/<name>.log, then waits for its stdin to close (this test
-        // binary exiting) and kills them all and removes the work dir.
+        // The supervisor runs each component in the background, logging to
+        // <dir>/<name>.log, in a loop that writes its pid to <dir>/<name>.pid
+        // and starts it again when it exits, unless <dir>/<name>.hold exists
+        // (the chaos helpers below). It waits for its stdin to close (this
+        // test binary exiting), then kills them all and removes the work dir.
         let mut script = String::from("set -u\npids=\n");
         for (name, argv) in [
             ("etcd", &etcd),
@@ -296,21 +301,20 @@ impl ControlPlane {
             // on its next 30 s rediscovery: hold it back until the harness has
             // installed ours (it touches `start-gc`).
             let gate = if name == "kube-controller-manager" {
-                format!(
-                    "while [ ! -e '{}' ]; do sleep 0.1; done; exec ",
-                    d("start-gc")
-                )
+                format!("while [ ! -e '{}' ]; do sleep 0.1; done; ", d("start-gc"))
             } else {
-                "exec ".to_owned()
+                String::new()
             };
             script.push_str(&format!(
-                "( {gate}{} ) >'{log}' 2>&1 &\npids=\"$pids $!\"\n",
-                quoted.join(" ")
+                "( {gate}while :; do while [ -e '{hold}' ]; do sleep 0.1; done; {argv} & echo $! >'{pid}'; wait $!; sleep 0.2; done ) >'{log}' 2>&1 &\npids=\"$pids $!\"\n",
+                hold = d(&format!("{name}.hold")),
+                pid = d(&format!("{name}.pid")),
+                argv = quoted.join(" "),
             ));
         }
         script.push_str(&format!(
-            "cat >/dev/null\nkill -9 $pids 2>/dev/null\nwait 2>/dev/null\nrm -rf '{}'\n",
-            dir.display()
+            "cat >/dev/null\nkill -9 $pids 2>/dev/null\nkill -9 $(cat '{dir}'/*.pid 2>/dev/null) 2>/dev/null\nwait 2>/dev/null\nrm -rf '{dir}'\n",
+            dir = dir.display()
         ));
         let supervisor = Command::new("bash")
             .arg("-c")
@@ -484,6 +488,137 @@ impl ControlPlane {
                 "CRD {name} not Established in 30s"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A control-plane process the chaos helpers can stop, continue and restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// etcd.
+    Etcd,
+    /// kube-apiserver.
+    ApiServer,
+}
+
+// === impl Component ===
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::ApiServer => "kube-apiserver",
+        }
+    }
+}
+
+/// Sends `signal` to `pid` with kill(1).
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Chaos: stop, continue and restart components. Use them only in a test
+/// binary of their own (every test of a binary shares its control plane).
+impl ControlPlane {
+    /// The pid of the running `component`.
+    pub fn pid(&self, component: Component) -> u32 {
+        let path = self.dir.join(format!("{}.pid", component.name()));
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {}", path.display()))
+    }
+
+    /// SIGSTOPs `component`; it continues when the guard drops (also on panic).
+    pub fn pause(&self, component: Component) -> Paused<'_> {
+        let pid = self.pid(component);
+        signal(pid, "STOP");
+        Paused {
+            cp: self,
+            pid,
+            held: None,
+        }
+    }
+
+    /// SIGKILLs `component` and keeps it down until the guard drops (also on
+    /// panic); the supervisor then starts it again on the same data.
+    pub fn kill_and_hold(&self, component: Component) -> Paused<'_> {
+        let hold = self.dir.join(format!("{}.hold", component.name()));
+        std::fs::write(&hold, "").expect("write hold file");
+        let pid = self.pid(component);
+        signal(pid, "KILL");
+        Paused {
+            cp: self,
+            pid,
+            held: Some(component),
+        }
+    }
+
+    /// Waits until kube-apiserver answers `/readyz` (after a restart).
+    pub async fn wait_api_ready(&self, limit: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        let client = self.admin_client().await;
+        loop {
+            let req = http::Request::get("/readyz").body(Vec::new()).unwrap();
+            let ready =
+                tokio::time::timeout(Duration::from_secs(2), client.request_text(req)).await;
+            if matches!(ready, Ok(Ok(body)) if body.trim() == "ok") {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > limit {
+                return Err(format!("kube-apiserver not ready within {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A stopped or held component; dropping it lets the component run again.
+pub struct Paused<'a> {
+    cp: &'a ControlPlane,
+    pid: u32,
+    held: Option<Component>,
+}
+
+// === impl Paused ===
+
+impl Paused<'_> {
+    /// Lets the component run again now (a restarted one waits for its new pid).
+    pub fn resume(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        match self.held {
+            None => {
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(self.pid.to_string())
+                    .status();
+            }
+            Some(component) => {
+                let _ =
+                    std::fs::remove_file(self.cp.dir.join(format!("{}.hold", component.name())));
+                // The supervisor restarts it within a few hundred ms.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    let path = self.cp.dir.join(format!("{}.pid", component.name()));
+                    let pid: Option<u32> = std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    if pid.is_some_and(|p| p != self.pid) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
         }
     }
 }
