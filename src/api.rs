@@ -26,6 +26,9 @@ use crate::names::is_dns_subdomain;
 pub const GROUP: &str = "jwks.dev";
 /// Annotation whose new value asks for a manual rotation.
 pub const ROTATE_ANNOTATION: &str = "jwks.dev/rotate-requested-at";
+/// Annotation on an existing Secret, valued with a policy's name, that lets
+/// that policy adopt the Secret's key set (with an explicit `spec.secretName`).
+pub const ADOPT_ANNOTATION: &str = "jwks.dev/adopt";
 /// Label naming the policy a Secret belongs to.
 pub const POLICY_LABEL: &str = "jwks.dev/policy";
 /// Standard label marking objects this operator manages.
@@ -46,6 +49,9 @@ pub const MANAGED_BY: &str = "jwks-operator";
     shortname = "krp",
     namespaced,
     status = "KeyRotationPolicyStatus",
+    // Moving to another Secret would drop keys that still verify live tokens
+    // (invariant 3) and orphan the old Secret with its private keys.
+    validation = Rule::new("(has(self.spec.secretName) ? self.spec.secretName : self.metadata.name + '-jwks') == (has(oldSelf.spec.secretName) ? oldSelf.spec.secretName : oldSelf.metadata.name + '-jwks')").message("spec.secretName cannot be changed: the key set, including keys that still verify issued tokens, lives in that Secret; to use another Secret, create a new KeyRotationPolicy").reason(kube::core::Reason::FieldValueForbidden).field_path(".spec.secretName"),
     doc = "A KeyRotationPolicy asks jwks-operator to generate JWT signing keys into a Secret, publish the public keys as a JWK Set, rotate them on a schedule and prune retired keys once no token they signed can still be valid.",
     printcolumn(
         name = "Algorithm",
@@ -149,9 +155,10 @@ pub struct KeyRotationPolicySpec {
     pub max_keys: u32,
 
     /// Name of the Secret holding the key set. Default `<policy name>-jwks`.
-    /// A Secret of that name that this operator does not manage is never
-    /// overwritten, unless its `jwks.json` is a valid private JWK Set, which
-    /// is then adopted.
+    /// Cannot be changed after creation. A Secret of that name that this
+    /// operator does not manage is never overwritten, with one exception: a
+    /// Secret named here explicitly whose `jwks.json` is a valid private JWK
+    /// Set and that is annotated `jwks.dev/adopt: <policy name>` is adopted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),

@@ -173,7 +173,7 @@ fn requests(server: &Arc<Mutex<Server>>) -> Vec<String> {
 /// A Secret of ours whose data keys were all removed by hand.
 fn our_secret_without_keys() -> Value {
     let encoded = layout::encode(&one_key_set(), 1).unwrap();
-    let mut secret: Secret = secret_object(&policy(), &encoded, None, &BTreeMap::new());
+    let mut secret: Secret = secret_object(&policy(), &encoded, None);
     secret.data = Some(BTreeMap::new());
     serde_json::to_value(secret).unwrap()
 }

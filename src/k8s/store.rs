@@ -3,12 +3,10 @@
 //! [`classify`]; writes are a create, or a replace conditional on the
 //! `resourceVersion` read (a 409 is a conflict for the engine to re-read).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
@@ -43,15 +41,15 @@ impl fmt::Display for SecretVersion {
     }
 }
 
-/// One policy's Secret. Built per reconcile; remembers the foreign data keys
-/// of a Secret being adopted so the write keeps them.
+/// One policy's Secret. Built per reconcile; remembers the Secret as last
+/// read, so a write merges onto it and keeps what is not ours.
 pub struct SecretStore<'a> {
     api: Api<Secret>,
     policy: &'a KeyRotationPolicy,
     namespace: String,
     name: String,
     writable: &'a AtomicBool,
-    extra: Mutex<BTreeMap<String, ByteString>>,
+    read: Mutex<Option<Secret>>,
 }
 
 // === impl SecretStore ===
@@ -67,7 +65,7 @@ impl<'a> SecretStore<'a> {
             namespace,
             policy,
             writable,
-            extra: Mutex::new(BTreeMap::new()),
+            read: Mutex::new(None),
         }
     }
 
@@ -102,6 +100,7 @@ impl KeyStore for SecretStore<'_> {
             .get_opt(&self.name)
             .await
             .map_err(|e| self.read_error(e))?;
+        existing.clone_into(&mut self.read.lock().unwrap_or_else(|e| e.into_inner()));
         let version = |resource_version, generation| SecretVersion {
             resource_version,
             generation,
@@ -120,9 +119,7 @@ impl KeyStore for SecretStore<'_> {
                 keys,
                 set,
                 resource_version,
-                extra,
             } => {
-                *self.extra.lock().unwrap_or_else(|e| e.into_inner()) = extra;
                 let version = version(resource_version, 0);
                 match set {
                     Some(set) => Loaded::Copied { set, version },
@@ -163,9 +160,11 @@ impl KeyStore for SecretStore<'_> {
             name: self.policy.name_any(),
             source,
         })?;
-        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let resource_version = expected.map(|v| v.resource_version.clone());
-        let object = secret_object(self.policy, &encoded, resource_version, &extra);
+        // Merged onto the Secret as read, conditional on the version the
+        // set was planned from.
+        let read = expected.and(self.read.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let mut object = secret_object(self.policy, &encoded, read.as_ref());
+        object.metadata.resource_version = expected.map(|v| v.resource_version.clone());
         let pp = post_params();
         let written = match expected {
             None => self.api.create(&pp, &object).await,
