@@ -120,6 +120,22 @@ fn generate() -> String {
     out.push_str("\n### Validation at admission (CEL)\n\n");
     out.push_str("The API server refuses a policy that breaks one of these rules, with the message shown. `jwks-operator standalone` applies the same rules to policy files.\n\n");
     let mut r = String::new();
+    // Rules on the whole object: transition rules, checked on update.
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        r.push_str(&format!(
+            "- `{}` (on update): {} (`{}`)\n",
+            rule["fieldPath"]
+                .as_str()
+                .unwrap_or(".")
+                .trim_start_matches('.'),
+            rule["message"].as_str().unwrap_or(""),
+            rule["rule"].as_str().unwrap_or("")
+        ));
+    }
     rules(&schema["properties"]["spec"], "", &mut r);
     out.push_str(&r);
     out.push_str("\n## status\n\n| field | type | default | required | description |\n|---|---|---|---|---|\n");
@@ -132,7 +148,7 @@ fn generate() -> String {
             c["jsonPath"].as_str().unwrap()
         ));
     }
-    out.push_str("\n## Annotation\n\n`jwks.dev/rotate-requested-at: <any new value>` asks for a manual rotation; the handled value is echoed in `status.lastRotationRequest` (`jwks-operator rotate NAME -n NS` sets it).\n");
+    out.push_str("\n## Annotations\n\n`jwks.dev/rotate-requested-at: <any new value>` on a policy asks for a manual rotation; the handled value is echoed in `status.lastRotationRequest` (`jwks-operator rotate NAME -n NS` sets it).\n\n`jwks.dev/adopt: <policy name>` on an existing Secret that holds a private JWK Set lets that policy adopt it, when the policy names the Secret in `spec.secretName` (docs/kubernetes.md).\n");
     out
 }
 

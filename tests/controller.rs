@@ -453,7 +453,7 @@ async fn manual_rotation_by_annotation_and_by_the_rotate_command() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.reconciled_after_a_spec_touch("man").await;
     assert_eq!(
         env.secret("man-jwks").await.resource_version(),
         rv,
@@ -660,7 +660,7 @@ async fn a_corrupt_secret_is_never_overwritten_and_the_last_good_set_is_served()
         p.contains("lifecycle.json"),
         "the message names the data key: {p}"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.reconciled_after_a_spec_touch("cor").await;
     let after = env.secret("cor-jwks").await;
     assert_eq!(
         after.resource_version(),
@@ -722,33 +722,90 @@ async fn a_deleted_secret_is_recreated_with_a_warning_and_a_deleted_policy_takes
     }
 }
 
+impl TestEnv {
+    /// Creates Secret `name` as admin with `string_data` and `annotations`.
+    async fn create_secret(&self, name: &str, string_data: Value, annotations: Value) -> Secret {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "stringData": string_data,
+        }))
+        .unwrap();
+        self.secrets()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap()
+    }
+
+    /// Waits for condition `type_` of `name` to be `status` and returns its reason.
+    async fn condition(&self, name: &str, type_: &str, status: &str) -> (String, String) {
+        self.policy_until(name, Duration::from_secs(15), type_, |p| {
+            let c = p
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_)?;
+            (c.status == status).then(|| (c.reason.clone(), c.message.clone()))
+        })
+        .await
+    }
+
+    /// Waits until the operator has reconciled `name` at its current
+    /// generation after a no-op spec change: the observable that a decision
+    /// not to write has been taken.
+    async fn reconciled_after_a_spec_touch(&self, name: &str) {
+        let touch = json!({"spec": {"audiences": [format!("touch-{}", rand_suffix())]}});
+        let p = self
+            .policies()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&touch))
+            .await
+            .unwrap();
+        let generation = p.metadata.generation;
+        self.policy_until(name, Duration::from_secs(15), "the touch reconciled", |p| {
+            (p.status.as_ref()?.observed_generation == generation).then_some(())
+        })
+        .await;
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_node_jose_key_store_in_an_existing_secret_is_adopted() {
+async fn a_key_store_is_adopted_only_when_named_explicitly_and_annotated_and_outlives_its_policy() {
     let env = env("ctl-adopt").await;
     let keys_json = include_str!("fixtures/node-jose/keys.json");
     let first_kid = serde_json::from_str::<Value>(keys_json).unwrap()["keys"][0]["kid"]
         .as_str()
         .unwrap()
         .to_owned();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "legacy-keys"},
-        "stringData": {"jwks.json": keys_json, "notes": "made by hand"},
-    }))
-    .unwrap();
-    env.secrets()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let foreign: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "not-keys"},
-        "stringData": {"password": "hunter2"},
-    }))
-    .unwrap();
-    let foreign = env
-        .secrets()
-        .create(&PostParams::default(), &foreign)
-        .await
-        .unwrap();
+    let keys = json!({"jwks.json": keys_json, "notes": "made by hand"});
+    // Adoptable: named in spec.secretName and annotated for the policy.
+    env.create_secret(
+        "legacy-keys",
+        keys.clone(),
+        json!({"jwks.dev/adopt": "adopt"}),
+    )
+    .await;
+    // Not adoptable: a key store nobody consented to hand over, under an
+    // explicit name and under the policy's default name.
+    let unannotated = env
+        .create_secret("other-app-keys", keys.clone(), json!({}))
+        .await;
+    let by_default = env
+        .create_secret(
+            "implicit-jwks",
+            keys.clone(),
+            json!({"jwks.dev/adopt": "implicit"}),
+        )
+        .await;
+    let not_keys = env
+        .create_secret("not-keys", json!({"password": "hunter2"}), json!({}))
+        .await;
     let _op = env.operator(&[]);
     env.create(
         "adopt",
@@ -756,10 +813,17 @@ async fn a_node_jose_key_store_in_an_existing_secret_is_adopted() {
     )
     .await;
     env.create(
+        "sneaky",
+        json!({"algorithm": "RS256", "secretName": "other-app-keys"}),
+    )
+    .await;
+    env.create("implicit", json!({"algorithm": "RS256"})).await;
+    env.create(
         "clash",
         json!({"algorithm": "RS256", "secretName": "not-keys"}),
     )
     .await;
+    env.create("owned", json!({"algorithm": "ES256"})).await;
 
     let p = env.ready("adopt").await;
     let status = p.status.unwrap();
@@ -773,25 +837,102 @@ async fn a_node_jose_key_store_in_an_existing_secret_is_adopted() {
         String::from_utf8(data(&adopted, "notes")).unwrap(),
         "made by hand"
     );
+    // Labelled, not owned: adding an ownerReference to an existing Secret
+    // needs `delete` on it, which the chart does not grant.
+    assert!(adopted.owner_references().is_empty(), "{adopted:?}");
     assert!(env.event_reasons("adopt").await.contains("KeySetAdopted"));
 
-    // A Secret that is not a key set is never touched.
-    let reason = env
-        .policy_until("clash", Duration::from_secs(10), "SecretNotOwned", |p| {
-            let c = p
-                .status
-                .as_ref()?
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")?;
-            (c.status == "False").then(|| c.reason.clone())
-        })
-        .await;
-    assert_eq!(reason, "SecretNotOwned");
-    assert_eq!(
-        env.secret("not-keys").await.resource_version(),
-        foreign.resource_version()
-    );
+    // Everything else is SecretNotOwned and never touched.
+    for (policy, secret) in [
+        ("sneaky", &unannotated),
+        ("implicit", &by_default),
+        ("clash", &not_keys),
+    ] {
+        let (reason, message) = env.condition(policy, "Ready", "False").await;
+        assert_eq!(reason, "SecretNotOwned", "{policy}: {message}");
+        let (reason, _) = env.condition(policy, "Degraded", "True").await;
+        assert_eq!(reason, "SecretNotOwned");
+        env.reconciled_after_a_spec_touch(policy).await;
+        let now = env.secret(&secret.name_any()).await;
+        assert_eq!(
+            now.resource_version(),
+            secret.resource_version(),
+            "{policy} wrote Secret {}",
+            secret.name_any()
+        );
+    }
+    let (_, message) = env.condition("sneaky", "Ready", "False").await;
+    assert!(message.contains("jwks.dev/adopt=sneaky"), "{message}");
+
+    // Deleting the policies: the Secret the operator created goes with its
+    // policy; the adopted one stays with its keys.
+    env.ready("owned").await;
+    for name in ["adopt", "owned"] {
+        env.policies()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.secrets().get_opt("owned-jwks").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "owned-jwks not garbage-collected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept = env.secret("legacy-keys").await;
+    assert_eq!(data(&kept, "jwks.json"), data(&adopted, "jwks.json"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_server_refuses_to_move_a_policy_to_another_secret() {
+    let env = env("ctl-immutable").await;
+    env.create("implicit", json!({"algorithm": "ES256"})).await;
+    env.create(
+        "named",
+        json!({"algorithm": "ES256", "secretName": "named-keys"}),
+    )
+    .await;
+    let patch = |name: &'static str, spec: Value| {
+        let policies = env.policies();
+        async move {
+            policies
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"spec": spec})),
+                )
+                .await
+        }
+    };
+    for (name, spec) in [
+        ("implicit", json!({"secretName": "elsewhere"})),
+        ("named", json!({"secretName": "elsewhere"})),
+        ("named", json!({"secretName": null})),
+    ] {
+        match patch(name, spec.clone()).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{name} {spec}: {s:?}");
+                assert!(
+                    s.message.contains("spec.secretName cannot be changed"),
+                    "{name} {spec}: {}",
+                    s.message
+                );
+            }
+            other => panic!("{name} {spec}: the change was not refused: {other:?}"),
+        }
+    }
+    // Naming the Secret it already uses is no change.
+    patch("implicit", json!({"secretName": "implicit-jwks"}))
+        .await
+        .expect("naming the default Secret explicitly");
+    patch("implicit", json!({"secretName": null}))
+        .await
+        .expect("dropping the explicit default again");
+    patch("named", json!({"algorithm": "EdDSA"}))
+        .await
+        .expect("other fields stay editable");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -879,4 +1020,78 @@ async fn a_spec_only_the_operator_can_judge_is_degraded_with_a_clear_message() {
         written.items.is_empty(),
         "nothing is written for an invalid spec"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_keeps_other_writers_labels_annotations_finalizers_and_data_keys() {
+    let env = env("ctl-keep").await;
+    let _op = env.operator(&[]);
+    env.create("keep", json!({"algorithm": "ES256", "publishAhead": "0s"}))
+        .await;
+    let first = env
+        .ready("keep")
+        .await
+        .status
+        .unwrap()
+        .active_key_id
+        .unwrap();
+    // Other tools and people add their own metadata and data.
+    let theirs = json!({
+        "metadata": {
+            "labels": {"team": "payments"},
+            "annotations": {"backup.example.com/schedule": "daily"},
+            "finalizers": ["example.com/keep"],
+        },
+        "data": {"README": "aGFuZCBtYWRl"},
+    });
+    env.secrets()
+        .patch("keep-jwks", &PatchParams::default(), &Patch::Merge(&theirs))
+        .await
+        .unwrap();
+    // A rotation makes the operator write the Secret again.
+    let patch = json!({"metadata": {"annotations": {"jwks.dev/rotate-requested-at": "now"}}});
+    env.policies()
+        .patch("keep", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    env.policy_until("keep", Duration::from_secs(15), "a new active key", |p| {
+        let kid = p.status.as_ref()?.active_key_id.clone()?;
+        (kid != first).then_some(())
+    })
+    .await;
+    let secret = env.secret("keep-jwks").await;
+    assert_ne!(
+        String::from_utf8(data(&secret, "active.kid")).unwrap(),
+        first,
+        "the Secret was written"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    env.secrets()
+        .patch(
+            "keep-jwks",
+            &PatchParams::default(),
+            &Patch::Merge(&release),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.labels().get("team").map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(
+        secret
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("jwks-operator")
+    );
+    assert_eq!(
+        secret
+            .annotations()
+            .get("backup.example.com/schedule")
+            .map(String::as_str),
+        Some("daily")
+    );
+    assert_eq!(secret.finalizers(), ["example.com/keep"]);
+    assert_eq!(data(&secret, "README"), b"hand made");
 }
