@@ -279,19 +279,29 @@ async fn kill_minus_nine_in_the_middle_of_rotations_loses_nothing() {
     let mut kept: BTreeSet<String> = BTreeSet::new();
     for round in 0..5u64 {
         let mut op = env.operator(&[]);
+        if round == 0 {
+            // So that every round has a stored set to check.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while env.secret_opt("crash-jwks").await.is_none() {
+                assert!(Instant::now() < deadline, "no Secret within 30s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(1500 + 700 * round)).await;
         op.kill();
-        if let Some(secret) = env.secret_opt("crash-jwks").await {
-            let records = assert_consistent(&secret);
-            let now: BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
-            // With a 30 s TTL no key may be pruned during this test.
-            let lost: Vec<&String> = kept.difference(&now).collect();
-            assert!(
-                lost.is_empty(),
-                "round {round}: keys lost across a crash: {lost:?}"
-            );
-            kept = now;
-        }
+        let secret = env
+            .secret_opt("crash-jwks")
+            .await
+            .unwrap_or_else(|| panic!("round {round}: the Secret is gone"));
+        let records = assert_consistent(&secret);
+        let now: BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
+        // With a 30 s TTL no key may be pruned during this test.
+        let lost: Vec<&String> = kept.difference(&now).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: keys lost across a crash: {lost:?}"
+        );
+        kept = now;
     }
     // A last clean run converges to a Ready policy.
     let op = env.operator(&[]);
@@ -321,4 +331,90 @@ async fn kill_minus_nine_in_the_middle_of_rotations_loses_nothing() {
     let served = kids(&body);
     let stored: BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
     assert_eq!(served, stored, "the served set is the stored set");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_whose_renewals_fail_stops_writing_before_its_lease_runs_out() {
+    let env = env("ha-renewal").await;
+    // Rotations every 2 s; nothing is pruned during the test.
+    env.create(
+        "renew",
+        json!({"algorithm": "EdDSA", "rotationInterval": "2s", "publishAhead": "1s", "maxTokenTTL": "60s", "clockSkew": "1s", "maxKeys": 100}),
+    )
+    .await;
+    let _op = env.operator(&as_strs(&env.leader_args("only")));
+    let rv = || async {
+        env.secret_opt("renew-jwks")
+            .await
+            .and_then(|s| s.metadata.resource_version)
+    };
+    // Positive path: the leader writes, again and again.
+    let writes_within = |limit: Duration, wanted: usize| {
+        let rv = &rv;
+        async move {
+            let started = Instant::now();
+            let mut seen: BTreeSet<String> = BTreeSet::new();
+            while started.elapsed() < limit && seen.len() < wanted {
+                if let Some(v) = rv().await {
+                    seen.insert(v);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen.len()
+        }
+    };
+    assert!(
+        writes_within(Duration::from_secs(30), 3).await >= 3,
+        "the leader never wrote"
+    );
+
+    // Renewals now fail (403), while Secret writes would still succeed.
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(env.admin.clone(), &env.ns);
+    let binding = bindings
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|b| {
+            b.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.ends_with("-leader-election"))
+        })
+        .expect("the chart's leader-election RoleBinding");
+    let name = binding.metadata.name.clone().unwrap();
+    bindings.delete(&name, &Default::default()).await.unwrap();
+    let revoked = Instant::now();
+
+    // The last renewal landed at most half a lease (2 s) before; its
+    // deadline is 3 s after it. From 4 s on, no write may start.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let frozen = rv().await;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(8) {
+        assert_eq!(
+            rv().await,
+            frozen,
+            "the leader wrote {:?} after its renewals started failing",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Renewals succeed again: writing resumes.
+    let mut restored = binding;
+    restored.metadata.resource_version = None;
+    restored.metadata.uid = None;
+    restored.metadata.creation_timestamp = None;
+    restored.metadata.managed_fields = None;
+    bindings
+        .create(&Default::default(), &restored)
+        .await
+        .unwrap();
+    assert!(
+        writes_within(Duration::from_secs(60), 2).await >= 2,
+        "writing did not resume once renewals succeeded again"
+    );
 }

@@ -5,7 +5,6 @@
 //! and requeues at the planner's next due time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
+use super::leader::WriteGate;
 use super::secret::{config_map_is_ours, config_map_object};
 use super::status::{Observed, WrittenStatus, desired_status};
 use super::store::{SecretStore, post_params};
@@ -52,8 +52,9 @@ pub struct Context {
     /// `--propagation-grace`, the planner's
     /// [`Policy::propagation_grace`](crate::keys::lifecycle::Policy::propagation_grace).
     pub propagation_grace: std::time::Duration,
-    /// False as soon as leadership is lost: no write starts after that.
-    pub writable: Arc<AtomicBool>,
+    /// Closed as soon as leadership is lost or its renewal deadline passes:
+    /// every write checks it first, so no write starts after that.
+    pub writable: Arc<WriteGate>,
     /// Statuses written and not yet seen back through the watch.
     pub written: WrittenStatus,
     /// Consecutive failed passes by policy, for the engine's backoff (only
@@ -231,6 +232,9 @@ struct Reconciler<'a> {
 
 impl Reconciler<'_> {
     async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        if !self.ctx.writable.may_write() {
+            return;
+        }
         let ev = Event {
             type_,
             reason: reason.to_owned(),
@@ -280,7 +284,7 @@ impl Reconciler<'_> {
             },
             Timestamp::now(),
         );
-        if prev == Some(&desired) || !self.ctx.writable.load(Ordering::SeqCst) {
+        if prev == Some(&desired) || !self.ctx.writable.may_write() {
             return Ok(false);
         }
         let api: Api<KeyRotationPolicy> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
@@ -328,6 +332,9 @@ impl Reconciler<'_> {
             source,
         };
         let desired = config_map_object(self.policy, cm_name, public_jwks);
+        if !self.ctx.writable.may_write() {
+            return Ok(());
+        }
         match api.get_opt(cm_name).await.map_err(err)? {
             None => {
                 api.create(&post_params(), &desired).await.map_err(err)?;

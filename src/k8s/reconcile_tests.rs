@@ -147,7 +147,11 @@ fn context(server: &Arc<Mutex<Server>>) -> Arc<Context> {
         metrics: Arc::new(Metrics::new()),
         public_base_url: None,
         propagation_grace: std::time::Duration::ZERO,
-        writable: Arc::new(AtomicBool::new(true)),
+        writable: Arc::new({
+            let gate = crate::k8s::leader::WriteGate::unelected();
+            gate.set_leading(true);
+            gate
+        }),
         written: WrittenStatus::default(),
         failures: Default::default(),
     })

@@ -2,7 +2,6 @@
 //! and the reconciler on the one that holds the Lease.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,6 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller, watcher};
 use tracing::{info, warn};
 
+use super::leader::{self, WriteGate};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::serving::{self, apis, managed_selector};
 use super::status::WrittenStatus;
@@ -57,7 +57,11 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
         config.public_base_url.clone(),
     ));
 
-    let writable = Arc::new(AtomicBool::new(false));
+    let writable = Arc::new(if config.leader_elect {
+        WriteGate::elected()
+    } else {
+        WriteGate::unelected()
+    });
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -78,7 +82,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
     if config.leader_elect {
         lead(client, &config, ctx, metrics, shutdown.clone()).await?;
     } else {
-        writable.store(true, Ordering::SeqCst);
+        writable.set_leading(true);
         metrics.set_leader(true);
         control(&client, &config.namespaces, ctx, shutdown.wait()).await;
     }
@@ -153,7 +157,7 @@ async fn lead(
     let params = kube_lease_manager::LeaseParams::new(
         config.identity.clone(),
         config.lease_duration,
-        (config.lease_duration / 3).max(1),
+        leader::renew_grace_seconds(config.lease_duration),
     );
     let manager = kube_lease_manager::LeaseManager::new(
         client.clone(),
@@ -171,11 +175,23 @@ async fn lead(
         )
     })?;
     let (mut leader, lease_task) = manager.watch().await;
+    // The write gate's deadline follows the renewals that land.
+    let tracker = tokio::spawn(leader::track_renewals(
+        kube::Api::namespaced(client.clone(), &config.lease_namespace),
+        config.lease_name.clone(),
+        config.identity.clone(),
+        Duration::from_secs(config.lease_duration),
+        ctx.writable.clone(),
+    ));
     loop {
-        // Wait to lead (or to stop).
+        // Wait to lead with a renewal that landed (or to stop).
         tokio::select! {
             () = stop.wait() => break,
-            changed = leader.wait_for(|l| *l) => {
+            changed = async {
+                let changed = leader.wait_for(|l| *l).await.map(|_| ());
+                ctx.writable.wait_fresh().await;
+                changed
+            } => {
                 if changed.is_err() {
                     warn!("the lease manager stopped");
                     break;
@@ -183,28 +199,35 @@ async fn lead(
             }
         }
         info!(identity = %config.identity, "acquired the Lease; reconciling");
-        ctx.writable.store(true, Ordering::SeqCst);
+        ctx.writable.set_leading(true);
         metrics.set_leader(true);
         let mut lost = leader.clone();
         let stopping = stop.wait();
-        let writable = ctx.writable.clone();
+        let gate = ctx.writable.clone();
         control(&client, &config.namespaces, ctx.clone(), async move {
             tokio::select! {
                 _ = lost.wait_for(|l| !*l) => {
                     // Stop writing at once; the controller then drains.
-                    writable.store(false, Ordering::SeqCst);
+                    gate.set_leading(false);
                     warn!("lost the Lease; stopped writing");
+                }
+                _ = gate.expired() => {
+                    // The gate is closed already; stop the controller until
+                    // a renewal lands again.
+                    gate.set_leading(false);
+                    warn!("the Lease was not renewed in time; stopped writing");
                 }
                 () = stopping => {}
             }
         })
         .await;
-        ctx.writable.store(false, Ordering::SeqCst);
+        ctx.writable.set_leading(false);
         metrics.set_leader(false);
         if stop.is_triggered() {
             break;
         }
     }
+    tracker.abort();
     // Dropping the receiver makes the lease manager release the Lease.
     drop(leader);
     match tokio::time::timeout(Duration::from_secs(5), lease_task).await {

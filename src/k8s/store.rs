@@ -5,12 +5,12 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
+use super::leader::WriteGate;
 use super::reconcile::{Error, MANAGER};
 use super::secret::{Found, classify, secret_object};
 use crate::api::KeyRotationPolicy;
@@ -48,7 +48,7 @@ pub struct SecretStore<'a> {
     policy: &'a KeyRotationPolicy,
     namespace: String,
     name: String,
-    writable: &'a AtomicBool,
+    writable: &'a WriteGate,
     read: Mutex<Option<Secret>>,
 }
 
@@ -56,8 +56,8 @@ pub struct SecretStore<'a> {
 
 impl<'a> SecretStore<'a> {
     /// The store of `policy`'s Secret (`spec.secretName`, or `<name>-jwks`),
-    /// writing only while `writable` is set.
-    pub fn new(client: Client, policy: &'a KeyRotationPolicy, writable: &'a AtomicBool) -> Self {
+    /// writing only while the `writable` gate is open.
+    pub fn new(client: Client, policy: &'a KeyRotationPolicy, writable: &'a WriteGate) -> Self {
         let namespace = policy.namespace().unwrap_or_default();
         SecretStore {
             api: Api::namespaced(client, &namespace),
@@ -146,7 +146,7 @@ impl KeyStore for SecretStore<'_> {
     }
 
     fn can_write(&self) -> bool {
-        self.writable.load(Ordering::SeqCst)
+        self.writable.may_write()
     }
 
     async fn save(
