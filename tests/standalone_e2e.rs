@@ -35,6 +35,30 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+const SIGHUP_LINE: &str = "SIGHUP: re-reading the policy files";
+
+/// Sends SIGHUP and returns once the process has applied it: the main loop
+/// handles one signal at a time, so when the log shows it picked up a
+/// second SIGHUP, the first one's re-read and reconcile have finished. The
+/// observable a negative check after a reload waits on, not a fixed sleep.
+fn reload_and_settle(op: &Operator) {
+    let seen = |op: &Operator| {
+        op.log()
+            .iter()
+            .filter(|l| l["message"] == SIGHUP_LINE)
+            .count()
+    };
+    let before = seen(op);
+    for n in 1..=2 {
+        op.reload();
+        let deadline = Instant::now() + 10 * SEC;
+        while seen(op) < before + n {
+            assert!(Instant::now() < deadline, "SIGHUP #{n} not handled in 10s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 #[test]
 fn the_example_policy_is_served_within_a_second() {
     let ws = Workspace::new();
@@ -256,8 +280,7 @@ fn manual_rotation_and_revocation_through_the_policy_file() {
     assert_eq!(op.verify(p, &token1).as_deref(), Ok(k1.as_str()));
 
     // The same value again is not a new request.
-    op.reload();
-    std::thread::sleep(SEC);
+    reload_and_settle(&op);
     assert_eq!(op.kids(p), [k2.clone(), k1.clone()]);
     assert_eq!(op.summary(p)["activeKeyID"], k2.as_str());
 
@@ -411,8 +434,7 @@ fn a_corrupt_state_is_never_overwritten() {
     );
     assert_eq!(op.summary("default/b")["ready"], true);
     assert_eq!(op.kids("default/b").len(), 1);
-    op.reload();
-    std::thread::sleep(SEC);
+    reload_and_settle(&op);
     assert_eq!(files(&ws.policy_state("default/a")), a_files, "untouched");
     assert_eq!(files(&ws.policy_state("default/c")), c_files, "untouched");
 

@@ -5,7 +5,7 @@
 //! A Secret that cannot be decoded does not replace the last good view: the
 //! policy is listed as degraded and its last good set keeps being served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, stream};
@@ -187,65 +187,66 @@ fn merged(
     stream::select_all(streams)
 }
 
-/// Runs the index until the watch streams end (they don't, short of a
-/// shutdown of the runtime). `/readyz` turns ready once every watch has
-/// delivered its initial list.
-// Long on purpose: one loop over the merged watch events of policies and Secrets
-// (re-lists and changes), each applied to the index and the snapshot, with the
-// readiness count beside it.
-pub async fn run(
-    client: Client,
-    namespaces: Vec<String>,
-    state: SharedState,
+/// Objects of a re-list in progress, by scope.
+type Relist<K, V> = HashMap<Option<String>, HashMap<K, V>>;
+
+/// The event loop's state: the index, re-lists in progress, and which
+/// watch streams have delivered their initial list.
+pub struct Indexer {
+    index: Index,
     base_url: Option<String>,
-) {
-    let mut index = Index::default();
-    // Each watch reports InitDone once per (re)list; ready after all of them.
-    let streams = if namespaces.is_empty() {
-        2
-    } else {
-        2 * namespaces.len()
-    };
-    let mut synced = 0usize;
-    // Objects of a re-list in progress, by kind.
-    type Policies = HashMap<PolicyRef, Arc<KeyRotationPolicy>>;
-    type Secrets = HashMap<(String, String), Arc<Secret>>;
-    let mut relist_policies: HashMap<Option<String>, Policies> = HashMap::new();
-    let mut relist_secrets: HashMap<Option<String>, Secrets> = HashMap::new();
-    let base = base_url.as_deref();
-    let mut changes = Box::pin(merged(&client, &namespaces));
-    while let Some(change) = changes.next().await {
-        let (scope, change) = match change {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "watch error; the watcher retries with backoff");
-                continue;
-            }
-        };
+    /// Watch streams of the run (one per kind and scope).
+    streams: usize,
+    /// Streams that have completed a list, by (scope, is-Secrets): a
+    /// stream that re-lists counts once, so readiness waits for every one.
+    synced: HashSet<(Option<String>, bool)>,
+    relist_policies: Relist<PolicyRef, Arc<KeyRotationPolicy>>,
+    relist_secrets: Relist<(String, String), Arc<Secret>>,
+}
+
+// === impl Indexer ===
+
+impl Indexer {
+    /// An empty index for the watches of `namespaces` (empty: all).
+    pub fn new(namespaces: &[String], base_url: Option<String>) -> Indexer {
+        Indexer {
+            index: Index::default(),
+            base_url,
+            streams: 2 * namespaces.len().max(1),
+            synced: HashSet::new(),
+            relist_policies: HashMap::new(),
+            relist_secrets: HashMap::new(),
+        }
+    }
+
+    /// Applies one watch event to the index and to what `state` serves.
+    fn handle(&mut self, state: &SharedState, scope: Option<String>, change: Change) {
+        let base = self.base_url.as_deref();
+        let index = &mut self.index;
         match change {
             Change::Policy(Event::Apply(p) | Event::InitApply(p)) => {
                 let r = p.policy_ref();
                 let p = Arc::new(p);
-                match relist_policies.get_mut(&scope) {
+                match self.relist_policies.get_mut(&scope) {
                     Some(pending) => {
                         pending.insert(r, p);
                     }
                     None => {
                         index.policies.insert(r.clone(), p);
-                        index.refresh(&state, &r, base);
+                        index.refresh(state, &r, base);
                     }
                 }
             }
             Change::Policy(Event::Delete(p)) => {
                 let r = p.policy_ref();
                 index.policies.remove(&r);
-                index.refresh(&state, &r, base);
+                index.refresh(state, &r, base);
             }
             Change::Policy(Event::Init) => {
-                relist_policies.insert(scope, HashMap::new());
+                self.relist_policies.insert(scope, HashMap::new());
             }
             Change::Policy(Event::InitDone) => {
-                if let Some(fresh) = relist_policies.remove(&scope) {
+                if let Some(fresh) = self.relist_policies.remove(&scope) {
                     let gone: Vec<PolicyRef> = index
                         .policies
                         .keys()
@@ -258,15 +259,15 @@ pub async fn run(
                     }
                     let all: Vec<PolicyRef> = index.policies.keys().cloned().collect();
                     for r in all {
-                        index.refresh(&state, &r, base);
+                        index.refresh(state, &r, base);
                     }
                 }
-                synced += 1;
+                self.synced.insert((scope, false));
             }
             Change::Secret(Event::Apply(s) | Event::InitApply(s)) => {
                 let key = (s.namespace().unwrap_or_default(), s.name_any());
                 let s = Arc::new(s);
-                match relist_secrets.get_mut(&scope) {
+                match self.relist_secrets.get_mut(&scope) {
                     Some(pending) => {
                         pending.insert(key, s);
                     }
@@ -274,7 +275,7 @@ pub async fn run(
                         let owner = index.policy_of_secret(&s);
                         index.secrets.insert(key, s);
                         if let Some(r) = owner {
-                            index.refresh(&state, &r, base);
+                            index.refresh(state, &r, base);
                         }
                     }
                 }
@@ -291,22 +292,73 @@ pub async fn run(
                 }
             }
             Change::Secret(Event::Init) => {
-                relist_secrets.insert(scope, HashMap::new());
+                self.relist_secrets.insert(scope, HashMap::new());
             }
             Change::Secret(Event::InitDone) => {
-                if let Some(fresh) = relist_secrets.remove(&scope) {
+                if let Some(fresh) = self.relist_secrets.remove(&scope) {
                     index.secrets.retain(|(ns, _), _| !in_scope(&scope, ns));
                     index.secrets.extend(fresh);
                     let all: Vec<PolicyRef> = index.policies.keys().cloned().collect();
                     for r in all {
-                        index.refresh(&state, &r, base);
+                        index.refresh(state, &r, base);
                     }
                 }
-                synced += 1;
+                self.synced.insert((scope, true));
             }
         }
-        if synced >= streams && !state.is_ready() {
+        if self.synced.len() >= self.streams && !state.is_ready() {
             state.set_ready(true);
         }
+    }
+}
+
+/// Runs the index until the watch streams end (they don't, short of a
+/// shutdown of the runtime). `/readyz` turns ready once every watch has
+/// delivered its initial list.
+pub async fn run(
+    client: Client,
+    namespaces: Vec<String>,
+    state: SharedState,
+    base_url: Option<String>,
+) {
+    let mut indexer = Indexer::new(&namespaces, base_url);
+    let mut changes = Box::pin(merged(&client, &namespaces));
+    while let Some(change) = changes.next().await {
+        match change {
+            Ok((scope, change)) => indexer.handle(&state, scope, change),
+            Err(e) => warn!(error = %e, "watch error; the watcher retries with backoff"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn state() -> SharedState {
+        SharedState::new(None, Arc::new(Metrics::new()))
+    }
+
+    fn ns(n: &str) -> Option<String> {
+        Some(n.to_owned())
+    }
+
+    #[test]
+    fn ready_only_once_every_stream_has_listed_however_often_one_relists() {
+        let state = state();
+        let mut indexer = Indexer::new(&["a".to_owned(), "b".to_owned()], None);
+        // The policy watch of `a` lists, then re-lists three times (a watch
+        // error, say) before any other stream has listed once.
+        for _ in 0..4 {
+            indexer.handle(&state, ns("a"), Change::Policy(Event::Init));
+            indexer.handle(&state, ns("a"), Change::Policy(Event::InitDone));
+        }
+        assert!(!state.is_ready(), "three streams have not listed yet");
+        indexer.handle(&state, ns("b"), Change::Policy(Event::InitDone));
+        indexer.handle(&state, ns("a"), Change::Secret(Event::InitDone));
+        assert!(!state.is_ready(), "the Secrets of b have not listed yet");
+        indexer.handle(&state, ns("b"), Change::Secret(Event::InitDone));
+        assert!(state.is_ready());
     }
 }
