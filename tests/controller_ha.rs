@@ -130,7 +130,17 @@ async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() 
         assert!(Instant::now() < deadline, "no leader wrote within 20s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The holder reports itself as leader (the gauge is set before it
+    // reconciles); only then is the other one's 0 a finding.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let holder_op = if leader == "replica-a" { &a } else { &b };
+    while leader_gauge(holder_op) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the Lease holder never reported leading"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (ga, gb) = (leader_gauge(&a), leader_gauge(&b));
     assert_eq!(
         (ga, gb),
@@ -145,11 +155,16 @@ async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() 
     let (cb, jb) = b.get(&path);
     assert_eq!((ca, cb), (200, 200));
     assert_eq!(ja, jb, "every replica serves the same set");
-    let follower_log = if leader == "replica-a" {
-        b.log_text()
+    let (leader_log, follower_log) = if leader == "replica-a" {
+        (a.log_text(), b.log_text())
     } else {
-        a.log_text()
+        (b.log_text(), a.log_text())
     };
+    // The line looked for is the one the leader logs.
+    assert!(
+        leader_log.contains("generated key"),
+        "the leader logged no generated key:\n{leader_log}"
+    );
     assert!(
         !follower_log.contains("generated key"),
         "the follower generated keys:\n{follower_log}"
