@@ -1095,3 +1095,120 @@ async fn a_write_keeps_other_writers_labels_annotations_finalizers_and_data_keys
     assert_eq!(secret.finalizers(), ["example.com/keep"]);
     assert_eq!(data(&secret, "README"), b"hand made");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_error_a_retry_cannot_fix_is_degraded_with_the_operation_and_an_event() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let env = env("ctl-refused").await;
+    // An admission policy refuses the Secret of policy `refused` in this
+    // namespace, as a cluster's own rules might.
+    let name = format!("refuse-{}", env.ns);
+    let vap: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"],
+            }]},
+            "validations": [{
+                "expression": "!has(object.metadata.labels) || !('jwks.dev/policy' in object.metadata.labels) || object.metadata.labels['jwks.dev/policy'] != 'refused'",
+                "message": "key Secrets of policy refused are not allowed here",
+            }],
+        },
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}},
+        },
+    }))
+    .unwrap();
+    let vaps: Api<ValidatingAdmissionPolicy> = Api::all(env.admin.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(env.admin.clone());
+    vaps.create(&PostParams::default(), &vap).await.unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // It is in force once it refuses a probe Secret.
+    let probe: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "probe", "labels": {"jwks.dev/policy": "refused"}},
+    }))
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match env.secrets().create(&PostParams::default(), &probe).await {
+            Err(kube::Error::Api(s)) if s.message.contains("not allowed here") => break,
+            Ok(_) => {
+                env.secrets()
+                    .delete("probe", &DeleteParams::default())
+                    .await
+                    .unwrap();
+            }
+            Err(e) => panic!("probe: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the admission policy never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A ConfigMap of someone else's under the name a policy publishes to.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.admin.clone(), &env.ns);
+    let theirs: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "theirs"},
+        "data": {"jwks.json": "{\"keys\": []}"},
+    }))
+    .unwrap();
+    let theirs = cms.create(&PostParams::default(), &theirs).await.unwrap();
+
+    let _op = env.operator(&[]);
+    env.create("refused", json!({"algorithm": "ES256"})).await;
+    env.create(
+        "publisher",
+        json!({"algorithm": "ES256", "publicConfigMap": "theirs"}),
+    )
+    .await;
+
+    let (reason, message) = env.condition("refused", "Degraded", "True").await;
+    assert_eq!(reason, "SecretWriteFailed", "{message}");
+    assert!(message.contains("writing Secret"), "{message}");
+    assert!(message.contains("not allowed here"), "{message}");
+    let (reason, _) = env.condition("refused", "Ready", "False").await;
+    assert_eq!(reason, "SecretWriteFailed");
+    assert!(
+        env.event_reasons("refused")
+            .await
+            .contains("SecretWriteFailed")
+    );
+
+    // The keys work (Ready) but their publication does not (Degraded).
+    let (reason, message) = env.condition("publisher", "Degraded", "True").await;
+    assert_eq!(reason, "ConfigMapNotOwned", "{message}");
+    assert!(message.contains("theirs"), "{message}");
+    let (reason, _) = env.condition("publisher", "Ready", "True").await;
+    assert_eq!(reason, "KeySetPublished");
+    assert!(
+        env.event_reasons("publisher")
+            .await
+            .contains("ConfigMapNotOwned")
+    );
+    assert_eq!(
+        cms.get("theirs").await.unwrap().resource_version(),
+        theirs.resource_version(),
+        "their ConfigMap was written"
+    );
+
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    vaps.delete(&name, &DeleteParams::default()).await.unwrap();
+}

@@ -120,6 +120,16 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// `spec.publicConfigMap` names a ConfigMap that is not ours to write.
+    #[error(
+        "ConfigMap {name} exists and is not managed by jwks-operator; it is left untouched (choose another spec.publicConfigMap or remove it)"
+    )]
+    ConfigMapNotOwned {
+        /// Namespace.
+        namespace: String,
+        /// ConfigMap name.
+        name: String,
+    },
     /// Patching the policy's status failed.
     #[error("updating status of KeyRotationPolicy {namespace}/{name}: {source}")]
     PatchStatus {
@@ -163,7 +173,10 @@ impl Error {
             | Error::WriteSecret { source, .. }
             | Error::WriteConfigMap { source, .. }
             | Error::PatchStatus { source, .. } => api_error_is_transient(source),
-            Error::CorruptKeySet { .. } | Error::NotOwned { .. } | Error::Encode { .. } => false,
+            Error::CorruptKeySet { .. }
+            | Error::NotOwned { .. }
+            | Error::ConfigMapNotOwned { .. }
+            | Error::Encode { .. } => false,
         }
     }
 
@@ -176,6 +189,7 @@ impl Error {
             Error::CorruptKeySet { .. } => "corrupt_key_set",
             Error::NotOwned { .. } => "secret_not_owned",
             Error::WriteConfigMap { .. } => "write_configmap",
+            Error::ConfigMapNotOwned { .. } => "configmap_not_owned",
             Error::PatchStatus { .. } => "patch_status",
             Error::Encode { .. } => "encode",
         }
@@ -192,11 +206,21 @@ impl Failure for Error {
     }
 
     fn problem(&self) -> Option<Problem> {
-        match self {
-            Error::CorruptKeySet { .. } => Some(Problem::new("CorruptKeySet", self.to_string())),
-            Error::NotOwned { .. } => Some(Problem::new("SecretNotOwned", self.to_string())),
-            _ => None,
-        }
+        let reason = match self {
+            Error::CorruptKeySet { .. } => "CorruptKeySet",
+            Error::NotOwned { .. } => "SecretNotOwned",
+            // What a retry alone will not fix (403, 422 from validation or an
+            // admission policy, a Secret over 1 MiB): shown, named by the
+            // operation that failed. Conflicts, throttling and outages are
+            // only retried.
+            _ if self.is_transient() => return None,
+            Error::ReadSecret { .. } => "SecretReadFailed",
+            Error::WriteSecret { .. } => "SecretWriteFailed",
+            Error::WriteConfigMap { .. } => "ConfigMapWriteFailed",
+            Error::ConfigMapNotOwned { .. } => "ConfigMapNotOwned",
+            Error::PatchStatus { .. } | Error::Encode { .. } => return None,
+        };
+        Some(Problem::new(reason, self.to_string()))
     }
 
     fn recheck(&self) -> Option<Duration> {
@@ -228,6 +252,9 @@ struct Reconciler<'a> {
     name: String,
     /// The resolved spec (None when it is invalid).
     resolved: Option<&'a lifecycle::Policy>,
+    /// Publishing to `spec.publicConfigMap` failed in a way a retry will not
+    /// fix: the key set works, the policy is Degraded (Ready stays True).
+    publish_problem: Option<Problem>,
 }
 
 impl Reconciler<'_> {
@@ -340,13 +367,10 @@ impl Reconciler<'_> {
                 api.create(&post_params(), &desired).await.map_err(err)?;
             }
             Some(existing) if !config_map_is_ours(&existing, self.policy) => {
-                self.event(
-                    EventType::Warning,
-                    "ConfigMapNotOwned",
-                    "Publish",
-                    format!("ConfigMap {cm_name} exists and is not managed by jwks-operator; it is left untouched"),
-                )
-                .await;
+                return Err(Error::ConfigMapNotOwned {
+                    namespace: self.namespace.clone(),
+                    name: cm_name.to_owned(),
+                });
             }
             Some(existing) if existing.data == desired.data => {}
             Some(existing) => {
@@ -365,9 +389,22 @@ impl Reporter for Reconciler<'_> {
     type Error = Error;
 
     async fn publish(&mut self, keys: &StoredKeySet) -> Result<(), Error> {
-        match &self.policy.spec.public_config_map {
-            Some(cm) => self.sync_config_map(cm, &layout::public_jwks(keys)).await,
-            None => Ok(()),
+        let Some(cm) = &self.policy.spec.public_config_map else {
+            return Ok(());
+        };
+        match self.sync_config_map(cm, &layout::public_jwks(keys)).await {
+            Err(e) if !e.is_transient() => {
+                let reason = match e {
+                    Error::ConfigMapNotOwned { .. } => "ConfigMapNotOwned",
+                    _ => "ConfigMapWriteFailed",
+                };
+                self.ctx
+                    .metrics
+                    .inc_reconcile_error(&self.policy.policy_ref(), e.kind());
+                self.publish_problem = Some(Problem::new(reason, e.to_string()));
+                Ok(())
+            }
+            other => other,
         }
     }
 
@@ -406,7 +443,14 @@ impl Reporter for Reconciler<'_> {
         keys: &StoredKeySet,
         problem: Option<Problem>,
     ) -> Result<(), Error> {
-        self.status(Some(keys), self.resolved, problem).await?;
+        let published = self.publish_problem.take();
+        let problem = problem.or(published.clone());
+        let changed = self.status(Some(keys), self.resolved, problem).await?;
+        if let Some(p) = published.filter(|_| changed) {
+            warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %p.reason, "{}", p.message);
+            self.event(EventType::Warning, &p.reason, "Publish", p.message)
+                .await;
+        }
         Ok(())
     }
 
@@ -438,6 +482,7 @@ async fn reconcile_inner(
         namespace: policy.namespace().unwrap_or_default(),
         name: policy.name_any(),
         resolved: None,
+        publish_problem: None,
     };
 
     // What the operator alone can judge about the spec.

@@ -299,3 +299,46 @@ async fn a_corrupt_secret_is_never_written_and_is_reported_once() {
     reconcile(with_status(&server), ctx.clone()).await.unwrap();
     assert_eq!(requests(&server), [format!("GET {SECRET}")]);
 }
+
+fn api_error(code: u16) -> kube::Error {
+    kube::Error::Api(
+        kube::core::Status::failure("refused", "Refused")
+            .with_code(code)
+            .boxed(),
+    )
+}
+
+#[test]
+fn errors_a_retry_will_not_fix_become_a_problem_named_after_the_operation() {
+    let write = |code| Error::WriteSecret {
+        namespace: "ns".into(),
+        name: "p-jwks".into(),
+        source: api_error(code),
+    };
+    let read = |code| Error::ReadSecret {
+        namespace: "ns".into(),
+        name: "p-jwks".into(),
+        source: api_error(code),
+    };
+    // 403 (RBAC), 413/422 (too large, validation, an admission policy).
+    for code in [403, 413, 422] {
+        let problem = write(code).problem().expect("shown as Degraded");
+        assert_eq!(problem.reason, "SecretWriteFailed", "{code}");
+        assert!(
+            problem.message.starts_with("writing Secret ns/p-jwks:"),
+            "{}",
+            problem.message
+        );
+        assert_eq!(read(code).problem().unwrap().reason, "SecretReadFailed");
+    }
+    // A conflict, throttling or an outage is only retried.
+    for code in [409, 429, 500, 503] {
+        assert!(write(code).problem().is_none(), "{code}");
+    }
+    let cm = Error::WriteConfigMap {
+        namespace: "ns".into(),
+        name: "pub".into(),
+        source: api_error(422),
+    };
+    assert_eq!(cm.problem().unwrap().reason, "ConfigMapWriteFailed");
+}
