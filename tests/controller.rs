@@ -677,10 +677,10 @@ async fn a_corrupt_secret_is_never_overwritten_and_the_last_good_set_is_served()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deleted_secret_is_recreated_with_a_warning_and_a_deleted_policy_takes_its_secret_along()
-{
+async fn a_deleted_secret_is_restored_from_memory_or_recreated_and_a_deleted_policy_takes_its_secret_along()
+ {
     let env = env("ctl-delete").await;
-    let _op = env.operator(&[]);
+    let mut op = env.operator(&[]);
     env.create("del", json!({"algorithm": "EdDSA"})).await;
     let first = env
         .ready("del")
@@ -689,10 +689,41 @@ async fn a_deleted_secret_is_recreated_with_a_warning_and_a_deleted_policy_takes
         .unwrap()
         .active_key_id
         .unwrap();
+    let before = env.secret("del-jwks").await;
     env.secrets()
         .delete("del-jwks", &DeleteParams::default())
         .await
         .unwrap();
+    // The operator still holds the set: it writes the same keys back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let restored = loop {
+        if let Some(s) = env.secrets().get_opt("del-jwks").await.unwrap()
+            && s.uid() != before.uid()
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the Secret was not written back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(data(&restored, "jwks.json"), data(&before, "jwks.json"));
+    assert_eq!(
+        String::from_utf8(data(&restored, "active.kid")).unwrap(),
+        first
+    );
+    let reasons = env.event_reasons("del").await;
+    assert!(reasons.contains("SecretRestored"), "{reasons:?}");
+    assert!(!reasons.contains("SecretRecreated"), "{reasons:?}");
+    let (code, body) = op.get(&env.jwks_path("del"));
+    assert_eq!((code, kids(&body)), (200, vec![first.clone()]));
+
+    // Deleted while no replica runs: nothing remembers the keys, so a fresh
+    // set is generated, with a Warning.
+    op.terminate();
+    env.secrets()
+        .delete("del-jwks", &DeleteParams::default())
+        .await
+        .unwrap();
+    let _op = env.operator(&[]);
     let second = env
         .policy_until(
             "del",

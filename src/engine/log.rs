@@ -18,7 +18,7 @@ pub fn note(policy: &PolicyRef, note: &Note<'_>) {
         Note::Adopting { keys } => {
             info!(%policy, keys, "adopting a JWK Set without lifecycle records: the first key becomes Active, the others Retired");
         }
-        Note::Adopted { .. } | Note::Recreated | Note::Lifecycle(_) => {}
+        Note::Adopted { .. } | Note::Recreated | Note::Restored { .. } | Note::Lifecycle(_) => {}
     }
 }
 

@@ -117,6 +117,12 @@ pub enum Note<'a> {
     /// The stored set was gone although the policy had keys before, and a
     /// fresh set was written.
     Recreated,
+    /// The stored set was gone although the policy had keys before, and the
+    /// last good set this process held was written back.
+    Restored {
+        /// How many keys it holds.
+        keys: usize,
+    },
     /// A lifecycle step the planner took.
     Lifecycle(&'a LifecycleEvent),
 }
@@ -201,6 +207,11 @@ pub struct Pass<'a> {
     /// Whether the policy is known to have had keys (an empty store then
     /// means the stored set was deleted).
     pub had_keys: bool,
+    /// The last good set this process holds for the policy (what it
+    /// serves). When the store is found empty although the policy had keys,
+    /// this set is written back rather than a fresh one: tokens signed by
+    /// its keys keep verifying.
+    pub remembered: Option<&'a StoredKeySet>,
 }
 
 /// A failure inside a pass, already described for the engine.
@@ -310,19 +321,19 @@ where
     let clock = crate::clock::now();
     let now = clock.wall;
     let mut retried = false;
-    let (planned, recreated) = loop {
-        let recreated = gather(pass, tracked, store, reporter, now).await?;
+    let (planned, gathered) = loop {
+        let gathered = gather(pass, tracked, store, reporter, now).await?;
         let (current, version) = tracked.keys.clone().expect("gathered");
         let planned = plan_blocking(pass, current.clone(), clock.clone()).await?;
         if planned.keys == current && !tracked.unsaved {
-            break (planned, false);
+            break (planned, Gathered::Stored);
         }
         if !store.can_write() {
             return Ok(Next::OnChange);
         }
         match store.save(&planned.keys, version.as_ref()).await {
             Ok(version) => {
-                if tracked.unsaved {
+                if tracked.unsaved && gathered == Gathered::Stored {
                     reporter
                         .note(Note::Adopted {
                             keys: planned.keys.keys.len(),
@@ -331,7 +342,7 @@ where
                 }
                 tracked.keys = Some((planned.keys.clone(), Some(version)));
                 tracked.unsaved = false;
-                break (planned, recreated);
+                break (planned, gathered);
             }
             Err(e) => {
                 tracked.in_sync = false;
@@ -350,8 +361,16 @@ where
         .publish(&planned.keys)
         .await
         .map_err(|e| Failed::of(&e))?;
-    if recreated {
-        reporter.note(Note::Recreated).await;
+    match gathered {
+        Gathered::Stored => {}
+        Gathered::Recreated => reporter.note(Note::Recreated).await,
+        Gathered::Restored => {
+            reporter
+                .note(Note::Restored {
+                    keys: planned.keys.keys.len(),
+                })
+                .await;
+        }
     }
     for event in &planned.events {
         info!(policy = %pass.policy, kid = event_kid(event), event = event_reason(event), "{event}");
@@ -379,30 +398,53 @@ where
     Ok(Next::At(planned.next_due))
 }
 
-/// Loads the stored set into `tracked` unless it is in sync. Returns whether
-/// the store was found empty although the policy had keys.
+/// What [`gather`] found in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gathered {
+    /// A stored set, or nothing for a policy that never had keys.
+    Stored,
+    /// Nothing although the policy had keys, and no set in memory: a fresh
+    /// set will be written.
+    Recreated,
+    /// Nothing although the policy had keys: the set in memory will be
+    /// written back.
+    Restored,
+}
+
+/// Loads the stored set into `tracked` unless it is in sync, and says what
+/// it found.
 async fn gather<S, R>(
     pass: &Pass<'_>,
     tracked: &mut Tracked<S::Version>,
     store: &S,
     reporter: &mut R,
     now: Timestamp,
-) -> Result<bool, Failed>
+) -> Result<Gathered, Failed>
 where
     S: KeyStore,
     R: Reporter,
 {
     if tracked.in_sync && tracked.keys.is_some() {
-        return Ok(false);
+        return Ok(Gathered::Stored);
     }
     let loaded = store.load().await.map_err(|e| Failed::of(&e))?;
-    let mut recreated = false;
+    let mut gathered = Gathered::Stored;
     match loaded {
-        Loaded::Empty => {
-            recreated = pass.had_keys;
-            tracked.keys = Some((KeySet::default(), None));
-            tracked.unsaved = false;
-        }
+        Loaded::Empty => match pass.remembered.filter(|_| pass.had_keys) {
+            // Deleted by hand (or lost): put the last good set back.
+            Some(set) if set.active().is_some() => {
+                gathered = Gathered::Restored;
+                tracked.keys = Some((set.clone(), None));
+                tracked.unsaved = true;
+            }
+            _ => {
+                if pass.had_keys {
+                    gathered = Gathered::Recreated;
+                }
+                tracked.keys = Some((KeySet::default(), None));
+                tracked.unsaved = false;
+            }
+        },
         Loaded::Keys { set, version } => {
             reporter
                 .note(Note::Loaded {
@@ -431,7 +473,7 @@ where
         Loaded::Corrupt(error) => return Err(Failed::of(&store.unreadable(error))),
     }
     tracked.in_sync = true;
-    Ok(recreated)
+    Ok(gathered)
 }
 
 /// Plans on the blocking pool with keys from the OS generator.

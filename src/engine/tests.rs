@@ -187,6 +187,7 @@ impl Reporter for Recorder {
             Note::Adopting { keys } => format!("adopting {keys}"),
             Note::Adopted { keys } => format!("adopted {keys}"),
             Note::Recreated => "recreated".into(),
+            Note::Restored { keys } => format!("restored {keys}"),
             Note::Lifecycle(e) => event_reason(e).into(),
         });
     }
@@ -252,6 +253,7 @@ impl Fixture {
             resolved: &self.resolved,
             metrics: &self.metrics,
             had_keys,
+            remembered: None,
         }
     }
 
@@ -451,4 +453,35 @@ async fn an_empty_store_for_a_policy_that_had_keys_is_reported_as_recreated() {
     let store = MemStore::new(Stored::Nothing);
     run_pass(&f.pass(false), &mut Tracked::default(), &store, &mut report).await;
     assert!(!report.take().contains(&"recreated".to_string()));
+}
+
+#[tokio::test]
+async fn an_empty_store_is_refilled_with_the_set_in_memory_not_a_fresh_one() {
+    let f = fixture_policy();
+    let last_good = fresh(&f.resolved);
+    let store = MemStore::new(Stored::Nothing);
+    let mut report = Recorder::default();
+    let pass = Pass {
+        remembered: Some(&last_good),
+        ..f.pass(true)
+    };
+
+    let next = run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(store.set(), last_good, "the same keys, written back");
+    let calls = report.take();
+    assert!(calls.contains(&"restored 1".to_string()), "{calls:?}");
+    assert!(!calls.contains(&"recreated".to_string()), "{calls:?}");
+    assert!(!calls.iter().any(|c| c.starts_with("adopted")), "{calls:?}");
+    assert!(!calls.contains(&"KeyCreated".to_string()), "{calls:?}");
+
+    // A policy that never had keys starts afresh whatever is in memory.
+    let store = MemStore::new(Stored::Nothing);
+    let pass = Pass {
+        remembered: Some(&last_good),
+        ..f.pass(false)
+    };
+    run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;
+    assert_ne!(store.set(), last_good);
 }

@@ -18,6 +18,7 @@ use tracing::warn;
 
 use super::leader::WriteGate;
 use super::secret::{config_map_is_ours, config_map_object};
+use super::serving::LastGood;
 use super::status::{Observed, WrittenStatus, desired_status};
 use super::store::{SecretStore, post_params};
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
@@ -57,6 +58,9 @@ pub struct Context {
     pub writable: Arc<WriteGate>,
     /// Statuses written and not yet seen back through the watch.
     pub written: WrittenStatus,
+    /// The last good key set of every policy, as served (fed by the serving
+    /// index on every replica): what a deleted Secret is restored from.
+    pub last_good: Arc<LastGood>,
     /// Consecutive failed passes by policy, for the engine's backoff (only
     /// policies that are failing have an entry).
     pub failures: Mutex<HashMap<PolicyRef, u32>>,
@@ -420,6 +424,15 @@ impl Reporter for Reconciler<'_> {
                 )
                 .await;
             }
+            Note::Restored { keys } => {
+                self.event(
+                    EventType::Warning,
+                    "SecretRestored",
+                    "Restore",
+                    format!("Secret {secret_name} was deleted; the last good key set ({keys} key(s)) was written back"),
+                )
+                .await;
+            }
             Note::Adopted { keys } => {
                 self.event(
                     EventType::Normal,
@@ -507,6 +520,7 @@ async fn reconcile_inner(
     r.resolved = Some(&resolved);
 
     let policy_ref = policy.policy_ref();
+    let remembered = policy.uid().and_then(|uid| ctx.last_good.get(&uid));
     let pass = Pass {
         policy: &policy_ref,
         resolved: &resolved,
@@ -515,6 +529,7 @@ async fn reconcile_inner(
             .status
             .as_ref()
             .is_some_and(|s| s.active_key_id.is_some()),
+        remembered: remembered.as_ref(),
     };
     let store = SecretStore::new(ctx.client.clone(), policy, &ctx.writable);
     let mut tracked = Tracked {

@@ -147,6 +147,7 @@ fn context(server: &Arc<Mutex<Server>>) -> Arc<Context> {
         metrics: Arc::new(Metrics::new()),
         public_base_url: None,
         propagation_grace: std::time::Duration::ZERO,
+        last_good: Default::default(),
         writable: Arc::new({
             let gate = crate::k8s::leader::WriteGate::unelected();
             gate.set_leading(true);

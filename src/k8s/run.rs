@@ -50,11 +50,13 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
     let state = SharedState::new(config.default_policy.clone(), metrics.clone());
     let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
 
+    let last_good = Arc::new(serving::LastGood::default());
     let index = tokio::spawn(serving::run(
         client.clone(),
         config.namespaces.clone(),
         state.clone(),
         config.public_base_url.clone(),
+        last_good.clone(),
     ));
 
     let writable = Arc::new(if config.leader_elect {
@@ -75,6 +77,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
         public_base_url: config.public_base_url.clone(),
         propagation_grace: config.propagation_grace,
         writable: writable.clone(),
+        last_good,
         written: WrittenStatus::default(),
         failures: Default::default(),
     });

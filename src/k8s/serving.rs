@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::secret::{Found, classify};
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState};
+use crate::store::StoredKeySet;
 
 /// Which namespaces to watch: all (empty) or the listed ones.
 pub fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
@@ -56,9 +57,42 @@ fn in_scope(scope: &Option<String>, namespace: &str) -> bool {
     scope.as_deref().is_none_or(|s| s == namespace)
 }
 
+/// The last good key set of each policy this replica has served, by policy
+/// uid: kept when its Secret is deleted (so the leader can write it back),
+/// dropped with the policy.
+#[derive(Debug, Default)]
+pub struct LastGood {
+    sets: std::sync::Mutex<HashMap<String, StoredKeySet>>,
+}
+
+// === impl LastGood ===
+
+impl LastGood {
+    /// The last good set of the policy with `uid`.
+    pub fn get(&self, uid: &str) -> Option<StoredKeySet> {
+        self.lock().get(uid).cloned()
+    }
+
+    fn remember(&self, uid: String, set: &StoredKeySet) {
+        let mut sets = self.lock();
+        if sets.get(&uid) != Some(set) {
+            sets.insert(uid, set.clone());
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredKeySet>> {
+        self.sets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The index: the latest policies and Secrets, and what is served from them.
 #[derive(Default)]
 pub struct Index {
+    last_good: Arc<LastGood>,
     policies: HashMap<PolicyRef, Arc<KeyRotationPolicy>>,
     // Secrets by (namespace, name).
     secrets: HashMap<(String, String), Arc<Secret>>,
@@ -90,6 +124,9 @@ impl Index {
             .map(|c| Problem::new(c.reason.clone(), c.message.clone()));
         match classify(secret, p) {
             Found::Ours { set, .. } if set.active().is_some() => {
+                if let Some(uid) = p.uid() {
+                    self.last_good.remember(uid, &set);
+                }
                 let view = PolicyView::build(&p.info(), &set, base_url);
                 state.upsert(match status_problem {
                     Some(problem) => view.with_problem(Some(problem)),
@@ -208,9 +245,16 @@ pub struct Indexer {
 
 impl Indexer {
     /// An empty index for the watches of `namespaces` (empty: all).
-    pub fn new(namespaces: &[String], base_url: Option<String>) -> Indexer {
+    pub fn new(
+        namespaces: &[String],
+        base_url: Option<String>,
+        last_good: Arc<LastGood>,
+    ) -> Indexer {
         Indexer {
-            index: Index::default(),
+            index: Index {
+                last_good,
+                ..Index::default()
+            },
             base_url,
             streams: 2 * namespaces.len().max(1),
             synced: HashSet::new(),
@@ -238,6 +282,9 @@ impl Indexer {
                 }
             }
             Change::Policy(Event::Delete(p)) => {
+                if let Some(uid) = p.uid() {
+                    index.last_good.forget(&uid);
+                }
                 let r = p.policy_ref();
                 index.policies.remove(&r);
                 index.refresh(state, &r, base);
@@ -320,8 +367,9 @@ pub async fn run(
     namespaces: Vec<String>,
     state: SharedState,
     base_url: Option<String>,
+    last_good: Arc<LastGood>,
 ) {
-    let mut indexer = Indexer::new(&namespaces, base_url);
+    let mut indexer = Indexer::new(&namespaces, base_url, last_good);
     let mut changes = Box::pin(merged(&client, &namespaces));
     while let Some(change) = changes.next().await {
         match change {
@@ -347,7 +395,7 @@ mod tests {
     #[test]
     fn ready_only_once_every_stream_has_listed_however_often_one_relists() {
         let state = state();
-        let mut indexer = Indexer::new(&["a".to_owned(), "b".to_owned()], None);
+        let mut indexer = Indexer::new(&["a".to_owned(), "b".to_owned()], None, Arc::default());
         // The policy watch of `a` lists, then re-lists three times (a watch
         // error, say) before any other stream has listed once.
         for _ in 0..4 {

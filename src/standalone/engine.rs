@@ -298,6 +298,7 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
         resolved: &m.doc.resolved,
         metrics: &metrics,
         had_keys: false,
+        remembered: None,
     };
     let mut reporter = Report {
         policy: &m.policy_ref,
