@@ -1243,3 +1243,66 @@ async fn an_api_error_a_retry_cannot_fix_is_degraded_with_the_operation_and_an_e
         .unwrap();
     vaps.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+fn reconciles(op: &Operator) -> u64 {
+    let (_, metrics) = op.get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("jwks_operator_reconcile_duration_seconds_count "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_being_deleted_never_gets_its_secret_back() {
+    let env = env("ctl-deleting").await;
+    let op = env.operator(&[]);
+    env.create("gone", json!({"algorithm": "ES256"})).await;
+    env.ready("gone").await;
+    // A finalizer of someone else's keeps the policy in deletion while the
+    // garbage collector removes its Secret (foreground deletion).
+    let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    env.policies()
+        .patch("gone", &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .unwrap();
+    env.policies()
+        .delete("gone", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.secrets().get_opt("gone-jwks").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the Secret was not garbage-collected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The operator reconciles the deleting policy (a change to it forces
+    // one) and writes nothing.
+    let seen = reconciles(&op);
+    let touch = json!({"metadata": {"annotations": {"touched": "yes"}}});
+    env.policies()
+        .patch("gone", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reconciles(&op) <= seen {
+        assert!(Instant::now() < deadline, "no reconcile after the change");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        env.secrets().get_opt("gone-jwks").await.unwrap().is_none(),
+        "the Secret of a policy being deleted was written again"
+    );
+    let reasons = env.event_reasons("gone").await;
+    assert!(
+        !reasons.contains("SecretRestored") && !reasons.contains("SecretRecreated"),
+        "{reasons:?}"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    env.policies()
+        .patch("gone", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+}

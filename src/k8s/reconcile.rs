@@ -498,6 +498,13 @@ async fn reconcile_inner(
         publish_problem: None,
     };
 
+    // Being deleted (a finalizer holds it, or a foreground deletion is
+    // removing its Secret): nothing may be written for it any more, or the
+    // Secret the garbage collector just deleted would be written back.
+    if policy.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+
     // What the operator alone can judge about the spec.
     let secret_name = policy.secret_name();
     let resolved = match policy.spec.resolve(policy.rotation_request()) {
