@@ -670,10 +670,24 @@ async fn a_corrupt_secret_is_never_overwritten_and_the_last_good_set_is_served()
     let (code, served) = op.get(&env.jwks_path("cor"));
     assert_eq!(
         (code, served),
-        (200, good),
+        (200, good.clone()),
         "the last good set stays served"
     );
     assert!(env.event_reasons("cor").await.contains("CorruptKeySet"));
+
+    // A replica that starts now has no last good set in memory: it serves
+    // the Secret's jwks.public.json, which is intact.
+    drop(op);
+    let op = env.operator(&[]);
+    let (code, served) = op.get(&env.jwks_path("cor"));
+    assert_eq!(
+        (code, served),
+        (200, good),
+        "a restarted replica serves the stored public set"
+    );
+    let (code, policies) = op.get("/policies");
+    assert_eq!(code, 200);
+    assert!(policies.contains("CorruptKeySet"), "{policies}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

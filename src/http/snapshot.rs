@@ -23,7 +23,8 @@ use warp::http::HeaderValue;
 
 use super::policy::{PolicyInfo, PolicyRef, PolicySummary, Problem};
 use crate::keys::lifecycle::KeySet;
-use crate::keys::material::{SigningKey, public_jwks_json};
+use crate::keys::Algorithm;
+use crate::keys::material::{SigningKey, VerifyingKey, public_jwks_json};
 use crate::keys::token::{Expectations, MintSettings, Verifier, mint_ttl_cap};
 use crate::metrics::Metrics;
 
@@ -76,6 +77,37 @@ fn header_value(s: String) -> HeaderValue {
     HeaderValue::try_from(s).expect("an ASCII header value")
 }
 
+/// The discovery document of `policy` (None without an issuer), listing the
+/// algorithms `algs` of its published keys.
+fn discovery(
+    policy: &KeyRotationPolicy,
+    algs: impl Iterator<Item = Algorithm>,
+    public_base_url: Option<&str>,
+) -> Option<(Bytes, HeaderValue)> {
+    let issuer = policy.spec.issuer.as_deref()?;
+    let r = PolicyRef::of(policy);
+    let jwks_uri = match public_base_url {
+        Some(base) => format!("{}{}", base.trim_end_matches('/'), r.jwks_path()),
+        None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
+    };
+    let mut names: Vec<&'static str> = Vec::new();
+    for alg in algs {
+        if !names.contains(&alg.as_str()) {
+            names.push(alg.as_str());
+        }
+    }
+    let doc = Discovery {
+        issuer,
+        jwks_uri,
+        response_types_supported: ["id_token"],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: names,
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&doc).expect("discovery serializes"));
+    let etag = header_value(strong_etag(&bytes));
+    Some((bytes, etag))
+}
+
 #[derive(Serialize)]
 struct Discovery<'a> {
     issuer: &'a str,
@@ -88,7 +120,7 @@ struct Discovery<'a> {
 /// The OpenID discovery document of a policy with an issuer, and its ETag.
 fn discovery_document(
     policy: &PolicyInfo,
-    keys: &KeySet<Arc<SigningKey>>,
+    algs: impl Iterator<Item = Algorithm>,
     public_base_url: Option<&str>,
 ) -> Option<(Bytes, HeaderValue)> {
     let issuer = policy.issuer.as_deref()?;
@@ -100,11 +132,10 @@ fn discovery_document(
         ),
         None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
     };
-    let mut algs: Vec<&'static str> = Vec::new();
-    for k in &keys.keys {
-        let alg = k.key.alg().as_str();
-        if !algs.contains(&alg) {
-            algs.push(alg);
+    let mut names: Vec<&'static str> = Vec::new();
+    for alg in algs {
+        if !names.contains(&alg.as_str()) {
+            names.push(alg.as_str());
         }
     }
     let doc = Discovery {
@@ -112,7 +143,7 @@ fn discovery_document(
         jwks_uri,
         response_types_supported: ["id_token"],
         subject_types_supported: ["public"],
-        id_token_signing_alg_values_supported: algs,
+        id_token_signing_alg_values_supported: names,
     };
     let bytes = Bytes::from(serde_json::to_vec(&doc).expect("discovery serializes"));
     let etag = header_value(strong_etag(&bytes));
@@ -140,7 +171,8 @@ impl PolicyView {
         let max_age = policy.jwks_max_age;
         let cache_control = header_value(format!("public, max-age={max_age}"));
 
-        let discovery = discovery_document(policy, keys, public_base_url);
+        let discovery =
+            discovery_document(policy, keys.keys.iter().map(|k| k.key.alg()), public_base_url);
 
         let active = keys.active();
         let next_rotation_time = policy
@@ -194,6 +226,56 @@ impl PolicyView {
             cache_control,
             max_age,
             discovery,
+            summary,
+            token,
+        }
+    }
+
+    /// A view serving only the public keys `keys` (a stored public set whose
+    /// private counterpart cannot be read): the JWKS and discovery as usual,
+    /// verification on the token listener, but nothing signs (minting is
+    /// `503 not_ready`) and the summary says `ready: false`.
+    pub fn public_only(
+        policy: &PolicyInfo,
+        keys: &[VerifyingKey],
+        public_base_url: Option<&str>,
+    ) -> PolicyView {
+        let jwks = Bytes::from(public_jwks_json(keys));
+        let etag = header_value(strong_etag(&jwks));
+        let max_age = policy.jwks_max_age;
+        let cache_control = header_value(format!("public, max-age={max_age}"));
+        let summary = PolicySummary {
+            ready: false,
+            key_count: keys.len(),
+            ..PolicySummary::for_policy(policy)
+        };
+        let token = policy.token_endpoint.then(|| {
+            Arc::new(TokenSide {
+                signer: None,
+                verifier: Verifier::new(keys.iter()),
+                mint: MintSettings {
+                    issuer: policy.issuer.clone(),
+                    audiences: policy.audiences.clone(),
+                    max_ttl: policy.max_token_ttl,
+                },
+                expect: Expectations {
+                    issuer: policy.issuer.clone(),
+                    audiences: policy.audiences.clone(),
+                    leeway: policy.clock_skew,
+                },
+            })
+        });
+        PolicyView {
+            policy: policy.policy.clone(),
+            jwks,
+            etag,
+            cache_control,
+            max_age,
+            discovery: discovery_document(
+                policy,
+                keys.iter().map(VerifyingKey::alg),
+                public_base_url,
+            ),
             summary,
             token,
         }

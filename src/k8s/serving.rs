@@ -19,7 +19,9 @@ use tracing::{debug, warn};
 use super::secret::{Found, classify};
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState};
+use crate::keys::material::{VerifyingKey, parse_public_jwks};
 use crate::store::StoredKeySet;
+use crate::store::layout;
 
 /// Which namespaces to watch: all (empty) or the listed ones.
 pub fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
@@ -144,17 +146,24 @@ impl Index {
             }
             Found::Corrupt(e) => {
                 warn!(policy = %policy, data_key = e.data_key, "the key set cannot be read; serving the last good set");
-                state.set_problem(
-                    policy,
-                    summary(),
-                    Some(Problem::new(
-                        "CorruptKeySet",
-                        format!(
-                            "Secret {} cannot be read ({e}); the last good key set is served",
-                            p.secret_name()
-                        ),
-                    )),
+                let problem = Problem::new(
+                    "CorruptKeySet",
+                    format!(
+                        "Secret {} cannot be read ({e}); the last good key set is served",
+                        p.secret_name()
+                    ),
                 );
+                // Nothing served yet (this replica started after the damage):
+                // the stored public set, when it is not what failed.
+                let public = (state.view(policy).is_none() && e.data_key != layout::PUBLIC_JWKS)
+                    .then(|| secret.and_then(stored_public_set))
+                    .flatten();
+                match public {
+                    Some(keys) => state.upsert(
+                        PolicyView::public_only(&p.info(), &keys, base_url).with_problem(Some(problem)),
+                    ),
+                    None => state.set_problem(policy, summary(), Some(problem)),
+                }
             }
             // Not labelled ours yet (the watch only sees ours; a GET found it):
             // the leader adopts or reports it.
@@ -181,6 +190,15 @@ impl Index {
             .find(|(r, p)| r.namespace == ns && p.secret_name() == name)
             .map(|(r, _)| r.clone())
     }
+}
+
+/// The public keys of a Secret's `jwks.public.json`, if it holds a valid
+/// public JWK Set with at least one key.
+fn stored_public_set(secret: &Secret) -> Option<Vec<VerifyingKey>> {
+    let bytes = &secret.data.as_ref()?.get(layout::PUBLIC_JWKS)?.0;
+    parse_public_jwks(bytes)
+        .ok()
+        .filter(|keys| !keys.is_empty())
 }
 
 fn merged(
@@ -390,6 +408,62 @@ mod tests {
 
     fn ns(n: &str) -> Option<String> {
         Some(n.to_owned())
+    }
+
+    fn policy() -> KeyRotationPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "jwks.dev/v1alpha1",
+            "kind": "KeyRotationPolicy",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"algorithm": "ES256"},
+        }))
+        .unwrap()
+    }
+
+    /// Our Secret for `policy()` with `data_key` overwritten by `garbage`.
+    fn damaged(data_key: &str, garbage: &[u8]) -> (Secret, Vec<u8>) {
+        let encoded = layout::encode(&crate::store::testing::three_key_set(), 3).unwrap();
+        let mut secret = super::super::secret::secret_object(&policy(), &encoded, None);
+        let public = secret.data.as_ref().unwrap()[layout::PUBLIC_JWKS].0.clone();
+        secret.data.as_mut().unwrap().insert(
+            data_key.to_owned(),
+            k8s_openapi::ByteString(garbage.to_vec()),
+        );
+        (secret, public)
+    }
+
+    /// A replica that starts with the Secret already damaged.
+    fn start_with(secret: Secret) -> SharedState {
+        let state = state();
+        let mut indexer = Indexer::new(&[], None, Arc::default());
+        indexer.handle(&state, None, Change::Policy(Event::Apply(policy())));
+        indexer.handle(&state, None, Change::Secret(Event::Apply(secret)));
+        state
+    }
+
+    #[test]
+    fn a_replica_starting_on_damaged_private_parts_serves_the_stored_public_set() {
+        let r = PolicyRef::new("ns", "p");
+        for data_key in [layout::ACTIVE_PEM, layout::JWKS, layout::LIFECYCLE] {
+            let (secret, public) = damaged(data_key, b"not what it should be");
+            let state = start_with(secret);
+            let view = state
+                .view(&r)
+                .unwrap_or_else(|| panic!("{data_key}: nothing served"));
+            assert_eq!(view.jwks_bytes().as_ref(), public.as_slice(), "{data_key}");
+            let summary = view.summary();
+            assert!(!summary.ready, "nothing signs");
+            let degraded = summary.degraded.as_ref().expect("degraded");
+            assert_eq!(degraded.reason, "CorruptKeySet");
+            assert!(degraded.message.contains(data_key), "{}", degraded.message);
+        }
+    }
+
+    #[test]
+    fn a_damaged_public_set_is_never_served() {
+        let (secret, _) = damaged(layout::PUBLIC_JWKS, b"{\"keys\": []}");
+        let state = start_with(secret);
+        assert!(state.view(&PolicyRef::new("ns", "p")).is_none());
     }
 
     #[test]
