@@ -359,6 +359,8 @@ impl Signer {
                 .keys
                 .as_ref()
                 .is_some_and(|(k, _)| !k.keys.is_empty()),
+            // Writing back a lost state directory is not wired for the signer.
+            remembered: None,
         };
         let mut report = Report {
             policy: &self.config.policy,
