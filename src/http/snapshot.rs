@@ -77,37 +77,6 @@ fn header_value(s: String) -> HeaderValue {
     HeaderValue::try_from(s).expect("an ASCII header value")
 }
 
-/// The discovery document of `policy` (None without an issuer), listing the
-/// algorithms `algs` of its published keys.
-fn discovery(
-    policy: &KeyRotationPolicy,
-    algs: impl Iterator<Item = Algorithm>,
-    public_base_url: Option<&str>,
-) -> Option<(Bytes, HeaderValue)> {
-    let issuer = policy.spec.issuer.as_deref()?;
-    let r = PolicyRef::of(policy);
-    let jwks_uri = match public_base_url {
-        Some(base) => format!("{}{}", base.trim_end_matches('/'), r.jwks_path()),
-        None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
-    };
-    let mut names: Vec<&'static str> = Vec::new();
-    for alg in algs {
-        if !names.contains(&alg.as_str()) {
-            names.push(alg.as_str());
-        }
-    }
-    let doc = Discovery {
-        issuer,
-        jwks_uri,
-        response_types_supported: ["id_token"],
-        subject_types_supported: ["public"],
-        id_token_signing_alg_values_supported: names,
-    };
-    let bytes = Bytes::from(serde_json::to_vec(&doc).expect("discovery serializes"));
-    let etag = header_value(strong_etag(&bytes));
-    Some((bytes, etag))
-}
-
 #[derive(Serialize)]
 struct Discovery<'a> {
     issuer: &'a str,

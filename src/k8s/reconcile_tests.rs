@@ -263,7 +263,7 @@ async fn status_is_patched_only_when_it_changes() {
 async fn a_corrupt_secret_is_never_written_and_is_reported_once() {
     let server = Arc::new(Mutex::new(Server::default()));
     let encoded = layout::encode(&one_key_set(), 1).unwrap();
-    let mut secret: Secret = secret_object(&policy(), &encoded, None, &BTreeMap::new());
+    let mut secret: Secret = secret_object(&policy(), &encoded, None);
     let data = secret.data.as_mut().unwrap();
     data.insert(
         "lifecycle.json".into(),
