@@ -22,8 +22,8 @@ use serde::Serialize;
 use warp::http::HeaderValue;
 
 use super::policy::{PolicyInfo, PolicyRef, PolicySummary, Problem};
-use crate::keys::lifecycle::KeySet;
 use crate::keys::Algorithm;
+use crate::keys::lifecycle::KeySet;
 use crate::keys::material::{SigningKey, VerifyingKey, public_jwks_json};
 use crate::keys::token::{Expectations, MintSettings, Verifier, mint_ttl_cap};
 use crate::metrics::Metrics;
@@ -140,8 +140,11 @@ impl PolicyView {
         let max_age = policy.jwks_max_age;
         let cache_control = header_value(format!("public, max-age={max_age}"));
 
-        let discovery =
-            discovery_document(policy, keys.keys.iter().map(|k| k.key.alg()), public_base_url);
+        let discovery = discovery_document(
+            policy,
+            keys.keys.iter().map(|k| k.key.alg()),
+            public_base_url,
+        );
 
         let active = keys.active();
         let next_rotation_time = policy

@@ -160,7 +160,8 @@ impl Index {
                     .flatten();
                 match public {
                     Some(keys) => state.upsert(
-                        PolicyView::public_only(&p.info(), &keys, base_url).with_problem(Some(problem)),
+                        PolicyView::public_only(&p.info(), &keys, base_url)
+                            .with_problem(Some(problem)),
                     ),
                     None => state.set_problem(policy, summary(), Some(problem)),
                 }
