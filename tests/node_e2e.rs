@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt as _};
-use support::helm::{helm_command, kubectl_command, run_async};
+use support::helm::{helm_command, kubectl_command, readme_commands, run_async};
 use support::node::{DumpNodeOnFailure, Node, node};
 use support::operator::http_get;
 
@@ -37,33 +37,6 @@ const RELEASE_NS: &str = "jwks-system";
 const CRD: &str = "keyrotationpolicies.jwks.dev";
 /// The chart's default `--leader-elect-lease-duration`.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
-
-/// The commands of the first ```sh block under `### <heading>` in README.md.
-fn readme_commands(heading: &str) -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let section = readme
-        .split(&format!("\n### {heading}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("README.md has no `### {heading}` section"));
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .unwrap_or_else(|| panic!("`### {heading}` has no ```sh block"));
-    block
-        .lines()
-        .map(|line| line.split(" #").next().unwrap().trim())
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            assert!(
-                !line.contains(['"', '\'', '|', '&', ';', '$', '\\']),
-                "`{line}` needs a shell; extend this test's parser before using one"
-            );
-            line.split_whitespace().map(str::to_owned).collect()
-        })
-        .collect()
-}
 
 /// Runs a README command line: helm and kubectl with the node's admin
 /// kubeconfig, `ctr` inside the node, `scripts/build-image.sh` on this test
