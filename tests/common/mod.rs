@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod state_dir;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_jwks-operator");
 
