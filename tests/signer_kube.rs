@@ -816,6 +816,18 @@ async fn tokens_issued_with_sa_key_keep_authenticating_after_the_switch_to_the_s
 #[test]
 fn policies_kube_cannot_use_are_refused_at_start() {
     let work = Work::new();
+    // Runs the signer for `policy` until it exits (it should at once).
+    let start_signer_for = |policy: &str| {
+        Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
+            .args(["signer", "--policy", policy, "--policies"])
+            .arg(work.policies())
+            .arg("--state-dir")
+            .arg(work.state())
+            .arg("--socket")
+            .arg(work.path().join("x.sock"))
+            .output()
+            .unwrap()
+    };
     for (spec, expect) in [
         ("  algorithm: PS256\n", "PS256"),
         ("  algorithm: EdDSA\n", "EdDSA"),
@@ -823,15 +835,7 @@ fn policies_kube_cannot_use_are_refused_at_start() {
         ("  algorithm: ES256\n  maxTokenTTL: 5m\n", "600s"),
     ] {
         work.write_policy(&policy_yaml("sa", "", spec));
-        let out = Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
-            .args(["signer", "--policy", "kube-system/sa", "--policies"])
-            .arg(work.policies())
-            .arg("--state-dir")
-            .arg(work.state())
-            .arg("--socket")
-            .arg(work.path().join("x.sock"))
-            .output()
-            .unwrap();
+        let out = start_signer_for("kube-system/sa");
         assert!(!out.status.success(), "{spec}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -841,15 +845,7 @@ fn policies_kube_cannot_use_are_refused_at_start() {
         assert!(!work.path().join("x.sock").exists());
     }
     // A policy that is not in the files is named.
-    let out = Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
-        .args(["signer", "--policy", "kube-system/other", "--policies"])
-        .arg(work.policies())
-        .arg("--state-dir")
-        .arg(work.state())
-        .arg("--socket")
-        .arg(work.path().join("x.sock"))
-        .output()
-        .unwrap();
+    let out = start_signer_for("kube-system/other");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kube-system/other"));
 }
