@@ -188,6 +188,18 @@ fn kids(jwks: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The example policy's JWKS URL on the release's Service ClusterIP.
+async fn service_jwks_url(services: &Api<Service>) -> String {
+    let cluster_ip = services
+        .get(RELEASE)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    format!("http://{cluster_ip}:8080/default/my-app/.well-known/jwks.json")
+}
+
 /// A value of a Prometheus text-format sample whose line starts with `prefix`.
 fn sample(metrics: &str, prefix: &str) -> Option<f64> {
     metrics
@@ -388,14 +400,7 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
     let policies: Api<KeyRotationPolicy> = Api::namespaced(admin.clone(), "default");
     let policy = policy_ready(&policies, "my-app").await;
     let services: Api<Service> = Api::namespaced(admin.clone(), RELEASE_NS);
-    let cluster_ip = services
-        .get(RELEASE)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("a ClusterIP");
-    let jwks_url = format!("http://{cluster_ip}:8080/default/my-app/.well-known/jwks.json");
+    let jwks_url = service_jwks_url(&services).await;
     let (status, body) = get(jwks_url.clone()).await;
     assert_eq!(status, 200, "JWKS through the Service: {body}");
     let served = kids(&body);
@@ -705,14 +710,7 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
     run_readme_command(node, &install, &image_out).await;
     wait_rolled_out(&admin).await;
     // A new Service: a new ClusterIP.
-    let cluster_ip = services
-        .get(RELEASE)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("a ClusterIP");
-    let jwks_url = format!("http://{cluster_ip}:8080/default/my-app/.well-known/jwks.json");
+    let jwks_url = service_jwks_url(&services).await;
     let (status, served_after) = get(jwks_url).await;
     assert_eq!(status, 200, "{served_after}");
     assert_eq!(
