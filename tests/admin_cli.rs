@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use jwks_operator::api::KeyRotationPolicy;
 use serde_json::{Value, json};
-use support::operator::TestEnv;
+use support::operator::{Operator, TestEnv};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jwks-operator");
 
@@ -55,6 +55,17 @@ async fn wait_for(
     }
 }
 
+/// A namespace `<prefix>-...` with a running operator and policy `api`
+/// (ES256) once it has an active key: the env, the operator and that kid.
+async fn operator_with_an_active_policy(prefix: &str) -> (TestEnv, Operator, String) {
+    let env = TestEnv::new(prefix).await;
+    let op = env.operator(&[]);
+    env.create("api", json!({"algorithm": "ES256"})).await;
+    let p = wait_for(&env, "api", "an active key", |p| active_kid(p).is_some()).await;
+    let kid = active_kid(&p).unwrap();
+    (env, op, kid)
+}
+
 fn active_kid(p: &KeyRotationPolicy) -> Option<String> {
     p.status.as_ref().and_then(|s| s.active_key_id.clone())
 }
@@ -85,11 +96,7 @@ fn eventually_output(mut f: impl FnMut() -> Output, pred: impl Fn(&str) -> bool)
 
 #[tokio::test]
 async fn status_shows_the_keys_conditions_and_events_of_a_policy() {
-    let env = TestEnv::new("cli-status").await;
-    let _op = env.operator(&[]);
-    env.create("api", json!({"algorithm": "ES256"})).await;
-    let p = wait_for(&env, "api", "an active key", |p| active_kid(p).is_some()).await;
-    let kid = active_kid(&p).unwrap();
+    let (env, _op, kid) = operator_with_an_active_policy("cli-status").await;
     let ns = env.ns.clone();
     let bin = Path::new(BIN);
 
@@ -147,11 +154,7 @@ async fn status_shows_the_keys_conditions_and_events_of_a_policy() {
 
 #[tokio::test]
 async fn revoke_refuses_unknown_kids_and_unconfirmed_requests_then_revokes() {
-    let env = TestEnv::new("cli-revoke").await;
-    let _op = env.operator(&[]);
-    env.create("api", json!({"algorithm": "ES256"})).await;
-    let p = wait_for(&env, "api", "an active key", |p| active_kid(p).is_some()).await;
-    let kid = active_kid(&p).unwrap();
+    let (env, _op, kid) = operator_with_an_active_policy("cli-revoke").await;
     let ns = env.ns.clone();
     let bin = Path::new(BIN);
     let revoked = |p: &KeyRotationPolicy| p.spec.revoked_key_ids.clone();

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::operator::{Operator, TestEnv};
+use support::operator::{Operator, TestEnv, kids};
 
 const DATA_KEYS: [&str; 5] = [
     "active.kid",
@@ -89,18 +89,6 @@ impl TestEnv {
 
 fn data(secret: &Secret, key: &str) -> Vec<u8> {
     secret.data.as_ref().unwrap()[key].0.clone()
-}
-
-fn kids(jwks: &str) -> Vec<String> {
-    let v: Value = serde_json::from_str(jwks).unwrap_or(Value::Null);
-    v["keys"]
-        .as_array()
-        .map(|keys| {
-            keys.iter()
-                .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 const PRIVATE_MEMBERS: [&str; 6] = ["\"d\"", "\"p\"", "\"q\"", "\"dp\"", "\"dq\"", "\"qi\""];
@@ -640,22 +628,7 @@ async fn a_corrupt_secret_is_never_overwritten_and_the_last_good_set_is_served()
         .patch("cor-jwks", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let p = env
-        .policy_until(
-            "cor",
-            Duration::from_secs(10),
-            "Degraded CorruptKeySet",
-            |p| {
-                let c = p
-                    .status
-                    .as_ref()?
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Degraded")?;
-                (c.status == "True" && c.reason == "CorruptKeySet").then(|| c.message.clone())
-            },
-        )
-        .await;
+    let p = env.degraded("cor", "CorruptKeySet").await;
     assert!(
         p.contains("lifecycle.json"),
         "the message names the data key: {p}"
@@ -783,6 +756,22 @@ impl TestEnv {
             .create(&PostParams::default(), &secret)
             .await
             .unwrap()
+    }
+
+    /// Waits (10 s at most) until `name` is Degraded with `reason` and
+    /// returns the condition's message.
+    async fn degraded(&self, name: &str, reason: &str) -> String {
+        let what = format!("Degraded {reason}");
+        self.policy_until(name, Duration::from_secs(10), &what, |p| {
+            let c = p
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded")?;
+            (c.status == "True" && c.reason == reason).then(|| c.message.clone())
+        })
+        .await
     }
 
     /// Waits for condition `type_` of `name` to be `status` and returns its reason.
@@ -1035,22 +1024,7 @@ async fn a_spec_only_the_operator_can_judge_is_degraded_with_a_clear_message() {
     // A valid policy name whose default Secret name (`<name>-jwks`) is too long.
     let long = "l".repeat(250);
     env.create(&long, json!({"algorithm": "ES256"})).await;
-    let message = env
-        .policy_until(
-            &long,
-            Duration::from_secs(10),
-            "Degraded InvalidSpec",
-            |p| {
-                let c = p
-                    .status
-                    .as_ref()?
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Degraded")?;
-                (c.status == "True" && c.reason == "InvalidSpec").then(|| c.message.clone())
-            },
-        )
-        .await;
+    let message = env.degraded(&long, "InvalidSpec").await;
     assert!(message.contains("spec.secretName"), "{message}");
     // No Event here: kube's recorder names an Event after its object, and
     // the API server refuses names this long. The condition carries it.

@@ -11,21 +11,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::controlplane::Component;
-use support::operator::{Operator, TestEnv};
+use support::operator::{Operator, TestEnv, kids};
 
 const OUTAGE: Duration = Duration::from_secs(20);
-
-fn kids(jwks: &str) -> Vec<String> {
-    let v: Value = serde_json::from_str(jwks).unwrap_or(Value::Null);
-    v["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
-        .collect()
-}
 
 /// Polls every replica for `how_long`: each must answer 200 with `expected`.
 async fn serves_throughout(replicas: &[&Operator], path: &str, expected: &str, how_long: Duration) {

@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::operator::{Operator, TestEnv};
+use support::operator::{Operator, TestEnv, kids};
 
 type Env = TestEnv;
 
@@ -172,7 +172,7 @@ async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() 
 
     // Kill the leader: the other takes over within the lease duration and
     // keeps rotating; the JWKS route never stops answering.
-    let first_kids: BTreeSet<String> = kids(&ja);
+    let first_kids: BTreeSet<String> = kids(&ja).into_iter().collect();
     let (dead, survivor) = if leader == "replica-a" {
         (&mut a, &b)
     } else {
@@ -210,16 +210,6 @@ async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() 
     }
     let secret = env.secret_opt("ha-jwks").await.unwrap();
     assert_consistent(&secret);
-}
-
-fn kids(jwks: &str) -> BTreeSet<String> {
-    let v: Value = serde_json::from_str(jwks).unwrap_or(Value::Null);
-    v["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -343,7 +333,7 @@ async fn kill_minus_nine_in_the_middle_of_rotations_loses_nothing() {
     );
     let (code, body) = op.get(&format!("/{}/crash/.well-known/jwks.json", env.ns));
     assert_eq!(code, 200);
-    let served = kids(&body);
+    let served: BTreeSet<String> = kids(&body).into_iter().collect();
     let stored: BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
     assert_eq!(served, stored, "the served set is the stored set");
 }

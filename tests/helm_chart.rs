@@ -26,7 +26,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
-use support::controlplane::{ControlPlane, DumpOnFailure, control_plane};
+use support::controlplane::{ControlPlane, DumpOnFailure, apply_crd, control_plane};
 use support::helm::{
     self, Release, chart_dir, install_chart, install_chart_with, kubectl_command, parse_manifest,
     render, run, run_async, template,
@@ -1144,31 +1144,10 @@ async fn label_namespace(client: &Client, ns: &str, labels: Value) {
 /// taken from its Go module by tests/controlplane/build-prometheus.sh (the
 /// real schemas: a misspelt or mistyped field of ours fails the dry-run).
 async fn install_prometheus_operator_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for plural in ["servicemonitors", "prometheusrules"] {
         let crd: CustomResourceDefinition =
             serde_yaml::from_str(&support::prometheus::crd_yaml(plural)).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("jwks-operator-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply the {name} CRD: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let crd = crds.get(&name).await.unwrap();
-            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-            if conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{name} CRD not Established");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        apply_crd(client, &crd).await;
     }
 }
 
@@ -1185,39 +1164,13 @@ async fn install_cert_manager_crds(client: &Client) {
     assert!(out.status.success(), "{} failed", script.display());
     let dir = String::from_utf8(out.stdout).unwrap();
     let dir = std::path::Path::new(dir.trim());
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for file in [
         "cert-manager.io_certificates.yaml",
         "cert-manager.io_issuers.yaml",
     ] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("jwks-operator-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let conditions = crds
-                .get(&name)
-                .await
-                .unwrap()
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default();
-            if conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{name} not Established");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        apply_crd(client, &crd).await;
     }
 }
 

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,37 +13,10 @@ use jwks_operator::api::KeyRotationPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams};
-use support::controlplane::{ControlPlane, DumpOnFailure, control_plane};
-use support::helm::{helm_command, kubectl_command, run_async};
+use support::controlplane::{ControlPlane, DumpOnFailure, control_plane, wait_crd_established};
+use support::helm::{helm_command, kubectl_command, readme_commands, run_async};
 
 const CRD: &str = "keyrotationpolicies.jwks.dev";
-
-/// The commands of the first ```sh block under `### <heading>` in README.md.
-fn readme_commands(heading: &str) -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let section = readme
-        .split(&format!("\n### {heading}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("README.md has no `### {heading}` section"));
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .unwrap_or_else(|| panic!("`### {heading}` has no ```sh block"));
-    block
-        .lines()
-        .map(|line| line.split(" #").next().unwrap().trim())
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            assert!(
-                !line.contains(['"', '\'', '|', '&', ';', '$', '\\']),
-                "`{line}` needs a shell; extend this test's parser before using one"
-            );
-            line.split_whitespace().map(str::to_owned).collect()
-        })
-        .collect()
-}
 
 /// Runs a README command line with the test's helm or kubectl.
 async fn run_readme_command(cp: &ControlPlane, argv: &[String]) -> String {
@@ -89,7 +61,7 @@ async fn readme_helm_install_upgrade_uninstall_work_as_written() {
         run_readme_command(cp, argv).await;
         if argv[1] == "install" {
             assert!(argv.contains(&"--wait".to_owned()), "the README waits");
-            wait_established(&crds).await;
+            wait_crd_established(&admin, CRD).await;
         }
     }
     let crd = crds.get(CRD).await.unwrap();
@@ -137,20 +109,4 @@ async fn readme_helm_install_upgrade_uninstall_work_as_written() {
             .is_none(),
         "the Deployment goes"
     );
-}
-
-async fn wait_established(crds: &Api<CustomResourceDefinition>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let crd = crds.get(CRD).await.unwrap();
-        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        if conditions
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "CRD not Established in 30s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

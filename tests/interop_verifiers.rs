@@ -74,44 +74,42 @@ struct Verifier {
 
 impl Verifier {
     fn pyjwt() -> Verifier {
-        let script = interop_dir().join("python/jwt_interop.py");
-        Self::spawn("PyJWT", Command::new(python()).arg(script).arg("verify"))
+        Self::spawn("PyJWT", &mut Self::pyjwt_command())
     }
 
     fn jose() -> Verifier {
-        let dir = node_jose();
-        Self::spawn(
-            "jose",
-            Command::new("node")
-                .arg(dir.join("jwt_interop.mjs"))
-                .arg("verify")
-                .current_dir(dir),
-        )
+        Self::spawn("jose", &mut Self::jose_command())
     }
 
     /// `PyJWKClient` built with PyJWT's own cache defaults.
     fn pyjwt_defaults() -> Verifier {
-        let script = interop_dir().join("python/jwt_interop.py");
         Self::spawn(
             "PyJWT",
-            Command::new(python())
-                .arg(script)
-                .arg("verify")
-                .env("PYJWT_LIFESPAN", "default"),
+            Self::pyjwt_command().env("PYJWT_LIFESPAN", "default"),
         )
     }
 
     /// `createRemoteJWKSet` built with jose's own cache defaults.
     fn jose_defaults() -> Verifier {
+        Self::spawn("jose", Self::jose_command().env("JOSE_CACHE_MS", "default"))
+    }
+
+    /// The PyJWT verifier's command line.
+    fn pyjwt_command() -> Command {
+        let mut cmd = Command::new(python());
+        cmd.arg(interop_dir().join("python/jwt_interop.py"))
+            .arg("verify");
+        cmd
+    }
+
+    /// The jose verifier's command line (run in its npm package directory).
+    fn jose_command() -> Command {
         let dir = node_jose();
-        Self::spawn(
-            "jose",
-            Command::new("node")
-                .arg(dir.join("jwt_interop.mjs"))
-                .arg("verify")
-                .env("JOSE_CACHE_MS", "default")
-                .current_dir(dir),
-        )
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("jwt_interop.mjs"))
+            .arg("verify")
+            .current_dir(dir);
+        cmd
     }
 
     fn spawn(name: &'static str, cmd: &mut Command) -> Verifier {

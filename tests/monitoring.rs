@@ -493,6 +493,23 @@ fn check_against_scrape(
     problems
 }
 
+/// [`check_against_scrape`] for every expression of the chart's
+/// PrometheusRule and of the dashboard.
+fn rules_and_dashboard_against_scrape(scraped: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let rule = prometheus_rule(&[]);
+    let rule_exprs: Vec<String> = rules_of(&rule)
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_owned())
+        .collect();
+    let mut problems = check_against_scrape("rules", &selectors(&rule_exprs), scraped);
+    problems.extend(check_against_scrape(
+        "dashboard",
+        &selectors(&dashboard_exprs(&dashboard())),
+        scraped,
+    ));
+    problems
+}
+
 #[test]
 fn every_metric_the_rules_and_the_dashboard_use_is_exported_by_a_running_operator() {
     use common::{Operator, Workspace, eventually, manifest};
@@ -541,18 +558,7 @@ fn every_metric_the_rules_and_the_dashboard_use_is_exported_by_a_running_operato
         },
     );
     let samples = exposition(&scraped);
-
-    let rule = prometheus_rule(&[]);
-    let rule_exprs: Vec<String> = rules_of(&rule)
-        .iter()
-        .map(|r| r["expr"].as_str().unwrap().to_owned())
-        .collect();
-    let mut problems = check_against_scrape("rules", &selectors(&rule_exprs), &samples);
-    problems.extend(check_against_scrape(
-        "dashboard",
-        &selectors(&dashboard_exprs(&dashboard())),
-        &samples,
-    ));
+    let problems = rules_and_dashboard_against_scrape(&samples);
     // The control: a misspelt metric and a missing label are reported.
     let control = check_against_scrape(
         "control",
@@ -634,17 +640,7 @@ async fn the_kubernetes_operator_exports_the_same_series() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let samples = exposition(&scraped);
-    let rule = prometheus_rule(&[]);
-    let rule_exprs: Vec<String> = rules_of(&rule)
-        .iter()
-        .map(|r| r["expr"].as_str().unwrap().to_owned())
-        .collect();
-    let mut problems = check_against_scrape("rules", &selectors(&rule_exprs), &samples);
-    problems.extend(check_against_scrape(
-        "dashboard",
-        &selectors(&dashboard_exprs(&dashboard())),
-        &samples,
-    ));
+    let problems = rules_and_dashboard_against_scrape(&samples);
     assert!(
         problems.is_empty(),
         "{}\n\nscrape:\n{scraped}",

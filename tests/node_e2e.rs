@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt as _};
-use support::helm::{helm_command, kubectl_command, run_async};
+use support::helm::{helm_command, kubectl_command, readme_commands, run_async};
 use support::node::{DumpNodeOnFailure, Node, node};
 use support::operator::http_get;
 
@@ -37,33 +37,6 @@ const RELEASE_NS: &str = "jwks-system";
 const CRD: &str = "keyrotationpolicies.jwks.dev";
 /// The chart's default `--leader-elect-lease-duration`.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
-
-/// The commands of the first ```sh block under `### <heading>` in README.md.
-fn readme_commands(heading: &str) -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let section = readme
-        .split(&format!("\n### {heading}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("README.md has no `### {heading}` section"));
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .unwrap_or_else(|| panic!("`### {heading}` has no ```sh block"));
-    block
-        .lines()
-        .map(|line| line.split(" #").next().unwrap().trim())
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            assert!(
-                !line.contains(['"', '\'', '|', '&', ';', '$', '\\']),
-                "`{line}` needs a shell; extend this test's parser before using one"
-            );
-            line.split_whitespace().map(str::to_owned).collect()
-        })
-        .collect()
-}
 
 /// Runs a README command line: helm and kubectl with the node's admin
 /// kubeconfig, `ctr` inside the node, `scripts/build-image.sh` on this test
@@ -213,6 +186,18 @@ fn kids(jwks: &str) -> BTreeSet<String> {
         .iter()
         .map(|k| k["kid"].as_str().expect("kid").to_owned())
         .collect()
+}
+
+/// The example policy's JWKS URL on the release's Service ClusterIP.
+async fn service_jwks_url(services: &Api<Service>) -> String {
+    let cluster_ip = services
+        .get(RELEASE)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    format!("http://{cluster_ip}:8080/default/my-app/.well-known/jwks.json")
 }
 
 /// A value of a Prometheus text-format sample whose line starts with `prefix`.
@@ -415,14 +400,7 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
     let policies: Api<KeyRotationPolicy> = Api::namespaced(admin.clone(), "default");
     let policy = policy_ready(&policies, "my-app").await;
     let services: Api<Service> = Api::namespaced(admin.clone(), RELEASE_NS);
-    let cluster_ip = services
-        .get(RELEASE)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("a ClusterIP");
-    let jwks_url = format!("http://{cluster_ip}:8080/default/my-app/.well-known/jwks.json");
+    let jwks_url = service_jwks_url(&services).await;
     let (status, body) = get(jwks_url.clone()).await;
     assert_eq!(status, 200, "JWKS through the Service: {body}");
     let served = kids(&body);
@@ -732,14 +710,7 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
     run_readme_command(node, &install, &image_out).await;
     wait_rolled_out(&admin).await;
     // A new Service: a new ClusterIP.
-    let cluster_ip = services
-        .get(RELEASE)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("a ClusterIP");
-    let jwks_url = format!("http://{cluster_ip}:8080/default/my-app/.well-known/jwks.json");
+    let jwks_url = service_jwks_url(&services).await;
     let (status, served_after) = get(jwks_url).await;
     assert_eq!(status, 200, "{served_after}");
     assert_eq!(

@@ -20,13 +20,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwks_operator::signer::pb::FetchKeysRequest;
-use jwks_operator::signer::pb::external_jwt_signer_client::ExternalJwtSignerClient;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use support::node::{DumpNodeOnFailure, Node, NodeBuilder, PAUSE_IMAGE};
+use support::signer::fetch_kids;
 
 const NS: &str = "signed";
 const SA: &str = "demo";
@@ -87,7 +86,7 @@ impl Signer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if signer.socket.exists()
-                && let Ok(kids) = signer.fetch_kids().await
+                && let Ok(kids) = fetch_kids(&signer.socket).await
                 && !kids.is_empty()
             {
                 return signer;
@@ -98,29 +97,6 @@ impl Signer {
             assert!(Instant::now() < deadline, "the signer did not serve in 30s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// The kids FetchKeys lists (what kube-apiserver verifies with).
-    async fn fetch_kids(&self) -> Result<Vec<String>, String> {
-        let path = self.socket.clone();
-        let channel = tonic::transport::Endpoint::try_from("http://localhost")
-            .map_err(|e| e.to_string())?
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .map_err(|e| e.to_string())?;
-        let keys = ExternalJwtSignerClient::new(channel)
-            .fetch_keys(FetchKeysRequest {})
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner()
-            .keys;
-        Ok(keys.into_iter().map(|k| k.key_id).collect())
     }
 }
 
@@ -250,7 +226,7 @@ async fn a_pods_projected_token_is_signed_by_the_signer_and_authenticates() {
     assert_eq!(header["kid"], active.as_str(), "header {header}");
     assert_eq!(header["alg"], "ES256");
     assert!(
-        signer.fetch_kids().await.unwrap().contains(&active),
+        fetch_kids(&signer.socket).await.unwrap().contains(&active),
         "FetchKeys does not list the active kid {active}"
     );
     // The pod's own token, bound to it.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwks_operator::signer::pb::external_jwt_signer_client::ExternalJwtSignerClient;
-use jwks_operator::signer::pb::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
+use jwks_operator::signer::pb::{MetadataRequest, SignJwtRequest};
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
@@ -27,6 +27,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use support::controlplane::{self, ControlPlane, DumpOnFailure, SaSigning, apiserver_argv};
 use support::operator::http_get;
+use support::signer::{fetch_kids, signer_client};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -154,7 +155,7 @@ impl Signer {
         let signer = Signer { proc, socket };
         let deadline = Instant::now() + 30 * SEC;
         loop {
-            if signer.socket.exists() && signer.try_fetch().await.is_some() {
+            if signer.socket.exists() && fetch_kids(&signer.socket).await.is_ok() {
                 return signer;
             }
             assert!(
@@ -167,54 +168,12 @@ impl Signer {
     }
 
     async fn client(&self) -> ExternalJwtSignerClient<tonic::transport::Channel> {
-        let path = self.socket.clone();
-        let channel = tonic::transport::Endpoint::try_from("http://localhost")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .unwrap();
-        ExternalJwtSignerClient::new(channel)
-    }
-
-    async fn try_fetch(&self) -> Option<Vec<String>> {
-        let path = self.socket.clone();
-        let channel = tonic::transport::Endpoint::try_from("http://localhost")
-            .ok()?
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .ok()?;
-        let resp = ExternalJwtSignerClient::new(channel)
-            .fetch_keys(FetchKeysRequest {})
-            .await
-            .ok()?
-            .into_inner();
-        Some(resp.keys.into_iter().map(|k| k.key_id).collect())
+        signer_client(&self.socket).await.unwrap()
     }
 
     /// The kids FetchKeys lists now.
     async fn fetch(&self) -> Vec<String> {
-        self.client()
-            .await
-            .fetch_keys(FetchKeysRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .keys
-            .into_iter()
-            .map(|k| k.key_id)
-            .collect()
+        fetch_kids(&self.socket).await.unwrap()
     }
 }
 
@@ -241,17 +200,9 @@ struct ApiServer {
     client: kube::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl ApiServer {
     async fn start(cp: &ControlPlane, work: &Path, name: &str, socket: &Path) -> ApiServer {
-        let port = free_port();
+        let port = controlplane::free_port();
         let argv = apiserver_argv(
             &cp.bin,
             &cp.dir,
@@ -487,7 +438,7 @@ async fn tokens_are_signed_by_the_active_key_capped_and_served_in_openid_jwks() 
     let _dump = DumpOnFailure(cp);
     let work = Work::new();
     work.write_policy(&policy_yaml("sa", "", SPEC));
-    let jwks_addr = format!("127.0.0.1:{}", free_port());
+    let jwks_addr = format!("127.0.0.1:{}", controlplane::free_port());
     let signer = Signer::start(
         work.path(),
         "a",
@@ -712,8 +663,8 @@ async fn two_apiservers_each_with_its_own_signer_share_one_key_set_across_a_rota
     work.write_policy(&policy_yaml("sa", "", spec));
     // Both signers use the same state directory; "a" starts first and holds its lock.
     let (ma, mb) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", controlplane::free_port()),
+        format!("127.0.0.1:{}", controlplane::free_port()),
     );
     let a = Signer::start(
         work.path(),
@@ -865,6 +816,18 @@ async fn tokens_issued_with_sa_key_keep_authenticating_after_the_switch_to_the_s
 #[test]
 fn policies_kube_cannot_use_are_refused_at_start() {
     let work = Work::new();
+    // Runs the signer for `policy` until it exits (it should at once).
+    let start_signer_for = |policy: &str| {
+        Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
+            .args(["signer", "--policy", policy, "--policies"])
+            .arg(work.policies())
+            .arg("--state-dir")
+            .arg(work.state())
+            .arg("--socket")
+            .arg(work.path().join("x.sock"))
+            .output()
+            .unwrap()
+    };
     for (spec, expect) in [
         ("  algorithm: PS256\n", "PS256"),
         ("  algorithm: EdDSA\n", "EdDSA"),
@@ -872,15 +835,7 @@ fn policies_kube_cannot_use_are_refused_at_start() {
         ("  algorithm: ES256\n  maxTokenTTL: 5m\n", "600s"),
     ] {
         work.write_policy(&policy_yaml("sa", "", spec));
-        let out = Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
-            .args(["signer", "--policy", "kube-system/sa", "--policies"])
-            .arg(work.policies())
-            .arg("--state-dir")
-            .arg(work.state())
-            .arg("--socket")
-            .arg(work.path().join("x.sock"))
-            .output()
-            .unwrap();
+        let out = start_signer_for("kube-system/sa");
         assert!(!out.status.success(), "{spec}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -890,15 +845,7 @@ fn policies_kube_cannot_use_are_refused_at_start() {
         assert!(!work.path().join("x.sock").exists());
     }
     // A policy that is not in the files is named.
-    let out = Command::new(env!("CARGO_BIN_EXE_jwks-operator"))
-        .args(["signer", "--policy", "kube-system/other", "--policies"])
-        .arg(work.policies())
-        .arg("--state-dir")
-        .arg(work.state())
-        .arg("--socket")
-        .arg(work.path().join("x.sock"))
-        .output()
-        .unwrap();
+    let out = start_signer_for("kube-system/other");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kube-system/other"));
 }

@@ -16,24 +16,11 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::state_dir::{STATE_FILES, file_names, files};
 use common::*;
 use serde_json::{Value, json};
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// Every file of a directory and its bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
 
 const SIGHUP_LINE: &str = "SIGHUP: re-reading the policy files";
 
@@ -99,17 +86,7 @@ fn the_example_policy_is_served_within_a_second() {
 
     // The state directory holds exactly the Secret layout, private.
     let dir = ws.policy_state("default/demo");
-    let names: Vec<String> = files(&dir).into_keys().collect();
-    assert_eq!(
-        names,
-        [
-            "active.kid",
-            "active.pem",
-            "jwks.json",
-            "jwks.public.json",
-            "lifecycle.json"
-        ]
-    );
+    assert_eq!(file_names(&dir), STATE_FILES);
     assert_eq!(fs::read(dir.join("jwks.public.json")).unwrap(), r.body);
     let (token, kid) = op.mint("default/demo", &json!({"sub": "alice"}));
     assert_eq!(Value::String(kid.clone()), keys[0]["kid"]);
@@ -574,16 +551,9 @@ fn a_foreign_key_set_in_the_state_directory_is_adopted() {
     let (token, kid) = op.mint(p, &json!({}));
     assert_eq!(kid, "8e0b3c1a-legacy");
     assert!(cli_verify(&op.jwks_url(p), &token).is_ok());
-    let names: Vec<String> = files(&dir).into_keys().collect();
     assert_eq!(
-        names,
-        [
-            "active.kid",
-            "active.pem",
-            "jwks.json",
-            "jwks.public.json",
-            "lifecycle.json"
-        ],
+        file_names(&dir),
+        STATE_FILES,
         "written back in the operator's layout"
     );
 }

@@ -17,6 +17,9 @@ use super::tls::{Reload, ServerTls, TlsFiles};
 use super::{SharedState, Shutdown, jwks_routes};
 use crate::metrics::{Listener, Metrics};
 
+#[path = "../../tests/common/tls_client.rs"]
+mod tls_client;
+
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A test CA and leaves it signs for `localhost`.
@@ -63,14 +66,7 @@ impl Ca {
     fn connector(&self) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.der().clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+        TlsConnector::from(tls_client::client_config(roots))
     }
 }
 

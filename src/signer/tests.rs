@@ -1,14 +1,14 @@
 //! The gRPC service on a real Unix socket, called with the generated tonic
 //! client; the kube-specific key handling; the socket rules.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::kube::{check_policy, import_pem_key, kube_key_id, spki_der};
 use super::pb::external_jwt_signer_client::ExternalJwtSignerClient;
@@ -49,6 +49,14 @@ struct Harness {
 }
 
 impl Harness {
+    /// Asks the signer to sign `claims` (base64url JSON, as kube-apiserver sends them).
+    async fn sign(&mut self, claims: String) -> Result<super::pb::SignJwtResponse, tonic::Status> {
+        self.client
+            .sign(SignJwtRequest { claims })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// The keys the signer announces now.
     async fn fetch_keys(&mut self) -> super::pb::FetchKeysResponse {
         self.client
@@ -85,20 +93,12 @@ async fn serve(lifetimes: Lifetimes) -> Harness {
     }
 }
 
+#[path = "../../tests/support/uds.rs"]
+mod uds;
+
 /// A channel over the Unix socket at `path`.
 pub(crate) async fn connect(path: &Path) -> Channel {
-    let path: PathBuf = path.to_owned();
-    Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .unwrap()
+    uds::uds_channel(path).await.unwrap()
 }
 
 fn claims(iat: i64, exp: i64) -> String {
@@ -124,13 +124,7 @@ async fn nothing_is_served_before_a_set_is_published() {
     let mut h = serve(lifetimes(HOUR, HOUR)).await;
     let e = h.client.fetch_keys(FetchKeysRequest {}).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
-    let e = h
-        .client
-        .sign(SignJwtRequest {
-            claims: claims(0, 60),
-        })
-        .await
-        .unwrap_err();
+    let e = h.sign(claims(0, 60)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     let _ = h.stop.send(());
 }
@@ -248,13 +242,7 @@ async fn keys_kube_cannot_use_are_left_out_and_never_sign() {
     let resp = h.fetch_keys().await;
     let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
     assert_eq!(kids, [rs.kid()]);
-    let e = h
-        .client
-        .sign(SignJwtRequest {
-            claims: claims(0, 60),
-        })
-        .await
-        .unwrap_err();
+    let e = h.sign(claims(0, 60)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     let _ = h.stop.send(());
 }
@@ -271,14 +259,7 @@ async fn sign_with(alg: Algorithm) {
         .publish(&set, Duration::from_secs(5), Timestamp::now());
     let now = Timestamp::now().as_second();
     let payload = claims(now, now + 3600);
-    let resp = h
-        .client
-        .sign(SignJwtRequest {
-            claims: payload.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = h.sign(payload.clone()).await.unwrap();
     // The header holds exactly alg, kid and typ "JWT".
     let header: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&resp.header).unwrap()).unwrap();
@@ -336,19 +317,8 @@ async fn sign_refuses_lifetimes_beyond_the_cap_and_bad_claims() {
     h.state
         .publish(&set, Duration::from_secs(5), Timestamp::now());
     // Up to the recorded cap is signed, one second more is not.
-    h.client
-        .sign(SignJwtRequest {
-            claims: claims(1000, 1900),
-        })
-        .await
-        .unwrap();
-    let e = h
-        .client
-        .sign(SignJwtRequest {
-            claims: claims(1000, 1901),
-        })
-        .await
-        .unwrap_err();
+    h.sign(claims(1000, 1900)).await.unwrap();
+    let e = h.sign(claims(1000, 1901)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("maxTokenTTL"), "{}", e.message());
     for bad in [
@@ -359,13 +329,7 @@ async fn sign_refuses_lifetimes_beyond_the_cap_and_bad_claims() {
         URL_SAFE_NO_PAD.encode(br#"{"iat": 1, "exp": "2"}"#),
         "A".repeat(super::service::MAX_CLAIMS_LEN + 1),
     ] {
-        let e = h
-            .client
-            .sign(SignJwtRequest {
-                claims: bad.clone(),
-            })
-            .await
-            .unwrap_err();
+        let e = h.sign(bad.clone()).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:.40}");
     }
     let text = h.state.metrics().encode();

@@ -1,7 +1,6 @@
 //! Tests of the standalone file store: layout on disk, modes, the version
 //! precondition, crash recovery, and that a corrupt state is never touched.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -21,31 +20,9 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// File name → bytes of everything in `dir`.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    snapshot(dir).into_keys().collect()
-}
-
-const FIVE: [&str; 5] = [
-    "active.kid",
-    "active.pem",
-    "jwks.json",
-    "jwks.public.json",
-    "lifecycle.json",
-];
+#[path = "../../tests/common/state_dir.rs"]
+mod state_dir;
+use state_dir::{STATE_FILES as FIVE, file_names as names, files as snapshot};
 
 #[test]
 fn nothing_stored_loads_empty_and_creates_nothing() {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod state_dir;
+pub mod tls_client;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_jwks-operator");
 
@@ -358,15 +361,11 @@ pub fn https(
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("a PEM CA")).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let conn = rustls::ClientConnection::new(
+        tls_client::client_config(roots),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut stream = rustls::StreamOwned::new(conn, tcp);

@@ -26,7 +26,6 @@ MIN_GO_MINOR=26                      # prometheus v0.316 declares go 1.26.7
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${JWKS_PROM_CACHE:-$HOME/.cache/jwks-operator/prometheus}
-GO_CACHE_ROOT=${JWKS_GO_CACHE:-$HOME/.cache/jwks-operator/go}
 OUT=$CACHE/$PROMETHEUS_VERSION-$PROMOP_VERSION
 BIN_DIR=$OUT/bin
 CRD_DIR=$OUT/crds
@@ -34,33 +33,15 @@ CRD_DIR=$OUT/crds
 log() { printf '[prometheus] %s\n' "$*" >&2; }
 die() { printf '[prometheus] ERROR: %s\n' "$*" >&2; exit 1; }
 
-if [[ -z "${GO:-}" ]]; then
-  if command -v go >/dev/null 2>&1; then GO=$(command -v go)
-  elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-  else die "no Go toolchain found (set GO=/path/to/go); Go >= 1.$MIN_GO_MINOR is required"
-  fi
-fi
-GO_VERSION=$("$GO" env GOVERSION) || die "cannot run $GO"
-go_minor=$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$GO_VERSION")
-[[ "$go_minor" =~ ^[0-9]+$ && "$go_minor" -ge "$MIN_GO_MINOR" ]] \
-  || die "$GO is $GO_VERSION; Go >= 1.$MIN_GO_MINOR is required (GOTOOLCHAIN=local: no toolchain download)"
-
-export GOMODCACHE=$GO_CACHE_ROOT/mod
-export GOCACHE=$GO_CACHE_ROOT/build
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"
+# shellcheck source=go-env.sh
+source "$HERE/go-env.sh"
 
 grep -qE "^require github.com/prometheus/prometheus $PROMETHEUS_VERSION\$" "$HERE/prometheus/go.mod" \
   || grep -qE "^[[:space:]]github.com/prometheus/prometheus $PROMETHEUS_VERSION\$" "$HERE/prometheus/go.mod" \
   || die "prometheus/go.mod does not require github.com/prometheus/prometheus $PROMETHEUS_VERSION (update the pin at the top)"
 
-mkdir -p "$BIN_DIR" "$CRD_DIR" "$GOMODCACHE" "$GOCACHE"
-exec 9>"$CACHE/.build.lock"
-if ! flock -n 9; then
-  log "another build-prometheus.sh holds $CACHE/.build.lock; waiting ..."
-  flock 9
-fi
+mkdir -p "$BIN_DIR" "$CRD_DIR"
+build_lock "$CACHE/.build.lock"
 
 key=$(printf '%s %s %s %s %s\n' "$PROMETHEUS_VERSION" "$PROMOP_VERSION" "$GO_VERSION" "$(uname -m)" \
   "$(cat "$HERE/prometheus/go.mod" "$HERE/prometheus/go.sum" "$HERE/prometheus/selectors/main.go" | sha256sum | cut -c1-16)")

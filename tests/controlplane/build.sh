@@ -29,33 +29,14 @@ MIN_GO_MINOR=26              # etcd 3.6.16 and helm 4.3 declare `go 1.26.0`
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CP_CACHE=${JWKS_CP_CACHE:-$HOME/.cache/jwks-operator/controlplane}
-GO_CACHE_ROOT=${JWKS_GO_CACHE:-$HOME/.cache/jwks-operator/go}
 BIN_DIR=$CP_CACHE/$K8S_VERSION/bin
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 die() { printf '[controlplane] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---- toolchain --------------------------------------------------------------
-if [[ -z "${GO:-}" ]]; then
-  if command -v go >/dev/null 2>&1; then GO=$(command -v go)
-  elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-  else die "no Go toolchain found (set GO=/path/to/go); Go >= 1.$MIN_GO_MINOR is required"
-  fi
-fi
-GO_VERSION=$("$GO" env GOVERSION) || die "cannot run $GO"
-go_minor=$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$GO_VERSION")
-[[ "$go_minor" =~ ^[0-9]+$ && "$go_minor" -ge "$MIN_GO_MINOR" ]] \
-  || die "$GO is $GO_VERSION; Go >= 1.$MIN_GO_MINOR is required (GOTOOLCHAIN=local: no toolchain download)"
-
-export GOMODCACHE=$GO_CACHE_ROOT/mod
-export GOCACHE=$GO_CACHE_ROOT/build
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-# go.mod/go.sum are committed and tidy: never rewrite them, never consult a
-# vendor dir, never shell out to git for VCS stamping.
-export GOFLAGS="-mod=readonly -buildvcs=false"
-# With a complete committed go.sum the checksum DB is not consulted; if a
-# machine cannot reach it at all, run with GOSUMDB=off (or GONOSUMDB=...).
+# shellcheck source=go-env.sh
+source "$HERE/go-env.sh"
 
 # ---- sanity: pins in this script match the wrapper modules -----------------
 pinned() { grep -qE "^(require)?[[:space:]]*$2 $3( |\$)" "$HERE/$1/go.mod" \
@@ -69,12 +50,8 @@ if grep -E '=> k8s.io/' "$HERE/k8s/go.mod" | grep -vqE " $staging\$"; then
   die "k8s/go.mod has staging replaces not at $staging"
 fi
 
-mkdir -p "$BIN_DIR/cni" "$GOMODCACHE" "$GOCACHE"
-exec 9>"$CP_CACHE/.build.lock"
-if ! flock -n 9; then
-  log "another build.sh holds $CP_CACHE/.build.lock; waiting ..."
-  flock 9
-fi
+mkdir -p "$BIN_DIR/cni"
+build_lock "$CP_CACHE/.build.lock"
 
 k8s_major=$(sed -E 's/^v([0-9]+)\..*/\1/' <<<"$K8S_VERSION")
 k8s_minor=$(sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/' <<<"$K8S_VERSION")

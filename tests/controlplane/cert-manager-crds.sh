@@ -6,21 +6,20 @@
 #
 # Usage:  CRD_DIR=$(tests/controlplane/cert-manager-crds.sh)
 #   stdout: exactly one line, the directory holding the CRD YAML files.
-# Env: JWKS_GO_CACHE (default ~/.cache/jwks-operator/go), GO (default `go`).
+# Env: JWKS_GO_CACHE (default ~/.cache/jwks-operator/go), GO (default `go`),
+#   as for build.sh (go-env.sh).
 # Idempotent: `go mod download` answers from the module cache once fetched.
 set -euo pipefail
 
 CERT_MANAGER_VERSION=v1.21.2
 
-GO_CACHE_ROOT=${JWKS_GO_CACHE:-$HOME/.cache/jwks-operator/go}
-if [[ -z "${GO:-}" ]]; then
-  if command -v go >/dev/null 2>&1; then GO=$(command -v go)
-  elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-  else echo "[cert-manager-crds] no Go toolchain (set GO=/path/to/go)" >&2; exit 1
-  fi
-fi
-export GOMODCACHE=$GO_CACHE_ROOT/mod GOTOOLCHAIN=local GOFLAGS=-mod=mod GO111MODULE=on
-mkdir -p "$GOMODCACHE"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+log() { printf '[cert-manager-crds] %s\n' "$*" >&2; }
+die() { printf '[cert-manager-crds] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=go-env.sh
+source "$HERE/go-env.sh"
+# Module mode for a download outside any module (there is no go.mod to keep readonly).
+export GOFLAGS=-mod=mod GO111MODULE=on
 # Outside any module, so no go.mod is read or written.
 cd "$(mktemp -d)"
 trap 'rm -rf "$PWD"' EXIT
@@ -28,6 +27,6 @@ dir=$("$GO" mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAG
   | sed -nE 's/^[[:space:]]*"Dir": "(.*)",?$/\1/p')
 crds=$dir/deploy/crds
 [[ -f $crds/cert-manager.io_certificates.yaml ]] \
-  || { echo "[cert-manager-crds] no certificates CRD in $crds" >&2; exit 1; }
-echo "[cert-manager-crds] cert-manager $CERT_MANAGER_VERSION CRDs in $crds" >&2
+  || die "no certificates CRD in $crds"
+log "cert-manager $CERT_MANAGER_VERSION CRDs in $crds"
 echo "$crds"

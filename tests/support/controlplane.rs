@@ -94,19 +94,36 @@ pub fn bin_dir() -> Result<PathBuf, String> {
     Ok(PathBuf::from(dir))
 }
 
-fn free_port() -> u16 {
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port on 127.0.0.1")
 }
 
-fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes as lowercase hex (names, tokens).
+pub(crate) fn random_hex(bytes: usize) -> String {
     use rand::RngExt as _;
     let mut rng = rand::rng();
     (0..bytes)
         .map(|_| format!("{:02x}", rng.random::<u8>()))
         .collect()
+}
+
+/// A new self-signed CA named `common_name`: its certificate (PEM) and the
+/// issuer that signs leaf certificates with it.
+pub(crate) fn test_ca(
+    common_name: &str,
+) -> Result<(String, rcgen::Issuer<'static, rcgen::KeyPair>), String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let err = |e: rcgen::Error| format!("generating the test CA {common_name:?}: {e}");
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, common_name);
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    Ok((ca_cert.pem(), Issuer::new(ca, ca_key)))
 }
 
 struct Certs {
@@ -116,15 +133,9 @@ struct Certs {
 }
 
 fn make_certs() -> Result<Certs, String> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    use rcgen::{CertificateParams, KeyPair, SanType};
     let err = |e: rcgen::Error| format!("generating test certificates: {e}");
-    let ca_key = KeyPair::generate().map_err(err)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "jwks-operator test CA");
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
-    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let (ca_pem, issuer) = test_ca("jwks-operator test CA")?;
 
     let key = KeyPair::generate().map_err(err)?;
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).map_err(err)?;
@@ -134,13 +145,14 @@ fn make_certs() -> Result<Certs, String> {
         .push(rcgen::DnType::CommonName, "kube-apiserver");
     let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
     Ok(Certs {
-        ca_pem: ca_cert.pem(),
+        ca_pem,
         server_cert_pem: cert.pem(),
         server_key_pem: key.serialize_pem(),
     })
 }
 
-fn service_account_keys() -> Result<(String, String), String> {
+/// A new RSA service-account key pair: (PKCS#8 private PEM, SPKI public PEM).
+pub(crate) fn service_account_keys() -> Result<(String, String), String> {
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
     let mut rng = rand::rng();
     let key = rsa::PrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
@@ -155,8 +167,70 @@ fn service_account_keys() -> Result<(String, String), String> {
     Ok((private, public))
 }
 
-fn write(path: &Path, content: &str) -> Result<(), String> {
+/// Writes `content` to `path`, creating its parent directories.
+pub(crate) fn write(path: &Path, content: &str) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    }
     std::fs::write(path, content).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// Writes a kube-apiserver's token credentials into `pki`: a new
+/// service-account key pair (`sa.key`, `sa.pub`) and `tokens.csv` with one
+/// `system:masters` user, whose bearer token it returns.
+pub(crate) fn write_api_credentials(pki: &Path) -> Result<String, String> {
+    let (sa_key, sa_pub) = service_account_keys()?;
+    write(&pki.join("sa.key"), &sa_key)?;
+    write(&pki.join("sa.pub"), &sa_pub)?;
+    let admin_token = random_hex(24);
+    write(
+        &pki.join("tokens.csv"),
+        &format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
+    )?;
+    Ok(admin_token)
+}
+
+/// A client for the API server at `api_url` that trusts `ca_file` and sends
+/// `token`; its kubeconfig is written to a new file in `dir`.
+pub(crate) async fn token_client(dir: &Path, api_url: &str, ca_file: &Path, token: &str) -> Client {
+    let path = dir.join(format!("kubeconfig-{}", random_hex(4)));
+    write(&path, &kubeconfig_yaml(api_url, ca_file, token)).expect("write kubeconfig");
+    let kubeconfig = Kubeconfig::read_from(&path).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig to config");
+    Client::try_from(config).expect("client")
+}
+
+/// The last `lines` lines of `<logs>/<name>.log` for each of `names`, each
+/// under a header, for failure reports.
+pub(crate) fn log_tails(logs: &Path, names: &[&str], lines: usize) -> String {
+    let mut out = String::new();
+    for name in names {
+        let path = logs.join(format!("{name}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("---- {name} ({})\n", path.display()));
+        for line in &all[all.len().saturating_sub(lines)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Starts `bash -c script` with its stdin a pipe from this process, so the
+/// script can wait for it to close (this test binary exiting) and clean up.
+pub(crate) fn spawn_supervisor(script: &str) -> Result<Child, String> {
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting the supervisor: {e}"))
 }
 
 /// Renders a kubeconfig for `server` trusting `ca` and authenticating with `token`.
@@ -236,14 +310,7 @@ impl ControlPlane {
         write(&dir.join("ca.crt"), &certs.ca_pem)?;
         write(&dir.join("apiserver.crt"), &certs.server_cert_pem)?;
         write(&dir.join("apiserver.key"), &certs.server_key_pem)?;
-        let (sa_key, sa_pub) = service_account_keys()?;
-        write(&dir.join("sa.key"), &sa_key)?;
-        write(&dir.join("sa.pub"), &sa_pub)?;
-        let admin_token = random_hex(24);
-        write(
-            &dir.join("tokens.csv"),
-            &format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
-        )?;
+        let admin_token = write_api_credentials(&dir)?;
 
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let api_url = format!("https://127.0.0.1:{api_port}");
@@ -316,14 +383,7 @@ impl ControlPlane {
             "cat >/dev/null\nkill -9 $pids 2>/dev/null\nkill -9 $(cat '{dir}'/*.pid 2>/dev/null) 2>/dev/null\nwait 2>/dev/null\nrm -rf '{dir}'\n",
             dir = dir.display()
         ));
-        let supervisor = Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting the supervisor: {e}"))?;
+        let supervisor = spawn_supervisor(&script)?;
         let mut plane = ControlPlane {
             dir,
             api_url,
@@ -373,33 +433,16 @@ impl ControlPlane {
 
     /// The last `lines` lines of every component's log, for failure reports.
     pub fn log_tails(&self, lines: usize) -> String {
-        let mut out = String::new();
-        for name in ["etcd", "kube-apiserver", "kube-controller-manager"] {
-            let path = self.dir.join(format!("{name}.log"));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("---- {name} ({})\n", path.display()));
-            for line in &all[all.len().saturating_sub(lines)..] {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        log_tails(
+            &self.dir,
+            &["etcd", "kube-apiserver", "kube-controller-manager"],
+            lines,
+        )
     }
 
     /// A client for `token` (admin when it is the admin token).
     pub async fn client_with_token(&self, token: &str) -> Client {
-        let path = self.dir.join(format!("kubeconfig-{}", random_hex(4)));
-        std::fs::write(
-            &path,
-            kubeconfig_yaml(&self.api_url, &self.dir.join("ca.crt"), token),
-        )
-        .expect("write kubeconfig");
-        let kubeconfig = Kubeconfig::read_from(&path).expect("read kubeconfig");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig to config");
-        Client::try_from(config).expect("client")
+        token_client(&self.dir, &self.api_url, &self.dir.join("ca.crt"), token).await
     }
 
     /// A cluster-admin client. Create one per test: a client belongs to the
@@ -462,33 +505,47 @@ impl ControlPlane {
     pub async fn install_crd(&self, client: &Client) {
         let yaml = include_str!("../../crds/keyrotationpolicies.jwks.dev.yaml");
         let crd: CustomResourceDefinition = serde_yaml::from_str(yaml).expect("CRD parses");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
+        apply_crd(client, &crd).await;
+    }
+}
+
+/// Applies `crd` (forced server-side apply) and waits until it is Established.
+pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) {
+    let name = crd.metadata.name.clone().expect("the CRD has a name");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(
             &name,
             &PatchParams::apply("jwks-operator-tests").force(),
-            &Patch::Apply(&crd),
+            &Patch::Apply(crd),
         )
         .await
-        .expect("apply CRD");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let crd = crds.get(&name).await.expect("get CRD");
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "CRD {name} not Established in 30s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+    wait_crd_established(client, &name).await;
+}
+
+/// Waits until CRD `name` is Established; panics after 30 s.
+pub async fn wait_crd_established(client: &Client, name: &str) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let crd = crds
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get CRD {name}: {e}"));
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "CRD {name} not Established in 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -31,6 +31,35 @@ pub fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/jwks-operator")
 }
 
+/// The commands of the first ```sh block under `### <heading>` in README.md,
+/// each split into words. Panics on a line that would need a shell (quotes,
+/// pipes, variables): the tests run them without one.
+pub fn readme_commands(heading: &str) -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let section = readme
+        .split(&format!("\n### {heading}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("README.md has no `### {heading}` section"));
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_else(|| panic!("`### {heading}` has no ```sh block"));
+    block
+        .lines()
+        .map(|line| line.split(" #").next().unwrap().trim())
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            assert!(
+                !line.contains(['"', '\'', '|', '&', ';', '$', '\\']),
+                "`{line}` needs a shell; extend this test's parser before using one"
+            );
+            line.split_whitespace().map(str::to_owned).collect()
+        })
+        .collect()
+}
+
 /// The directory holding `helm` and `kubectl` (built once per test binary).
 pub fn tools_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

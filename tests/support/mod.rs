@@ -6,3 +6,5 @@ pub mod helm;
 pub mod node;
 pub mod operator;
 pub mod prometheus;
+pub mod signer;
+pub mod uds;

@@ -38,12 +38,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node as KubeNode;
+use kube::Client;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
-use super::controlplane::{bin_dir, kubeconfig_yaml};
+use super::controlplane::{
+    bin_dir, kubeconfig_yaml, log_tails, random_hex, spawn_supervisor, test_ca, token_client,
+    write, write_api_credentials,
+};
 
 /// The node's address (one end of the namespace's veth pair).
 pub const NODE_IP: &str = "10.77.0.2";
@@ -106,22 +108,6 @@ pub async fn node() -> &'static Node {
     node
 }
 
-fn random_hex(bytes: usize) -> String {
-    use rand::RngExt as _;
-    let mut rng = rand::rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
-}
-
-fn write(path: &Path, content: &str) -> Result<(), String> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-    }
-    std::fs::write(path, content).map_err(|e| format!("writing {}: {e}", path.display()))
-}
-
 fn quote(arg: &str) -> String {
     format!("'{}'", arg.replace('\'', r"'\''"))
 }
@@ -142,18 +128,9 @@ struct Pki {
 }
 
 fn make_pki() -> Result<Pki, String> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, SanType,
-    };
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
     let err = |e: rcgen::Error| format!("generating the node's certificates: {e}");
-    let ca_key = KeyPair::generate().map_err(err)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "jwks-operator test node CA");
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
-    let issuer = Issuer::new(ca, ca_key);
+    let (ca, issuer) = test_ca("jwks-operator test node CA")?;
 
     let leaf = |cn: &str,
                 org: Option<&str>,
@@ -182,7 +159,7 @@ fn make_pki() -> Result<Pki, String> {
     };
     let node_ip: std::net::Ipv4Addr = NODE_IP.parse().unwrap();
     Ok(Pki {
-        ca: ca_cert.pem(),
+        ca,
         apiserver: leaf(
             "kube-apiserver",
             None,
@@ -211,21 +188,6 @@ fn make_pki() -> Result<Pki, String> {
             ExtendedKeyUsagePurpose::ClientAuth,
         )?,
     })
-}
-
-fn service_account_keys() -> Result<(String, String), String> {
-    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-    let mut rng = rand::rng();
-    let key = rsa::PrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
-    let private = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| e.to_string())?
-        .to_string();
-    let public = key
-        .to_public_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| e.to_string())?;
-    Ok((private, public))
 }
 
 /// Packs `binary` alone as an OCI image tarball with `scripts/oci-image.sh`.
@@ -357,14 +319,7 @@ impl NodeBuilder {
             write(&dir.join(format!("pki/{name}.crt")), cert)?;
             write(&dir.join(format!("pki/{name}.key")), key)?;
         }
-        let (sa_key, sa_pub) = service_account_keys()?;
-        write(&dir.join("pki/sa.key"), &sa_key)?;
-        write(&dir.join("pki/sa.pub"), &sa_pub)?;
-        let admin_token = random_hex(24);
-        write(
-            &dir.join("pki/tokens.csv"),
-            &format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
-        )?;
+        let admin_token = write_api_credentials(&dir.join("pki"))?;
         let api_url = format!("https://{NODE_IP}:{API_PORT}");
         let kubeconfig = dir.join("kubeconfig");
         write(
@@ -660,15 +615,8 @@ rm -rf "$dir"
 "#,
             dir = quote(&dir.display().to_string()),
         );
-        let supervisor = Command::new("bash")
-            .arg("-c")
-            .arg(&supervisor_script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting the node supervisor: {e}"))?;
-        let mut supervisor = supervisor;
+        let mut supervisor = spawn_supervisor(&supervisor_script)
+            .map_err(|e| format!("the node's namespaces: {e}"))?;
         let init_pid = match wait_init_pid(&dir, &mut supervisor) {
             Ok(pid) => pid,
             Err(e) => {
@@ -781,17 +729,13 @@ impl Node {
     /// A client for `token`, talking to the node's API server. The calling
     /// thread must be in the node's network (see [`node`]).
     pub async fn client_with_token(&self, token: &str) -> Client {
-        let path = self.dir.join(format!("kubeconfig-{}", random_hex(4)));
-        write(
-            &path,
-            &kubeconfig_yaml(&self.api_url, &self.dir.join("pki/ca.crt"), token),
+        token_client(
+            &self.dir,
+            &self.api_url,
+            &self.dir.join("pki/ca.crt"),
+            token,
         )
-        .expect("write kubeconfig");
-        let kubeconfig = Kubeconfig::read_from(&path).expect("read kubeconfig");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig to config");
-        Client::try_from(config).expect("client")
+        .await
     }
 
     /// A cluster-admin client (one per test: a client belongs to its runtime).
@@ -833,27 +777,20 @@ impl Node {
 
     /// The last `lines` lines of every component's log, for failure reports.
     pub fn log_tails(&self, lines: usize) -> String {
-        let mut out = String::new();
-        for name in [
-            "init",
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "containerd",
-            "kubelet",
-            "kube-proxy",
-        ] {
-            let path = self.dir.join(format!("logs/{name}.log"));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("---- {name} ({})\n", path.display()));
-            for line in &all[all.len().saturating_sub(lines)..] {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        log_tails(
+            &self.dir.join("logs"),
+            &[
+                "init",
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "containerd",
+                "kubelet",
+                "kube-proxy",
+            ],
+            lines,
+        )
     }
 
     /// Resident memory (kB) of every process of the node (the namespace's

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 
-use super::controlplane::{ControlPlane, kubeconfig_yaml};
+use super::controlplane::{ControlPlane, free_port, kubeconfig_yaml};
 
 /// An identity with the chart's permissions.
 pub struct ChartIdentity {
@@ -108,14 +108,6 @@ pub async fn chart_identity(
         lease_name,
         client: cp.client_with_token(&token).await,
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running `jwks-operator run` process, killed on drop.
@@ -275,6 +267,20 @@ pub fn http_get(url: &str) -> (u16, String) {
         }
         Err(e) => (0, e.to_string()),
     }
+}
+
+/// The `kid` of every key of a JWKS document, in order (`""` for a key
+/// without one; nothing for a body that is not a JWKS).
+pub fn kids(jwks: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(jwks).unwrap_or_default();
+    v["keys"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for Operator {

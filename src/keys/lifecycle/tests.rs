@@ -29,6 +29,15 @@ impl LifecycleKey for TestKey {
     }
 }
 
+/// The event of key `kid` generated in `state` for `reason`.
+fn created(kid: &str, state: KeyState, reason: RotationReason) -> LifecycleEvent {
+    LifecycleEvent::Created {
+        kid: kid.into(),
+        state,
+        reason,
+    }
+}
+
 /// Hands out keys `k1`, `k2`, ... in order; fails while `failing`.
 #[derive(Default)]
 pub(crate) struct Counter {
@@ -146,11 +155,7 @@ fn first_plan_makes_exactly_one_active_published_key() {
     let plan = sim.at(0);
     assert_eq!(
         plan.events,
-        vec![LifecycleEvent::Created {
-            kid: "k1".into(),
-            state: KeyState::Active,
-            reason: RotationReason::Initial
-        }]
+        vec![created("k1", KeyState::Active, RotationReason::Initial)]
     );
     assert_eq!(sim.kids(), vec![("k1", KeyState::Active)]);
     assert_eq!(sim.set.last_rotation_reason, Some(RotationReason::Initial));
@@ -166,11 +171,7 @@ fn next_key_is_published_publish_ahead_before_it_signs_and_signs_on_schedule() {
     let plan = sim.at(80);
     assert_eq!(
         plan.events,
-        vec![LifecycleEvent::Created {
-            kid: "k2".into(),
-            state: KeyState::Pending,
-            reason: RotationReason::Scheduled
-        }]
+        vec![created("k2", KeyState::Pending, RotationReason::Scheduled)]
     );
     assert_eq!(sim.active(), "k1", "the new key is published, not signing");
     assert_eq!(sim.set.pending().unwrap().activates_at, t(100));
@@ -272,11 +273,7 @@ fn manual_request_publishes_now_and_signs_after_publish_ahead_once_per_value() {
     let plan = sim.at(10);
     assert_eq!(
         plan.events,
-        vec![LifecycleEvent::Created {
-            kid: "k2".into(),
-            state: KeyState::Pending,
-            reason: RotationReason::Manual
-        }]
+        vec![created("k2", KeyState::Pending, RotationReason::Manual)]
     );
     assert_eq!(
         sim.set.last_rotation_request.as_deref(),
@@ -331,11 +328,7 @@ fn manual_request_with_a_pending_key_replaces_it_with_a_key_made_after_the_reque
                 kid: "k2".into(),
                 why: "a manual rotation was requested; it is served by a key made after the request"
             },
-            LifecycleEvent::Created {
-                kid: "k3".into(),
-                state: KeyState::Pending,
-                reason: RotationReason::Manual
-            },
+            created("k3", KeyState::Pending, RotationReason::Manual),
         ]
     );
     assert_eq!(sim.set.last_rotation_request.as_deref(), Some("r1"));
@@ -388,11 +381,7 @@ fn revoking_the_active_key_makes_a_fresh_key_active_immediately() {
                 kid: "k2".into(),
                 why: "the active key was revoked; the next key is generated afresh"
             },
-            LifecycleEvent::Created {
-                kid: "k3".into(),
-                state: KeyState::Active,
-                reason: RotationReason::Revoked
-            },
+            created("k3", KeyState::Active, RotationReason::Revoked),
         ]
     );
     assert_eq!(sim.kids(), vec![("k3", KeyState::Active)]);
@@ -451,11 +440,7 @@ fn rotate_on_revoke_makes_a_fresh_key_sign_when_a_retired_key_is_revoked() {
                 kid: "k2".into(),
                 prune_after: t(185 + 305)
             },
-            LifecycleEvent::Created {
-                kid: "k4".into(),
-                state: KeyState::Active,
-                reason: RotationReason::Revoked
-            },
+            created("k4", KeyState::Active, RotationReason::Revoked),
         ]
     );
     // The old signer stays published for its tokens; the fresh key, never
