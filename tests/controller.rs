@@ -1255,23 +1255,33 @@ async fn a_policy_being_deleted_never_gets_its_secret_back() {
     let op = env.operator(&[]);
     env.create("gone", json!({"algorithm": "ES256"})).await;
     env.ready("gone").await;
-    // A finalizer of someone else's keeps the policy in deletion while the
-    // garbage collector removes its Secret (foreground deletion).
+    // A finalizer of someone else's keeps the policy in deletion; meanwhile
+    // its Secret goes, as the garbage collector would delete it. (Waiting for
+    // the collector itself is a race here: without blockOwnerDeletion the
+    // Secret does not hold up a foreground deletion, so the collector may drop
+    // its foregroundDeletion finalizer first and then leave the Secret to the
+    // owner's final removal.)
     let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
     env.policies()
         .patch("gone", &PatchParams::default(), &Patch::Merge(&hold))
         .await
         .unwrap();
     env.policies()
-        .delete("gone", &DeleteParams::foreground())
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleting = env.policies().get("gone").await.unwrap();
+    assert!(
+        deleting.metadata.deletion_timestamp.is_some(),
+        "the policy is held in deletion"
+    );
+    env.secrets()
+        .delete("gone-jwks", &DeleteParams::default())
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while env.secrets().get_opt("gone-jwks").await.unwrap().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the Secret was not garbage-collected"
-        );
+        assert!(Instant::now() < deadline, "the Secret was not deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The operator reconciles the deleting policy (a change to it forces
