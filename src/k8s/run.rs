@@ -13,8 +13,10 @@ use tracing::{info, warn};
 
 use super::leader::{self, WriteGate};
 use super::reconcile::{Context, error_policy, reconcile};
+use super::secret::Decoder;
 use super::serving::{self, apis, managed_selector};
 use super::status::WrittenStatus;
+use super::store::SecretCache;
 use crate::api::KeyRotationPolicy;
 use crate::http::{self, PolicyRef, SharedState, Shutdown};
 use crate::metrics::Metrics;
@@ -51,12 +53,16 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
     let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
 
     let last_good = Arc::new(serving::LastGood::default());
+    let secrets = Arc::new(SecretCache::default());
+    let decoder = Arc::new(Decoder::default());
     let index = tokio::spawn(serving::run(
         client.clone(),
         config.namespaces.clone(),
         state.clone(),
         config.public_base_url.clone(),
         last_good.clone(),
+        secrets.clone(),
+        decoder.clone(),
     ));
 
     let writable = Arc::new(if config.leader_elect {
@@ -78,6 +84,8 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
         propagation_grace: config.propagation_grace,
         writable: writable.clone(),
         last_good,
+        secrets,
+        decoder,
         written: WrittenStatus::default(),
         failures: Default::default(),
     });
