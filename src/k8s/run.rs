@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 use tracing::{info, warn};
 
@@ -136,15 +137,31 @@ async fn control(
     let concurrency =
         (MAX_CONCURRENT_RECONCILES / u16::try_from(scopes).unwrap_or(u16::MAX)).max(1);
     let config = controller::Config::default().concurrency(concurrency);
+    let scope_of: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
     let controllers = apis::<KeyRotationPolicy>(client, namespaces)
         .into_iter()
-        .zip(apis::<Secret>(client, namespaces))
         .zip(apis::<ConfigMap>(client, namespaces))
-        .map(|((policies, secrets), config_maps)| {
+        .zip(scope_of)
+        .map(|((policies, config_maps), scope)| {
             let owned = watcher::Config::default().labels(&managed_selector());
+            // A change to a policy's Secret wakes it once the serving index
+            // has it in the SecretCache the reconcile reads (a watch of its
+            // own could wake the reconcile before the cache knows).
+            let secret_changes =
+                stream::unfold(ctx.secrets.subscribe(scope), |mut changes| async move {
+                    let policy = changes.recv().await?;
+                    Some((
+                        ObjectRef::new(&policy.name).within(&policy.namespace),
+                        changes,
+                    ))
+                });
             Controller::new(policies, watcher::Config::default())
                 .with_config(config.clone())
-                .owns(secrets, owned.clone())
+                .reconcile_on(secret_changes)
                 .owns(config_maps, owned)
                 .graceful_shutdown_on(stop.wait())
                 .run(reconcile, error_policy, ctx.clone())

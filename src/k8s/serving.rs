@@ -395,6 +395,7 @@ impl Indexer {
                         index.cache.observe(s.clone());
                         index.secrets.insert(key, s);
                         if let Some(r) = owner {
+                            index.cache.changed(&r);
                             index.refresh(state, &r, base);
                         }
                     }
@@ -409,6 +410,7 @@ impl Indexer {
                 // A deleted Secret leaves the last good set served until the
                 // leader writes a new one.
                 if let Some(r) = owner {
+                    index.cache.changed(&r);
                     debug!(policy = %r, "Secret deleted; keeping the last good set until it is recreated");
                 }
             }
@@ -420,8 +422,13 @@ impl Indexer {
                     index.cache.listed(&scope, &fresh);
                     index.secrets.retain(|(ns, _), _| !in_scope(&scope, ns));
                     index.secrets.extend(fresh);
+                    // After a watch gap, anything may have changed meanwhile.
+                    let relisted = self.synced.contains(&(scope.clone(), true));
                     let all: Vec<PolicyRef> = index.policies.keys().cloned().collect();
                     for r in all {
+                        if relisted && in_scope(&scope, &r.namespace) {
+                            index.cache.changed(&r);
+                        }
                         index.refresh(state, &r, base);
                     }
                 }
@@ -701,6 +708,48 @@ mod tests {
             Change::Secret(Event::Delete(served_secret("10"))),
         );
         assert!(matches!(cache.get("ns", "p-jwks"), Cached::Absent));
+    }
+
+    #[test]
+    fn a_secret_change_wakes_its_policy_once_the_cache_has_it() {
+        use super::super::store::Cached;
+        let state = state();
+        let cache = Arc::new(SecretCache::default());
+        let mut indexer =
+            Indexer::new(&[], None, Arc::default()).sharing(cache.clone(), Arc::default());
+        let mut here = cache.subscribe(ns("ns"));
+        let mut elsewhere = cache.subscribe(ns("other"));
+        indexer.handle(&state, None, Change::Policy(Event::Apply(policy())));
+        indexer.handle(&state, None, Change::Secret(Event::Init));
+        indexer.handle(&state, None, Change::Secret(Event::InitDone));
+        assert!(here.try_recv().is_err(), "a first list wakes nobody");
+
+        indexer.handle(
+            &state,
+            None,
+            Change::Secret(Event::Apply(served_secret("7"))),
+        );
+        assert_eq!(here.try_recv().ok(), Some(PolicyRef::new("ns", "p")));
+        // By then the reconcile reads the version that woke it.
+        assert!(matches!(
+            cache.get("ns", "p-jwks"),
+            Cached::Present(s) if s.metadata.resource_version.as_deref() == Some("7")
+        ));
+        indexer.handle(
+            &state,
+            None,
+            Change::Secret(Event::Delete(served_secret("8"))),
+        );
+        assert_eq!(here.try_recv().ok(), Some(PolicyRef::new("ns", "p")));
+        assert!(matches!(cache.get("ns", "p-jwks"), Cached::Absent));
+        // A re-list (after a watch gap) wakes every policy in its scope.
+        indexer.handle(&state, None, Change::Secret(Event::Init));
+        indexer.handle(&state, None, Change::Secret(Event::InitDone));
+        assert_eq!(here.try_recv().ok(), Some(PolicyRef::new("ns", "p")));
+        assert!(
+            elsewhere.try_recv().is_err(),
+            "another namespace's controller"
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,10 @@ use kube::{Client, ResourceExt};
 use super::leader::WriteGate;
 use super::reconcile::{Error, MANAGER};
 use super::secret::{Decoder, Found, secret_object};
+use tokio::sync::mpsc;
+
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::http::PolicyRef;
 use crate::store::layout::{self, DecodeError};
 use crate::store::{KeyStore, Loaded, StoredKeySet};
 
@@ -71,6 +74,9 @@ pub enum Cached {
 #[derive(Debug, Default)]
 pub struct SecretCache {
     inner: Mutex<CacheInner>,
+    /// Who is told of policies whose Secret changed: the controllers while
+    /// they run, each with the namespace it watches (None: all).
+    subscribers: Mutex<Vec<(Option<String>, mpsc::UnboundedSender<PolicyRef>)>>,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +197,29 @@ impl SecretCache {
             }
         }
         inner.listed.insert(scope.clone());
+    }
+
+    /// The policies in `scope` (a namespace, or None for all) whose Secret
+    /// changes in the cache from now on, each told after the change (a
+    /// controller reconciles them; until it drops the receiver).
+    pub fn subscribe(&self, scope: Option<String>) -> mpsc::UnboundedReceiver<PolicyRef> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((scope, tx));
+        rx
+    }
+
+    /// Tells the subscribers that `policy`'s Secret changed in the cache.
+    pub fn changed(&self, policy: &PolicyRef) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.retain(|(scope, tx)| {
+            if scope.as_deref().is_some_and(|s| s != policy.namespace) {
+                return !tx.is_closed();
+            }
+            tx.send(policy.clone()).is_ok()
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
