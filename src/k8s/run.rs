@@ -8,8 +8,8 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use tracing::{info, warn};
 
 use super::leader::{self, WriteGate};
@@ -159,7 +159,17 @@ async fn control(
                         changes,
                     ))
                 });
-            Controller::new(policies, watcher::Config::default())
+            // The controller's own cache of the policies, kept without their
+            // managedFields (nothing reads them; at 10,000 policies they
+            // were tens of MiB).
+            let (reader, writer) = reflector::store();
+            let watched = reflector(
+                writer,
+                watcher::watcher(policies, watcher::Config::default())
+                    .modify(serving::forget_managed_fields),
+            )
+            .applied_objects();
+            Controller::for_stream(watched, reader)
                 .with_config(config.clone())
                 .reconcile_on(secret_changes)
                 .owns(config_maps, owned)

@@ -273,7 +273,7 @@ fn merged(
 /// them, and kept for every policy and Secret they were a large part of
 /// the index's memory (a Secret write never sends them back, see
 /// [`secret_object`](super::secret::secret_object)).
-fn forget_managed_fields<K: kube::Resource>(object: &mut K) {
+pub fn forget_managed_fields<K: kube::Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
