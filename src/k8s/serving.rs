@@ -665,6 +665,34 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_event_finds_its_policy_by_the_secret_name() {
+        let state = state();
+        let mut indexer = Indexer::new(&[], None, Arc::default());
+        let mut named = policy();
+        named.spec.secret_name = Some("keys".into());
+        indexer.handle(&state, None, Change::Policy(Event::Apply(named.clone())));
+        let mut secret = super::super::secret::secret_object(
+            &named,
+            &layout::encode(&crate::store::testing::three_key_set(), 3).unwrap(),
+            None,
+        );
+        secret.metadata.resource_version = Some("7".into());
+        indexer.handle(&state, None, Change::Secret(Event::Apply(secret.clone())));
+        let r = PolicyRef::new("ns", "p");
+        assert!(state.view(&r).is_some(), "served from Secret keys");
+
+        // Deleted: its Secret no longer leads to it.
+        indexer.handle(&state, None, Change::Policy(Event::Delete(named)));
+        assert!(state.summaries().is_empty());
+        secret.metadata.resource_version = Some("8".into());
+        indexer.handle(&state, None, Change::Secret(Event::Apply(secret)));
+        assert!(
+            state.summaries().is_empty(),
+            "nothing served for a deleted policy"
+        );
+    }
+
+    #[test]
     fn the_reconciler_cache_knows_what_the_watch_listed_and_nothing_before() {
         use super::super::store::Cached;
         let state = state();
