@@ -151,10 +151,21 @@ async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() 
         },
         "exactly the Lease holder ({leader}) reconciles"
     );
-    let (ca, ja) = a.get(&path);
-    let (cb, jb) = b.get(&path);
-    assert_eq!((ca, cb), (200, 200));
-    assert_eq!(ja, jb, "every replica serves the same set");
+    // Each replica's watch delivers the Secret in its own time (and the index
+    // publishes a batch of changes at most 20 ms after its first).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ja = loop {
+        let (ca, ja) = a.get(&path);
+        let (cb, jb) = b.get(&path);
+        if (ca, cb) == (200, 200) && ja == jb {
+            break ja;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas do not serve the same set: {ca} {ja} / {cb} {jb}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let (leader_log, follower_log) = if leader == "replica-a" {
         (a.log_text(), b.log_text())
     } else {

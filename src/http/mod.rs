@@ -73,7 +73,7 @@ pub use policy::{
     DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyInfo, PolicyRef, PolicySummary, Problem,
 };
 pub use server::{Limits, ServeConfig, serve};
-pub use snapshot::{PolicyView, SharedState, Snapshot, random_jti, strong_etag};
+pub use snapshot::{PolicyView, SharedState, Snapshot, Update, random_jti, strong_etag};
 pub use tls::{ServerTls, TlsError, TlsFiles};
 
 /// Resolves when the process is asked to stop: SIGTERM (what Kubernetes

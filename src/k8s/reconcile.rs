@@ -17,10 +17,10 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::leader::WriteGate;
-use super::secret::{config_map_is_ours, config_map_object};
+use super::secret::{Decoder, config_map_is_ours, config_map_object};
 use super::serving::LastGood;
 use super::status::{Observed, WrittenStatus, desired_status};
-use super::store::{SecretStore, post_params};
+use super::store::{SecretCache, SecretStore, post_params};
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
 use crate::engine::{
     self, Failure, Next, Note, Pass, Problem, Reporter, Tracked, backoff, run_pass,
@@ -61,6 +61,11 @@ pub struct Context {
     /// The last good key set of every policy, as served (fed by the serving
     /// index on every replica): what a deleted Secret is restored from.
     pub last_good: Arc<LastGood>,
+    /// The operator's Secrets as the serving index watches them: read
+    /// instead of a GET (see [`SecretCache`]).
+    pub secrets: Arc<SecretCache>,
+    /// Decoded key sets by Secret version, shared with the serving index.
+    pub decoder: Arc<Decoder>,
     /// Consecutive failed passes by policy, for the engine's backoff (only
     /// policies that are failing have an entry).
     pub failures: Mutex<HashMap<PolicyRef, u32>>,
@@ -538,7 +543,13 @@ async fn reconcile_inner(
             .is_some_and(|s| s.active_key_id.is_some()),
         remembered: remembered.as_ref(),
     };
-    let store = SecretStore::new(ctx.client.clone(), policy, &ctx.writable);
+    let store = SecretStore::new(
+        ctx.client.clone(),
+        policy,
+        &ctx.writable,
+        &ctx.secrets,
+        &ctx.decoder,
+    );
     let mut tracked = Tracked {
         failures: ctx.failures_of(&policy_ref),
         ..Tracked::default()

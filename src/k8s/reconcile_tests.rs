@@ -148,6 +148,8 @@ fn context(server: &Arc<Mutex<Server>>) -> Arc<Context> {
         public_base_url: None,
         propagation_grace: std::time::Duration::ZERO,
         last_good: Default::default(),
+        secrets: Default::default(),
+        decoder: Default::default(),
         writable: Arc::new({
             let gate = crate::k8s::leader::WriteGate::unelected();
             gate.set_leading(true);
@@ -204,10 +206,11 @@ async fn a_new_policy_is_one_create_and_one_status_patch_and_then_nothing_is_wri
         server.lock().unwrap().events
     );
 
-    // Steady state: the Secret is read, nothing is written, not even status.
+    // Steady state: nothing is written, not even status, and nothing is
+    // read either: the Secret the create returned is in the cache.
     for _ in 0..3 {
         reconcile(with_status(&server), ctx.clone()).await.unwrap();
-        assert_eq!(requests(&server), [format!("GET {SECRET}")]);
+        assert_eq!(requests(&server), Vec::<String>::new());
     }
 }
 
@@ -245,16 +248,13 @@ async fn status_is_patched_only_when_it_changes() {
     reconcile(policy(), ctx.clone()).await.unwrap();
     requests(&server);
     reconcile(with_status(&server), ctx.clone()).await.unwrap();
-    assert_eq!(requests(&server), [format!("GET {SECRET}")]);
+    assert_eq!(requests(&server), Vec::<String>::new());
 
     // A new generation of the spec changes observedGeneration: one patch.
     let mut edited = (*with_status(&server)).clone();
     edited.metadata.generation = Some(2);
     reconcile(Arc::new(edited), ctx.clone()).await.unwrap();
-    assert_eq!(
-        requests(&server),
-        [format!("GET {SECRET}"), format!("PATCH {STATUS}")]
-    );
+    assert_eq!(requests(&server), [format!("PATCH {STATUS}")]);
     let status = server.lock().unwrap().status.clone().unwrap();
     assert_eq!(status["observedGeneration"], 2);
 }
@@ -296,9 +296,10 @@ async fn a_corrupt_secret_is_never_written_and_is_reported_once() {
             .contains(&"CorruptKeySet".into())
     );
 
-    // Looked at again: still only read, and the unchanged status is not re-sent.
+    // Looked at again: the Secret as read is in the cache, and the
+    // unchanged status is not re-sent.
     reconcile(with_status(&server), ctx.clone()).await.unwrap();
-    assert_eq!(requests(&server), [format!("GET {SECRET}")]);
+    assert_eq!(requests(&server), Vec::<String>::new());
 }
 
 fn api_error(code: u16) -> kube::Error {
@@ -342,4 +343,136 @@ fn errors_a_retry_will_not_fix_become_a_problem_named_after_the_operation() {
         source: api_error(422),
     };
     assert_eq!(cm.problem().unwrap().reason, "ConfigMapWriteFailed");
+}
+
+/// The serving index's watch has listed namespace `ns`, holding `secret`
+/// (as the API server stores it) if given.
+fn watch_listed(ctx: &Context, secret: Option<Value>) {
+    let fresh = secret
+        .map(|s| {
+            let s: Secret = serde_json::from_value(s).unwrap();
+            (("ns".to_owned(), s.name_any()), Arc::new(s))
+        })
+        .into_iter()
+        .collect();
+    ctx.secrets.listed(&Some("ns".to_owned()), &fresh);
+}
+
+#[tokio::test]
+async fn with_the_watch_listed_a_reconcile_never_gets_its_secret_and_decodes_a_version_once() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    let ctx = context(&server);
+    watch_listed(&ctx, None);
+
+    // New: the watch has listed and not seen it, so no GET to learn of a 404.
+    reconcile(policy(), ctx.clone()).await.unwrap();
+    assert_eq!(
+        requests(&server),
+        [format!("POST {SECRETS}"), format!("PATCH {STATUS}")]
+    );
+    // The watch delivers the Secret.
+    let stored = server.lock().unwrap().secret.clone();
+    watch_listed(&ctx, stored);
+
+    // Steady: no request at all, and the unchanged version is decoded once.
+    let decodes = ctx.decoder.decodes();
+    for _ in 0..3 {
+        reconcile(with_status(&server), ctx.clone()).await.unwrap();
+        assert_eq!(requests(&server), Vec::<String>::new());
+    }
+    assert!(
+        ctx.decoder.decodes() - decodes <= 1,
+        "{} decodes of one version",
+        ctx.decoder.decodes() - decodes
+    );
+}
+
+#[tokio::test]
+async fn a_stale_cached_secret_never_overwrites_the_stored_one() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    let ctx = context(&server);
+    // The API server holds a key set; the cache still has an older version
+    // of the Secret, emptied, say, before its keys were written back.
+    let encoded = layout::encode(&one_key_set(), 1).unwrap();
+    let stored = serde_json::to_value(secret_object(&policy(), &encoded, None)).unwrap();
+    let stored = server.lock().unwrap().store(stored);
+    let mut stale = our_secret_without_keys();
+    stale["metadata"]["resourceVersion"] = json!("0");
+    watch_listed(&ctx, Some(stale));
+
+    reconcile(with_status_of(&stored), ctx.clone())
+        .await
+        .unwrap();
+    // Planned from the stale copy: a write conditional on its version, a
+    // conflict, a fresh read from the API, and planned again from that.
+    let sent = requests(&server);
+    assert_eq!(
+        sent[..2],
+        [format!("PUT {SECRET}"), format!("GET {SECRET}")]
+    );
+    assert_eq!(sent.last(), Some(&format!("PATCH {STATUS}")));
+    let kids = |secret: &Value| -> Vec<String> {
+        match crate::k8s::secret::decode(&serde_json::from_value(secret.clone()).unwrap()) {
+            Ok(crate::store::layout::Decoded::Keys { set, .. }) => {
+                set.keys.iter().map(|k| k.key.kid().to_owned()).collect()
+            }
+            _ => panic!("a key set"),
+        }
+    };
+    let now = server.lock().unwrap().secret.clone().unwrap();
+    let (before, after) = (kids(&stored), kids(&now));
+    assert!(
+        before.iter().all(|k| after.contains(k)),
+        "keys of the stored set were lost: {before:?} -> {after:?}"
+    );
+    // What the API said is what the cache holds now.
+    reconcile(with_status(&server), ctx.clone()).await.unwrap();
+    assert_eq!(requests(&server), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_foreign_secret_the_watch_cannot_see_is_never_overwritten() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    let foreign = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "p-jwks", "namespace": "ns"},
+        "data": {"password": "aHVudGVyMg=="},
+    });
+    server.lock().unwrap().store(foreign.clone());
+    let ctx = context(&server);
+    // The watch selects the operator's label: it never lists this one.
+    watch_listed(&ctx, None);
+
+    reconcile(policy(), ctx.clone()).await.unwrap();
+    assert_eq!(
+        requests(&server),
+        [
+            format!("POST {SECRETS}"),
+            format!("GET {SECRET}"),
+            format!("PATCH {STATUS}")
+        ]
+    );
+    let status = server.lock().unwrap().status.clone().unwrap();
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Degraded" && c["reason"] == "SecretNotOwned"),
+        "{status}"
+    );
+    let now = server.lock().unwrap().secret.clone().unwrap();
+    assert_eq!(now["data"], foreign["data"]);
+}
+
+/// `policy()` with the status a previous pass wrote for `stored` (so the
+/// pass knows the policy had keys).
+fn with_status_of(stored: &Value) -> Arc<KeyRotationPolicy> {
+    let set = crate::k8s::secret::decode(&serde_json::from_value(stored.clone()).unwrap());
+    let Ok(crate::store::layout::Decoded::Keys { set, .. }) = set else {
+        panic!("a key set");
+    };
+    let mut policy = policy_json();
+    policy["status"] = json!({"activeKeyID": set.active().map(|k| k.key.kid().to_owned())});
+    Arc::new(serde_json::from_value(policy).unwrap())
 }

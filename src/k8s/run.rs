@@ -4,17 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use tracing::{info, warn};
 
 use super::leader::{self, WriteGate};
 use super::reconcile::{Context, error_policy, reconcile};
+use super::secret::Decoder;
 use super::serving::{self, apis, managed_selector};
 use super::status::WrittenStatus;
+use super::store::SecretCache;
 use crate::api::KeyRotationPolicy;
 use crate::http::{self, PolicyRef, SharedState, Shutdown};
 use crate::metrics::Metrics;
@@ -51,12 +54,16 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
     let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
 
     let last_good = Arc::new(serving::LastGood::default());
+    let secrets = Arc::new(SecretCache::default());
+    let decoder = Arc::new(Decoder::default());
     let index = tokio::spawn(serving::run(
         client.clone(),
         config.namespaces.clone(),
         state.clone(),
         config.public_base_url.clone(),
         last_good.clone(),
+        secrets.clone(),
+        decoder.clone(),
     ));
 
     let writable = Arc::new(if config.leader_elect {
@@ -78,6 +85,8 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
         propagation_grace: config.propagation_grace,
         writable: writable.clone(),
         last_good,
+        secrets,
+        decoder,
         written: WrittenStatus::default(),
         failures: Default::default(),
     });
@@ -128,15 +137,41 @@ async fn control(
     let concurrency =
         (MAX_CONCURRENT_RECONCILES / u16::try_from(scopes).unwrap_or(u16::MAX)).max(1);
     let config = controller::Config::default().concurrency(concurrency);
+    let scope_of: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
     let controllers = apis::<KeyRotationPolicy>(client, namespaces)
         .into_iter()
-        .zip(apis::<Secret>(client, namespaces))
         .zip(apis::<ConfigMap>(client, namespaces))
-        .map(|((policies, secrets), config_maps)| {
+        .zip(scope_of)
+        .map(|((policies, config_maps), scope)| {
             let owned = watcher::Config::default().labels(&managed_selector());
-            Controller::new(policies, watcher::Config::default())
+            // A change to a policy's Secret wakes it once the serving index
+            // has it in the SecretCache the reconcile reads (a watch of its
+            // own could wake the reconcile before the cache knows).
+            let secret_changes =
+                stream::unfold(ctx.secrets.subscribe(scope), |mut changes| async move {
+                    let policy = changes.recv().await?;
+                    Some((
+                        ObjectRef::new(&policy.name).within(&policy.namespace),
+                        changes,
+                    ))
+                });
+            // The controller's own cache of the policies, kept without their
+            // managedFields (nothing reads them; at 10,000 policies they
+            // were tens of MiB).
+            let (reader, writer) = reflector::store();
+            let watched = reflector(
+                writer,
+                watcher::watcher(policies, watcher::Config::default())
+                    .modify(serving::forget_managed_fields),
+            )
+            .applied_objects();
+            Controller::for_stream(watched, reader)
                 .with_config(config.clone())
-                .owns(secrets, owned.clone())
+                .reconcile_on(secret_changes)
                 .owns(config_maps, owned)
                 .graceful_shutdown_on(stop.wait())
                 .run(reconcile, error_policy, ctx.clone())

@@ -1,8 +1,10 @@
 //! The Secret that holds a policy's key set: whose it is, what is in it, and
-//! the object to write back. Pure functions; the reconciler does the I/O.
+//! the object to write back. Pure functions, and a memo of decoded versions
+//! ([`Decoder`]); the reconciler does the I/O.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -104,12 +106,99 @@ pub fn adoption_allowed(meta: &ObjectMeta, policy: &KeyRotationPolicy) -> bool {
 /// policy adopted earlier: labelled for it, still annotated for adoption (an
 /// adopted Secret carries no ownerReference, see docs/kubernetes.md). Any
 /// other Secret is adoptable only when [`adoption_allowed`] says so.
+///
+/// Decodes the key set afresh; the operator goes through a [`Decoder`],
+/// which decodes each version of a Secret once.
 pub fn classify(secret: Option<&Secret>, policy: &KeyRotationPolicy) -> Found {
+    classify_with(secret, policy, decode)
+}
+
+/// Decodes the key set in a Secret's data keys (parsing and checking every
+/// private key: the expensive part of [`classify`]).
+pub fn decode(secret: &Secret) -> Result<Decoded, DecodeError> {
+    let data = secret.data.as_ref();
+    layout::decode(|key| data.and_then(|d| d.get(key)).map(|v| v.0.as_slice()))
+}
+
+/// Decoded key sets by Secret, reused while a Secret's uid and
+/// `resourceVersion` stay the same (any change to an object changes its
+/// `resourceVersion`). Shared by the serving index and the reconciler, so a
+/// version is decoded once however many policy events (our own status
+/// writes among them) look at it; without it every event decoded and
+/// checked every private key again.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    memo: Mutex<HashMap<(String, String), Memo>>,
+    decodes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Memo {
+    uid: Option<String>,
+    resource_version: String,
+    decoded: Result<Decoded, DecodeError>,
+}
+
+// === impl Decoder ===
+
+impl Decoder {
+    /// [`decode`], from the memo when this version was decoded before. An
+    /// object without a `resourceVersion` (never one the API served) is
+    /// decoded every time.
+    pub fn decode(&self, secret: &Secret) -> Result<Decoded, DecodeError> {
+        let version = secret.metadata.resource_version.as_deref().unwrap_or("");
+        let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+        if !version.is_empty()
+            && let Some(memo) = self.lock().get(&key)
+            && memo.resource_version == version
+            && memo.uid == secret.metadata.uid
+        {
+            return memo.decoded.clone();
+        }
+        self.decodes.fetch_add(1, Ordering::Relaxed);
+        let decoded = decode(secret);
+        if !version.is_empty() {
+            self.lock().insert(
+                key,
+                Memo {
+                    uid: secret.metadata.uid.clone(),
+                    resource_version: version.to_owned(),
+                    decoded: decoded.clone(),
+                },
+            );
+        }
+        decoded
+    }
+
+    /// [`classify`] through this decoder.
+    pub fn classify(&self, secret: Option<&Secret>, policy: &KeyRotationPolicy) -> Found {
+        classify_with(secret, policy, |s| self.decode(s))
+    }
+
+    /// Drops what is kept for Secret `namespace/name` (it was deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.lock().remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// How many times a Secret was actually decoded (tests and benchmarks).
+    pub fn decodes(&self) -> u64 {
+        self.decodes.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Memo>> {
+        self.memo.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn classify_with(
+    secret: Option<&Secret>,
+    policy: &KeyRotationPolicy,
+    decode: impl FnOnce(&Secret) -> Result<Decoded, DecodeError>,
+) -> Found {
     let Some(secret) = secret else {
         return Found::Absent;
     };
-    let data = secret.data.clone().unwrap_or_default();
-    let decoded = layout::decode(|key| data.get(key).map(|v| v.0.as_slice()));
+    let decoded = decode(secret);
     let resource_version = secret.resource_version().unwrap_or_default();
     let name = secret.name_any();
     let meta = &secret.metadata;
@@ -312,6 +401,57 @@ mod tests {
         let mut s = secret_object(policy, &encoded, None);
         s.metadata.resource_version = Some("42".into());
         s
+    }
+
+    #[test]
+    fn a_secret_version_is_decoded_once_however_often_it_is_classified() {
+        let p = policy("u1");
+        let mut secret = ours(&p);
+        secret.metadata.uid = Some("s1".into());
+        let decoder = Decoder::default();
+        for _ in 0..5 {
+            assert!(matches!(
+                decoder.classify(Some(&secret), &p),
+                Found::Ours { generation: 7, .. }
+            ));
+        }
+        assert_eq!(decoder.decodes(), 1, "one resourceVersion, one decode");
+
+        // Any change to the object is a new resourceVersion: decoded again.
+        secret.metadata.resource_version = Some("43".into());
+        decoder.classify(Some(&secret), &p);
+        decoder.classify(Some(&secret), &p);
+        assert_eq!(decoder.decodes(), 2);
+
+        // The same version number on another object (deleted and created
+        // again) is another object.
+        secret.metadata.uid = Some("s2".into());
+        decoder.classify(Some(&secret), &p);
+        assert_eq!(decoder.decodes(), 3);
+
+        // A damaged version stays damaged, from the memo too.
+        secret.metadata.resource_version = Some("44".into());
+        secret
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(layout::LIFECYCLE.into(), ByteString(b"{".to_vec()));
+        for _ in 0..2 {
+            assert!(matches!(
+                decoder.classify(Some(&secret), &p),
+                Found::Corrupt(_)
+            ));
+        }
+        assert_eq!(decoder.decodes(), 4);
+
+        // Forgotten (deleted), or never served by the API: decoded each time.
+        decoder.forget("ns", "p-jwks");
+        decoder.classify(Some(&secret), &p);
+        assert_eq!(decoder.decodes(), 5);
+        secret.metadata.resource_version = None;
+        decoder.classify(Some(&secret), &p);
+        decoder.classify(Some(&secret), &p);
+        assert_eq!(decoder.decodes(), 7);
     }
 
     fn foreign(data: &[(&str, &[u8])]) -> Secret {

@@ -16,9 +16,10 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
-use super::secret::{Found, classify};
+use super::secret::{Decoder, Found};
+use super::store::SecretCache;
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
-use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState};
+use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState, Update};
 use crate::keys::material::{VerifyingKey, parse_public_jwks};
 use crate::store::StoredKeySet;
 use crate::store::layout;
@@ -95,16 +96,23 @@ impl LastGood {
 #[derive(Default)]
 pub struct Index {
     last_good: Arc<LastGood>,
+    /// The reconciler's view of the operator's Secrets, fed from here.
+    cache: Arc<SecretCache>,
+    /// Decoded key sets by Secret version, shared with the reconciler.
+    decoder: Arc<Decoder>,
     policies: HashMap<PolicyRef, Arc<KeyRotationPolicy>>,
     // Secrets by (namespace, name).
     secrets: HashMap<(String, String), Arc<Secret>>,
+    /// The policy of each Secret name, (namespace, Secret name): a Secret
+    /// event finds its policy without a scan of every policy.
+    owners: HashMap<(String, String), PolicyRef>,
 }
 
 // === impl Index ===
 
 impl Index {
     /// Recomputes what is served for `policy` from the index.
-    fn refresh(&self, state: &SharedState, policy: &PolicyRef, base_url: Option<&str>) {
+    fn refresh(&self, state: &mut Pending<'_>, policy: &PolicyRef, base_url: Option<&str>) {
         let Some(p) = self.policies.get(policy) else {
             state.remove(policy);
             return;
@@ -124,7 +132,7 @@ impl Index {
             })
             .filter(|c| c.status == "True")
             .map(|c| Problem::new(c.reason.clone(), c.message.clone()));
-        match classify(secret, p) {
+        match self.decoder.classify(secret, p) {
             Found::Ours { set, .. } if set.active().is_some() => {
                 if let Some(uid) = p.uid() {
                     self.last_good.remember(uid, &set);
@@ -155,7 +163,7 @@ impl Index {
                 );
                 // Nothing served yet (this replica started after the damage):
                 // the stored public set, when it is not what failed.
-                let public = (state.view(policy).is_none() && e.data_key != layout::PUBLIC_JWKS)
+                let public = (!state.serves(policy) && e.data_key != layout::PUBLIC_JWKS)
                     .then(|| secret.and_then(stored_public_set))
                     .flatten();
                 match public {
@@ -184,12 +192,28 @@ impl Index {
     }
 
     fn policy_of_secret(&self, secret: &Secret) -> Option<PolicyRef> {
-        let ns = secret.namespace()?;
-        let name = secret.name_any();
-        self.policies
-            .iter()
-            .find(|(r, p)| r.namespace == ns && p.secret_name() == name)
-            .map(|(r, _)| r.clone())
+        let key = (secret.namespace()?, secret.name_any());
+        self.owners.get(&key).cloned()
+    }
+
+    fn insert_policy(&mut self, r: PolicyRef, p: Arc<KeyRotationPolicy>) {
+        let secret = (r.namespace.clone(), p.secret_name());
+        if let Some(old) = self.policies.insert(r.clone(), p) {
+            let old_secret = (r.namespace.clone(), old.secret_name());
+            if old_secret != secret && self.owners.get(&old_secret) == Some(&r) {
+                self.owners.remove(&old_secret);
+            }
+        }
+        self.owners.insert(secret, r);
+    }
+
+    fn remove_policy(&mut self, r: &PolicyRef) {
+        if let Some(old) = self.policies.remove(r) {
+            let secret = (r.namespace.clone(), old.secret_name());
+            if self.owners.get(&secret) == Some(r) {
+                self.owners.remove(&secret);
+            }
+        }
     }
 }
 
@@ -227,6 +251,7 @@ fn merged(
         streams.push(
             watcher::watcher(policies, watcher::Config::default())
                 .default_backoff()
+                .modify(forget_managed_fields)
                 .map(move |e| e.map(|e| (s1.clone(), Change::Policy(e))))
                 .boxed(),
         );
@@ -236,11 +261,20 @@ fn merged(
                 watcher::Config::default().labels(&managed_selector()),
             )
             .default_backoff()
+            .modify(forget_managed_fields)
             .map(move |e| e.map(|e| (scope.clone(), Change::Secret(e))))
             .boxed(),
         );
     }
     stream::select_all(streams)
+}
+
+/// Drops `metadata.managedFields` of a watched object: nothing here reads
+/// them, and kept for every policy and Secret they were a large part of
+/// the index's memory (a Secret write never sends them back, see
+/// [`secret_object`](super::secret::secret_object)).
+pub fn forget_managed_fields<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// Objects of a re-list in progress, by scope.
@@ -282,8 +316,25 @@ impl Indexer {
         }
     }
 
+    /// Shares the index's Secrets and decoded key sets with the reconciler.
+    pub fn sharing(mut self, cache: Arc<SecretCache>, decoder: Arc<Decoder>) -> Indexer {
+        self.index.cache = cache;
+        self.index.decoder = decoder;
+        self
+    }
+
     /// Applies one watch event to the index and to what `state` serves.
+    #[cfg(test)]
     fn handle(&mut self, state: &SharedState, scope: Option<String>, change: Change) {
+        let mut pending = Pending::new(state);
+        self.absorb(&mut pending, scope, change);
+        pending.publish();
+        self.check_ready(state);
+    }
+
+    /// Applies one watch event to the index; what it changes in what is
+    /// served goes to `state`, published with the rest of its batch.
+    fn absorb(&mut self, state: &mut Pending<'_>, scope: Option<String>, change: Change) {
         let base = self.base_url.as_deref();
         let index = &mut self.index;
         match change {
@@ -295,7 +346,7 @@ impl Indexer {
                         pending.insert(r, p);
                     }
                     None => {
-                        index.policies.insert(r.clone(), p);
+                        index.insert_policy(r.clone(), p);
                         index.refresh(state, &r, base);
                     }
                 }
@@ -305,7 +356,7 @@ impl Indexer {
                     index.last_good.forget(&uid);
                 }
                 let r = p.policy_ref();
-                index.policies.remove(&r);
+                index.remove_policy(&r);
                 index.refresh(state, &r, base);
             }
             Change::Policy(Event::Init) => {
@@ -319,9 +370,11 @@ impl Indexer {
                         .filter(|r| in_scope(&scope, &r.namespace) && !fresh.contains_key(*r))
                         .cloned()
                         .collect();
-                    index.policies.extend(fresh);
+                    for (r, p) in fresh {
+                        index.insert_policy(r, p);
+                    }
                     for r in gone {
-                        index.policies.remove(&r);
+                        index.remove_policy(&r);
                     }
                     let all: Vec<PolicyRef> = index.policies.keys().cloned().collect();
                     for r in all {
@@ -339,8 +392,10 @@ impl Indexer {
                     }
                     None => {
                         let owner = index.policy_of_secret(&s);
+                        index.cache.observe(s.clone());
                         index.secrets.insert(key, s);
                         if let Some(r) = owner {
+                            index.cache.changed(&r);
                             index.refresh(state, &r, base);
                         }
                     }
@@ -348,12 +403,14 @@ impl Indexer {
             }
             Change::Secret(Event::Delete(s)) => {
                 let owner = index.policy_of_secret(&s);
-                index
-                    .secrets
-                    .remove(&(s.namespace().unwrap_or_default(), s.name_any()));
+                let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+                index.cache.deleted(&s);
+                index.decoder.forget(&ns, &name);
+                index.secrets.remove(&(ns, name));
                 // A deleted Secret leaves the last good set served until the
                 // leader writes a new one.
                 if let Some(r) = owner {
+                    index.cache.changed(&r);
                     debug!(policy = %r, "Secret deleted; keeping the last good set until it is recreated");
                 }
             }
@@ -362,21 +419,93 @@ impl Indexer {
             }
             Change::Secret(Event::InitDone) => {
                 if let Some(fresh) = self.relist_secrets.remove(&scope) {
+                    index.cache.listed(&scope, &fresh);
                     index.secrets.retain(|(ns, _), _| !in_scope(&scope, ns));
                     index.secrets.extend(fresh);
+                    // After a watch gap, anything may have changed meanwhile.
+                    let relisted = self.synced.contains(&(scope.clone(), true));
                     let all: Vec<PolicyRef> = index.policies.keys().cloned().collect();
                     for r in all {
+                        if relisted && in_scope(&scope, &r.namespace) {
+                            index.cache.changed(&r);
+                        }
                         index.refresh(state, &r, base);
                     }
                 }
                 self.synced.insert((scope, true));
             }
         }
+    }
+
+    /// Turns `/readyz` ready once every watch stream has listed (call after
+    /// publishing what the lists brought).
+    fn check_ready(&self, state: &SharedState) {
         if self.synced.len() >= self.streams && !state.is_ready() {
             state.set_ready(true);
         }
     }
 }
+
+/// What a batch of watch events changes in what is served, published in
+/// one swap ([`SharedState::apply`]).
+struct Pending<'a> {
+    state: &'a SharedState,
+    updates: Vec<Update>,
+}
+
+impl<'a> Pending<'a> {
+    fn new(state: &'a SharedState) -> Pending<'a> {
+        Pending {
+            state,
+            updates: Vec::new(),
+        }
+    }
+
+    fn upsert(&mut self, view: PolicyView) {
+        self.updates.push(Update::Upsert(view));
+    }
+
+    fn set_problem(
+        &mut self,
+        policy: &PolicyRef,
+        summary: PolicySummary,
+        problem: Option<Problem>,
+    ) {
+        self.updates.push(Update::Problem {
+            policy: policy.clone(),
+            summary_if_absent: summary,
+            problem,
+        });
+    }
+
+    fn remove(&mut self, policy: &PolicyRef) {
+        self.updates.push(Update::Remove(policy.clone()));
+    }
+
+    /// Whether a view of `policy` is served once this batch is published.
+    fn serves(&self, policy: &PolicyRef) -> bool {
+        let mut serving = self.state.view(policy).is_some();
+        for u in &self.updates {
+            match u {
+                Update::Upsert(v) if v.policy() == policy => serving = true,
+                Update::Remove(r) if r == policy => serving = false,
+                _ => {}
+            }
+        }
+        serving
+    }
+
+    fn publish(&mut self) {
+        self.state.apply(std::mem::take(&mut self.updates));
+    }
+}
+
+/// How long the index keeps taking watch events before it publishes what
+/// they changed: a burst (a start, a re-list, thousands of policies
+/// becoming ready) is published a few times a second instead of once per
+/// event, each publication copying the map of every policy. It is also the
+/// most a change waits to be served.
+pub const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Runs the index until the watch streams end (they don't, short of a
 /// shutdown of the runtime). `/readyz` turns ready once every watch has
@@ -387,14 +516,36 @@ pub async fn run(
     state: SharedState,
     base_url: Option<String>,
     last_good: Arc<LastGood>,
+    cache: Arc<SecretCache>,
+    decoder: Arc<Decoder>,
 ) {
-    let mut indexer = Indexer::new(&namespaces, base_url, last_good);
-    let mut changes = Box::pin(merged(&client, &namespaces));
-    while let Some(change) = changes.next().await {
-        match change {
-            Ok((scope, change)) => indexer.handle(&state, scope, change),
-            Err(e) => warn!(error = %e, "watch error; the watcher retries with backoff"),
+    let mut indexer = Indexer::new(&namespaces, base_url, last_good).sharing(cache, decoder);
+    index_batches(&mut indexer, &state, merged(&client, &namespaces)).await;
+}
+
+/// The event loop of [`run`]: takes watch events in batches of
+/// [`BATCH_WINDOW`], publishing each batch in one swap.
+async fn index_batches(
+    indexer: &mut Indexer,
+    state: &SharedState,
+    changes: impl Stream<Item = Result<Scoped, watcher::Error>>,
+) {
+    let mut changes = std::pin::pin!(changes);
+    while let Some(first) = changes.next().await {
+        let mut pending = Pending::new(state);
+        let until = tokio::time::Instant::now() + BATCH_WINDOW;
+        let mut next = Some(first);
+        while let Some(change) = next.take() {
+            match change {
+                Ok((scope, change)) => indexer.absorb(&mut pending, scope, change),
+                Err(e) => warn!(error = %e, "watch error; the watcher retries with backoff"),
+            }
+            if let Ok(Some(more)) = tokio::time::timeout_at(until, changes.next()).await {
+                next = Some(more);
+            }
         }
+        pending.publish();
+        indexer.check_ready(state);
     }
 }
 
@@ -465,6 +616,191 @@ mod tests {
         let (secret, _) = damaged(layout::PUBLIC_JWKS, b"{\"keys\": []}");
         let state = start_with(secret);
         assert!(state.view(&PolicyRef::new("ns", "p")).is_none());
+    }
+
+    /// Our Secret for `policy()` as the API serves it, at `version`.
+    fn served_secret(version: &str) -> Secret {
+        let encoded = layout::encode(&crate::store::testing::three_key_set(), 3).unwrap();
+        let mut secret = super::super::secret::secret_object(&policy(), &encoded, None);
+        secret.metadata.uid = Some("s1".into());
+        secret.metadata.resource_version = Some(version.into());
+        secret
+    }
+
+    #[test]
+    fn policy_events_do_not_decode_an_unchanged_secret_again() {
+        let state = state();
+        let decoder = Arc::new(Decoder::default());
+        let mut indexer =
+            Indexer::new(&[], None, Arc::default()).sharing(Arc::default(), decoder.clone());
+        indexer.handle(&state, None, Change::Policy(Event::Apply(policy())));
+        indexer.handle(
+            &state,
+            None,
+            Change::Secret(Event::Apply(served_secret("7"))),
+        );
+        let r = PolicyRef::new("ns", "p");
+        assert!(state.view(&r).is_some(), "served");
+        assert_eq!(decoder.decodes(), 1);
+
+        // The reconciler's status writes come back as policy events.
+        for version in 10..20 {
+            let mut p = policy();
+            p.metadata.resource_version = Some(version.to_string());
+            indexer.handle(&state, None, Change::Policy(Event::Apply(p)));
+        }
+        // A re-list of the policies refreshes every policy.
+        indexer.handle(&state, None, Change::Policy(Event::Init));
+        indexer.handle(&state, None, Change::Policy(Event::InitApply(policy())));
+        indexer.handle(&state, None, Change::Policy(Event::InitDone));
+        assert_eq!(decoder.decodes(), 1, "the Secret did not change");
+        assert!(state.view(&r).is_some(), "still served");
+
+        indexer.handle(
+            &state,
+            None,
+            Change::Secret(Event::Apply(served_secret("8"))),
+        );
+        assert_eq!(decoder.decodes(), 2, "a new version is decoded");
+    }
+
+    #[test]
+    fn a_secret_event_finds_its_policy_by_the_secret_name() {
+        let state = state();
+        let mut indexer = Indexer::new(&[], None, Arc::default());
+        let mut named = policy();
+        named.spec.secret_name = Some("keys".into());
+        indexer.handle(&state, None, Change::Policy(Event::Apply(named.clone())));
+        let mut secret = super::super::secret::secret_object(
+            &named,
+            &layout::encode(&crate::store::testing::three_key_set(), 3).unwrap(),
+            None,
+        );
+        secret.metadata.resource_version = Some("7".into());
+        indexer.handle(&state, None, Change::Secret(Event::Apply(secret.clone())));
+        let r = PolicyRef::new("ns", "p");
+        assert!(state.view(&r).is_some(), "served from Secret keys");
+
+        // Deleted: its Secret no longer leads to it.
+        indexer.handle(&state, None, Change::Policy(Event::Delete(named)));
+        assert!(state.summaries().is_empty());
+        secret.metadata.resource_version = Some("8".into());
+        indexer.handle(&state, None, Change::Secret(Event::Apply(secret)));
+        assert!(
+            state.summaries().is_empty(),
+            "nothing served for a deleted policy"
+        );
+    }
+
+    #[test]
+    fn the_reconciler_cache_knows_what_the_watch_listed_and_nothing_before() {
+        use super::super::store::Cached;
+        let state = state();
+        let cache = Arc::new(SecretCache::default());
+        let mut indexer =
+            Indexer::new(&["ns".to_owned(), "other".to_owned()], None, Arc::default())
+                .sharing(cache.clone(), Arc::default());
+        indexer.handle(&state, ns("ns"), Change::Policy(Event::Apply(policy())));
+        // Before the Secrets of a namespace have listed, "not seen" is not
+        // "absent": the reconciler must ask the API.
+        indexer.handle(&state, ns("ns"), Change::Secret(Event::Init));
+        indexer.handle(
+            &state,
+            ns("ns"),
+            Change::Secret(Event::InitApply(served_secret("7"))),
+        );
+        assert!(matches!(cache.get("ns", "p-jwks"), Cached::Unknown));
+        indexer.handle(&state, ns("ns"), Change::Secret(Event::InitDone));
+        assert!(matches!(
+            cache.get("ns", "p-jwks"),
+            Cached::Present(s) if s.metadata.resource_version.as_deref() == Some("7")
+        ));
+        assert!(matches!(cache.get("ns", "q-jwks"), Cached::Absent));
+        assert!(matches!(cache.get("other", "p-jwks"), Cached::Unknown));
+
+        // A late event of an older version does not replace a newer one
+        // (the reconciler records what its writes return).
+        cache.observe(Arc::new(served_secret("9")));
+        indexer.handle(
+            &state,
+            ns("ns"),
+            Change::Secret(Event::Apply(served_secret("8"))),
+        );
+        assert!(matches!(
+            cache.get("ns", "p-jwks"),
+            Cached::Present(s) if s.metadata.resource_version.as_deref() == Some("9")
+        ));
+        indexer.handle(
+            &state,
+            ns("ns"),
+            Change::Secret(Event::Delete(served_secret("10"))),
+        );
+        assert!(matches!(cache.get("ns", "p-jwks"), Cached::Absent));
+    }
+
+    #[test]
+    fn a_secret_change_wakes_its_policy_once_the_cache_has_it() {
+        use super::super::store::Cached;
+        let state = state();
+        let cache = Arc::new(SecretCache::default());
+        let mut indexer =
+            Indexer::new(&[], None, Arc::default()).sharing(cache.clone(), Arc::default());
+        let mut here = cache.subscribe(ns("ns"));
+        let mut elsewhere = cache.subscribe(ns("other"));
+        indexer.handle(&state, None, Change::Policy(Event::Apply(policy())));
+        indexer.handle(&state, None, Change::Secret(Event::Init));
+        indexer.handle(&state, None, Change::Secret(Event::InitDone));
+        assert!(here.try_recv().is_err(), "a first list wakes nobody");
+
+        indexer.handle(
+            &state,
+            None,
+            Change::Secret(Event::Apply(served_secret("7"))),
+        );
+        assert_eq!(here.try_recv().ok(), Some(PolicyRef::new("ns", "p")));
+        // By then the reconcile reads the version that woke it.
+        assert!(matches!(
+            cache.get("ns", "p-jwks"),
+            Cached::Present(s) if s.metadata.resource_version.as_deref() == Some("7")
+        ));
+        indexer.handle(
+            &state,
+            None,
+            Change::Secret(Event::Delete(served_secret("8"))),
+        );
+        assert_eq!(here.try_recv().ok(), Some(PolicyRef::new("ns", "p")));
+        assert!(matches!(cache.get("ns", "p-jwks"), Cached::Absent));
+        // A re-list (after a watch gap) wakes every policy in its scope.
+        indexer.handle(&state, None, Change::Secret(Event::Init));
+        indexer.handle(&state, None, Change::Secret(Event::InitDone));
+        assert_eq!(here.try_recv().ok(), Some(PolicyRef::new("ns", "p")));
+        assert!(
+            elsewhere.try_recv().is_err(),
+            "another namespace's controller"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_watch_events_is_published_in_one_swap() {
+        let state = state();
+        let mut indexer = Indexer::new(&[], None, Arc::default());
+        let policy = |i: usize| {
+            let mut p = policy();
+            p.metadata.name = Some(format!("p{i}"));
+            p
+        };
+        let mut events: Vec<Result<Scoped, watcher::Error>> =
+            vec![Ok((None, Change::Policy(Event::Init)))];
+        events.extend((0..1000).map(|i| Ok((None, Change::Policy(Event::InitApply(policy(i)))))));
+        events.push(Ok((None, Change::Policy(Event::InitDone))));
+        events.extend((0..1000).map(|i| Ok((None, Change::Policy(Event::Apply(policy(i)))))));
+        events.push(Ok((None, Change::Secret(Event::Init))));
+        events.push(Ok((None, Change::Secret(Event::InitDone))));
+        let before = state.publications();
+        index_batches(&mut indexer, &state, stream::iter(events)).await;
+        assert_eq!(state.publications() - before, 1, "2,004 events, one swap");
+        assert_eq!(state.summaries().len(), 1000);
+        assert!(state.is_ready());
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl fmt::Debug for Encoded {
 }
 
 /// What a set of data keys holds.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Decoded {
     /// None of the five data keys is present: no key set yet.
     Empty,

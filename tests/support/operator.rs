@@ -137,6 +137,17 @@ impl Operator {
     /// Like [`Operator::start`], with a given `jwks-operator` binary (the
     /// benchmarks run a release build).
     pub fn start_binary(binary: &Path, kubeconfig: &Path, args: &[String]) -> Operator {
+        Operator::start_binary_within(binary, kubeconfig, args, Duration::from_secs(30))
+    }
+
+    /// Like [`Operator::start_binary`], waiting up to `ready_within` for
+    /// `/readyz` (a start with thousands of policies lists them all first).
+    pub fn start_binary_within(
+        binary: &Path,
+        kubeconfig: &Path,
+        args: &[String],
+        ready_within: Duration,
+    ) -> Operator {
         let (jwks_port, token_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("jwks-operator-{jwks_port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
@@ -162,7 +173,7 @@ impl Operator {
             token: format!("http://127.0.0.1:{token_port}"),
             log,
         };
-        op.wait_ready(Duration::from_secs(30));
+        op.wait_ready(ready_within);
         op
     }
 
