@@ -717,7 +717,7 @@ for alg, ref, label in (("rs256", "openssl-rsa2048", "rsa2048"), ("es256", "open
             f"| {alg.upper()} minting, `POST .../token`, `wrk -c{mint_conns}`, tokens/s ({count(name)}) "
             f"| {o:,.0f} | `openssl speed {label}`, sign/s (median of {len(rows[ref])}): {r:,.0f} | {o / r:.2f}x "
             f"| {med(name, 'p50'):.2f} / {med(name, 'p99'):.2f} ms | | {per_cpu(name):,.0f} / {r:,.0f} |")
-other = ["| measurement | result | target | result |", "|---|---|---|---|"]
+other = ["| measurement | value | target | result |", "|---|---|---|---|"]
 if "memory" in rows:
     m = rows["memory"][0]
     rss, hwm = int(m["rss_kib"]) / 1024, int(m["hwm_kib"]) / 1024
