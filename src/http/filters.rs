@@ -185,17 +185,36 @@ fn observe(
     listener: Listener,
 ) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Clone + Send> {
     warp::log::custom(move |info: warp::log::Info<'_>| {
-        let status = info.status().as_u16();
-        metrics.record_http(listener, RouteClass::of_path(info.path()), status);
-        tracing::debug!(
-            listener = listener.as_str(),
-            method = %info.method(),
-            path = info.path(),
-            status,
-            elapsed_us = info.elapsed().as_micros() as u64,
-            "request"
+        record_answer(
+            &metrics,
+            listener,
+            info.method(),
+            info.path(),
+            info.status().as_u16(),
+            info.elapsed(),
         );
     })
+}
+
+/// What [`observe`] does with one answer: count it, log it at debug level.
+/// Shared with the JWKS listener's fast path ([`super::fast_path`]).
+pub(crate) fn record_answer(
+    metrics: &crate::metrics::Metrics,
+    listener: Listener,
+    method: &Method,
+    path: &str,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    metrics.record_http(listener, RouteClass::of_path(path), status);
+    tracing::debug!(
+        listener = listener.as_str(),
+        method = %method,
+        path,
+        status,
+        elapsed_us = elapsed.as_micros() as u64,
+        "request"
+    );
 }
 
 /// The JWKS listener: per-policy JWK Sets and discovery documents, the

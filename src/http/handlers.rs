@@ -61,7 +61,13 @@ fn not_served(policy: &PolicyRef) -> ApiError {
     ApiError::not_found(format!("no policy {policy} is served here"))
 }
 
-fn jwks_of(state: &SharedState, policy: &PolicyRef, if_none_match: Option<&str>) -> Response {
+/// The JWK Set of `policy`: 200, 304, 503 not ready or 404 (also the
+/// JWKS listener's fast path, [`super::fast_path`]).
+pub(crate) fn jwks_of(
+    state: &SharedState,
+    policy: &PolicyRef,
+    if_none_match: Option<&str>,
+) -> Response {
     match state.snapshot().get(policy) {
         Some(Entry::Serving(view)) => cached_document(
             view.jwks_bytes(),

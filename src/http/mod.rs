@@ -10,6 +10,8 @@
 //! - [`filters`]: paths and methods → handlers: [`jwks_routes`] and [`token_routes`], used by
 //!   the binary and by the tests alike;
 //! - [`handlers`]: what each route answers;
+//! - [`fast_path`]: the JWKS listener's hot route answered without warp's
+//!   per-request cost, the rest handed to [`jwks_routes`];
 //! - [`models`]: the token listener's request/response bodies;
 //! - [`errors`]: the JSON error shape and the rejection handler;
 //! - [`server`]: the listeners themselves (timeouts, connection cap, drain),
@@ -45,6 +47,7 @@
 //! 503 not ready. Client input never yields a 5xx.
 
 pub mod errors;
+pub mod fast_path;
 pub mod filters;
 pub mod handlers;
 pub mod models;
@@ -72,7 +75,7 @@ pub use filters::{BODY_LIMIT, jwks_routes, metrics_routes, token_routes};
 pub use policy::{
     DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyInfo, PolicyRef, PolicySummary, Problem,
 };
-pub use server::{Limits, ServeConfig, serve};
+pub use server::{Limits, ServeConfig, serve, serve_service};
 pub use snapshot::{PolicyView, SharedState, Snapshot, Update, random_jti, strong_etag};
 pub use tls::{ServerTls, TlsError, TlsFiles};
 
@@ -185,6 +188,25 @@ impl ListenerConfig {
     }
 }
 
+/// [`serve`] for the JWKS listener: [`jwks_routes`] over `state`, with the
+/// JWK Set route answered by [`fast_path::JwksService`] (same answers,
+/// without warp's per-request cost).
+pub async fn serve_jwks(
+    addr: SocketAddr,
+    state: SharedState,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let routes = jwks_routes(state.clone());
+    let make = move || {
+        fast_path::JwksService::new(
+            state.clone(),
+            hyper_util::service::TowerToHyperService::new(warp::service(routes.clone())),
+        )
+    };
+    serve_service(addr, make, config, shutdown).await
+}
+
 /// A process's running listeners.
 #[derive(Debug)]
 pub struct Listeners {
@@ -226,9 +248,9 @@ pub async fn start_listeners(
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut tasks = Vec::new();
-    let (jwks, task) = serve(
+    let (jwks, task) = serve_jwks(
         config.jwks_addr,
-        jwks_routes(state.clone()),
+        state.clone(),
         serve_config(crate::metrics::Listener::Jwks),
         shutdown.wait(),
     )

@@ -19,7 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::{Value, json};
-use warp::http::Response;
+use warp::http::{HeaderValue, Response};
 use warp::test::RequestBuilder;
 use warp::{Filter, Reply};
 
@@ -338,6 +338,134 @@ async fn if_none_match_answers_304_for_every_matching_form() {
         text.contains("jwks_operator_http_not_modified_total{route=\"jwks\"} 10"),
         "{text}"
     );
+}
+
+/// The JWKS listener's fast path ([`fast_path`]) answers each request it
+/// takes exactly as the warp routes do (status, every header, body, and the
+/// counters), takes every plain JWK Set request, and leaves everything else
+/// to warp. Two identical fixtures: one answers through the fast path (and
+/// warp for what it declines, as the listener does), one through warp alone.
+#[tokio::test]
+async fn the_fast_path_answers_exactly_like_the_warp_routes() {
+    let fast = fixture();
+    let slow = fixture();
+    let broken = policy("team-c", "broken", "{algorithm: ES256}");
+    for f in [&fast, &slow] {
+        f.state.set_problem(
+            &PolicyRef::new("team-c", "broken"),
+            PolicySummary::for_policy(&broken.info()),
+            Some(Problem::new("KeySetUnreadable", "does not parse")),
+        );
+    }
+    let etag = fast.api.etag().to_string();
+    assert_eq!(etag, slow.api.etag(), "the fixtures are identical");
+    // The requests the fast path must take.
+    let canonical = [
+        API_JWKS,
+        "/team-b/fast/.well-known/jwks.json",
+        "/team-a/plain/.well-known/jwks.json",
+        "/team-c/broken/.well-known/jwks.json",
+        "/team-a/nope/.well-known/jwks.json",
+        "/nope/api/.well-known/jwks.json",
+        "/team-a/a.b/.well-known/jwks.json",
+        // The query is not part of the path (warp ignores it too).
+        "/team-a/api/.well-known/jwks.json?x=1",
+    ];
+    let long = "x".repeat(300);
+    let long_ns = format!("/{}/api/.well-known/jwks.json", "n".repeat(64));
+    let long_name = format!("/team-a/{long}/.well-known/jwks.json");
+    let others = [
+        "/team-a/api/.well-known/jwks.json/",
+        "//team-a/api/.well-known/jwks.json",
+        "/team-a//api/.well-known/jwks.json",
+        "/team-a/api/../api/.well-known/jwks.json",
+        "/%74eam-a/api/.well-known/jwks.json",
+        "/Team-a/api/.well-known/jwks.json",
+        "/team-a/a.b./.well-known/jwks.json",
+        "/team.a/api/.well-known/jwks.json",
+        "/x/team-a/api/.well-known/jwks.json",
+        "/api/.well-known/jwks.json",
+        long_ns.as_str(),
+        long_name.as_str(),
+        "/.well-known/jwks.json",
+        API_DISCOVERY,
+        "/policies",
+        "/healthz",
+        "/readyz",
+        "/nope",
+    ];
+    let if_none_match: Vec<Option<HeaderValue>> = vec![
+        None,
+        Some(HeaderValue::from_str(&etag).unwrap()),
+        Some(HeaderValue::from_str(&format!("W/{etag}")).unwrap()),
+        Some(HeaderValue::from_static("*")),
+        Some(HeaderValue::from_static("\"stale\"")),
+        Some(HeaderValue::from_static("")),
+        Some(HeaderValue::from_bytes(b"\"caf\xc3\xa9\"").unwrap()),
+    ];
+    let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"];
+    let mut taken = 0;
+    for path in canonical.iter().chain(others.iter()) {
+        for method in methods {
+            for inm in &if_none_match {
+                let request = || {
+                    let req = warp::test::request().method(method).path(path);
+                    match inm {
+                        Some(v) => req.header("if-none-match", v.clone()),
+                        None => req,
+                    }
+                };
+                let context = format!("{method} {path} If-None-Match: {inm:?}");
+                let mut headers = warp::http::HeaderMap::new();
+                if let Some(v) = inm {
+                    headers.insert("if-none-match", v.clone());
+                }
+                let uri: warp::http::Uri = path.parse().unwrap();
+                let method_value: warp::http::Method = method.parse().unwrap();
+                let expected = send(&slow.jwks, request()).await;
+                let Some(answer) =
+                    fast_path::answer(&fast.state, &method_value, uri.path(), &headers)
+                else {
+                    let must_take = canonical.contains(path)
+                        && matches!(method, "GET" | "HEAD")
+                        && inm.as_ref().is_none_or(|v| v.to_str().is_ok());
+                    assert!(!must_take, "the fast path declined {context}");
+                    // The listener hands it to warp.
+                    send(&fast.jwks, request()).await;
+                    continue;
+                };
+                taken += 1;
+                assert_eq!(answer.status(), expected.status(), "{context}");
+                assert_eq!(answer.headers(), expected.headers(), "{context}");
+                let body = http_body_util::BodyExt::collect(answer.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                assert_eq!(body, expected.body(), "{context}");
+            }
+        }
+    }
+    // GET and HEAD, each of the canonical paths, every ASCII If-None-Match.
+    assert_eq!(taken, canonical.len() * 2 * (if_none_match.len() - 1));
+    // Sorted: the per-policy series come in hash order.
+    let counters = |f: &Fixture| -> Vec<String> {
+        let mut lines: Vec<String> = f
+            .state
+            .metrics()
+            .encode()
+            .lines()
+            .filter(|l| !l.starts_with('#') && (l.contains("http_") || l.contains("not_ready")))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let counted = counters(&fast);
+    assert!(
+        counted.iter().any(|l| l.contains("route=\"jwks\"")),
+        "{counted:?}"
+    );
+    assert_eq!(counted, counters(&slow));
 }
 
 /// Every GET route of the JWKS listener.
