@@ -1,14 +1,16 @@
 //! The HTTP routes of both listeners through `warp::test`, serving one
 //! policy with the token endpoint on. Oracle: no input yields a 5xx (the
 //! policy has keys, so not even 503), and every error body is JSON
-//! `{"error","message"}` with no private JWK member anywhere.
+//! `{"error","message"}` with no private JWK member anywhere. On the JWKS
+//! listener, whatever the fast path (`http::fast_path::answer`) takes, it
+//! answers exactly as the warp routes do: status, headers and body.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use warp::Filter as _;
-use warp::http::{HeaderName, HeaderValue, Uri};
+use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 /// The input is a small text form of a request, so seeds are readable:
 /// `<listener: J or T> <method> <path>\n<name>: <value>\n...\n\n<body>`.
@@ -53,6 +55,7 @@ type Routes = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
+    state: jwks_operator::http::SharedState,
     jwks: Routes,
     token: Routes,
 }
@@ -61,6 +64,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let state = jwks_operator_fuzz::http_state();
+        let served = state.clone();
         let jwks = jwks_operator::http::jwks_routes(state.clone())
             .map(warp::Reply::into_response)
             .boxed();
@@ -72,6 +76,7 @@ fn fixture() -> &'static Fixture {
                 .enable_all()
                 .build()
                 .unwrap(),
+            state: served,
             jwks,
             token,
         }
@@ -94,19 +99,40 @@ fuzz_target!(|data: &[u8]| {
         .method(req.method)
         .path(req.path)
         .body(req.body.to_vec());
+    let mut headers = HeaderMap::new();
     for (name, value) in &req.headers {
         if let (Ok(name), Ok(value)) =
             (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
         {
-            builder = builder.header(name, value);
+            builder = builder.header(&name, &value);
+            headers.append(name, value);
         }
     }
+    let fast = if req.token_listener {
+        None
+    } else {
+        let method = Method::from_bytes(req.method.as_bytes()).expect("one of METHODS");
+        let uri: Uri = req.path.parse().expect("parsed above");
+        jwks_operator::http::fast_path::answer(&f.state, &method, uri.path(), &headers)
+    };
     let routes = if req.token_listener {
         &f.token
     } else {
         &f.jwks
     };
     let res = f.rt.block_on(builder.reply(routes));
+    if let Some(fast) = fast {
+        let (parts, body) = fast.into_parts();
+        let body =
+            f.rt.block_on(http_body_util::BodyExt::collect(body))
+                .expect("an in-memory body")
+                .to_bytes();
+        assert_eq!(
+            (parts.status, &parts.headers, body.as_ref()),
+            (res.status(), res.headers(), res.body().as_ref()),
+            "the fast path answered {req:?} unlike the warp routes"
+        );
+    }
     let status = res.status();
     assert!(
         !status.is_server_error(),

@@ -11,9 +11,9 @@
 //!
 //! It takes only requests whose answer it knows is the route's: `GET` or
 //! `HEAD`, a path of exactly four segments with a valid namespace and name
-//! (no trailing slash: warp's rules for that stay warp's), and an
-//! `If-None-Match` that is absent or visible ASCII (warp answers 400 to
-//! anything else). Everything else, including every error warp would
+//! (no trailing slash: warp's rules for that stay warp's), and at most one
+//! `If-None-Match`, of visible ASCII (warp answers 400 to anything else,
+//! and reads several as one list). Everything else, including every error warp would
 //! raise, goes to warp, so the two cannot answer the same request
 //! differently.
 
@@ -89,9 +89,13 @@ pub fn answer(
         return None;
     }
     let (namespace, name) = jwks_path(path)?;
-    let if_none_match = match headers.get(header::IF_NONE_MATCH) {
-        None => None,
-        Some(value) => Some(value.to_str().ok()?),
+    // One If-None-Match of visible ASCII, or none; several (which warp
+    // reads as one list, and refuses if any is not ASCII) go to warp.
+    let mut values = headers.get_all(header::IF_NONE_MATCH).iter();
+    let if_none_match = match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(value.to_str().ok()?),
+        (Some(_), Some(_)) => return None,
     };
     let policy = PolicyRef {
         namespace: namespace.to_owned(),

@@ -468,6 +468,37 @@ async fn the_fast_path_answers_exactly_like_the_warp_routes() {
     assert_eq!(counted, counters(&slow));
 }
 
+#[tokio::test]
+async fn several_if_none_match_headers_are_left_to_warp() {
+    // Found by the http_routes fuzz target: the fast path read only the
+    // first value and answered 404 where warp refuses the list with 400.
+    let f = fixture();
+    let mut headers = warp::http::HeaderMap::new();
+    headers.append("if-none-match", HeaderValue::from_static("\"x\""));
+    headers.append(
+        "if-none-match",
+        HeaderValue::from_bytes(b"\"y\xff\"").unwrap(),
+    );
+    let uri: warp::http::Uri = API_JWKS.parse().unwrap();
+    let taken = fast_path::answer(&f.state, &warp::http::Method::GET, uri.path(), &headers);
+    assert!(
+        taken.is_none(),
+        "the fast path answered a list of If-None-Match"
+    );
+    let warp = send(
+        &f.jwks,
+        warp::test::request()
+            .path(API_JWKS)
+            .header("if-none-match", "\"x\"")
+            .header(
+                "if-none-match",
+                HeaderValue::from_bytes(b"\"y\xff\"").unwrap(),
+            ),
+    )
+    .await;
+    assert_eq!(warp.status(), 400);
+}
+
 /// Every GET route of the JWKS listener.
 const JWKS_LISTENER_PATHS: [&str; 7] = [
     API_JWKS,
