@@ -50,6 +50,32 @@ use warp::{Filter, Reply};
 use super::tls::ServerTls;
 use crate::metrics::{Listener, Metrics};
 
+/// What answers the requests of one connection: a hyper service over
+/// warp's request and response types that never fails (errors are answers),
+/// movable to the connection's task. [`serve`] makes one from a warp filter;
+/// [`serve_service`] takes any.
+pub trait ConnectionService:
+    hyper::service::Service<
+        warp::http::Request<hyper::body::Incoming>,
+        Response = warp::reply::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<S> ConnectionService for S where
+    S: hyper::service::Service<
+            warp::http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
 /// Default of [`Limits::header_read_timeout`] (`--http-header-read-timeout`).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`Limits::idle_timeout`] (`--http-idle-timeout`).
@@ -151,13 +177,7 @@ pub async fn serve_service<M, S>(
 ) -> io::Result<(SocketAddr, JoinHandle<()>)>
 where
     M: Fn() -> S + Send + 'static,
-    S: hyper::service::Service<
-            warp::http::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnectionService,
 {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -172,13 +192,7 @@ async fn accept_loop<M, S>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     M: Fn() -> S + Send + 'static,
-    S: hyper::service::Service<
-            warp::http::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnectionService,
 {
     let slots = Arc::new(Semaphore::new(config.limits.max_connections));
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -323,13 +337,7 @@ async fn connection<S>(
     drain: watch::Receiver<bool>,
     _open: OpenConnection,
 ) where
-    S: hyper::service::Service<
-            warp::http::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnectionService,
 {
     let _ = stream.set_nodelay(true);
     let batch_answers = config.listener == Listener::Token;
@@ -356,13 +364,7 @@ async fn drive<I, S>(
     mut drain: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            warp::http::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnectionService,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -400,7 +402,7 @@ async fn drive<I, S>(
 /// back to back find the client awake and wake it once per batch. Where an
 /// answer is cheap (the JWKS listener) the extra turn costs more than it
 /// saves, so only the token listener does this.
-struct IdleTimeout<I> {
+pub(super) struct IdleTimeout<I> {
     inner: I,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
@@ -411,7 +413,7 @@ struct IdleTimeout<I> {
 }
 
 impl<I> IdleTimeout<I> {
-    fn new(inner: I, timeout: Duration, batch_answers: bool) -> Self {
+    pub(super) fn new(inner: I, timeout: Duration, batch_answers: bool) -> Self {
         IdleTimeout {
             inner,
             timeout,
