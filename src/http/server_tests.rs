@@ -314,3 +314,57 @@ async fn shutdown_closes_idle_connections_and_bounds_the_drain() {
     assert!(TcpStream::connect(server.addr).await.is_err());
     assert_eq!(open_connections(&metrics), 0);
 }
+
+/// Polls one write of `bytes` to completion; how many times it was
+/// `Pending` first (`IdleTimeout` wakes the task itself when it yields).
+async fn pendings_of_write<I: tokio::io::AsyncWrite + Unpin>(
+    io: &mut I,
+    bytes: &[u8],
+    vectored: bool,
+) -> usize {
+    let mut pendings = 0;
+    let written = std::future::poll_fn(|cx| {
+        let polled = if vectored {
+            std::pin::Pin::new(&mut *io).poll_write_vectored(cx, &[std::io::IoSlice::new(bytes)])
+        } else {
+            std::pin::Pin::new(&mut *io).poll_write(cx, bytes)
+        };
+        if polled.is_pending() {
+            pendings += 1;
+        }
+        polled
+    })
+    .await
+    .unwrap();
+    assert_eq!(written, bytes.len());
+    pendings
+}
+
+#[tokio::test]
+async fn the_token_listener_yields_once_before_the_first_answer_after_a_read() {
+    use super::server::IdleTimeout;
+    for vectored in [false, true] {
+        for (batch_answers, expected) in [(true, 1), (false, 0)] {
+            let (mut client, server) = tokio::io::duplex(1024);
+            let mut io = IdleTimeout::new(server, PATIENCE, batch_answers);
+            client.write_all(b"request").await.unwrap();
+            let mut request = [0u8; 7];
+            io.read_exact(&mut request).await.unwrap();
+            let context = format!("batch_answers {batch_answers}, vectored {vectored}");
+            assert_eq!(
+                pendings_of_write(&mut io, b"answer", vectored).await,
+                expected,
+                "first write after a read: {context}"
+            );
+            // The next answer, with no read in between, goes out at once.
+            assert_eq!(
+                pendings_of_write(&mut io, b"more", vectored).await,
+                0,
+                "second write: {context}"
+            );
+            let mut answers = [0u8; 10];
+            client.read_exact(&mut answers).await.unwrap();
+            assert_eq!(&answers, b"answermore");
+        }
+    }
+}
