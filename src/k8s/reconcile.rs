@@ -237,7 +237,8 @@ impl Failure for Error {
     }
 }
 
-fn is_conflict(e: &kube::Error) -> bool {
+/// Whether the API server refused a write as a conflict (409).
+pub(super) fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 

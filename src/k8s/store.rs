@@ -15,8 +15,9 @@ use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
 use super::leader::WriteGate;
-use super::reconcile::{Error, MANAGER};
+use super::reconcile::{Error, MANAGER, is_conflict};
 use super::secret::{Decoder, Found, secret_object};
+use super::serving::forget_managed_fields;
 use tokio::sync::mpsc;
 
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
@@ -103,10 +104,24 @@ fn not_older(candidate: &Secret, known: &Secret) -> bool {
 }
 
 /// A copy to keep: `managedFields` are never read, and large.
-fn without_managed_fields(secret: &Secret) -> Secret {
+fn to_keep(secret: &Secret) -> Arc<Secret> {
     let mut secret = secret.clone();
-    secret.metadata.managed_fields = None;
-    secret
+    forget_managed_fields(&mut secret);
+    Arc::new(secret)
+}
+
+/// Keeps `secret` under `key` unless a newer version of it is kept.
+fn keep_newer(
+    secrets: &mut HashMap<(String, String), Arc<Secret>>,
+    key: (String, String),
+    secret: Arc<Secret>,
+) {
+    match secrets.get(&key) {
+        Some(known) if !not_older(&secret, known) => {}
+        _ => {
+            secrets.insert(key, secret);
+        }
+    }
 }
 
 fn key_of(secret: &Secret) -> (String, String) {
@@ -149,12 +164,7 @@ impl SecretCache {
             inner.secrets.remove(&key);
             return;
         }
-        match inner.secrets.get(&key) {
-            Some(known) if !not_older(&secret, known) => {}
-            _ => {
-                inner.secrets.insert(key, secret);
-            }
-        }
+        keep_newer(&mut inner.secrets, key, secret);
     }
 
     /// Secret `namespace/name` does not exist (a GET said 404).
@@ -189,12 +199,7 @@ impl SecretCache {
                     .is_some_and(|f| !not_older(f, known))
         });
         for (key, secret) in fresh {
-            match inner.secrets.get(key) {
-                Some(known) if !not_older(secret, known) => {}
-                _ => {
-                    inner.secrets.insert(key.clone(), secret.clone());
-                }
-            }
+            keep_newer(&mut inner.secrets, key.clone(), secret.clone());
         }
         inner.listed.insert(scope.clone());
     }
@@ -285,7 +290,7 @@ impl<'a> SecretStore<'a> {
             .await
             .map_err(|e| self.read_error(e))?;
         match &got {
-            Some(s) => self.cache.observe(Arc::new(without_managed_fields(s))),
+            Some(s) => self.cache.observe(to_keep(s)),
             None => self.cache.absent(&self.namespace, &self.name),
         }
         Ok(got)
@@ -391,14 +396,13 @@ impl KeyStore for SecretStore<'_> {
             Some(_) => self.api.replace(&self.name, &pp, &object).await,
         }
         .map_err(|e| {
-            if matches!(&e, kube::Error::Api(s) if s.code == 409) {
+            if is_conflict(&e) {
                 // What was read is stale (or was never ours to see).
                 self.live.store(true, Ordering::Relaxed);
             }
             self.write_error(e)
         })?;
-        self.cache
-            .observe(Arc::new(without_managed_fields(&written)));
+        self.cache.observe(to_keep(&written));
         Ok(SecretVersion {
             resource_version: written.resource_version().unwrap_or_default(),
             generation,
