@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# First, in seconds: what this run needs that the installers below cannot
+# install (toolchains, root, disk, registries), as one list; exits if any.
+step "bash scripts/preflight.sh"
+bash scripts/preflight.sh
+
 # Test-only tools, each installed by its own idempotent script.
 for installer in tests/interop/install.sh tests/interop/install-verifiers.sh tests/controlplane/build.sh \
     tests/controlplane/cert-manager-crds.sh tests/controlplane/build-prometheus.sh scripts/install-node-deps.sh; do
