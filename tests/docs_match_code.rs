@@ -424,7 +424,7 @@ fn every_flag_the_docs_name_is_a_flag_of_ours_or_of_a_named_tool() {
     ] {
         ours.extend(help_flags(sub).into_keys());
     }
-    ours.extend(["-n".to_owned()]);
+    ours.extend(["--help".to_owned(), "--version".to_owned()]);
     let theirs: BTreeSet<&str> = OTHER_TOOLS_FLAGS
         .iter()
         .flat_map(|(_, f)| f.iter().copied())
