@@ -160,6 +160,15 @@ pub enum StoreError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// A directory that would hold private keys is not private enough (owned
+    /// by another user, or writable by every user); it is left as it is.
+    #[error("{}: {problem}", path.display())]
+    UnsafeDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The store is in use by another process.
     #[error("{location} is in use by another process (lock held)")]
     Locked {
@@ -178,7 +187,8 @@ impl StoreError {
             StoreError::Conflict { .. } | StoreError::Io { .. } | StoreError::Locked { .. } => true,
             StoreError::Unreadable { .. }
             | StoreError::Corrupt { .. }
-            | StoreError::Encode { .. } => false,
+            | StoreError::Encode { .. }
+            | StoreError::UnsafeDirectory { .. } => false,
         }
     }
 
@@ -190,6 +200,7 @@ impl StoreError {
             StoreError::Encode { .. } => "StateInvalid",
             StoreError::Io { .. } => "StateWriteFailed",
             StoreError::Locked { .. } => "StateLocked",
+            StoreError::UnsafeDirectory { .. } => "StateDirectoryUnsafe",
         }
     }
 
@@ -211,7 +222,9 @@ impl Failure for StoreError {
             StoreError::Conflict { .. } => "conflict",
             StoreError::Unreadable { .. } | StoreError::Corrupt { .. } => "parse_key_set",
             StoreError::Encode { .. } => "encode_key_set",
-            StoreError::Io { .. } | StoreError::Locked { .. } => "write_state",
+            StoreError::Io { .. }
+            | StoreError::Locked { .. }
+            | StoreError::UnsafeDirectory { .. } => "write_state",
         }
     }
 
@@ -226,7 +239,9 @@ impl Failure for StoreError {
     fn recheck(&self) -> Option<Duration> {
         matches!(
             self,
-            StoreError::Unreadable { .. } | StoreError::Corrupt { .. }
+            StoreError::Unreadable { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::UnsafeDirectory { .. }
         )
         .then_some(CORRUPT_RECHECK)
     }
