@@ -169,15 +169,25 @@ impl PolicyDir {
         &self.inner.dir
     }
 
+    /// Whether a key set is stored here (its `lifecycle.json` exists, or
+    /// an interrupted save is about to install one): a cheap check, without
+    /// the lock, for a set deleted behind the process's back.
+    pub fn holds_a_set(&self) -> bool {
+        let dir = &self.inner.dir;
+        dir.join(layout::LIFECYCLE).exists() || dir.join(COMMIT).exists()
+    }
+
     /// [`KeyStore::load`], blocking the calling thread.
     pub fn load_blocking(&self) -> Result<Loaded<FileVersion>, StoreError> {
         if !self.inner.dir.exists() {
-            return Ok(Loaded::Empty);
+            return Ok(Loaded::Empty { version: None });
         }
         let _lock = self.lock()?;
         self.recover()?;
         Ok(match self.read()? {
-            Ok(Decoded::Empty) => Loaded::Empty,
+            // A directory emptied by hand is no different from a deleted one:
+            // a save expects nothing stored.
+            Ok(Decoded::Empty) => Loaded::Empty { version: None },
             Ok(Decoded::Keys { set, generation }) => Loaded::Keys {
                 set,
                 version: FileVersion(generation),

@@ -28,7 +28,10 @@ use state_dir::{STATE_FILES as FIVE, file_names as names, files as snapshot};
 fn nothing_stored_loads_empty_and_creates_nothing() {
     let (_tmp, store) = store();
     let dir = store.policy("default", "demo").unwrap();
-    assert!(matches!(dir.load_blocking().unwrap(), Loaded::Empty));
+    assert!(matches!(
+        dir.load_blocking().unwrap(),
+        Loaded::Empty { version: None }
+    ));
     assert!(!dir.path().exists());
 }
 
@@ -218,7 +221,10 @@ async fn the_async_store_does_the_same() {
     use crate::store::KeyStore as _;
     let (_tmp, store) = store();
     let dir = store.policy("default", "demo").unwrap();
-    assert!(matches!(dir.load().await.unwrap(), Loaded::Empty));
+    assert!(matches!(
+        dir.load().await.unwrap(),
+        Loaded::Empty { version: None }
+    ));
     let v = dir.save(&one_key_set(), None).await.unwrap();
     assert!(matches!(dir.load().await.unwrap(), Loaded::Keys { version, .. } if version == v));
     assert!(dir.location().ends_with("state/default/demo"));

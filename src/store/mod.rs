@@ -32,9 +32,17 @@ use crate::keys::material::SigningKey;
 /// What a store holds for a policy.
 #[derive(Debug)]
 pub enum Loaded<V> {
-    /// Nothing yet: the planner starts from an empty set. Save with
-    /// `expected = None`.
-    Empty,
+    /// No key set: nothing was ever stored, or what was stored is gone (the
+    /// Secret or directory deleted, or emptied of its data keys by hand).
+    /// Both are the same case: the engine writes back the set it still holds
+    /// for the policy (SPEC invariant 10), or starts from an empty set.
+    Empty {
+        /// `None` when no object is stored at all; the version of the
+        /// emptied object otherwise (a Secret that still exists with other
+        /// data, labels or annotations). Pass to [`KeyStore::save`] as the
+        /// precondition.
+        version: Option<V>,
+    },
     /// A key set this operator wrote, at `version`.
     Keys {
         /// The keys and their lifecycle records.
