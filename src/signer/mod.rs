@@ -479,6 +479,7 @@ impl Signer {
         self.state.set_lifetimes(Lifetimes {
             announce,
             sign_cap: cap,
+            clock_skew: doc.resolved.clock_skew,
         });
         self.doc = doc;
         // The refresh hint may have changed with publishAhead.
@@ -526,6 +527,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let state = SignerState::new(Lifetimes {
         announce,
         sign_cap: cap,
+        clock_skew: doc.resolved.clock_skew,
     });
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
 
