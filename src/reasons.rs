@@ -45,6 +45,8 @@ pub const STATE_INVALID: &str = "StateInvalid";
 pub const STATE_WRITE_FAILED: &str = "StateWriteFailed";
 /// Another process holds the state directory's lock.
 pub const STATE_LOCKED: &str = "StateLocked";
+/// The state directory is not private enough to hold keys (e.g. world-writable).
+pub const STATE_DIRECTORY_UNSAFE: &str = "StateDirectoryUnsafe";
 
 /// The reasons a `Degraded` (or not-`Ready`) policy can show in Kubernetes.
 pub const KUBERNETES: &[&str] = &[
@@ -70,6 +72,7 @@ pub const STANDALONE: &[&str] = &[
     STATE_INVALID,
     STATE_WRITE_FAILED,
     STATE_LOCKED,
+    STATE_DIRECTORY_UNSAFE,
     MAX_KEYS_REACHED,
     STATE_INCONSISTENT,
     KEY_GENERATION_FAILED,
@@ -99,7 +102,7 @@ pub const KIND_ENCODE: &str = "encode";
 pub const KIND_PARSE_KEY_SET: &str = "parse_key_set";
 /// The key set to save cannot be encoded (standalone).
 pub const KIND_ENCODE_KEY_SET: &str = "encode_key_set";
-/// Writing the state directory failed, or its lock is held (standalone).
+/// Writing the state directory failed, its lock is held, or it is unsafe (standalone).
 pub const KIND_WRITE_STATE: &str = "write_state";
 /// Generating a key failed.
 pub const KIND_GENERATE_KEY: &str = "generate_key";

@@ -391,7 +391,10 @@ const OTHER_TOOLS_FLAGS: &[(&str, &[&str])] = &[
         "helm",
         &["--set", "--wait", "--take-ownership", "--reuse-values"],
     ),
-    ("kubectl", &["--raw", "--overwrite", "--cascade", "--token"]),
+    (
+        "kubectl",
+        &["--raw", "--overwrite", "--cascade", "--token", "--type"],
+    ),
     (
         "kube-apiserver",
         &[
@@ -517,7 +520,8 @@ fn metrics_of(addr: std::net::SocketAddr) -> Option<String> {
 /// A standalone operator in the states that make every family of series
 /// appear: a retired key (`next_prune`), a pending one
 /// (`pending_activation`), a revocation (`revoked_key_exposure`), a corrupt
-/// state (`reconcile_errors`), a refused connection, served requests.
+/// state (`reconcile_errors`), a deleted one (`key_set_lost`), a refused
+/// connection, served requests.
 fn standalone_scrape() -> String {
     let ws = Workspace::new();
     let spec =
@@ -538,6 +542,7 @@ fn standalone_scrape() -> String {
         );
         ws.write_policy("c.yaml", &manifest("revoked", "", &spec(revoked)));
         ws.write_policy("d.yaml", &manifest("corrupt", "", &spec("")));
+        ws.write_policy("e.yaml", &manifest("lost", "", &spec("")));
     };
     write("", "");
     let corrupt = ws.policy_state("default/corrupt");
@@ -555,9 +560,12 @@ fn standalone_scrape() -> String {
         &format!("  revokedKeyIDs: [{}]\n", kid.trim()),
     );
     op.reload();
+    // A key set deleted under the running process is written back.
+    std::fs::remove_dir_all(ws.policy_state("default/lost")).unwrap();
     scrape_until(
         "standalone",
         &[
+            "jwks_operator_key_set_lost_total{",
             "jwks_operator_next_prune_timestamp_seconds{",
             "jwks_operator_pending_activation_timestamp_seconds{",
             "jwks_operator_revoked_key_exposure_timestamp_seconds{",

@@ -144,7 +144,7 @@ impl Index {
                     None => view,
                 });
             }
-            Found::Ours { .. } | Found::Absent => {
+            Found::Ours { .. } | Found::Absent | Found::Emptied { .. } => {
                 state.set_problem(
                     policy,
                     summary(),

@@ -33,9 +33,17 @@ use crate::reasons;
 /// What a store holds for a policy.
 #[derive(Debug)]
 pub enum Loaded<V> {
-    /// Nothing yet: the planner starts from an empty set. Save with
-    /// `expected = None`.
-    Empty,
+    /// No key set: nothing was ever stored, or what was stored is gone (the
+    /// Secret or directory deleted, or emptied of its data keys by hand).
+    /// Both are the same case: the engine writes back the set it still holds
+    /// for the policy (SPEC invariant 10), or starts from an empty set.
+    Empty {
+        /// `None` when no object is stored at all; the version of the
+        /// emptied object otherwise (a Secret that still exists with other
+        /// data, labels or annotations). Pass to [`KeyStore::save`] as the
+        /// precondition.
+        version: Option<V>,
+    },
     /// A key set this operator wrote, at `version`.
     Keys {
         /// The keys and their lifecycle records.
@@ -161,6 +169,15 @@ pub enum StoreError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// A directory that would hold private keys is not private enough (owned
+    /// by another user, or writable by every user); it is left as it is.
+    #[error("{}: {problem}", path.display())]
+    UnsafeDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The store is in use by another process.
     #[error("{location} is in use by another process (lock held)")]
     Locked {
@@ -179,7 +196,8 @@ impl StoreError {
             StoreError::Conflict { .. } | StoreError::Io { .. } | StoreError::Locked { .. } => true,
             StoreError::Unreadable { .. }
             | StoreError::Corrupt { .. }
-            | StoreError::Encode { .. } => false,
+            | StoreError::Encode { .. }
+            | StoreError::UnsafeDirectory { .. } => false,
         }
     }
 
@@ -191,6 +209,7 @@ impl StoreError {
             StoreError::Encode { .. } => reasons::STATE_INVALID,
             StoreError::Io { .. } => reasons::STATE_WRITE_FAILED,
             StoreError::Locked { .. } => reasons::STATE_LOCKED,
+            StoreError::UnsafeDirectory { .. } => reasons::STATE_DIRECTORY_UNSAFE,
         }
     }
 
@@ -214,7 +233,9 @@ impl Failure for StoreError {
                 reasons::KIND_PARSE_KEY_SET
             }
             StoreError::Encode { .. } => reasons::KIND_ENCODE_KEY_SET,
-            StoreError::Io { .. } | StoreError::Locked { .. } => reasons::KIND_WRITE_STATE,
+            StoreError::Io { .. }
+            | StoreError::Locked { .. }
+            | StoreError::UnsafeDirectory { .. } => reasons::KIND_WRITE_STATE,
         }
     }
 
@@ -229,7 +250,9 @@ impl Failure for StoreError {
     fn recheck(&self) -> Option<Duration> {
         matches!(
             self,
-            StoreError::Unreadable { .. } | StoreError::Corrupt { .. }
+            StoreError::Unreadable { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::UnsafeDirectory { .. }
         )
         .then_some(CORRUPT_RECHECK)
     }
