@@ -79,7 +79,7 @@ pub enum Command {
     /// value; to revoke a key, add its kid to spec.revokedKeyIDs. SIGTERM or
     /// Ctrl-C stops gracefully.
     #[command(verbatim_doc_comment)]
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
 
     /// Check a JWT against a JWK Set (a URL or a file); exit 0 if valid, 1 if not
     ///
@@ -668,7 +668,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("starting the async runtime: {e}")),
             };
-            match rt.block_on(standalone(args)) {
+            match rt.block_on(standalone(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("{e:#}")),
             }

@@ -416,10 +416,9 @@ async fn the_token_listener_refuses_to_start_beyond_loopback_without_a_credentia
     let mut config = super::ListenerConfig::new("127.0.0.1:0".parse().unwrap());
     config.token_addr = Some("0.0.0.0:0".parse().unwrap());
     let shutdown = Shutdown::new();
-    let err = super::start_listeners(&config, &state, &shutdown)
-        .await
-        .err()
-        .expect("refused without a credential");
+    let Err(err) = super::start_listeners(&config, &state, &shutdown).await else {
+        panic!("started without a credential");
+    };
     let message = format!("{err:#}");
     assert!(message.contains("--token-auth-file"), "{message}");
     assert!(message.contains("--token-client-ca-file"), "{message}");
