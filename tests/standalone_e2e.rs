@@ -723,3 +723,81 @@ fn tls_serves_every_listener_and_a_bad_pair_stops_the_start_naming_the_file() {
     );
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
 }
+
+/// The token listener mints tokens: on a non-loopback address without a
+/// client credential the process does not start (non-zero exit, a message
+/// naming the flags); with `--token-auth-file` it answers only the token's
+/// holders, 401 with `WWW-Authenticate: Bearer` to everyone else.
+#[test]
+fn the_token_listener_needs_a_credential_beyond_loopback() {
+    let ws = Workspace::new();
+    ws.write_policy(
+        "p.yaml",
+        &manifest(
+            "mint",
+            "",
+            "  algorithm: EdDSA\n  tokenEndpoint:\n    enabled: true\n",
+        ),
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["standalone", "--jwks-addr", "127.0.0.1:0"])
+        .args(["--token-addr", "0.0.0.0:0", "--policies"])
+        .arg(ws.policies())
+        .arg("--state-dir")
+        .arg(ws.state())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started without a credential");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--token-auth-file") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+
+    let token_file = ws.state().with_extension("token");
+    fs::write(&token_file, "mint-credential\n").unwrap();
+    let op = Operator::start_with(
+        &ws.policies(),
+        &ws.state(),
+        &["--token-auth-file", token_file.to_str().unwrap()],
+    );
+    let body = br#"{"sub":"intruder"}"#;
+    let json = ("Content-Type", "application/json");
+    for auth in [None, Some("Bearer wrong"), Some("mint-credential")] {
+        let mut headers = vec![json];
+        headers.extend(auth.map(|a| ("Authorization", a)));
+        let r = http(
+            op.token,
+            "POST",
+            "/default/mint/token",
+            &headers,
+            Some(body),
+        );
+        assert_eq!(r.status, 401, "{auth:?}: {}", r.text());
+        assert_eq!(r.json()["error"], "unauthorized");
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("www-authenticate") && v == "Bearer"),
+            "{:?}",
+            r.headers
+        );
+    }
+    let r = http(
+        op.token,
+        "POST",
+        "/default/mint/token",
+        &[json, ("Authorization", "Bearer mint-credential")],
+        Some(body),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["token"].is_string());
+    // A bad client is not an ERROR (or WARN) line.
+    assert!(
+        !op.log()
+            .iter()
+            .any(|l| l["level"] == "ERROR" || l["level"] == "WARN"),
+        "{:?}",
+        op.log()
+    );
+}

@@ -28,6 +28,7 @@ pub struct ApiError {
     message: Cow<'static, str>,
     allow: Option<&'static str>,
     retry_after: Option<u32>,
+    www_authenticate: Option<&'static str>,
 }
 
 impl Reject for ApiError {}
@@ -76,6 +77,7 @@ impl ApiError {
             message: message.into(),
             allow: None,
             retry_after: None,
+            www_authenticate: None,
         }
     }
 
@@ -92,6 +94,19 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("this path only answers {allow}"),
+            )
+        }
+    }
+
+    /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`: the token
+    /// listener's client credential is missing or wrong.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            www_authenticate: Some("Bearer"),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this listener requires a client credential: send Authorization: Bearer <token>",
             )
         }
     }
@@ -160,6 +175,10 @@ impl Reply for ApiError {
         if let Some(allow) = self.allow {
             res.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(scheme) = self.www_authenticate {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
         }
         if let Some(secs) = self.retry_after {
             res.headers_mut()

@@ -173,6 +173,7 @@ impl PolicyView {
             issuer: policy.issuer.clone(),
             jwks_path: r.jwks_path(),
             token_endpoint: policy.token_endpoint,
+            warnings: policy.warnings(),
         };
 
         let token = policy.token_endpoint.then(|| {

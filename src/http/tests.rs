@@ -109,8 +109,8 @@ fn mixed_policy() -> (KeyRotationPolicy, KeySet<Arc<SigningKey>>) {
     (after, set)
 }
 
-struct Fixture {
-    state: SharedState,
+pub(super) struct Fixture {
+    pub(super) state: SharedState,
     api: Arc<PolicyView>,
     api_keys: KeySet<Arc<SigningKey>>,
     jwks: warp::filters::BoxedFilter<(warp::reply::Response,)>,
@@ -125,7 +125,8 @@ where
     f.map(Reply::into_response).boxed()
 }
 
-fn fixture() -> Fixture {
+/// Four policies (`team-a/api` mints tokens) served from one state.
+pub(super) fn fixture() -> Fixture {
     let metrics = Arc::new(Metrics::new());
     let state = SharedState::new(Some(PolicyRef::new("team-a", "api")), metrics)
         .with_clock(now)
@@ -747,11 +748,116 @@ async fn policies_lists_every_policy_with_its_summary() {
     assert_eq!(api["lastRotationReason"], "Initial");
     assert_eq!(api["issuer"], ISSUER);
     assert_eq!(api["jwksPath"], API_JWKS);
-    assert_eq!(api["tokenEndpoint"], true);
-    assert_eq!(list[1]["tokenEndpoint"], false);
+    // The public listener does not say which policies mint tokens.
+    for p in list.as_array().unwrap() {
+        assert!(p.get("tokenEndpoint").is_none(), "{p}");
+    }
+
+    // The metrics listener has the full view, token endpoints included.
+    let full = body_json(&send(&boxed(metrics_routes(f.state.clone())), get("/policies")).await);
+    assert_eq!(full.as_array().unwrap().len(), 4);
+    assert_eq!(full[0]["tokenEndpoint"], true);
+    assert_eq!(full[1]["tokenEndpoint"], false);
     // Round-trips into the Rust type other components read.
-    let parsed: Vec<PolicySummary> = serde_json::from_value(list.clone()).unwrap();
+    let parsed: Vec<PolicySummary> = serde_json::from_value(full.clone()).unwrap();
     assert_eq!(&parsed[0], f.api.summary());
+}
+
+#[tokio::test]
+async fn problem_messages_stay_off_the_public_listener() {
+    let f = fixture();
+    let r = PolicyRef::new("team-c", "broken");
+    let pol = policy("team-c", "broken", "{algorithm: ES256}");
+    let secret_detail = "reading /var/lib/jwks/team-c/broken/jwks.json: secrets \"x\" is forbidden";
+    f.state.set_problem(
+        &r,
+        PolicySummary::for_policy(&pol.info()),
+        Some(Problem::new("KeySetUnreadable", secret_detail)),
+    );
+    for path in ["/policies", "/team-c/broken/.well-known/jwks.json"] {
+        let res = send(&f.jwks, get(path)).await;
+        let body = String::from_utf8_lossy(res.body()).into_owned();
+        assert!(body.contains("KeySetUnreadable"), "{path}: {body}");
+        assert!(!body.contains("forbidden"), "{path}: {body}");
+        assert!(!body.contains("/var/lib"), "{path}: {body}");
+    }
+    let full = body_json(&send(&boxed(metrics_routes(f.state.clone())), get("/policies")).await);
+    let broken = full
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "broken")
+        .unwrap();
+    assert_eq!(broken["degraded"]["message"], secret_detail);
+}
+
+#[tokio::test]
+async fn metrics_can_be_left_off_the_jwks_listener() {
+    let f = fixture();
+    let off = boxed(jwks_routes_with(
+        f.state.clone(),
+        JwksOptions { metrics: false },
+    ));
+    assert_eq!(send(&off, get("/metrics")).await.status(), 404);
+    assert_eq!(send(&off, get("/healthz")).await.status(), 200);
+    assert_eq!(send(&off, get(API_JWKS)).await.status(), 200);
+    assert_eq!(
+        send(&f.jwks, get("/metrics")).await.status(),
+        200,
+        "on by default"
+    );
+    let metrics = boxed(metrics_routes(f.state.clone()));
+    assert_eq!(send(&metrics, get("/metrics")).await.status(), 200);
+}
+
+fn bearer_token_file(token: &str) -> (tempfile::TempDir, Arc<BearerToken>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    let bearer = BearerToken::load(&path).unwrap();
+    (dir, bearer)
+}
+
+#[tokio::test]
+async fn with_a_bearer_token_the_token_listener_answers_only_its_holders() {
+    let f = fixture();
+    let (_dir, bearer) = bearer_token_file("let-me-mint");
+    let routes = boxed(token_routes_with(f.state.clone(), Some(bearer)));
+    let mint = || post_json("/team-a/api/token", r#"{"sub":"intruder"}"#);
+    for (what, req) in [
+        ("no credential", mint()),
+        (
+            "a wrong token",
+            mint().header("authorization", "Bearer let-me-min"),
+        ),
+        (
+            "another scheme",
+            mint().header("authorization", "Basic let-me-mint"),
+        ),
+        (
+            "a non-ASCII header",
+            mint().header("authorization", &b"Bearer \xff"[..]),
+        ),
+        (
+            "an unknown policy",
+            post_json("/nope/nope/token", "{}").header("authorization", "Bearer x"),
+        ),
+    ] {
+        let res = send(&routes, req).await;
+        assert_eq!(res.status(), 401, "{what}");
+        assert_eq!(error_code(&res), "unauthorized", "{what}");
+        assert_eq!(res.headers()["www-authenticate"], "Bearer", "{what}");
+    }
+    let res = send(
+        &routes,
+        mint().header("authorization", "Bearer let-me-mint"),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "{:?}", res.body());
+    assert!(body_json(&res)["token"].is_string());
+    // Verification needs the credential too.
+    let verify = post_json("/team-a/api/verify", r#"{"token":"x.y.z"}"#);
+    assert_eq!(send(&routes, verify).await.status(), 401);
 }
 
 #[tokio::test]
@@ -860,13 +966,13 @@ async fn healthz_always_readyz_only_once_synced() {
 }
 
 #[tokio::test]
-async fn the_metrics_listener_serves_probes_and_metrics_only() {
+async fn the_metrics_listener_serves_probes_metrics_and_the_full_policies_only() {
     let f = fixture();
     let routes = boxed(metrics_routes(f.state.clone()));
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    for path in ["/healthz", "/readyz", "/metrics", "/policies"] {
         assert_eq!(send(&routes, get(path)).await.status(), 200, "{path}");
     }
-    for path in [API_JWKS, "/policies", "/.well-known/jwks.json"] {
+    for path in [API_JWKS, "/.well-known/jwks.json"] {
         assert_eq!(send(&routes, get(path)).await.status(), 404, "{path}");
     }
     let res = send(

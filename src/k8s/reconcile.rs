@@ -19,7 +19,7 @@ use tracing::warn;
 use super::leader::WriteGate;
 use super::secret::{Decoder, config_map_is_ours, config_map_object};
 use super::serving::LastGood;
-use super::status::{Observed, WrittenStatus, desired_status};
+use super::status::{Observed, WrittenStatus, desired_status, new_warnings};
 use super::store::{SecretCache, SecretStore, post_params};
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
 use crate::engine::{
@@ -318,6 +318,7 @@ impl Reconciler<'_> {
                 problem,
                 secret_name: self.policy.secret_name(),
                 jwks_uri: self.jwks_uri(),
+                warnings: self.policy.info().warnings(),
             },
             Timestamp::now(),
         );
@@ -341,7 +342,15 @@ impl Reconciler<'_> {
             name: self.name.clone(),
             source,
         })?;
+        let warnings: Vec<(String, String)> = new_warnings(prev, &desired)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+            .collect();
         self.ctx.written.record(self.policy, desired);
+        for (reason, message) in warnings {
+            warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %reason, "{message}");
+            self.event(EventType::Warning, &reason, "Configure", message)
+                .await;
+        }
         Ok(true)
     }
 

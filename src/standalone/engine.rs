@@ -144,6 +144,17 @@ impl Engine {
     /// A valid document: a new policy is added and due at once; a changed
     /// one (or one that was frozen or unreadable) is due at once.
     fn take_document(&mut self, r: PolicyRef, doc: PolicyDoc, now: Timestamp) {
+        // A new or changed policy's warnings (also in the metrics listener's
+        // /policies), once per change rather than once per reload.
+        let fresh = self
+            .policies
+            .get(&r)
+            .is_none_or(|m| m.doc.policy.spec != doc.policy.spec);
+        if fresh {
+            for w in doc.policy.info().warnings() {
+                warn!(policy = %r, reason = %w.reason, "{}", w.message);
+            }
+        }
         match self.policies.get_mut(&r) {
             Some(m) => {
                 let changed = m.doc.policy.spec != doc.policy.spec
