@@ -207,9 +207,10 @@ fn chart_crd_is_a_copy_of_the_generated_crd() {
 
 #[test]
 fn chart_app_version_is_the_crate_version() {
-    let chart: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
-            .unwrap();
+    let chart: Value = jwks_operator::yaml::from_str(
+        &std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(chart["apiVersion"], "v2");
     assert_eq!(chart["name"], "jwks-operator");
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
@@ -610,7 +611,8 @@ fn default_values_render_a_least_privilege_highly_available_operator() {
     meta.remove("labels");
     meta.remove("annotations");
     let generated: Value =
-        serde_yaml::from_str(include_str!("../crds/keyrotationpolicies.jwks.dev.yaml")).unwrap();
+        jwks_operator::yaml::from_str(include_str!("../crds/keyrotationpolicies.jwks.dev.yaml"))
+            .unwrap();
     assert!(stripped == generated, "the rendered CRD differs from crds/");
     // Verbatim, not merely equivalent: the whole spec is the generated text.
     let generated_text = include_str!("../crds/keyrotationpolicies.jwks.dev.yaml");
@@ -1260,7 +1262,7 @@ async fn label_namespace(client: &Client, ns: &str, labels: Value) {
 async fn install_prometheus_operator_crds(client: &Client) {
     for plural in ["servicemonitors", "prometheusrules"] {
         let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&support::prometheus::crd_yaml(plural)).unwrap();
+            jwks_operator::yaml::from_str(&support::prometheus::crd_yaml(plural)).unwrap();
         apply_crd(client, &crd).await;
     }
 }
@@ -1283,7 +1285,7 @@ async fn install_cert_manager_crds(client: &Client) {
         "cert-manager.io_issuers.yaml",
     ] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let crd: CustomResourceDefinition = jwks_operator::yaml::from_str(&text).unwrap();
         apply_crd(client, &crd).await;
     }
 }
@@ -1449,7 +1451,7 @@ async fn the_example_policy_is_accepted() {
     cp.install_crd(&admin).await;
     let ns = cp.namespace(&admin, "chart-example").await;
     let policy: KeyRotationPolicy =
-        serde_yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
+        jwks_operator::yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
     let created = Api::<KeyRotationPolicy>::namespaced(admin, &ns)
         .create(&PostParams::default(), &policy)
         .await
@@ -1535,7 +1537,7 @@ async fn helm_install_upgrade_and_uninstall_behave_as_documented() {
 
     // What the operator would have made: a policy and its key Secret.
     let policy: KeyRotationPolicy =
-        serde_yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
+        jwks_operator::yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
     let policy = Api::<KeyRotationPolicy>::namespaced(admin.clone(), &ns)
         .create(&PostParams::default(), &policy)
         .await
@@ -1967,7 +1969,7 @@ async fn operator_as_the_chart_runs_it_makes_a_policy_ready(namespaced: bool) {
     let mut operator = KillOnDrop(child);
 
     let policy: KeyRotationPolicy =
-        serde_yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
+        jwks_operator::yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
     let policies: Api<KeyRotationPolicy> = Api::namespaced(admin.clone(), &apps);
     policies
         .create(&PostParams::default(), &policy)

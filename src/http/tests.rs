@@ -53,7 +53,7 @@ fn policy(ns: &str, name: &str, spec: &str) -> KeyRotationPolicy {
     let doc = format!(
         "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}"
     );
-    serde_yaml::from_str(&doc).expect("test policy parses")
+    crate::yaml::from_str(&doc).expect("test policy parses")
 }
 
 /// Runs the real planner at each offset (seconds after T0) with a seeded generator.
