@@ -464,7 +464,7 @@ mod tests {
     fn a_token_endpoint_on_an_issuer_is_a_warning_condition_of_its_own() {
         let p = policy();
         let set = keys_at(0);
-        let policy: crate::api::KeyRotationPolicy = serde_yaml::from_str(
+        let policy: crate::api::KeyRotationPolicy = crate::yaml::from_str(
             "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\n\
              metadata: {name: p, namespace: ns}\n\
              spec: {issuer: 'https://kube.example.com', tokenEndpoint: {enabled: true}}",
