@@ -243,7 +243,10 @@ impl Reporter for Report<'_> {
 
     async fn publish(&mut self, keys: &StoredKeySet) -> Result<(), Self::Error> {
         let hint = hint_for(self.doc);
-        if self.state.publish(keys, hint, Timestamp::now()) {
+        if self
+            .state
+            .publish(keys, &self.doc.resolved.revoked, hint, Timestamp::now())
+        {
             log_served(self.policy, keys);
         }
         Ok(())
@@ -264,18 +267,31 @@ impl Reporter for Report<'_> {
         Ok(())
     }
 
-    async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
+    async fn degraded(
+        &mut self,
+        problem: Problem,
+        held: Option<&StoredKeySet>,
+    ) -> Result<(), Self::Error> {
         engine::log::degraded(
             self.policy,
             self.problem,
             &problem,
             "; still serving the last good key set",
         );
-        self.http.set_problem(
-            self.policy,
-            PolicySummary::for_policy(&self.doc.policy.info()),
-            Some(problem),
-        );
+        match held.filter(|k| !k.keys.is_empty()) {
+            // Served again for the policy as it is now: a kid it revokes
+            // leaves FetchKeys and stops signing although no write recorded it.
+            Some(keys) => {
+                self.publish(keys).await?;
+                let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
+                self.http.upsert(view.with_problem(Some(problem)));
+            }
+            None => self.http.set_problem(
+                self.policy,
+                PolicySummary::for_policy(&self.doc.policy.info()),
+                Some(problem),
+            ),
+        }
         Ok(())
     }
 
@@ -305,6 +321,8 @@ struct Signer {
     adopt: Option<SigningKey>,
     seen: Option<Stamp>,
     corrupt_logged: bool,
+    /// The set a follower last read (what it serves).
+    last: Option<StoredKeySet>,
 }
 
 impl Signer {
@@ -317,15 +335,8 @@ impl Signer {
         }
         match self.dir.load().await {
             Ok(Loaded::Keys { set, .. } | Loaded::Copied { set, .. }) => {
-                let hint = hint_for(&self.doc);
-                if self.state.publish(&set, hint, Timestamp::now()) {
-                    log_served(&self.config.policy, &set);
-                }
-                self.http.upsert(PolicyView::build(
-                    &self.doc.policy.info(),
-                    &set,
-                    self.config.public_base_url.as_deref(),
-                ));
+                self.serve(&set);
+                self.last = Some(set);
                 self.http.set_ready(true);
                 self.corrupt_logged = false;
                 self.seen = Some(now_stamp);
@@ -340,6 +351,22 @@ impl Signer {
             }
             Err(e) => warn!(policy = %self.config.policy, "reading the key set: {e}"),
         }
+    }
+
+    /// Serves `set` (as a follower read it) for the policy as it is now.
+    fn serve(&self, set: &StoredKeySet) {
+        let hint = hint_for(&self.doc);
+        if self
+            .state
+            .publish(set, &self.doc.resolved.revoked, hint, Timestamp::now())
+        {
+            log_served(&self.config.policy, set);
+        }
+        self.http.upsert(PolicyView::build(
+            &self.doc.policy.info(),
+            set,
+            self.config.public_base_url.as_deref(),
+        ));
     }
 
     /// A leader's engine pass, when due.
@@ -449,8 +476,17 @@ impl Signer {
         self.doc = doc;
         // The refresh hint may have changed with publishAhead.
         self.seen = None;
-        if let Role::Leader(leader) = role {
-            leader.next_due = Timestamp::now();
+        match role {
+            Role::Leader(leader) => leader.next_due = Timestamp::now(),
+            // What a follower serves follows the new policy at once (a kid it
+            // revokes leaves FetchKeys), whether or not the stored set can
+            // be read again.
+            Role::Follower => {
+                if let Some(set) = self.last.take() {
+                    self.serve(&set);
+                    self.last = Some(set);
+                }
+            }
         }
     }
 }
@@ -539,6 +575,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         adopt,
         seen: None,
         corrupt_logged: false,
+        last: None,
     };
     let mut role = Role::Follower;
     state.metrics().set_leader(false);

@@ -2,7 +2,7 @@
 //! [`Published`] snapshot that the run loop swaps in whenever the stored key
 //! set changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ pub const MAX_REFRESH_HINT: Duration = Duration::from_secs(60);
 pub struct Published {
     /// The key Sign uses (an Active key kube-apiserver can use).
     pub active: Option<Arc<SigningKey>>,
+    /// The stored Active key's kid while `spec.revokedKeyIDs` names it and
+    /// no fresh key is stored yet: Sign refuses, naming it.
+    pub withheld: Option<String>,
     /// Pending, active and retired keys, newest first, as FetchKeys lists them.
     pub keys: Vec<pb::Key>,
     /// When `keys` last changed.
@@ -184,9 +187,20 @@ impl SignerState {
         self.lifetimes.store(Some(Arc::new(lifetimes)));
     }
 
-    /// Publishes `set` at `now`. `data_timestamp` moves only when the listed
-    /// keys change. Returns whether they changed.
-    pub fn publish(&self, set: &StoredKeySet, refresh_hint: Duration, now: Timestamp) -> bool {
+    /// Publishes `set` at `now`, without the keys `revoked` names (SPEC
+    /// invariant 9, [`KeySet::servable`](crate::keys::lifecycle::KeySet::servable):
+    /// neither listed nor signing, whether or not a write has removed them
+    /// from the store). `data_timestamp` moves only when the listed keys
+    /// change. Returns whether they changed.
+    pub fn publish(
+        &self,
+        set: &StoredKeySet,
+        revoked: &BTreeSet<String>,
+        refresh_hint: Duration,
+        now: Timestamp,
+    ) -> bool {
+        let served = set.servable(revoked);
+        let set = &served.keys;
         let mut cache = self.spki.lock().expect("not poisoned");
         let mut keys = Vec::with_capacity(set.keys.len());
         for k in &set.keys {
@@ -212,7 +226,7 @@ impl SignerState {
                 }
             }
         }
-        let live: std::collections::BTreeSet<&str> = set.keys.iter().map(|k| k.kid()).collect();
+        let live: BTreeSet<&str> = set.keys.iter().map(|k| k.kid()).collect();
         cache.retain(|kid, _| live.contains(kid.as_str()));
         drop(cache);
 
@@ -238,6 +252,7 @@ impl SignerState {
         self.metrics.keys.set(keys.len() as i64);
         self.published.store(Some(Arc::new(Published {
             active,
+            withheld: served.withheld_active,
             keys,
             data_timestamp,
             refresh_hint,
@@ -280,8 +295,13 @@ impl Service {
             .state
             .published()
             .ok_or_else(|| Status::unavailable("no key set loaded yet"))?;
-        let key = published.active.as_ref().ok_or_else(|| {
-            Status::failed_precondition("the key set has no active key kube-apiserver can use")
+        let key = published.active.as_ref().ok_or_else(|| match &published.withheld {
+            Some(kid) => Status::unavailable(format!(
+                "the active key {kid} is in spec.revokedKeyIDs and no fresh key is active yet; nothing signs until one is"
+            )),
+            None => {
+                Status::failed_precondition("the key set has no active key kube-apiserver can use")
+            }
         })?;
         let header = key.jws_header();
         let mut message = Vec::with_capacity(header.len() + 1 + claims.len());

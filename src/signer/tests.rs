@@ -40,6 +40,10 @@ fn set_of(keys: Vec<(Arc<SigningKey>, KeyState)>) -> StoredKeySet {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+fn no_revocation() -> std::collections::BTreeSet<String> {
+    std::collections::BTreeSet::new()
+}
+
 /// A signer serving `state` on a socket in `dir`, and a client for it.
 struct Harness {
     client: ExternalJwtSignerClient<Channel>,
@@ -140,8 +144,12 @@ async fn fetch_keys_lists_pending_active_and_retired_keys_as_spki() {
         (active.clone(), KeyState::Active),
         (retired.clone(), KeyState::Retired),
     ]);
-    h.state
-        .publish(&set, Duration::from_secs(30), Timestamp::now());
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(30),
+        Timestamp::now(),
+    );
     let resp = h.fetch_keys().await;
     let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
     assert_eq!(kids, [pending.kid(), active.kid(), retired.kid()]);
@@ -173,13 +181,17 @@ async fn data_timestamp_moves_only_when_the_set_changes() {
     let b = generate(Algorithm::ES256);
     let one = set_of(vec![(a.clone(), KeyState::Active)]);
     let t0 = Timestamp::from_second(1_900_000_000).unwrap();
-    assert!(h.state.publish(&one, Duration::from_secs(5), t0));
+    assert!(
+        h.state
+            .publish(&one, &no_revocation(), Duration::from_secs(5), t0)
+    );
     let first = h.fetch_keys().await;
     // Same keys republished later (a state change that lists the same keys): same stamp.
     let mut same = one.clone();
     same.keys[0].prune_after = Some(t0);
     assert!(!h.state.publish(
         &same,
+        &no_revocation(),
         Duration::from_secs(5),
         t0 + jiff::SignedDuration::from_secs(10)
     ));
@@ -187,7 +199,10 @@ async fn data_timestamp_moves_only_when_the_set_changes() {
     assert_eq!(first.data_timestamp, again.data_timestamp);
     // A new key: a later stamp, even when the clock did not move.
     let two = set_of(vec![(b, KeyState::Pending), (a, KeyState::Active)]);
-    assert!(h.state.publish(&two, Duration::from_secs(5), t0));
+    assert!(
+        h.state
+            .publish(&two, &no_revocation(), Duration::from_secs(5), t0)
+    );
     let changed = h.fetch_keys().await;
     let (f, c) = (
         first.data_timestamp.unwrap(),
@@ -237,13 +252,76 @@ async fn keys_kube_cannot_use_are_left_out_and_never_sign() {
         (ps, KeyState::Pending),
         (rs.clone(), KeyState::Retired),
     ]);
-    h.state
-        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(5),
+        Timestamp::now(),
+    );
     let resp = h.fetch_keys().await;
     let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
     assert_eq!(kids, [rs.kid()]);
     let e = h.sign(claims(0, 60)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let _ = h.stop.send(());
+}
+
+#[tokio::test]
+async fn a_revoked_kid_leaves_fetch_keys_and_never_signs_whatever_the_store_still_holds() {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let active = fixture(Algorithm::RS256);
+    let retired = fixture(Algorithm::ES256);
+    // The stored set still holds both (the write that would drop the
+    // revoked key failed): what is served follows the spec.
+    let set = set_of(vec![
+        (active.clone(), KeyState::Active),
+        (retired.clone(), KeyState::Retired),
+    ]);
+    let now = Timestamp::now().as_second();
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(5),
+        Timestamp::now(),
+    );
+    assert!(h.sign(claims(now, now + 60)).await.is_ok());
+
+    let revoked = [active.kid().to_owned()].into_iter().collect();
+    assert!(
+        h.state
+            .publish(&set, &revoked, Duration::from_secs(5), Timestamp::now())
+    );
+    let kids: Vec<String> = h
+        .fetch_keys()
+        .await
+        .keys
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(kids, [retired.kid()]);
+    let e = h.sign(claims(now, now + 60)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains(active.kid()), "{}", e.message());
+    assert!(e.message().contains("revokedKeyIDs"), "{}", e.message());
+
+    // Revoking a retired key leaves the active one signing.
+    let revoked = [retired.kid().to_owned()].into_iter().collect();
+    h.state
+        .publish(&set, &revoked, Duration::from_secs(5), Timestamp::now());
+    let kids: Vec<String> = h
+        .fetch_keys()
+        .await
+        .keys
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(kids, [active.kid()]);
+    let resp = h.sign(claims(now, now + 60)).await.unwrap();
+    assert!(
+        String::from_utf8(URL_SAFE_NO_PAD.decode(&resp.header).unwrap())
+            .unwrap()
+            .contains(active.kid())
+    );
     let _ = h.stop.send(());
 }
 
@@ -255,8 +333,12 @@ async fn sign_with(alg: Algorithm) {
         (pending, KeyState::Pending),
         (active.clone(), KeyState::Active),
     ]);
-    h.state
-        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(5),
+        Timestamp::now(),
+    );
     let now = Timestamp::now().as_second();
     let payload = claims(now, now + 3600);
     let resp = h.sign(payload.clone()).await.unwrap();
@@ -314,8 +396,12 @@ async fn sign_refuses_lifetimes_beyond_the_cap_and_bad_claims() {
     ))
     .await;
     let set = set_of(vec![(fixture(Algorithm::ES256), KeyState::Active)]);
-    h.state
-        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(5),
+        Timestamp::now(),
+    );
     // Up to the recorded cap is signed, one second more is not.
     h.sign(claims(1000, 1900)).await.unwrap();
     let e = h.sign(claims(1000, 1901)).await.unwrap_err();
