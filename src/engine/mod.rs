@@ -46,6 +46,7 @@ use crate::store::{KeyStore, Loaded, StoredKeySet};
 
 pub mod backoff;
 pub mod log;
+pub mod staleness;
 
 #[cfg(test)]
 mod tests;

@@ -323,6 +323,11 @@ struct Signer {
     corrupt_logged: bool,
     /// The set a follower last read (what it serves).
     last: Option<StoredKeySet>,
+    /// When a follower last read the stored set, or found it unchanged since
+    /// it did ([`engine::staleness`]).
+    read_at: Option<std::time::Instant>,
+    /// The files' stamp at that read.
+    read_stamp: Option<Stamp>,
 }
 
 impl Signer {
@@ -331,6 +336,11 @@ impl Signer {
     async fn refresh(&mut self) {
         let now_stamp = stamp(self.dir.path());
         if self.seen.as_ref() == Some(&now_stamp) {
+            // Unchanged since the last successful read: that copy is current.
+            if self.read_stamp.as_ref() == Some(&now_stamp) && now_stamp.iter().all(Option::is_some)
+            {
+                self.read_at = Some(std::time::Instant::now());
+            }
             return;
         }
         match self.dir.load().await {
@@ -339,6 +349,8 @@ impl Signer {
                 self.last = Some(set);
                 self.http.set_ready(true);
                 self.corrupt_logged = false;
+                self.read_at = Some(std::time::Instant::now());
+                self.read_stamp = Some(now_stamp.clone());
                 self.seen = Some(now_stamp);
             }
             Ok(Loaded::Empty | Loaded::Adoptable { .. }) => {}
@@ -367,6 +379,48 @@ impl Signer {
             set,
             self.config.public_base_url.as_deref(),
         ));
+    }
+
+    /// A follower's staleness check at `now` ([`engine::staleness`]): past
+    /// the bound since its last read of the stored set, Sign refuses, the
+    /// `jwks_operator_signer_stale` gauge is 1, `/policies` shows
+    /// `KeySetStale` and a WARN is logged; all of it is undone at the first
+    /// check after a read. A leader (the only writer) is never stale.
+    fn check_freshness(&mut self, now: std::time::Instant, leading: bool) {
+        let bound = engine::staleness::bound(&self.doc.resolved, self.config.poll_interval);
+        let policy = &self.config.policy;
+        let freshness = if leading {
+            engine::staleness::Freshness::Fresh
+        } else {
+            engine::staleness::freshness(self.read_at, now, bound)
+        };
+        match freshness {
+            engine::staleness::Freshness::Fresh => {
+                if self.state.set_stale(None) {
+                    info!(policy = %policy, "the stored key set is read again: signing resumes");
+                    self.http.set_problem(
+                        policy,
+                        PolicySummary::for_policy(&self.doc.policy.info()),
+                        None,
+                    );
+                }
+            }
+            engine::staleness::Freshness::Stale { age } => {
+                let why = format!(
+                    "this signer has not read the stored key set in {} for longer than its staleness bound of {}s (clockSkew + propagationGrace): the leader may have retired the active key since, so nothing signs until the set is read again",
+                    self.dir.path().display(),
+                    bound.as_secs()
+                );
+                if self.state.set_stale(Some(why.clone())) {
+                    warn!(policy = %policy, age_seconds = age.as_secs(), "{why}");
+                    self.http.set_problem(
+                        policy,
+                        PolicySummary::for_policy(&self.doc.policy.info()),
+                        Some(Problem::new("KeySetStale", why)),
+                    );
+                }
+            }
+        }
     }
 
     /// A leader's engine pass, when due.
@@ -576,6 +630,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         seen: None,
         corrupt_logged: false,
         last: None,
+        read_at: None,
+        read_stamp: None,
     };
     let mut role = Role::Follower;
     state.metrics().set_leader(false);
@@ -602,6 +658,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             Role::Leader(leader) => signer.pass(leader).await,
             Role::Follower => signer.refresh().await,
         }
+        signer.check_freshness(std::time::Instant::now(), matches!(role, Role::Leader(_)));
 
         if guard.is_none() && state.published().is_some_and(|p| p.active.is_some()) {
             let (listener, g) = socket::bind(&signer.config.socket)?;

@@ -70,6 +70,7 @@ pub struct SignerMetrics {
     requests: Family<RequestLabels, Counter>,
     keys: Gauge,
     leader: Gauge,
+    stale: Gauge,
 }
 
 impl std::fmt::Debug for SignerMetrics {
@@ -102,11 +103,18 @@ impl SignerMetrics {
             "1 while this signer holds the state-directory lock and rotates the keys, 0 while it follows",
             leader.clone(),
         );
+        let stale = Gauge::default();
+        registry.register(
+            "stale",
+            "1 while this follower has not read the stored key set for longer than its staleness bound and Sign refuses, 0 otherwise",
+            stale.clone(),
+        );
         SignerMetrics {
             registry,
             requests,
             keys,
             leader,
+            stale,
         }
     }
 
@@ -153,6 +161,9 @@ pub struct SignerState {
     spki: Mutex<HashMap<String, Option<Vec<u8>>>>,
     /// Kids of keys left out of FetchKeys already warned about.
     warned: Mutex<std::collections::BTreeSet<String>>,
+    /// Why Sign refuses while this follower's copy of the stored set is
+    /// older than its staleness bound.
+    stale: ArcSwapOption<String>,
 }
 
 impl SignerState {
@@ -164,6 +175,7 @@ impl SignerState {
             metrics: SignerMetrics::new(),
             spki: Mutex::new(HashMap::new()),
             warned: Mutex::new(Default::default()),
+            stale: ArcSwapOption::empty(),
         })
     }
 
@@ -180,6 +192,15 @@ impl SignerState {
     /// The lifetimes in force.
     pub fn lifetimes(&self) -> Lifetimes {
         **self.lifetimes.load().as_ref().expect("always set")
+    }
+
+    /// Marks the served set too old to sign with (`Some(why)`) or fresh
+    /// again (`None`); FetchKeys keeps answering. Returns whether it changed.
+    pub fn set_stale(&self, why: Option<String>) -> bool {
+        let changed = self.stale.load().is_some() != why.is_some();
+        self.metrics.stale.set(i64::from(why.is_some()));
+        self.stale.store(why.map(Arc::new));
+        changed
     }
 
     /// Replaces the lifetimes (after a policy reload).
@@ -291,6 +312,9 @@ impl Service {
     fn sign_inner(&self, claims: &str) -> Result<pb::SignJwtResponse, Status> {
         let cap = self.state.lifetimes().sign_cap;
         check_claims(claims, cap)?;
+        if let Some(why) = self.state.stale.load_full() {
+            return Err(Status::unavailable(why.to_string()));
+        }
         let published = self
             .state
             .published()

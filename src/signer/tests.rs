@@ -577,3 +577,134 @@ async fn the_socket_is_private_and_a_live_one_is_never_taken_over() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1);
 }
+
+/// Item 9 of issue 20: a follower that cannot read the stored set for longer
+/// than its staleness bound stops signing (and says so in /policies and the
+/// `jwks_operator_signer_stale` gauge), and resumes once it reads it again.
+/// Real files; the clock of the check is injected.
+#[tokio::test]
+async fn a_follower_that_cannot_read_the_stored_set_past_its_bound_stops_signing_until_it_can() {
+    use super::pb::external_jwt_signer_server::ExternalJwtSigner as _;
+    use crate::http::{PolicyRef, SharedState};
+    use crate::store::files::FileStore;
+
+    let work = tempfile::tempdir().unwrap();
+    let policies = work.path().join("policies.yaml");
+    std::fs::write(
+        &policies,
+        "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {name: sa, namespace: kube-system}\nspec: {algorithm: ES256, clockSkew: 10s}\n",
+    )
+    .unwrap();
+    let policy = PolicyRef::new("kube-system", "sa");
+    let doc = super::load_policy(&policies, &policy).unwrap();
+    let state_dir = work.path().join("state");
+    let store = FileStore::open(&state_dir).unwrap();
+    let dir = store.policy("kube-system", "sa").unwrap();
+    // What the leader stored.
+    let mut source =
+        crate::keys::material::RngKeySource(rand_chacha::ChaCha20Rng::from_seed([9; 32]));
+    let set = crate::keys::lifecycle::plan(
+        &doc.resolved,
+        &KeySet::default(),
+        Timestamp::now(),
+        &mut source,
+    )
+    .unwrap()
+    .keys;
+    dir.save_blocking(&set, None).unwrap();
+
+    let state = SignerState::new(lifetimes(HOUR, HOUR));
+    let http = SharedState::new(None, Arc::new(crate::metrics::Metrics::new()));
+    let mut follower = super::Signer {
+        config: super::Config {
+            policies,
+            policy: policy.clone(),
+            state_dir: state_dir.clone(),
+            socket: work.path().join("s.sock"),
+            jwks_addr: None,
+            metrics_addr: None,
+            public_base_url: None,
+            adopt_key: None,
+            poll_interval: Duration::from_secs(1),
+        },
+        announced: super::announced::Announced::new(&state_dir, &policy),
+        doc,
+        dir: dir.clone(),
+        store,
+        state: state.clone(),
+        http: http.clone(),
+        adopt: None,
+        seen: None,
+        corrupt_logged: false,
+        last: None,
+        read_at: None,
+        read_stamp: None,
+    };
+    let service = Service::new(state.clone());
+    let now = Timestamp::now().as_second();
+    let sign = || {
+        service.sign(tonic::Request::new(SignJwtRequest {
+            claims: claims(now, now + 600),
+        }))
+    };
+    let bound = crate::engine::staleness::bound(&follower.doc.resolved, Duration::from_secs(1));
+    assert_eq!(
+        bound,
+        Duration::from_secs(100),
+        "clockSkew 10s + propagationGrace 90s"
+    );
+
+    follower.refresh().await;
+    let read = follower.read_at.expect("read");
+    follower.check_freshness(read, false);
+    assert!(sign().await.is_ok());
+
+    // The state cannot be read any more; within the bound it still signs.
+    let lifecycle = dir.path().join("lifecycle.json");
+    let good = std::fs::read(&lifecycle).unwrap();
+    std::fs::write(&lifecycle, b"garbage").unwrap();
+    follower.refresh().await;
+    follower.check_freshness(read + bound, false);
+    assert!(sign().await.is_ok(), "within the bound");
+    follower.refresh().await;
+    follower.check_freshness(read + bound + Duration::from_secs(1), false);
+    let e = sign().await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(
+        e.message().contains("staleness bound of 100s"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        state
+            .metrics()
+            .encode()
+            .contains("jwks_operator_signer_stale 1")
+    );
+    let summary = &http.summaries()[0];
+    assert_eq!(summary.degraded.as_ref().unwrap().reason, "KeySetStale");
+    // FetchKeys keeps answering (kube-apiserver keeps verifying).
+    assert!(
+        service
+            .fetch_keys(tonic::Request::new(FetchKeysRequest {}))
+            .await
+            .is_ok()
+    );
+
+    // Readable again: signing resumes at the next check.
+    std::fs::write(&lifecycle, good).unwrap();
+    follower.refresh().await;
+    follower.check_freshness(std::time::Instant::now(), false);
+    assert!(sign().await.is_ok());
+    assert!(
+        state
+            .metrics()
+            .encode()
+            .contains("jwks_operator_signer_stale 0")
+    );
+    assert!(http.summaries()[0].degraded.is_none());
+
+    // The leader writes the set: it is never stale.
+    follower.check_freshness(std::time::Instant::now() + bound * 10, true);
+    assert!(sign().await.is_ok());
+}
