@@ -717,14 +717,11 @@ async fn run_limit(
     concurrency: usize,
 ) -> Limit {
     let n = objects.len();
-    let before = apiserver_requests(admin).await;
-    let a = acct.snapshot();
-    let started = Instant::now();
     let pp = PostParams {
         field_manager: Some(jwks_operator::k8s::reconcile::MANAGER.into()),
         ..PostParams::default()
     };
-    stream::iter(objects)
+    let work = stream::iter(objects)
         .map(|s| {
             let api: Api<Secret> = Api::namespaced(sa.clone(), &s.namespace().unwrap_or_default());
             let pp = pp.clone();
@@ -744,20 +741,11 @@ async fn run_limit(
             }
         })
         .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await
-        .expect("the limit's Secret creates");
-    let took = started.elapsed();
-    let b = acct.snapshot();
-    let after = apiserver_requests(admin).await;
-    Limit {
-        took,
-        created: n,
-        requests: writes_and_reads(&diff(&after, &before)),
-        cpu: PhaseCpu::between(&a, &b, cores()),
-        apiserver_cpu: b.apiserver - a.apiserver,
-        etcd_cpu: b.etcd - a.etcd,
-    }
+        .try_collect::<Vec<()>>();
+    measured(admin, acct, n, async {
+        work.await.expect("the limit's Secret creates");
+    })
+    .await
 }
 
 /// The operator's own writes for each policy, from a plain client with the
@@ -810,14 +798,11 @@ async fn run_limit_writes(
             instance: Some("scale-limit".into()),
         },
     );
-    let before = apiserver_requests(admin).await;
-    let a = acct.snapshot();
-    let started = Instant::now();
     let pp = PostParams {
         field_manager: Some("jwks-scale-limit".into()),
         ..PostParams::default()
     };
-    stream::iter(work)
+    let work = stream::iter(work)
         .map(|(i, ns, policy_name, secret)| {
             let secrets: Api<Secret> = Api::namespaced(sa.clone(), &ns);
             let api: Api<KeyRotationPolicy> = Api::namespaced(sa.clone(), &ns);
@@ -862,9 +847,25 @@ async fn run_limit_writes(
             }
         })
         .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await
-        .expect("the limit's writes");
+        .try_collect::<Vec<()>>();
+    measured(admin, acct, n, async {
+        work.await.expect("the limit's writes");
+    })
+    .await
+}
+
+/// Runs `work` (`n` policies' worth of requests) and measures it: wall time,
+/// the API server's request counts, and CPU of every process.
+async fn measured(
+    admin: &Client,
+    acct: &Accounting,
+    n: usize,
+    work: impl std::future::Future<Output = ()>,
+) -> Limit {
+    let before = apiserver_requests(admin).await;
+    let a = acct.snapshot();
+    let started = Instant::now();
+    work.await;
     let took = started.elapsed();
     let b = acct.snapshot();
     let after = apiserver_requests(admin).await;

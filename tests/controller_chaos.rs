@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::controlplane::Component;
-use support::operator::{Operator, TestEnv, kids};
+use support::operator::{Operator, TestEnv, kids, same_answer};
 
 const OUTAGE: Duration = Duration::from_secs(20);
 
@@ -109,19 +109,7 @@ async fn the_jwks_is_served_through_apiserver_and_etcd_outages_and_writes_resume
     let b = Operator::start(&env.id.kubeconfig, &leader_args("chaos-b"));
     let replicas = [&a, &b];
     let path = format!("/{}/chaos/.well-known/jwks.json", env.ns);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut served = loop {
-        let (ca, ja) = a.get(&path);
-        let (cb, jb) = b.get(&path);
-        if (ca, cb) == (200, 200) && ja == jb {
-            break ja;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not served: {ca} {ja} / {cb} {jb}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut served = same_answer(&a, &b, &path, Duration::from_secs(30)).await;
 
     for (round, (component, kill)) in [
         (Component::ApiServer, false),

@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::operator::{Operator, TestEnv, kids};
+use support::operator::{Operator, TestEnv, kids, same_answer};
 
 type Env = TestEnv;
 
@@ -153,19 +153,7 @@ async fn only_the_leader_writes_and_the_other_replica_takes_over_when_it_dies() 
     );
     // Each replica's watch delivers the Secret in its own time (and the index
     // publishes a batch of changes at most 20 ms after its first).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let ja = loop {
-        let (ca, ja) = a.get(&path);
-        let (cb, jb) = b.get(&path);
-        if (ca, cb) == (200, 200) && ja == jb {
-            break ja;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replicas do not serve the same set: {ca} {ja} / {cb} {jb}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ja = same_answer(&a, &b, &path, Duration::from_secs(5)).await;
     let (leader_log, follower_log) = if leader == "replica-a" {
         (a.log_text(), b.log_text())
     } else {

@@ -34,18 +34,9 @@ BASE_PORT=${BASE_PORT:-18490}
 OUT=${OUT:-$ROOT/.bench-out/http-profile}
 BIN=${BIN:-$ROOT/target/release/jwks-operator}
 
-need_apt=()
-command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
-command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
-command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    SUDO=()
-    [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
-    "${SUDO[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# shellcheck source=benches/http/common.sh
+. benches/http/common.sh
+bench_tools linux-perf=perf
 [ -x "$BIN" ] || { echo "profile.sh: $BIN not built" >&2; exit 1; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/jwks-httpprofile.XXXXXX")
@@ -60,30 +51,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_200() {
-    for _ in $(seq 600); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
-        sleep 0.05
-    done
-    echo "profile.sh: $1 never answered 200" >&2
-    return 1
-}
-
-cp examples/policies.yaml "$TMP/policies.yaml"
-for alg in RS256 ES256; do
-    cat >> "$TMP/policies.yaml" <<EOF
----
-apiVersion: jwks.dev/v1alpha1
-kind: KeyRotationPolicy
-metadata:
-  name: ${alg,,}
-  namespace: bench
-spec:
-  algorithm: $alg
-  tokenEndpoint:
-    enabled: true
-EOF
-done
+bench_policies "$TMP/policies.yaml"
 JWKS_PATH=/default/demo/.well-known/jwks.json
 taskset -c "$SERVER_CPU" "$BIN" standalone --policies "$TMP/policies.yaml" --state-dir "$TMP/state" \
     --jwks-addr "127.0.0.1:$BASE_PORT" --token-addr "127.0.0.1:$((BASE_PORT + 1))" > "$TMP/operator.log" 2>&1 &
@@ -100,28 +68,13 @@ case "$WHAT" in
         args=(-t1 -c16 -d"$((DURATION + 2))s" -s "$TMP/post.lua")
         ;;
     nginx)
-        mkdir -p "$TMP/www$(dirname "$JWKS_PATH")" "$TMP/nginx"
+        mkdir -p "$TMP/www$(dirname "$JWKS_PATH")"
         curl -sf -o "$TMP/www$JWKS_PATH" "http://127.0.0.1:$BASE_PORT$JWKS_PATH"
         chmod -R a+rX "$TMP/www"
-        cat > "$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
-    open_file_cache max=16 inactive=600s; open_file_cache_valid 600s;
-    keepalive_requests 100000000;
-    client_body_temp_path $TMP/nginx; proxy_temp_path $TMP/nginx; fastcgi_temp_path $TMP/nginx;
-    uwsgi_temp_path $TMP/nginx; scgi_temp_path $TMP/nginx;
-    server {
-        listen 127.0.0.1:$((BASE_PORT + 2));
-        root $TMP/www;
-        location = $JWKS_PATH { types { } default_type application/jwk-set+json; add_header Cache-Control "public, max-age=300"; }
-    }
-}
-EOF
+        # The Cache-Control the operator sends, as benches/http/run.sh does.
+        cache_control=$(curl -sf -D - -o /dev/null "http://127.0.0.1:$BASE_PORT$JWKS_PATH" |
+            grep -i '^cache-control:' | cut -d' ' -f2- | tr -d '\r')
+        nginx_conf "$TMP/www" "$((BASE_PORT + 2))" "$JWKS_PATH" "$cache_control"
         taskset -c "$SERVER_CPU" "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" > "$TMP/nginx/out.log" 2>&1 &
         PIDS+=($!)
         url=http://127.0.0.1:$((BASE_PORT + 2))$JWKS_PATH

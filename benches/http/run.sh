@@ -80,20 +80,9 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # --- tools --------------------------------------------------------------------
 
-need_apt=()
-command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
-command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    step "apt-get install ${need_apt[*]}"
-    SUDO=()
-    [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
-    "${SUDO[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# shellcheck source=benches/http/common.sh
+. benches/http/common.sh
+bench_tools openssl util-linux=taskset
 
 taskset -c "$SERVER_CPU" true 2>/dev/null || die "cannot pin to CPU $SERVER_CPU"
 taskset -c "$CLIENT_CPU" true 2>/dev/null || die "cannot pin to CPU $CLIENT_CPU"
@@ -151,17 +140,6 @@ stop() {
     wait "$pid" 2>/dev/null || true
     for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
     PIDS=("${keep[@]}")
-}
-
-# wait_200 URL [seconds]: until URL answers 200.
-wait_200() {
-    local url=$1 limit=${2:-30} i
-    for i in $(seq $((limit * 20))); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] && return 0
-        sleep 0.05
-    done
-    echo "run.sh: $url did not answer 200 within ${limit}s" >&2
-    return 1
 }
 
 # CPU time (clock ticks) PID... used so far, all threads: sets REPLY.
@@ -236,29 +214,7 @@ step "machine"
 # --- the policies ----------------------------------------------------------------
 
 POLICIES=$TMP/policies.yaml
-cp examples/policies.yaml "$POLICIES"
-cat >> "$POLICIES" <<'EOF'
----
-apiVersion: jwks.dev/v1alpha1
-kind: KeyRotationPolicy
-metadata:
-  name: rs256
-  namespace: bench
-spec:
-  algorithm: RS256
-  tokenEndpoint:
-    enabled: true
----
-apiVersion: jwks.dev/v1alpha1
-kind: KeyRotationPolicy
-metadata:
-  name: es256
-  namespace: bench
-spec:
-  algorithm: ES256
-  tokenEndpoint:
-    enabled: true
-EOF
+bench_policies "$POLICIES"
 JWKS_PATH=/default/demo/.well-known/jwks.json
 OURS_URL=http://127.0.0.1:$JWKS_PORT$JWKS_PATH
 NGINX_URL=http://127.0.0.1:$NGINX_PORT$JWKS_PATH
@@ -282,43 +238,12 @@ start_operator() {
 NGINX_PIDS=()
 start_nginx() {
     local root=$WWW headers
-    mkdir -p "$root$(dirname "$JWKS_PATH")" "$TMP/nginx/tmp"
+    mkdir -p "$root$(dirname "$JWKS_PATH")"
     curl -sf -D "$TMP/ours.headers" -o "$root$JWKS_PATH" "$OURS_URL"
     chmod -R a+rX "$root"
     local cache_control
     cache_control=$(our_header cache-control)
-    cat > "$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    # nginx at its best for one small static file: no open()/fstat() per request.
-    open_file_cache max=16 inactive=600s;
-    open_file_cache_valid 600s;
-    keepalive_requests 100000000;
-    client_body_temp_path $TMP/nginx/tmp;
-    proxy_temp_path $TMP/nginx/tmp;
-    fastcgi_temp_path $TMP/nginx/tmp;
-    uwsgi_temp_path $TMP/nginx/tmp;
-    scgi_temp_path $TMP/nginx/tmp;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $root;
-        location = $JWKS_PATH {
-            types { }
-            default_type application/jwk-set+json;
-            add_header Cache-Control "$cache_control";
-            add_header Access-Control-Allow-Origin "*";
-        }
-    }
-}
-EOF
+    nginx_conf "$root" "$NGINX_PORT" "$JWKS_PATH" "$cache_control"
     "${ON_SERVER[@]}" "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" > "$TMP/nginx/out.log" 2>&1 &
     PIDS+=($!)
     NGINX_PIDS=($!)

@@ -294,6 +294,24 @@ pub fn kids(jwks: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits (at most `limit`) until replicas `a` and `b` both answer 200 on
+/// `path` with the same body, and returns that body.
+pub async fn same_answer(a: &Operator, b: &Operator, path: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (ca, ja) = a.get(path);
+        let (cb, jb) = b.get(path);
+        if (ca, cb) == (200, 200) && ja == jb {
+            return ja;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas do not serve the same {path} within {limit:?}: {ca} {ja} / {cb} {jb}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         if std::thread::panicking() {
