@@ -715,6 +715,7 @@ impl KeyRotationPolicy {
             token_endpoint: self.token_endpoint_enabled(),
             lifecycle: spec.resolve(self.rotation_request()).ok(),
             revoked: spec.revoked_key_ids.iter().cloned().collect(),
+            stale: None,
         }
     }
 

@@ -137,6 +137,15 @@ impl ApiError {
         }
     }
 
+    /// 503 with `code` and `Retry-After`: a server condition the client
+    /// can only wait out.
+    pub fn unavailable(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
     /// 500 `internal`: the server failed (never caused by client input).
     pub fn internal(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

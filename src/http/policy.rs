@@ -202,4 +202,8 @@ pub struct PolicyInfo {
     /// `spec.revokedKeyIDs`, straight from the spec (even one that does not
     /// resolve): these kids are never served and never sign (SPEC invariant 9).
     pub revoked: BTreeSet<String>,
+    /// Set by a replica whose copy of the stored set is older than its
+    /// staleness bound ([`crate::engine::staleness`]): why nothing signs.
+    /// The public set is still served.
+    pub stale: Option<String>,
 }

@@ -39,6 +39,9 @@ pub(crate) struct TokenSide {
     /// The kid of the stored active key when `spec.revokedKeyIDs` names it
     /// and no fresh key is stored yet: minting is refused, naming it.
     pub(crate) withheld: Option<String>,
+    /// Why nothing signs while this replica's copy of the stored set is
+    /// older than its staleness bound ([`PolicyInfo::stale`]).
+    pub(crate) stale: Option<String>,
     /// Verifies against every published key.
     pub(crate) verifier: Verifier,
     /// `iss`, default `aud`, `maxTokenTTL`.
@@ -186,8 +189,11 @@ impl PolicyView {
 
         let token = policy.token_endpoint.then(|| {
             Arc::new(TokenSide {
-                signer: active.map(|a| a.key.clone()),
+                signer: active
+                    .filter(|_| policy.stale.is_none())
+                    .map(|a| a.key.clone()),
                 withheld: served.withheld_active.clone(),
+                stale: policy.stale.clone(),
                 verifier: Verifier::new(keys.keys.iter().map(|k| k.key.verifying_key())),
                 mint: MintSettings {
                     issuer: policy.issuer.clone(),
@@ -202,7 +208,7 @@ impl PolicyView {
             })
         });
 
-        PolicyView {
+        let view = PolicyView {
             policy: r,
             jwks,
             etag,
@@ -211,6 +217,10 @@ impl PolicyView {
             discovery,
             summary,
             token,
+        };
+        match &policy.stale {
+            Some(why) => view.with_problem(Some(Problem::new("KeySetStale", why.clone()))),
+            None => view,
         }
     }
 
@@ -248,6 +258,7 @@ impl PolicyView {
             Arc::new(TokenSide {
                 signer: None,
                 withheld: None,
+                stale: None,
                 verifier: Verifier::new(keys.iter()),
                 mint: MintSettings {
                     issuer: policy.issuer.clone(),
