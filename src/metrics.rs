@@ -96,6 +96,36 @@ struct RotationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LostLabels {
+    namespace: String,
+    name: String,
+    outcome: &'static str,
+}
+
+/// What became of a stored key set found lost (deleted or emptied) although
+/// the policy had keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostKeySet {
+    /// The set this process held was written back: the same keys.
+    Restored,
+    /// Nothing held it: a fresh set was generated (tokens signed by the old
+    /// keys no longer verify).
+    Recreated,
+}
+
+impl LostKeySet {
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LostKeySet::Restored => "restored",
+            LostKeySet::Recreated => "recreated",
+        }
+    }
+}
+
+const LOST_OUTCOMES: [LostKeySet; 2] = [LostKeySet::Restored, LostKeySet::Recreated];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlgLabels {
     alg: String,
 }
@@ -440,6 +470,7 @@ pub struct Metrics {
     key_generation_failures: Family<AlgLabels, Counter>,
     not_ready: Family<PolicyLabels, Counter>,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    key_set_lost: Family<LostLabels, Counter>,
     reconcile_duration: Histogram,
     error_kinds: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
     http: std::sync::Arc<HttpCounters>,
@@ -561,6 +592,12 @@ impl Metrics {
             "Failed reconciles of a policy, by error kind",
             reconcile_errors.clone(),
         );
+        let key_set_lost = Family::<LostLabels, Counter>::default();
+        registry.register(
+            "key_set_lost",
+            "Times the stored key set was found deleted or emptied although the policy had keys, by outcome (restored: the set held in memory was written back; recreated: nothing held it, a fresh set was generated)",
+            key_set_lost.clone(),
+        );
         let http = std::sync::Arc::new(HttpCounters::new());
         registry.register_collector(Box::new(http.clone()));
         // 1 ms .. ~16 s: a reconcile is an API round trip or three, plus key
@@ -620,6 +657,7 @@ impl Metrics {
             key_generation_failures,
             not_ready,
             reconcile_errors,
+            key_set_lost,
             error_kinds: Mutex::new(HashMap::new()),
             http,
             leader,
@@ -769,6 +807,18 @@ impl Metrics {
             .insert(kind.to_string());
     }
 
+    /// Counts a stored key set found lost (deleted or emptied) for `policy`,
+    /// and what was done about it.
+    pub fn inc_key_set_lost(&self, policy: &PolicyRef, outcome: LostKeySet) {
+        self.key_set_lost
+            .get_or_create(&LostLabels {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
     /// Sets the `policy_degraded` gauge (done by [`crate::http::SharedState`]
     /// whenever a policy's problem changes).
     /// Every known policy passes here, so this also creates its
@@ -803,6 +853,13 @@ impl Metrics {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
                 reason: reason.to_string(),
+            });
+        }
+        for outcome in LOST_OUTCOMES {
+            self.key_set_lost.remove(&LostLabels {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                outcome: outcome.as_str(),
             });
         }
         let labels = policy_labels(policy);

@@ -744,6 +744,81 @@ async fn a_deleted_secret_is_restored_from_memory_or_recreated_and_a_deleted_pol
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emptied_secret_is_restored_with_the_same_keys_like_a_deleted_one() {
+    let env = env("ctl-empty").await;
+    let op = env.operator(&[]);
+    env.create("emp", json!({"algorithm": "EdDSA"})).await;
+    let first = env
+        .ready("emp")
+        .await
+        .status
+        .unwrap()
+        .active_key_id
+        .unwrap();
+    let before = env.secret("emp-jwks").await;
+    let env = &env;
+    let merge = |patch: Value| async move {
+        env.secrets()
+            .patch("emp-jwks", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap()
+    };
+    // Waits until the Secret holds a key set again, and returns it.
+    let refilled = |emptied: Secret| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = env.secret("emp-jwks").await;
+            if s.resource_version() != emptied.resource_version()
+                && s.data.as_ref().is_some_and(|d| d.contains_key("jwks.json"))
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "the Secret was not refilled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    // All data removed by hand (`kubectl patch --type=json -p
+    // '[{"op":"remove","path":"/data"}]'` leaves the same object).
+    let emptied = merge(json!({"data": null})).await;
+    assert!(emptied.data.as_ref().is_none_or(|d| d.is_empty()));
+    let restored = refilled(emptied).await;
+    // Compared, never printed: the data is a private key set.
+    assert!(
+        data(&restored, "jwks.json") == data(&before, "jwks.json"),
+        "the emptied Secret was refilled with other keys"
+    );
+    assert_eq!(
+        String::from_utf8(data(&restored, "active.kid")).unwrap(),
+        first
+    );
+    assert_eq!(restored.uid(), before.uid(), "the same Secret, replaced");
+    let reasons = env.event_reasons("emp").await;
+    assert!(reasons.contains("SecretRestored"), "{reasons:?}");
+    assert!(!reasons.contains("SecretRecreated"), "{reasons:?}");
+
+    // Only the key-set data keys removed; someone else's data key stays.
+    merge(json!({"data": {"notes": "a2VlcCBtZQ=="}})).await;
+    let emptied = merge(json!({"data": {
+        "jwks.json": null, "jwks.public.json": null, "active.kid": null,
+        "active.pem": null, "lifecycle.json": null,
+    }}))
+    .await;
+    assert_eq!(
+        emptied.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+        ["notes"]
+    );
+    let restored = refilled(emptied).await;
+    assert!(data(&restored, "jwks.json") == data(&before, "jwks.json"));
+    assert_eq!(data(&restored, "notes"), b"keep me");
+    let (code, body) = op.get(&env.jwks_path("emp"));
+    assert_eq!((code, kids(&body)), (200, vec![first.clone()]));
+    let policy = env.policies().get("emp").await.unwrap();
+    assert_eq!(policy.status.unwrap().active_key_id, Some(first));
+    assert!(!env.event_reasons("emp").await.contains("SecretRecreated"));
+}
+
 impl TestEnv {
     /// Creates Secret `name` as admin with `string_data` and `annotations`.
     async fn create_secret(&self, name: &str, string_data: Value, annotations: Value) -> Secret {

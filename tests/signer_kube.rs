@@ -1005,3 +1005,117 @@ async fn a_revocation_the_state_cannot_record_leaves_fetch_keys_and_sign_at_once
         leader.proc.tail(20)
     );
 }
+
+/// The value of the metric line starting with `prefix` on `addr`'s /metrics.
+fn metric_on(addr: &str, prefix: &str) -> Option<String> {
+    let (status, text) = http_get(&format!("http://{addr}/metrics"));
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|v| v.trim().to_owned())
+}
+
+/// SPEC invariant 10 for the signer (no kube-apiserver needed): a state
+/// directory lost while a signer runs is written back from what it holds
+/// (the leader's set, or the set a follower served when it takes over),
+/// with a warning and a metric; only when no signer holds it (lost while
+/// none ran) is the set re-keyed, and then loudly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_state_is_written_back_from_memory_and_a_re_key_is_said_loudly() {
+    let _serial = SERIAL.lock().await;
+    let work = Work::new();
+    work.write_policy(&policy_yaml("sa", "", SPEC));
+    let (ma, mb, mc) = (
+        format!("127.0.0.1:{}", controlplane::free_port()),
+        format!("127.0.0.1:{}", controlplane::free_port()),
+        format!("127.0.0.1:{}", controlplane::free_port()),
+    );
+    let a = Signer::start(
+        work.path(),
+        "a",
+        &work.policies(),
+        &work.state(),
+        &["--metrics-addr", &ma],
+    )
+    .await;
+    let b = Signer::start(
+        work.path(),
+        "b",
+        &work.policies(),
+        &work.state(),
+        &["--metrics-addr", &mb],
+    )
+    .await;
+    let dir = work.state().join("kube-system/sa");
+    let active = active_kid(&work.state());
+    let kids = a.fetch().await;
+    let private_set = std::fs::read(dir.join("jwks.json")).unwrap();
+    let restored = r#"jwks_operator_key_set_lost_total{namespace="kube-system",name="sa",outcome="restored"} "#;
+    let recreated = r#"jwks_operator_key_set_lost_total{namespace="kube-system",name="sa",outcome="recreated"} "#;
+    let written_back = || {
+        let dir = dir.clone();
+        async move {
+            std::fs::read(dir.join("lifecycle.json"))
+                .is_ok()
+                .then(|| std::fs::read(dir.join("jwks.json")).ok())
+                .flatten()
+        }
+    };
+
+    // 1. Deleted under the leader: it writes back the set it holds.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let again = eventually("the leader writes the set back", 10 * SEC, written_back).await;
+    // Compared, never printed: the private key set.
+    assert!(
+        again == private_set,
+        "the state was refilled with other keys"
+    );
+    assert_eq!(active_kid(&work.state()), active);
+    assert_eq!(metric_on(&ma, restored).as_deref(), Some("1"));
+    assert!(
+        a.proc.tail(200).contains("KeySetRestored"),
+        "{}",
+        a.proc.tail(40)
+    );
+    assert_eq!(a.fetch().await, kids);
+    assert_eq!(b.fetch().await, kids);
+
+    // 2. The leader exits and the state is deleted: the follower takes over
+    // and writes back the set it served.
+    a.proc.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let again = eventually("the new leader writes the set back", 10 * SEC, written_back).await;
+    assert!(
+        again == private_set,
+        "the state was refilled with other keys"
+    );
+    assert_eq!(active_kid(&work.state()), active);
+    assert_eq!(
+        metric_on(&mb, "jwks_operator_signer_leader ").as_deref(),
+        Some("1")
+    );
+    assert_eq!(metric_on(&mb, restored).as_deref(), Some("1"));
+    assert_eq!(b.fetch().await, kids);
+
+    // 3. Lost while no signer runs: nothing holds the keys, so a fresh set
+    // is generated, and said so (a WARN line and the metric).
+    b.proc.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let c = Signer::start(
+        work.path(),
+        "c",
+        &work.policies(),
+        &work.state(),
+        &["--metrics-addr", &mc],
+    )
+    .await;
+    assert_ne!(active_kid(&work.state()), active);
+    let log = c.proc.tail(200);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("KeySetRecreated")),
+        "{log}"
+    );
+    assert_eq!(metric_on(&mc, recreated).as_deref(), Some("1"));
+    assert_eq!(metric_on(&mc, restored), None);
+}

@@ -330,6 +330,98 @@ fn a_restart_keeps_the_keys() {
     );
 }
 
+/// The names in `dir` now, sorted (none when it does not exist): safe to
+/// call while the process writes there.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// SPEC invariant 10: a policy's state directory deleted (or emptied) while
+/// the process runs is written back from memory, with a warning; the keys
+/// stay the same, tokens keep verifying.
+#[test]
+fn a_state_directory_deleted_while_running_is_restored_with_the_same_keys() {
+    let ws = Workspace::new();
+    ws.write_policy(
+        "p.yaml",
+        &manifest(
+            "lost",
+            "",
+            "  algorithm: ES256\n  tokenEndpoint: {enabled: true}\n",
+        ),
+    );
+    let mut op = Operator::start(&ws.policies(), &ws.state());
+    let p = "default/lost";
+    let dir = ws.policy_state(p);
+    let jwks = op.jwks(p);
+    let active = op.summary(p)["activeKeyID"].clone();
+    let (token, kid) = op.mint(p, &json!({"sub": "before the loss"}));
+    let private_set = fs::read(dir.join("jwks.json")).unwrap();
+
+    fs::remove_dir_all(&dir).unwrap();
+    let line = op.wait_for_log(
+        |l| l["level"] == "WARN" && l["reason"] == "KeySetRestored",
+        10 * SEC,
+    );
+    assert_eq!(line["policy"], p);
+    eventually("the state directory is written back", 5 * SEC, || {
+        (names_in(&dir) == STATE_FILES).then_some(())
+    });
+    // Compared, never printed: the private key set.
+    assert!(
+        fs::read(dir.join("jwks.json")).unwrap() == private_set,
+        "the state directory was refilled with other keys"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("active.kid")).unwrap().trim(),
+        active.as_str().unwrap()
+    );
+    assert_eq!(op.jwks(p), jwks);
+    let summary = op.summary(p);
+    assert_eq!(summary["activeKeyID"], active);
+    assert_eq!(summary["warning"]["reason"], "KeySetRestored", "{summary}");
+    assert!(summary.get("degraded").is_none(), "{summary}");
+    assert_eq!(op.verify(p, &token).as_deref(), Ok(kid.as_str()));
+
+    // Emptied instead of deleted: the same.
+    let before = op
+        .log()
+        .iter()
+        .filter(|l| l["reason"] == "KeySetRestored")
+        .count();
+    for f in STATE_FILES {
+        fs::remove_file(dir.join(f)).unwrap();
+    }
+    eventually("the emptied directory is written back", 10 * SEC, || {
+        let restored = op
+            .log()
+            .iter()
+            .filter(|l| l["reason"] == "KeySetRestored")
+            .count();
+        (restored > before && names_in(&dir) == STATE_FILES).then_some(())
+    });
+    assert!(fs::read(dir.join("jwks.json")).unwrap() == private_set);
+    assert!(
+        !op.log()
+            .iter()
+            .any(|l| l["event"] == "KeyCreated" && l["kid"] != active),
+        "no new key was generated"
+    );
+
+    // What was written back is what a restart finds.
+    assert!(op.stop().success());
+    let op = Operator::start(&ws.policies(), &ws.state());
+    assert_eq!(op.jwks(p), jwks);
+    assert_eq!(op.mint(p, &json!({})).1, kid);
+}
+
 #[test]
 fn a_second_process_cannot_use_the_same_state_directory() {
     let ws = Workspace::new();

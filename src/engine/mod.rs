@@ -10,7 +10,12 @@
 //! 1. **Gather**: load the stored set through a [`KeyStore`] unless the copy
 //!    kept in [`Tracked`] is known to match it. A set without lifecycle
 //!    records is adopted ([`KeySet::adopt`]); one that cannot be read is left
-//!    untouched and reported.
+//!    untouched and reported. A store found without a set (deleted or
+//!    emptied) although this process holds one for the policy gets that set
+//!    written back ([`Note::Restored`], SPEC invariant 10), never a fresh
+//!    one; only when nothing is held is a fresh set generated
+//!    ([`Note::Recreated`]). Both are counted
+//!    (`jwks_operator_key_set_lost_total`) and reported as warnings.
 //! 2. **Plan** at `now`, off the async runtime (RSA generation takes seconds),
 //!    with keys from the OS generator.
 //! 3. **Write** the whole set when it changed, conditional on the version it
@@ -41,7 +46,7 @@ use tracing::info;
 use crate::http::PolicyRef;
 use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, PlanError};
 use crate::keys::material::RngKeySource;
-use crate::metrics::{Metrics, TimedKeySource, next_prune_time};
+use crate::metrics::{LostKeySet, Metrics, TimedKeySource, next_prune_time};
 use crate::store::{KeyStore, Loaded, StoredKeySet};
 
 pub mod backoff;
@@ -170,7 +175,8 @@ pub trait Reporter: Send {
 #[derive(Debug)]
 pub struct Tracked<V> {
     /// The set as last loaded or saved, and its stored version (`None`:
-    /// nothing stored). `None` before the first load.
+    /// nothing stored). `None` before the first load. Also what this
+    /// process holds for the policy: written back if the store loses it.
     pub keys: Option<(StoredKeySet, Option<V>)>,
     /// Whether `keys` is known to match the store (otherwise it is re-read).
     pub in_sync: bool,
@@ -212,12 +218,13 @@ pub struct Pass<'a> {
     /// Where counters go.
     pub metrics: &'a Arc<Metrics>,
     /// Whether the policy is known to have had keys (an empty store then
-    /// means the stored set was deleted).
+    /// means the stored set was deleted or emptied). A set the engine itself
+    /// loaded or saved before (in [`Tracked`]) counts too.
     pub had_keys: bool,
     /// The last good set this process holds for the policy (what it
-    /// serves). When the store is found empty although the policy had keys,
-    /// this set is written back rather than a fresh one: tokens signed by
-    /// its keys keep verifying.
+    /// serves), beside the one in [`Tracked`]. When the store is found empty
+    /// although the policy had keys, this set is written back rather than a
+    /// fresh one: tokens signed by its keys keep verifying.
     pub remembered: Option<&'a StoredKeySet>,
 }
 
@@ -370,8 +377,14 @@ where
         .map_err(|e| Failed::of(&e))?;
     match gathered {
         Gathered::Stored => {}
-        Gathered::Recreated => reporter.note(Note::Recreated).await,
+        Gathered::Recreated => {
+            pass.metrics
+                .inc_key_set_lost(pass.policy, LostKeySet::Recreated);
+            reporter.note(Note::Recreated).await;
+        }
         Gathered::Restored => {
+            pass.metrics
+                .inc_key_set_lost(pass.policy, LostKeySet::Restored);
             reporter
                 .note(Note::Restored {
                     keys: planned.keys.keys.len(),
@@ -437,18 +450,19 @@ where
     let loaded = store.load().await.map_err(|e| Failed::of(&e))?;
     let mut gathered = Gathered::Stored;
     match loaded {
-        Loaded::Empty => match pass.remembered.filter(|_| pass.had_keys) {
-            // Deleted by hand (or lost): put the last good set back.
-            Some(set) if set.active().is_some() => {
+        Loaded::Empty { version } => match held(pass, tracked) {
+            // Deleted or emptied by hand (or lost): put the set this process
+            // holds back, under the version found (SPEC invariant 10).
+            Some(set) => {
                 gathered = Gathered::Restored;
-                tracked.keys = Some((set.clone(), None));
+                tracked.keys = Some((set, version));
                 tracked.unsaved = true;
             }
-            _ => {
+            None => {
                 if pass.had_keys {
                     gathered = Gathered::Recreated;
                 }
-                tracked.keys = Some((KeySet::default(), None));
+                tracked.keys = Some((KeySet::default(), version));
                 tracked.unsaved = false;
             }
         },
@@ -481,6 +495,19 @@ where
     }
     tracked.in_sync = true;
     Ok(gathered)
+}
+
+/// The key set this process holds for the policy, with an active key, to
+/// write back when the store has none: the adapter's last good set (for a
+/// policy known to have had keys), else the set this engine last loaded or
+/// saved (standalone and the signer keep [`Tracked`] between passes).
+fn held<V>(pass: &Pass<'_>, tracked: &Tracked<V>) -> Option<StoredKeySet> {
+    let adapter = pass.remembered.filter(|_| pass.had_keys);
+    let engine = tracked.keys.as_ref().map(|(set, _)| set);
+    adapter
+        .or(engine)
+        .filter(|set| set.active().is_some())
+        .cloned()
 }
 
 /// Plans on the blocking pool with keys from the OS generator.

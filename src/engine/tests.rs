@@ -15,6 +15,8 @@ use crate::store::testing::fixture;
 #[derive(Debug)]
 enum Stored {
     Nothing,
+    /// An object without a key set, at a version (a Secret emptied by hand).
+    Emptied(u64),
     Set(StoredKeySet, u64),
     Adoptable(Vec<Arc<crate::keys::SigningKey>>),
     Corrupt,
@@ -95,6 +97,7 @@ impl MemStore {
         match &*self.stored.lock().unwrap() {
             Stored::Set(_, v) => Some(*v),
             Stored::Adoptable(_) => Some(0),
+            Stored::Emptied(v) => Some(*v),
             Stored::Nothing | Stored::Corrupt => None,
         }
     }
@@ -118,7 +121,8 @@ impl KeyStore for MemStore {
     async fn load(&self) -> Result<Loaded<u64>, MemError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         Ok(match &*self.stored.lock().unwrap() {
-            Stored::Nothing => Loaded::Empty,
+            Stored::Nothing => Loaded::Empty { version: None },
+            Stored::Emptied(v) => Loaded::Empty { version: Some(*v) },
             Stored::Set(set, v) => Loaded::Keys {
                 set: set.clone(),
                 version: *v,
@@ -273,6 +277,17 @@ impl Fixture {
             had_keys,
             remembered: None,
         }
+    }
+
+    fn lost(&self, outcome: &str) -> usize {
+        let needle = format!(
+            "jwks_operator_key_set_lost_total{{namespace=\"ns\",name=\"p\",outcome=\"{outcome}\"}} "
+        );
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&needle).map(|n| n.parse().unwrap()))
+            .unwrap_or(0)
     }
 
     fn errors(&self, kind: &str) -> usize {
@@ -467,10 +482,65 @@ async fn an_empty_store_for_a_policy_that_had_keys_is_reported_as_recreated() {
     let recreated = calls.iter().position(|c| c == "recreated").unwrap();
     assert!(publish < recreated, "{calls:?}");
 
+    assert_eq!(f.lost("recreated"), 1);
+
     // A fresh policy's first set is not a recreation.
     let store = MemStore::new(Stored::Nothing);
     run_pass(&f.pass(false), &mut Tracked::default(), &store, &mut report).await;
     assert!(!report.take().contains(&"recreated".to_string()));
+    assert_eq!(f.lost("recreated"), 1);
+}
+
+#[tokio::test]
+async fn a_set_lost_behind_the_engines_back_is_written_back_with_the_same_keys() {
+    // Standalone and the signer keep `Tracked` between passes: that is the
+    // set they hold, whatever the adapter passes.
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Nothing);
+    let mut tracked = Tracked::default();
+    let mut report = Recorder::default();
+    run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    let first = store.set();
+    report.take();
+
+    // The state directory is deleted; the next pass re-reads it.
+    *store.stored.lock().unwrap() = Stored::Nothing;
+    tracked.in_sync = false;
+    let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    assert_eq!(store.set(), first, "the same keys, written back");
+    let calls = report.take();
+    assert!(calls.contains(&"restored 1".to_string()), "{calls:?}");
+    assert!(!calls.contains(&"KeyCreated".to_string()), "{calls:?}");
+    assert!(!calls.contains(&"recreated".to_string()), "{calls:?}");
+    assert_eq!(f.lost("restored"), 1);
+    assert_eq!(f.lost("recreated"), 0);
+}
+
+#[tokio::test]
+async fn an_emptied_store_is_the_same_as_a_deleted_one_and_is_written_under_its_version() {
+    // A Secret whose data was removed by hand still exists, at version 4.
+    let f = fixture_policy();
+    let last_good = fresh(&f.resolved);
+    let store = MemStore::new(Stored::Emptied(4));
+    let mut report = Recorder::default();
+    let pass = Pass {
+        remembered: Some(&last_good),
+        ..f.pass(true)
+    };
+    let next = run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;
+    assert!(is_at(next), "{next:?}");
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(store.version(), Some(5), "a write conditional on version 4");
+    assert_eq!(store.set(), last_good, "the same keys, written back");
+    assert!(report.take().contains(&"restored 1".to_string()));
+
+    // Nothing in memory: a fresh set over the emptied object, reported.
+    let store = MemStore::new(Stored::Emptied(4));
+    run_pass(&f.pass(true), &mut Tracked::default(), &store, &mut report).await;
+    assert_eq!(store.version(), Some(5));
+    assert!(store.set().active().is_some());
+    assert!(report.take().contains(&"recreated".to_string()));
 }
 
 #[tokio::test]

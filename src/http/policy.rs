@@ -96,6 +96,12 @@ pub struct PolicySummary {
     /// The current problem, if any (the last good set, if there is one, is still served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<Problem>,
+    /// The last warning about the policy that leaves it working (a lost key
+    /// set written back, `KeySetRestored`, or replaced, `KeySetRecreated`);
+    /// standalone and the signer show it here until they restart, as
+    /// Kubernetes shows a Warning Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<Problem>,
     /// Algorithm of the active key (the policy's algorithm before the first key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<Algorithm>,
@@ -156,6 +162,7 @@ impl PolicySummary {
             name: policy.name.clone(),
             ready: false,
             degraded: None,
+            warning: None,
             algorithm: None,
             active_key_id: None,
             next_key_id: None,

@@ -173,6 +173,7 @@ impl PolicyView {
             name: r.name.clone(),
             ready: active.is_some(),
             degraded: None,
+            warning: None,
             algorithm: Some(active.map_or(policy.algorithm, |a| a.key.alg())),
             active_key_id: active.map(|a| a.kid().to_string()),
             next_key_id: keys.pending().map(|p| p.kid().to_string()),
@@ -304,6 +305,12 @@ impl PolicyView {
         let mut view = self.clone();
         view.summary.degraded = problem;
         view
+    }
+
+    /// The same view with `warning` as the summary's warning.
+    pub fn with_warning(mut self, warning: Option<Problem>) -> PolicyView {
+        self.summary.warning = warning;
+        self
     }
 
     /// The public JWK Set exactly as served.

@@ -27,6 +27,7 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+use crate::keys::redacted::RedactedBytes;
 use crate::metrics::Metrics;
 
 /// How often the certificate and key files are checked for a change.
@@ -90,10 +91,27 @@ pub struct ServerTls {
     seen: Mutex<Seen>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// The certificate file's bytes and the private key file's bytes (held
+/// [`Redacted`](crate::keys::Redacted): printed as `<redacted>`, wiped when dropped), or why they
+/// could not be read.
+#[derive(Debug)]
 enum Seen {
-    Contents(Vec<u8>, Vec<u8>),
+    Contents(Vec<u8>, RedactedBytes),
     Unreadable(String),
+}
+
+impl Seen {
+    /// Whether the files look as they did (compared in full; the key is not
+    /// a guessable secret an attacker probes byte by byte here).
+    fn same_as(&self, other: &Seen) -> bool {
+        match (self, other) {
+            (Seen::Contents(c1, k1), Seen::Contents(c2, k2)) => {
+                c1 == c2 && k1.expose() == k2.expose()
+            }
+            (Seen::Unreadable(a), Seen::Unreadable(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// What [`ServerTls::reload`] did.
@@ -118,8 +136,8 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read_both(files: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    Ok((read(&files.cert)?, read(&files.key)?))
+fn read_both(files: &TlsFiles) -> Result<(Vec<u8>, RedactedBytes), TlsError> {
+    Ok((read(&files.cert)?, RedactedBytes::new(read(&files.key)?)))
 }
 
 /// Builds a server configuration from PEM contents, checking that the key
@@ -175,7 +193,7 @@ impl ServerTls {
     /// Loads the pair; fails with an error naming the file at fault.
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
         let (cert, key) = read_both(&files)?;
-        let config = build(&files, &cert, &key)?;
+        let config = build(&files, &cert, key.expose())?;
         Ok(Arc::new(ServerTls {
             files,
             current: ArcSwap::from_pointee(config),
@@ -208,11 +226,11 @@ impl ServerTls {
             Err(e) => Seen::Unreadable(e.to_string()),
         };
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen == now {
+        if seen.same_as(&now) {
             return Reload::Unchanged;
         }
         *seen = now;
-        match contents.and_then(|(cert, key)| build(&self.files, &cert, &key)) {
+        match contents.and_then(|(cert, key)| build(&self.files, &cert, key.expose())) {
             Ok(config) => {
                 self.current.store(Arc::new(config));
                 Reload::Reloaded

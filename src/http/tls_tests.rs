@@ -378,3 +378,54 @@ async fn a_bad_pair_at_reload_keeps_the_old_one_and_says_so() {
     shutdown.trigger();
     reloader.await.unwrap();
 }
+
+/// Every run of `len` bytes of `bytes`, as `{:?}` prints a byte slice's
+/// elements (`48, 129, 135`): what a derived `Debug` of the bytes shows.
+fn debug_windows(bytes: &[u8], len: usize) -> Vec<String> {
+    bytes
+        .windows(len)
+        .step_by(len)
+        .map(|w| w.iter().map(u8::to_string).collect::<Vec<_>>().join(", "))
+        .collect()
+}
+
+#[test]
+fn the_debug_output_of_the_tls_configuration_holds_no_private_key_bytes() {
+    use rustls::pki_types::pem::PemObject as _;
+    let ca = Ca::new();
+    let first = ca.leaf("first");
+    let mut secret = MountedSecret::new(&first.cert_pem, &first.key_pem);
+    let tls = ServerTls::load(secret.files()).unwrap();
+    let second = ca.leaf("second");
+    secret.update(&second.cert_pem, &second.key_pem);
+    assert!(matches!(tls.reload(), Reload::Reloaded));
+
+    let shown = format!("{tls:?} {tls:#?}");
+    for leaf in [&first, &second] {
+        let der = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+            .unwrap()
+            .secret_der()
+            .to_vec();
+        let body: String = leaf
+            .key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        // The key file's base64 body as bytes and as text, the key as DER
+        // bytes (runs long enough never to occur by chance elsewhere).
+        let mut leaks = debug_windows(body.as_bytes(), 12);
+        leaks.extend(debug_windows(&der, 12));
+        leaks.extend(
+            body.as_bytes()
+                .chunks(16)
+                .map(|c| String::from_utf8_lossy(c).into_owned()),
+        );
+        for leak in &leaks {
+            assert!(
+                !shown.contains(leak.as_str()),
+                "the Debug output of ServerTls holds private key bytes ({leak})"
+            );
+        }
+    }
+    assert!(shown.contains("<redacted>"), "{shown}");
+}

@@ -433,7 +433,7 @@ impl Reporter for Reconciler<'_> {
                     EventType::Warning,
                     "SecretRecreated",
                     "Generate",
-                    format!("Secret {secret_name} was deleted; a fresh key set was generated (tokens signed by the old keys no longer verify)"),
+                    format!("Secret {secret_name} was deleted or emptied and no replica held its key set; a fresh key set was generated (tokens signed by the old keys no longer verify)"),
                 )
                 .await;
             }
@@ -442,7 +442,7 @@ impl Reporter for Reconciler<'_> {
                     EventType::Warning,
                     "SecretRestored",
                     "Restore",
-                    format!("Secret {secret_name} was deleted; the last good key set ({keys} key(s)) was written back"),
+                    format!("Secret {secret_name} was deleted or emptied; the last good key set ({keys} key(s)) was written back: the same keys keep signing and verifying"),
                 )
                 .await;
             }

@@ -29,6 +29,15 @@ pub enum Found {
         /// `metadata.resourceVersion`, the write precondition.
         resource_version: String,
     },
+    /// Our Secret, emptied of the key-set data keys by hand (for example
+    /// `kubectl patch --type=json -p '[{"op":"remove","path":"/data"}]'`): the
+    /// same as [`Found::Absent`] (SPEC invariant 10: the set this replica
+    /// holds is written back), except that the write is a replace
+    /// conditional on this version, keeping what else the Secret holds.
+    Emptied {
+        /// `metadata.resourceVersion`, the write precondition.
+        resource_version: String,
+    },
     /// Our Secret, but its key set cannot be read: never overwritten.
     Corrupt(DecodeError),
     /// A Secret that is not ours, holds a valid private JWK Set (for example
@@ -209,13 +218,9 @@ fn classify_with(
                 generation,
                 resource_version,
             },
-            // Ours but emptied (all data keys removed by hand): start afresh
-            // over it rather than failing forever.
-            Ok(Decoded::Empty) => Found::Ours {
-                set: StoredKeySet::default(),
-                generation: 0,
-                resource_version,
-            },
+            // Ours but emptied (all data keys removed by hand): lost, like
+            // a deleted Secret.
+            Ok(Decoded::Empty) => Found::Emptied { resource_version },
             Ok(Decoded::Adoptable(_)) => Found::Corrupt(DecodeError {
                 data_key: layout::LIFECYCLE,
                 problem: "missing from a Secret this operator manages".into(),
@@ -253,7 +258,8 @@ fn classify_with(
                 generation,
                 resource_version,
             },
-            Ok(Decoded::Adoptable(_) | Decoded::Empty) => Found::Corrupt(DecodeError {
+            Ok(Decoded::Empty) => Found::Emptied { resource_version },
+            Ok(Decoded::Adoptable(_)) => Found::Corrupt(DecodeError {
                 data_key: layout::LIFECYCLE,
                 problem: "missing from a Secret this operator adopted".into(),
             }),

@@ -163,7 +163,7 @@ impl Index {
                     None => view,
                 });
             }
-            Found::Ours { .. } | Found::Absent => {
+            Found::Ours { .. } | Found::Absent | Found::Emptied { .. } => {
                 state.set_problem(
                     policy,
                     summary(),

@@ -330,7 +330,10 @@ impl KeyStore for SecretStore<'_> {
         };
         Ok(
             match self.decoder.classify(existing.as_ref(), self.policy) {
-                Found::Absent => Loaded::Empty,
+                Found::Absent => Loaded::Empty { version: None },
+                Found::Emptied { resource_version } => Loaded::Empty {
+                    version: Some(version(resource_version, 0)),
+                },
                 Found::Ours {
                     set,
                     generation,

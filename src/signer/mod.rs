@@ -159,7 +159,7 @@ fn read_adopt_key(path: &Path) -> anyhow::Result<SigningKey> {
 /// state already holds keys.
 fn adopt_into(dir: &PolicyDir, key: &SigningKey) -> anyhow::Result<()> {
     match dir.load_blocking()? {
-        Loaded::Empty => {}
+        Loaded::Empty { .. } => {}
         Loaded::Keys { set, .. } | Loaded::Copied { set, .. } => {
             if set.get(key.kid()).is_some() {
                 info!(
@@ -236,6 +236,8 @@ struct Report<'a> {
     state: &'a SignerState,
     http: &'a SharedState,
     problem: &'a mut Option<Problem>,
+    /// The warning shown in `/policies` (a lost set written back or replaced).
+    warning: &'a mut Option<Problem>,
 }
 
 impl Reporter for Report<'_> {
@@ -254,6 +256,9 @@ impl Reporter for Report<'_> {
 
     async fn note(&mut self, note: Note<'_>) {
         engine::log::note(self.policy, &note);
+        if let Some(warning) = engine::log::warning(&note) {
+            *self.warning = Some(warning);
+        }
     }
 
     async fn healthy(
@@ -262,7 +267,8 @@ impl Reporter for Report<'_> {
         problem: Option<Problem>,
     ) -> Result<(), Self::Error> {
         engine::log::healthy(self.policy, self.problem, &problem);
-        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
+        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url)
+            .with_warning(self.warning.clone());
         self.http.upsert(view.with_problem(problem));
         Ok(())
     }
@@ -321,8 +327,14 @@ struct Signer {
     adopt: Option<SigningKey>,
     seen: Option<Stamp>,
     corrupt_logged: bool,
-    /// The set a follower last read (what it serves).
-    last: Option<StoredKeySet>,
+    /// The set last served as a follower: what this signer holds when it
+    /// takes over and finds the stored set gone.
+    served: Option<StoredKeySet>,
+    /// Whether a signer had announced a lifetime from this state directory
+    /// before this one started (so keys existed).
+    ran_before: bool,
+    /// The warning shown in `/policies`.
+    warning: Option<Problem>,
     /// When a follower last read the stored set, or found it unchanged since
     /// it did ([`engine::staleness`]).
     read_at: Option<std::time::Instant>,
@@ -346,14 +358,16 @@ impl Signer {
         match self.dir.load().await {
             Ok(Loaded::Keys { set, .. } | Loaded::Copied { set, .. }) => {
                 self.serve(&set);
-                self.last = Some(set);
+                self.served = Some(set);
                 self.http.set_ready(true);
                 self.corrupt_logged = false;
                 self.read_at = Some(std::time::Instant::now());
                 self.read_stamp = Some(now_stamp.clone());
                 self.seen = Some(now_stamp);
             }
-            Ok(Loaded::Empty | Loaded::Adoptable { .. }) => {}
+            // Gone (the leader writes back what it holds) or being adopted:
+            // keep serving what was served.
+            Ok(Loaded::Empty { .. } | Loaded::Adoptable { .. }) => {}
             Ok(Loaded::Corrupt(e)) => {
                 if !self.corrupt_logged {
                     error!(policy = %self.config.policy, "the stored key set cannot be read ({}: {}); still serving the last good set", e.data_key, e.problem);
@@ -423,9 +437,20 @@ impl Signer {
         }
     }
 
-    /// A leader's engine pass, when due.
+    /// A leader's engine pass, when due, or at once when the stored set is
+    /// gone (deleted behind its back): the set it holds is written back.
     async fn pass(&mut self, leader: &mut Leader) {
         let now = Timestamp::now();
+        let holds_keys = leader
+            .tracked
+            .keys
+            .as_ref()
+            .is_some_and(|(k, _)| !k.keys.is_empty());
+        if leader.tracked.in_sync && holds_keys && !self.dir.holds_a_set() {
+            warn!(policy = %self.config.policy, state = %self.dir.path().display(), "the stored key set is gone; writing back the set this signer holds");
+            leader.tracked.in_sync = false;
+            leader.next_due = now;
+        }
         if leader.next_due > now {
             return;
         }
@@ -435,12 +460,12 @@ impl Signer {
             policy: &self.config.policy,
             resolved: &resolved,
             metrics: &metrics,
-            had_keys: leader
-                .tracked
-                .keys
-                .as_ref()
-                .is_some_and(|(k, _)| !k.keys.is_empty()),
-            // Writing back a lost state directory is not wired for the signer.
+            // A signer ran on this state directory before (it recorded what
+            // it announced): an empty state then means lost keys, and a
+            // fresh set is reported loudly as a re-key.
+            had_keys: holds_keys || self.ran_before,
+            // The engine writes back what it holds in `tracked` (this
+            // signer's own, or what it served as a follower).
             remembered: None,
         };
         let mut report = Report {
@@ -450,6 +475,7 @@ impl Signer {
             state: &self.state,
             http: &self.http,
             problem: &mut leader.problem,
+            warning: &mut self.warning,
         };
         let next = run_pass(&pass, &mut leader.tracked, &self.dir, &mut report).await;
         leader.next_due = match next {
@@ -487,7 +513,12 @@ impl Signer {
                 self.state.metrics().set_leader(true);
                 info!(state_dir = %self.config.state_dir.display(), "holding the state-directory lock: this signer plans and rotates the keys");
                 Some(Role::Leader(Box::new(Leader {
-                    tracked: Tracked::default(),
+                    // What it served as a follower, to be re-read (or
+                    // written back if the stored set is gone).
+                    tracked: Tracked {
+                        keys: self.served.take().map(|set| (set, None)),
+                        ..Tracked::default()
+                    },
                     next_due: Timestamp::now(),
                     problem: None,
                     _lock: lock,
@@ -526,6 +557,7 @@ impl Signer {
         self.state.set_lifetimes(Lifetimes {
             announce,
             sign_cap: cap,
+            clock_skew: doc.resolved.clock_skew,
         });
         self.doc = doc;
         // The refresh hint may have changed with publishAhead.
@@ -536,9 +568,9 @@ impl Signer {
             // revokes leaves FetchKeys), whether or not the stored set can
             // be read again.
             Role::Follower => {
-                if let Some(set) = self.last.take() {
+                if let Some(set) = self.served.take() {
                     self.serve(&set);
-                    self.last = Some(set);
+                    self.served = Some(set);
                 }
             }
         }
@@ -564,6 +596,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .map(read_adopt_key)
         .transpose()?;
     let announced = Announced::new(&config.state_dir, &config.policy);
+    let ran_before = announced.read().is_ok_and(|r| r.is_some());
     let announce = doc.resolved.max_token_ttl;
     let cap = announced.record(announce).with_context(|| {
         format!(
@@ -581,6 +614,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let state = SignerState::new(Lifetimes {
         announce,
         sign_cap: cap,
+        clock_skew: doc.resolved.clock_skew,
     });
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
 
@@ -629,7 +663,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         adopt,
         seen: None,
         corrupt_logged: false,
-        last: None,
+        served: None,
+        ran_before,
+        warning: None,
         read_at: None,
         read_stamp: None,
     };

@@ -56,6 +56,9 @@ pub struct Lifetimes {
     /// announced from this state directory (a kube-apiserver started
     /// against an earlier run may still ask for it).
     pub sign_cap: Duration,
+    /// The policy's `clockSkew`: how far `iat` may be from the signer's
+    /// clock.
+    pub clock_skew: Duration,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -310,8 +313,7 @@ impl Service {
     }
 
     fn sign_inner(&self, claims: &str) -> Result<pb::SignJwtResponse, Status> {
-        let cap = self.state.lifetimes().sign_cap;
-        check_claims(claims, cap)?;
+        check_claims(claims, &self.state.lifetimes(), Timestamp::now())?;
         if let Some(why) = self.state.stale.load_full() {
             return Err(Status::unavailable(why.to_string()));
         }
@@ -364,9 +366,24 @@ impl Service {
     }
 }
 
-/// Checks the claims kube-apiserver asks to sign: unpadded base64url of a
-/// JSON object whose `exp - iat` is at most `cap`.
-pub fn check_claims(claims: &str, cap: Duration) -> Result<(), Status> {
+/// How far `iat` may be from the signer's clock beyond the policy's
+/// `clockSkew`: kube-apiserver truncates `iat` to whole seconds and the
+/// Sign call may wait a little in kube-apiserver and on the socket, so
+/// even `clockSkew: 0s` sees a second or two between the two clocks.
+pub const IAT_LEEWAY: Duration = Duration::from_secs(5);
+
+/// Largest time claim accepted: 9999-12-31T23:59:59Z (the largest time a
+/// verifier's date type holds), so no claim overflows later arithmetic.
+pub const MAX_TIME_CLAIM: i64 = 253_402_300_799;
+
+/// Checks the claims kube-apiserver asks to sign, at `now`: unpadded
+/// base64url of a JSON object whose `iat`, `exp` and (when present) `nbf`
+/// are whole numbers of seconds between 0 and [`MAX_TIME_CLAIM`] (no
+/// fractions, exponents, strings or out-of-range values), with `exp` after
+/// `iat`, `nbf` not after `exp`, `iat` within the policy's `clockSkew`
+/// (plus [`IAT_LEEWAY`]) of `now`, and `exp - iat` at most [`Lifetimes::sign_cap`]. Each refusal is
+/// `InvalidArgument` naming the claim.
+pub fn check_claims(claims: &str, lifetimes: &Lifetimes, now: Timestamp) -> Result<(), Status> {
     if claims.len() > MAX_CLAIMS_LEN {
         return Err(Status::invalid_argument(format!(
             "claims longer than {MAX_CLAIMS_LEN} bytes"
@@ -376,25 +393,72 @@ pub fn check_claims(claims: &str, cap: Duration) -> Result<(), Status> {
         .decode(claims)
         .map_err(|_| Status::invalid_argument("claims are not unpadded base64url"))?;
     let value: serde_json::Value = serde_json::from_slice(&json)
-        .map_err(|_| Status::invalid_argument("claims are not JSON"))?;
+        .map_err(|e| Status::invalid_argument(format!("claims are not JSON: {e}")))?;
     let object = value
         .as_object()
         .ok_or_else(|| Status::invalid_argument("claims are not a JSON object"))?;
-    let number = |name: &str| {
-        object
-            .get(name)
-            .and_then(serde_json::Value::as_f64)
-            .ok_or_else(|| Status::invalid_argument(format!("claims lack a numeric {name:?}")))
-    };
-    let (iat, exp) = (number("iat")?, number("exp")?);
-    let lifetime = exp - iat;
-    if lifetime > cap.as_secs_f64() {
+    let iat = time_claim(object, "iat")?
+        .ok_or_else(|| Status::invalid_argument("claims lack \"iat\""))?;
+    let exp = time_claim(object, "exp")?
+        .ok_or_else(|| Status::invalid_argument("claims lack \"exp\""))?;
+    let nbf = time_claim(object, "nbf")?;
+    if exp <= iat {
         return Err(Status::invalid_argument(format!(
-            "token lifetime exp - iat = {lifetime}s exceeds the signer's maxTokenTTL of {}s",
-            cap.as_secs()
+            "\"exp\" ({exp}) is not after \"iat\" ({iat})"
+        )));
+    }
+    if let Some(nbf) = nbf
+        && nbf > exp
+    {
+        return Err(Status::invalid_argument(format!(
+            "\"nbf\" ({nbf}) is after \"exp\" ({exp})"
+        )));
+    }
+    let skew = lifetimes.clock_skew.as_secs();
+    let off = iat.abs_diff(now.as_second());
+    if off > skew.saturating_add(IAT_LEEWAY.as_secs()) {
+        return Err(Status::invalid_argument(format!(
+            "\"iat\" ({iat}) is {off}s away from the signer's clock ({}), more than the policy's clockSkew of {skew}s (plus {}s for the call)",
+            now.as_second(),
+            IAT_LEEWAY.as_secs()
+        )));
+    }
+    let lifetime = exp - iat;
+    let cap = lifetimes.sign_cap.as_secs();
+    if lifetime.unsigned_abs() > cap {
+        return Err(Status::invalid_argument(format!(
+            "token lifetime exp - iat = {lifetime}s exceeds the signer's maxTokenTTL of {cap}s"
         )));
     }
     Ok(())
+}
+
+/// A time claim (`iat`, `exp`, `nbf`): absent, or a whole number of seconds
+/// in `0..=MAX_TIME_CLAIM`.
+fn time_claim(
+    object: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<i64>, Status> {
+    let Some(value) = object.get(name) else {
+        return Ok(None);
+    };
+    let serde_json::Value::Number(n) = value else {
+        return Err(Status::invalid_argument(format!(
+            "claim {name:?} is not a number"
+        )));
+    };
+    match n.as_i64() {
+        Some(v) if (0..=MAX_TIME_CLAIM).contains(&v) => Ok(Some(v)),
+        Some(_) => Err(Status::invalid_argument(format!(
+            "claim {name:?} is out of range (0 to {MAX_TIME_CLAIM} seconds)"
+        ))),
+        None if n.is_u64() => Err(Status::invalid_argument(format!(
+            "claim {name:?} is out of range (0 to {MAX_TIME_CLAIM} seconds)"
+        ))),
+        None => Err(Status::invalid_argument(format!(
+            "claim {name:?} is not a whole number of seconds"
+        ))),
+    }
 }
 
 #[tonic::async_trait]

@@ -100,6 +100,124 @@ async fn serve(lifetimes: Lifetimes) -> Harness {
 #[path = "../../tests/support/uds.rs"]
 mod uds;
 
+// === Sign's claim checks (pure, at a fixed clock) ===
+
+/// The signer's clock in the claim-check tests.
+const NOW: i64 = 1_800_000_000;
+
+/// Checks raw JSON claims at [`NOW`] with a 1h cap and 60s clockSkew.
+fn check(json: &str) -> Result<(), tonic::Status> {
+    super::service::check_claims(
+        &URL_SAFE_NO_PAD.encode(json),
+        &lifetimes(HOUR, HOUR),
+        Timestamp::from_second(NOW).unwrap(),
+    )
+}
+
+/// Asserts `json` is refused with InvalidArgument and a message holding `says`.
+#[track_caller]
+fn refused(json: &str, says: &str) {
+    let e = check(json).expect_err(json);
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{json}");
+    assert!(e.message().contains(says), "{json}: {}", e.message());
+}
+
+#[test]
+fn kube_apiservers_claims_pass_the_checks() {
+    // What kube-apiserver sends: iat = nbf = now, exp = iat + the lifetime.
+    check(&format!(
+        r#"{{"iat":{NOW},"nbf":{NOW},"exp":{}}}"#,
+        NOW + 3600
+    ))
+    .unwrap();
+    // Its clock a little behind or ahead of the signer's: within clockSkew
+    // plus the leeway for the call.
+    check(&format!(r#"{{"iat":{},"exp":{}}}"#, NOW - 65, NOW + 600)).unwrap();
+    check(&format!(r#"{{"iat":{},"exp":{}}}"#, NOW + 65, NOW + 600)).unwrap();
+}
+
+#[test]
+fn time_claims_that_are_not_whole_seconds_are_refused() {
+    refused(
+        &format!(r#"{{"iat":{NOW}.5,"exp":{}}}"#, NOW + 60),
+        "\"iat\" is not a whole number",
+    );
+    // An exponent is a float to JSON, whatever its value.
+    refused(
+        &format!(r#"{{"iat":{NOW},"exp":1.8000006e9}}"#),
+        "\"exp\" is not a whole number",
+    );
+    refused(
+        r#"{"iat":1e300,"exp":1e300}"#,
+        "\"iat\" is not a whole number",
+    );
+    refused(
+        &format!(r#"{{"iat":{NOW},"nbf":{NOW}.25,"exp":{}}}"#, NOW + 60),
+        "\"nbf\" is not a whole number",
+    );
+}
+
+#[test]
+fn time_claims_out_of_range_or_non_finite_are_refused() {
+    // exp - iat is small, but the times are nonsense.
+    refused(
+        r#"{"iat":-9223372036854775808,"exp":-9223372036854775000}"#,
+        "\"iat\" is out of range",
+    );
+    refused(
+        &format!(r#"{{"iat":{NOW},"exp":18446744073709551615}}"#),
+        "\"exp\" is out of range",
+    );
+    refused(
+        &format!(r#"{{"iat":{NOW},"nbf":-1,"exp":{}}}"#, NOW + 60),
+        "\"nbf\" is out of range",
+    );
+    // JSON has no NaN or Infinity; a number too large for a double is not JSON.
+    refused(r#"{"iat":NaN,"exp":1}"#, "not JSON");
+    refused(&format!(r#"{{"iat":{NOW},"exp":1e400}}"#), "not JSON");
+}
+
+#[test]
+fn time_claims_that_are_not_numbers_are_refused() {
+    refused(
+        &format!(r#"{{"iat":"{NOW}","exp":{}}}"#, NOW + 60),
+        "\"iat\" is not a number",
+    );
+    refused(
+        &format!(r#"{{"iat":{NOW},"exp":true}}"#),
+        "\"exp\" is not a number",
+    );
+    refused(
+        &format!(r#"{{"iat":{NOW},"nbf":null,"exp":{}}}"#, NOW + 60),
+        "\"nbf\" is not a number",
+    );
+    refused(&format!(r#"{{"exp":{NOW}}}"#), "lack \"iat\"");
+}
+
+#[test]
+fn exp_must_be_after_iat_and_nbf_not_after_exp() {
+    refused(
+        &format!(r#"{{"iat":{NOW},"exp":{}}}"#, NOW - 100),
+        "\"exp\" (1799999900) is not after \"iat\"",
+    );
+    refused(&format!(r#"{{"iat":{NOW},"exp":{NOW}}}"#), "is not after");
+    refused(
+        &format!(r#"{{"iat":{NOW},"nbf":{},"exp":{}}}"#, NOW + 120, NOW + 60),
+        "\"nbf\" (1800000120) is after \"exp\"",
+    );
+}
+
+#[test]
+fn iat_farther_than_clock_skew_from_the_signers_clock_is_refused() {
+    // clockSkew 60s, plus 5s for the call.
+    for iat in [NOW - 66, NOW + 66, NOW - 86_400, 0] {
+        refused(
+            &format!(r#"{{"iat":{iat},"exp":{}}}"#, iat + 600),
+            "more than the policy's clockSkew of 60s",
+        );
+    }
+}
+
 /// A channel over the Unix socket at `path`.
 pub(crate) async fn connect(path: &Path) -> Channel {
     uds::uds_channel(path).await.unwrap()
@@ -120,7 +238,13 @@ fn lifetimes(announce: Duration, cap: Duration) -> Lifetimes {
     Lifetimes {
         announce,
         sign_cap: cap,
+        clock_skew: Duration::from_secs(60),
     }
+}
+
+/// The signer's clock now, in seconds (kube-apiserver's `iat`).
+fn now_s() -> i64 {
+    Timestamp::now().as_second()
 }
 
 #[tokio::test]
@@ -128,7 +252,7 @@ async fn nothing_is_served_before_a_set_is_published() {
     let mut h = serve(lifetimes(HOUR, HOUR)).await;
     let e = h.client.fetch_keys(FetchKeysRequest {}).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
-    let e = h.sign(claims(0, 60)).await.unwrap_err();
+    let e = h.sign(claims(now_s(), now_s() + 60)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     let _ = h.stop.send(());
 }
@@ -261,7 +385,7 @@ async fn keys_kube_cannot_use_are_left_out_and_never_sign() {
     let resp = h.fetch_keys().await;
     let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
     assert_eq!(kids, [rs.kid()]);
-    let e = h.sign(claims(0, 60)).await.unwrap_err();
+    let e = h.sign(claims(now_s(), now_s() + 60)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     let _ = h.stop.send(());
 }
@@ -403,8 +527,9 @@ async fn sign_refuses_lifetimes_beyond_the_cap_and_bad_claims() {
         Timestamp::now(),
     );
     // Up to the recorded cap is signed, one second more is not.
-    h.sign(claims(1000, 1900)).await.unwrap();
-    let e = h.sign(claims(1000, 1901)).await.unwrap_err();
+    let t = now_s();
+    h.sign(claims(t, t + 900)).await.unwrap();
+    let e = h.sign(claims(t, t + 901)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("maxTokenTTL"), "{}", e.message());
     for bad in [
@@ -636,7 +761,9 @@ async fn a_follower_that_cannot_read_the_stored_set_past_its_bound_stops_signing
         adopt: None,
         seen: None,
         corrupt_logged: false,
-        last: None,
+        served: None,
+        ran_before: false,
+        warning: None,
         read_at: None,
         read_stamp: None,
     };

@@ -52,6 +52,8 @@ struct Managed {
     frozen: Option<Problem>,
     /// The problem currently shown, to log changes only once.
     problem: Option<Problem>,
+    /// The last warning shown in `/policies` (a lost set written back).
+    warning: Option<Problem>,
 }
 
 /// The standalone engine. See the module docs.
@@ -169,6 +171,7 @@ impl Engine {
                             next_due: now,
                             frozen: None,
                             problem: None,
+                            warning: None,
                         },
                     );
                 }
@@ -213,6 +216,29 @@ impl Engine {
             self.invalid.remove(&r);
             self.state.remove(&r);
         }
+    }
+
+    /// Looks for running policies whose stored set is gone (the state
+    /// directory, or its `lifecycle.json`, deleted while the process runs):
+    /// each is re-read and due at once, so the set this process holds is
+    /// written back (SPEC invariant 10) before a crash could lose it for
+    /// good. A `stat` per policy. Returns how many were found.
+    pub fn check_stored(&mut self, now: Timestamp) -> usize {
+        let mut lost = 0;
+        for (r, m) in &mut self.policies {
+            let holds_keys = m
+                .tracked
+                .keys
+                .as_ref()
+                .is_some_and(|(k, _)| !k.keys.is_empty());
+            if m.frozen.is_none() && m.tracked.in_sync && holds_keys && !m.dir.holds_a_set() {
+                warn!(policy = %r, state = %m.dir.path().display(), "the stored key set is gone; writing back the set this process holds");
+                m.tracked.in_sync = false;
+                m.next_due = now;
+                lost += 1;
+            }
+        }
+        lost
     }
 
     /// When the engine next has work: the earliest due time of a running policy.
@@ -305,6 +331,7 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
         doc: &m.doc,
         base_url,
         problem: &mut m.problem,
+        warning: &mut m.warning,
         served: m
             .tracked
             .keys
@@ -329,6 +356,8 @@ struct Report<'a> {
     base_url: Option<&'a str>,
     /// The problem currently shown, to log changes only once.
     problem: &'a mut Option<Problem>,
+    /// The warning shown in `/policies` (a lost set written back).
+    warning: &'a mut Option<Problem>,
     /// Whether a non-empty set was served before this pass.
     served: bool,
     publish: Publish,
@@ -347,6 +376,9 @@ impl Reporter for Report<'_> {
             self.served = keys > 0;
         }
         engine::log::note(self.policy, &note);
+        if let Some(warning) = engine::log::warning(&note) {
+            *self.warning = Some(warning);
+        }
     }
 
     async fn healthy(
@@ -359,7 +391,8 @@ impl Reporter for Report<'_> {
             info!(policy = %r, jwks = %r.jwks_path(), "serving the key set");
         }
         engine::log::healthy(r, self.problem, &problem);
-        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
+        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url)
+            .with_warning(self.warning.clone());
         self.publish = Publish::View(view.with_problem(problem));
         Ok(())
     }

@@ -36,6 +36,9 @@ use crate::store::files::FileStore;
 /// The engine never sleeps less than this between passes (no busy loop when
 /// a due time is a hair in the future).
 const MIN_SLEEP: Duration = Duration::from_millis(10);
+/// How often the state directory is checked for key sets deleted while the
+/// process runs ([`Engine::check_stored`]).
+pub const STATE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything `jwks-operator standalone` is told.
 #[derive(Clone, Debug)]
@@ -87,11 +90,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let stop = shutdown.wait();
     tokio::pin!(stop);
+    let mut checked = std::time::Instant::now();
     loop {
+        let next_check = STATE_CHECK_INTERVAL.saturating_sub(checked.elapsed());
         let sleep = engine
             .next_wake()
             .map(|due| until(due).max(MIN_SLEEP))
-            .unwrap_or(Duration::from_secs(3600));
+            .unwrap_or(Duration::from_secs(3600))
+            .min(next_check.max(MIN_SLEEP));
         tokio::select! {
             () = &mut stop => break,
             _ = hangup.recv() => {
@@ -102,7 +108,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 }
                 engine.reconcile_due(&shutdown).await;
             }
-            () = tokio::time::sleep(sleep) => engine.reconcile_due(&shutdown).await,
+            () = tokio::time::sleep(sleep) => {
+                if checked.elapsed() >= STATE_CHECK_INTERVAL {
+                    checked = std::time::Instant::now();
+                    engine.check_stored(Timestamp::now());
+                }
+                engine.reconcile_due(&shutdown).await;
+            }
         }
     }
 

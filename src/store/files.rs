@@ -5,10 +5,12 @@
 //!
 //! Every file is written atomically: a temporary file in the same directory,
 //! `fsync`, `rename` over the target, `fsync` of the directory. Files are
-//! created `0600`, directories `0700`; a state, namespace or policy
-//! directory that already exists with another mode is set to `0700` (it
-//! holds private keys). A new directory's entry is `fsync`ed in its parent
-//! before anything in it is relied on.
+//! created `0600`, directories `0700`. A state, namespace or policy
+//! directory that already exists keeps its mode (the state directory may be
+//! `.` or hold other files), but is refused when another user owns it or
+//! every user may write it ([`StoreError::UnsafeDirectory`]). A new
+//! directory's entry is `fsync`ed in its parent before anything in it is
+//! relied on.
 //!
 //! Five renames are not one atomic step, and SPEC invariant 5 wants the whole
 //! set written as one object, so a save is a small roll-forward transaction:
@@ -84,7 +86,8 @@ pub struct FileStore {
 // === impl FileStore ===
 
 impl FileStore {
-    /// Opens (creating it `0700` if needed) the state directory `root`.
+    /// Opens the state directory `root`: creates it `0700` if needed, and
+    /// refuses an existing one another user owns or every user may write.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         private_dir(&root)?;
@@ -166,15 +169,25 @@ impl PolicyDir {
         &self.inner.dir
     }
 
+    /// Whether a key set is stored here (its `lifecycle.json` exists, or
+    /// an interrupted save is about to install one): a cheap check, without
+    /// the lock, for a set deleted behind the process's back.
+    pub fn holds_a_set(&self) -> bool {
+        let dir = &self.inner.dir;
+        dir.join(layout::LIFECYCLE).exists() || dir.join(COMMIT).exists()
+    }
+
     /// [`KeyStore::load`], blocking the calling thread.
     pub fn load_blocking(&self) -> Result<Loaded<FileVersion>, StoreError> {
         if !self.inner.dir.exists() {
-            return Ok(Loaded::Empty);
+            return Ok(Loaded::Empty { version: None });
         }
         let _lock = self.lock()?;
         self.recover()?;
         Ok(match self.read()? {
-            Ok(Decoded::Empty) => Loaded::Empty,
+            // A directory emptied by hand is no different from a deleted one:
+            // a save expects nothing stored.
+            Ok(Decoded::Empty) => Loaded::Empty { version: None },
             Ok(Decoded::Keys { set, generation }) => Loaded::Keys {
                 set,
                 version: FileVersion(generation),
@@ -379,24 +392,16 @@ pub(crate) fn take_trace() -> Vec<String> {
     TRACE.with(|t| std::mem::take(&mut *t.borrow_mut()))
 }
 
-/// Makes `path` a private directory: creates it (and missing parents)
-/// `0700`, each new entry `fsync`ed in its parent; sets an existing one to
-/// `0700` if it has another mode.
+/// Makes sure `path` is a directory fit to hold private keys: creates it
+/// (and missing parents) `0700`, each new entry `fsync`ed in its parent.
+/// An existing directory is never changed (it may be `.` or a directory
+/// shared with other files): it is refused when another user owns it or
+/// every user may write it (sticky bit or not: another user could create
+/// or swap the namespace and policy directories inside), see
+/// [`check_existing_dir`].
 fn private_dir(path: &Path) -> Result<(), StoreError> {
     match fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            let mode = meta.permissions().mode() & 0o7777;
-            if mode != DIR_MODE {
-                fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
-                    .map_err(StoreError::io("chmod", path))?;
-                tracing::warn!(
-                    path = %path.display(),
-                    was = format!("{mode:o}"),
-                    "set the directory's mode to 700: it holds private keys"
-                );
-            }
-            Ok(())
-        }
+        Ok(meta) if meta.is_dir() => check_existing_dir(path, &meta),
         Ok(_) => Err(StoreError::io("create directory", path)(
             std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
@@ -406,6 +411,31 @@ fn private_dir(path: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_dir(path),
         Err(e) => Err(StoreError::io("stat", path)(e)),
     }
+}
+
+/// Refuses an existing directory another user owns or every user may
+/// write; leaves its mode as it is otherwise (files in it are `0600` and
+/// directories this process creates in it `0700`).
+fn check_existing_dir(path: &Path, meta: &fs::Metadata) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let unsafe_dir = |problem: String| StoreError::UnsafeDirectory {
+        path: path.to_owned(),
+        problem,
+    };
+    let owner = meta.uid();
+    let me = rustix::process::geteuid().as_raw();
+    if owner != me {
+        return Err(unsafe_dir(format!(
+            "is owned by uid {owner}, not by this process's uid {me}: its owner could read or replace the private keys"
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(unsafe_dir(format!(
+            "is writable by every user (mode {mode:o}): another user could create or replace the directories that hold the private keys; use a private directory (for example `mkdir -m 700`)"
+        )));
+    }
+    Ok(())
 }
 
 /// Creates `path` and its missing parents, `0700`, and `fsync`s each new

@@ -28,7 +28,10 @@ use state_dir::{STATE_FILES as FIVE, file_names as names, files as snapshot};
 fn nothing_stored_loads_empty_and_creates_nothing() {
     let (_tmp, store) = store();
     let dir = store.policy("default", "demo").unwrap();
-    assert!(matches!(dir.load_blocking().unwrap(), Loaded::Empty));
+    assert!(matches!(
+        dir.load_blocking().unwrap(),
+        Loaded::Empty { version: None }
+    ));
     assert!(!dir.path().exists());
 }
 
@@ -218,27 +221,110 @@ async fn the_async_store_does_the_same() {
     use crate::store::KeyStore as _;
     let (_tmp, store) = store();
     let dir = store.policy("default", "demo").unwrap();
-    assert!(matches!(dir.load().await.unwrap(), Loaded::Empty));
+    assert!(matches!(
+        dir.load().await.unwrap(),
+        Loaded::Empty { version: None }
+    ));
     let v = dir.save(&one_key_set(), None).await.unwrap();
     assert!(matches!(dir.load().await.unwrap(), Loaded::Keys { version, .. } if version == v));
     assert!(dir.location().ends_with("state/default/demo"));
 }
 
 #[test]
-fn existing_state_namespace_and_policy_directories_are_made_private() {
+fn an_existing_state_directory_keeps_its_mode_and_what_else_it_holds() {
+    // `--state-dir .` or a directory shared with other files: never chmodded.
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("state");
-    let policy_dir = root.join("default").join("demo");
-    fs::create_dir_all(&policy_dir).unwrap();
-    for d in [&root, &root.join("default"), &policy_dir] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    fs::create_dir(&root).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let other = root.join("notes.txt");
+    fs::write(&other, "not ours").unwrap();
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o644)).unwrap();
+
     let store = FileStore::open(&root).unwrap();
-    assert_eq!(mode(&root), 0o700, "the state directory holds private keys");
     let dir = store.policy("default", "demo").unwrap();
     dir.save_blocking(&one_key_set(), None).unwrap();
+    assert_eq!(mode(&root), 0o755, "an existing directory keeps its mode");
+    assert_eq!(mode(&other), 0o644);
+    assert_eq!(fs::read_to_string(&other).unwrap(), "not ours");
+    // What the store creates is private.
     assert_eq!(mode(&root.join("default")), 0o700);
-    assert_eq!(mode(&policy_dir), 0o700);
+    assert_eq!(mode(dir.path()), 0o700);
+    // An existing namespace or policy directory keeps its mode too.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o750)).unwrap();
+    let v = dir
+        .save_blocking(&three_key_set(), Some(&FileVersion(1)))
+        .unwrap();
+    assert_eq!(v, FileVersion(2));
+    assert_eq!(mode(dir.path()), 0o750);
+}
+
+#[test]
+fn a_world_writable_directory_is_refused_with_a_clear_error_naming_it() {
+    for world_writable in [0o777, 0o1777, 0o757] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(world_writable)).unwrap();
+        let e = FileStore::open(&root).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, StoreError::UnsafeDirectory { .. }), "{e:?}");
+        assert!(text.starts_with(&root.display().to_string()), "{text}");
+        assert!(text.contains("writable by every user"), "{text}");
+        assert_eq!(e.reason(), "StateDirectoryUnsafe");
+        assert!(!e.is_transient());
+        let now = fs::metadata(&root).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(now, world_writable, "the directory is left as it was");
+    }
+
+    // A namespace directory that turned world-writable: the save is refused.
+    let (_tmp, store) = store();
+    let dir = store.policy("default", "demo").unwrap();
+    dir.save_blocking(&one_key_set(), None).unwrap();
+    let ns = store.root().join("default");
+    fs::set_permissions(&ns, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = dir
+        .save_blocking(&three_key_set(), Some(&FileVersion(1)))
+        .unwrap_err();
+    assert!(e.to_string().starts_with(&ns.display().to_string()), "{e}");
+    assert_eq!(mode(&ns), 0o777);
+}
+
+/// The uid of `nobody`, which owns the directories of another user here.
+const NOBODY: u32 = 65534;
+
+#[test]
+fn a_directory_owned_by_another_user_is_refused_with_a_clear_error_naming_it() {
+    // The tests run as root, so they can give a directory away.
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "this test needs root to chown"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("state");
+    fs::create_dir(&root).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&root, Some(NOBODY), Some(NOBODY)).unwrap();
+    let e = FileStore::open(&root).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, StoreError::UnsafeDirectory { .. }), "{e:?}");
+    assert!(text.starts_with(&root.display().to_string()), "{text}");
+    assert!(text.contains("owned by uid 65534"), "{text}");
+
+    // A policy directory someone else slipped in first.
+    let (_tmp, store) = store();
+    let policy_dir = store.root().join("default").join("demo");
+    fs::create_dir_all(&policy_dir).unwrap();
+    std::os::unix::fs::chown(&policy_dir, Some(NOBODY), None).unwrap();
+    let dir = store.policy("default", "demo").unwrap();
+    let e = dir.save_blocking(&one_key_set(), None).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&policy_dir.display().to_string()),
+        "{e}"
+    );
+    assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+    assert!(names(&policy_dir).is_empty(), "nothing written into it");
 }
 
 /// Position of the first trace line equal to `line`.

@@ -32,9 +32,17 @@ use crate::keys::material::SigningKey;
 /// What a store holds for a policy.
 #[derive(Debug)]
 pub enum Loaded<V> {
-    /// Nothing yet: the planner starts from an empty set. Save with
-    /// `expected = None`.
-    Empty,
+    /// No key set: nothing was ever stored, or what was stored is gone (the
+    /// Secret or directory deleted, or emptied of its data keys by hand).
+    /// Both are the same case: the engine writes back the set it still holds
+    /// for the policy (SPEC invariant 10), or starts from an empty set.
+    Empty {
+        /// `None` when no object is stored at all; the version of the
+        /// emptied object otherwise (a Secret that still exists with other
+        /// data, labels or annotations). Pass to [`KeyStore::save`] as the
+        /// precondition.
+        version: Option<V>,
+    },
     /// A key set this operator wrote, at `version`.
     Keys {
         /// The keys and their lifecycle records.
@@ -160,6 +168,15 @@ pub enum StoreError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// A directory that would hold private keys is not private enough (owned
+    /// by another user, or writable by every user); it is left as it is.
+    #[error("{}: {problem}", path.display())]
+    UnsafeDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The store is in use by another process.
     #[error("{location} is in use by another process (lock held)")]
     Locked {
@@ -178,7 +195,8 @@ impl StoreError {
             StoreError::Conflict { .. } | StoreError::Io { .. } | StoreError::Locked { .. } => true,
             StoreError::Unreadable { .. }
             | StoreError::Corrupt { .. }
-            | StoreError::Encode { .. } => false,
+            | StoreError::Encode { .. }
+            | StoreError::UnsafeDirectory { .. } => false,
         }
     }
 
@@ -190,6 +208,7 @@ impl StoreError {
             StoreError::Encode { .. } => "StateInvalid",
             StoreError::Io { .. } => "StateWriteFailed",
             StoreError::Locked { .. } => "StateLocked",
+            StoreError::UnsafeDirectory { .. } => "StateDirectoryUnsafe",
         }
     }
 
@@ -211,7 +230,9 @@ impl Failure for StoreError {
             StoreError::Conflict { .. } => "conflict",
             StoreError::Unreadable { .. } | StoreError::Corrupt { .. } => "parse_key_set",
             StoreError::Encode { .. } => "encode_key_set",
-            StoreError::Io { .. } | StoreError::Locked { .. } => "write_state",
+            StoreError::Io { .. }
+            | StoreError::Locked { .. }
+            | StoreError::UnsafeDirectory { .. } => "write_state",
         }
     }
 
@@ -226,7 +247,9 @@ impl Failure for StoreError {
     fn recheck(&self) -> Option<Duration> {
         matches!(
             self,
-            StoreError::Unreadable { .. } | StoreError::Corrupt { .. }
+            StoreError::Unreadable { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::UnsafeDirectory { .. }
         )
         .then_some(CORRUPT_RECHECK)
     }
