@@ -189,7 +189,10 @@ pub struct KeyRotationPolicySpec {
 
     /// Emergency revocation: keys with these kids are removed from the set at
     /// once (tokens they signed stop verifying). If the active key is
-    /// revoked, a fresh key becomes active immediately.
+    /// revoked, a fresh key becomes active immediately. Every replica also
+    /// leaves these kids out of what it serves (JWKS, ConfigMap, FetchKeys)
+    /// and never signs with them, even while the write that removes them
+    /// from the stored set fails.
     #[serde(
         default,
         rename = "revokedKeyIDs",
@@ -711,6 +714,8 @@ impl KeyRotationPolicy {
             jwks_max_age: spec.jwks_max_age(),
             token_endpoint: self.token_endpoint_enabled(),
             lifecycle: spec.resolve(self.rotation_request()).ok(),
+            revoked: spec.revoked_key_ids.iter().cloned().collect(),
+            stale: None,
         }
     }
 

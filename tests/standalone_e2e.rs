@@ -517,6 +517,66 @@ fn a_corrupt_state_is_never_overwritten() {
     assert_eq!(op.kids("default/a").len(), 1);
 }
 
+/// SPEC invariant 9: a kid the policy file revokes leaves the JWKS and stops
+/// signing at the SIGHUP, although the state cannot be written (its
+/// `lifecycle.json` is damaged, and a damaged state is never overwritten).
+#[test]
+fn a_revocation_the_damaged_state_cannot_record_still_leaves_the_jwks_at_once() {
+    let ws = Workspace::new();
+    let spec = "  algorithm: EdDSA\n  rotationInterval: 1h\n  publishAhead: 10m\n  tokenEndpoint: {enabled: true}\n";
+    ws.write_policy("p.yaml", &manifest("rv", "", spec));
+    let op = Operator::start(&ws.policies(), &ws.state());
+    let p = "default/rv";
+    // A pending key too, so one key is left to serve.
+    let annotation = "jwks.dev/rotate-requested-at: \"2026-12-01T00:00:00Z\"";
+    ws.write_policy("p.yaml", &manifest("rv", annotation, spec));
+    op.reload();
+    let (active, pending) = eventually("a key is pre-published", 5 * SEC, || {
+        let s = op.summary(p);
+        let kids = op.kids(p);
+        (kids.len() == 2).then(|| {
+            (
+                s["activeKeyID"].as_str().unwrap().to_owned(),
+                s["nextKeyID"].as_str().unwrap().to_owned(),
+            )
+        })
+    });
+    assert_eq!(op.mint(p, &json!({})).1, active);
+
+    let dir = ws.policy_state(p);
+    fs::write(dir.join("lifecycle.json"), b"garbage").unwrap();
+    let damaged = files(&dir);
+    let revoke = format!("{spec}  revokedKeyIDs: [{active}]\n");
+    ws.write_policy("p.yaml", &manifest("rv", annotation, &revoke));
+    let revoked_at = Instant::now();
+    op.reload();
+    eventually("the revoked kid leaves the JWKS", 5 * SEC, || {
+        (op.kids(p) == [pending.clone()]).then_some(())
+    });
+    let gone_after = revoked_at.elapsed();
+    let r = http(
+        op.token,
+        "POST",
+        &format!("/{p}/token"),
+        &[("Content-Type", "application/json")],
+        Some(b"{}"),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "key_revoked");
+    assert!(r.json()["message"].as_str().unwrap().contains(&active));
+
+    // The write that would record it failed, and /policies says so.
+    let problem = op.summary(p)["degraded"].clone();
+    assert_eq!(problem["reason"], "StateCorrupt", "{problem}");
+    let message = problem["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("the revocation of {active} is not recorded")),
+        "{message}"
+    );
+    assert_eq!(files(&dir), damaged, "the damaged state is untouched");
+    eprintln!("revoked kid left the JWKS {gone_after:?} after SIGHUP");
+}
+
 /// A bad document is reported (log line with file, document and field; a
 /// degraded entry in /policies) and the others are served.
 #[test]

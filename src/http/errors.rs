@@ -142,6 +142,25 @@ impl ApiError {
         }
     }
 
+    /// 503 `key_revoked`, with `Retry-After`: the policy's active key is
+    /// revoked and its replacement is not stored yet (SPEC invariant 9: a
+    /// revoked key never signs). A server condition, not the client's fault.
+    pub fn key_revoked(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "key_revoked", message)
+        }
+    }
+
+    /// 503 with `code` and `Retry-After`: a server condition the client
+    /// can only wait out.
+    pub fn unavailable(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
     /// 500 `internal`: the server failed (never caused by client input).
     pub fn internal(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -223,6 +223,16 @@ pub fn token(state: &SharedState, view: &PolicyView, body: &[u8]) -> Response {
         Err(e) => return e.into_response(),
     };
     let Some(signer) = side.signer.as_deref() else {
+        if let Some(why) = &side.stale {
+            return ApiError::unavailable("key_set_stale", why.clone()).into_response();
+        }
+        if let Some(kid) = &side.withheld {
+            return ApiError::key_revoked(format!(
+                "the active key {kid} of policy {} is in spec.revokedKeyIDs and no fresh key is active yet; nothing signs until one is",
+                view.policy()
+            ))
+            .into_response();
+        }
         return ApiError::not_ready(format!("policy {} has no active key", view.policy()))
             .into_response();
     };

@@ -2,6 +2,7 @@
 //! adapters tell about it ([`PolicyInfo`]), and its entry in `GET /policies`
 //! ([`PolicySummary`]). No custom resource type here: the adapters convert.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -295,6 +296,13 @@ pub struct PolicyInfo {
     /// The resolved lifecycle parameters, for the next rotation time (`None`
     /// when the spec does not resolve).
     pub lifecycle: Option<lifecycle::Policy>,
+    /// `spec.revokedKeyIDs`, straight from the spec (even one that does not
+    /// resolve): these kids are never served and never sign (SPEC invariant 9).
+    pub revoked: BTreeSet<String>,
+    /// Set by a replica whose copy of the stored set is older than its
+    /// staleness bound ([`crate::engine::staleness`]): why nothing signs.
+    /// The public set is still served.
+    pub stale: Option<String>,
 }
 
 /// Reason of the warning for a policy that both mints tokens on the token

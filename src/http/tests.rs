@@ -1780,3 +1780,87 @@ async fn the_mint_cap_is_the_lower_of_the_spec_and_the_signers_recorded_ttl() {
     assert_eq!(res.status(), 400);
     assert_eq!(body_json(&res)["error"], "ttl_too_long");
 }
+
+/// SPEC invariant 9: the view is built from (policy spec, stored set), so a
+/// kid in `revokedKeyIDs` leaves the JWKS, the discovery document's
+/// algorithms, verification and signing although the stored set, not yet
+/// rewritten, still holds it.
+#[tokio::test]
+async fn a_revoked_kid_is_never_served_and_never_signs_though_the_stored_set_holds_it() {
+    let f = fixture();
+    let active = f.api_keys.active().unwrap().kid().to_owned();
+    let pending = f.api_keys.pending().unwrap().kid().to_owned();
+    let before = mint_via_api(&f, json!({})).await;
+
+    let mut revoked = api_policy();
+    revoked.spec.revoked_key_ids = vec![active.clone()];
+    f.state.upsert(PolicyView::build(
+        &revoked.info(),
+        &f.api_keys,
+        Some(BASE_URL),
+    ));
+
+    let jwks = body_json(&send(&f.jwks, get(API_JWKS)).await);
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [pending.as_str()], "the revoked kid is not served");
+    let res = send(&f.token, post_json(API_TOKEN, "{}")).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(error_code(&res), "key_revoked");
+    assert!(res.headers().contains_key("retry-after"));
+    let message = body_json(&res)["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(&active), "{message}");
+    let res = verify_via_api(&f, &before).await;
+    assert_eq!(res.status(), 401, "a token of the revoked key fails");
+    let summary = f
+        .state
+        .view(&PolicyRef::new("team-a", "api"))
+        .unwrap()
+        .summary()
+        .clone();
+    assert!(!summary.ready);
+    assert_eq!(summary.active_key_id, None);
+    assert_eq!(summary.key_count, 1);
+
+    // Every key revoked: an empty set is served, discovery lists no algorithm.
+    revoked.spec.revoked_key_ids = vec![active, pending];
+    f.state.upsert(PolicyView::build(
+        &revoked.info(),
+        &f.api_keys,
+        Some(BASE_URL),
+    ));
+    let jwks = body_json(&send(&f.jwks, get(API_JWKS)).await);
+    assert_eq!(jwks["keys"], json!([]));
+    let discovery = body_json(&send(&f.jwks, get(API_DISCOVERY)).await);
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        json!([])
+    );
+}
+
+#[test]
+fn a_public_only_view_leaves_revoked_kids_out_too() {
+    let api = api_policy();
+    let keys = plan_at(&api, KeySet::default(), 1, &[0, 50 * 60]);
+    let public: Vec<_> = keys
+        .keys
+        .iter()
+        .map(|k| k.key.verifying_key().clone())
+        .collect();
+    let mut revoked = api.clone();
+    revoked.spec.revoked_key_ids = vec![keys.keys[0].kid().to_owned()];
+    let view = PolicyView::public_only(&revoked.info(), &public, None);
+    let jwks: Value = serde_json::from_slice(view.jwks_bytes()).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [keys.keys[1].kid()]);
+    assert_eq!(view.summary().key_count, 1);
+}

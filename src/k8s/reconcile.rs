@@ -411,7 +411,14 @@ impl Reporter for Reconciler<'_> {
         let Some(cm) = &self.policy.spec.public_config_map else {
             return Ok(());
         };
-        match self.sync_config_map(cm, &layout::public_jwks(keys)).await {
+        // Through the read-side revocation rule: a degraded pass publishes
+        // the set it holds, which may still contain a revoked key.
+        let revoked = self.policy.info().revoked;
+        let served = keys.servable(&revoked);
+        match self
+            .sync_config_map(cm, &layout::public_jwks(&served.keys))
+            .await
+        {
             Err(e) if !e.is_transient() => {
                 let reason = match e {
                     Error::ConfigMapNotOwned { .. } => "ConfigMapNotOwned",
@@ -482,8 +489,23 @@ impl Reporter for Reconciler<'_> {
         Ok(())
     }
 
-    async fn degraded(&mut self, problem: Problem) -> Result<(), Error> {
-        self.stop(problem).await
+    async fn degraded(
+        &mut self,
+        problem: Problem,
+        held: Option<&StoredKeySet>,
+    ) -> Result<(), Error> {
+        self.stop(problem).await?;
+        // The JWKS of every replica drops a revoked kid from the spec alone
+        // (the serving index); the public ConfigMap needs a write of its own
+        // when the Secret's could not record the revocation.
+        let revoked = self.policy.info().revoked;
+        if let Some(held) = held.filter(|h| !h.revoked_kids(&revoked).is_empty()) {
+            self.publish(held).await?;
+            if let Some(p) = self.publish_problem.take() {
+                warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %p.reason, "{}", p.message);
+            }
+        }
+        Ok(())
     }
 
     fn retrying(&mut self, what: &dyn std::fmt::Display, _conflict: bool) {

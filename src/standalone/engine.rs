@@ -408,10 +408,21 @@ impl Reporter for Report<'_> {
         Ok(())
     }
 
-    async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
+    async fn degraded(
+        &mut self,
+        problem: Problem,
+        held: Option<&StoredKeySet>,
+    ) -> Result<(), Self::Error> {
         engine::log::degraded(self.policy, self.problem, &problem, "");
-        let summary = PolicySummary::for_policy(&self.doc.policy.info());
-        self.publish = Publish::Problem(summary, Some(problem));
+        let info = self.doc.policy.info();
+        // The last good set keeps being served, rebuilt for the policy as it
+        // is now: a kid it revokes is withheld although no write recorded it.
+        self.publish = match held.filter(|k| !k.keys.is_empty()) {
+            Some(keys) => Publish::View(
+                PolicyView::build(&info, keys, self.base_url).with_problem(Some(problem)),
+            ),
+            None => Publish::Problem(PolicySummary::for_policy(&info), Some(problem)),
+        };
         Ok(())
     }
 
