@@ -142,6 +142,17 @@ fn keygen(c: &mut Criterion) {
     g.bench_function("RSA-2048", |b| {
         b.iter(|| SigningKey::generate(KeyParams::rsa(Algorithm::RS256, 2048), &mut rng).unwrap())
     });
+    // The alternative RUSTSEC-2023-0071 asked us to weigh (docs/key-material.md):
+    // aws-lc-rs generating the pair itself, from the OS RNG, and exporting the
+    // PKCS#8 we would then have to split into JWK members.
+    g.bench_function("RSA-2048-aws-lc-rs", |b| {
+        b.iter(|| {
+            use aws_lc_rs::encoding::AsDer as _;
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+            let der: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().unwrap();
+            der
+        })
+    });
     g.finish();
 
     if std::env::var_os("JWKS_BENCH_BIG_RSA").is_some() {

@@ -16,7 +16,8 @@
 #             (`objcopy --strip-debug`); the code is the binary's.
 #   --ref     image name (default ghcr.io/jwks-operator/jwks-operator:<version
 #             in Cargo.toml>, the chart's default image)
-#   --out     default target/image/jwks-operator-<version>.oci.tar
+#   --out     default target/image/jwks-operator-<version>.oci.tar; the
+#             CycloneDX SBOM goes beside it, as ...-<version>.cdx.json
 #
 # Then, on a containerd node:  ctr -n k8s.io images import <out>
 # or to a registry:            skopeo copy oci-archive:<out> docker://<registry>/jwks-operator:<tag>
@@ -39,17 +40,27 @@ while (($#)); do
   esac
 done
 
+# Pinned supply-chain tools (SECURITY.md), installed once under ~/.cache.
+CARGO_AUDITABLE_VERSION=0.7.7
+CARGO_CYCLONEDX_VERSION=0.5.9
+target=x86_64-unknown-linux-gnu
+
 if [[ -z $binary ]]; then
-  target=x86_64-unknown-linux-gnu
-  log "cargo build --release --locked --target $target (+crt-static) ..."
+  # cargo auditable embeds the dependency list (Cargo.lock's crates and
+  # versions) in the binary, where Trivy, Grype and `cargo audit bin` read it.
+  auditable=$(bash scripts/install-cargo-tool.sh cargo-auditable "$CARGO_AUDITABLE_VERSION")
+  log "cargo auditable build --release --locked --target $target (+crt-static) ..."
   start=$SECONDS
   # --target keeps the static flag off build scripts and proc macros.
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release --locked --target "$target" --bin jwks-operator >&2
+  PATH="$auditable:$PATH" RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo auditable build --release --locked --target "$target" --bin jwks-operator >&2
   log "built in $((SECONDS - start))s"
   binary=target/$target/release/jwks-operator
 fi
 [[ -x $binary ]] || die "$binary is not an executable"
+if ! objdump -h "$binary" 2>/dev/null | grep -q '[.]dep-v0'; then
+  log "WARNING: $binary carries no dependency list (.dep-v0): build it with \`cargo auditable build\` (scripts/test.sh does) so scanners see its crates"
+fi
 
 rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT
@@ -85,4 +96,15 @@ digest=$(bash scripts/oci-image.sh --rootfs "$rootfs" --ref "$ref" --out "$out" 
   --label org.opencontainers.image.title=jwks-operator \
   --label org.opencontainers.image.version="$version")
 log "$ref ($digest) -> $out ($(du -h "$out" | cut -f1))"
+
+# The CycloneDX SBOM of the binary's crates (normal dependencies for this
+# target, versions from Cargo.lock), beside the tarball: <out minus .oci.tar>.cdx.json.
+cyclonedx=$(bash scripts/install-cargo-tool.sh cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION")
+sbom=${out%.tar}
+sbom=${sbom%.oci}.cdx.json
+sbom_name=jwks-operator-sbom-$$
+"$cyclonedx/cargo-cyclonedx" cyclonedx --format json --target "$target" \
+  --override-filename "$sbom_name" >&2
+mv "$sbom_name.json" "$sbom"
+log "SBOM -> $sbom"
 echo "$out"

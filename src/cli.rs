@@ -79,7 +79,7 @@ pub enum Command {
     /// value; to revoke a key, add its kid to spec.revokedKeyIDs. SIGTERM or
     /// Ctrl-C stops gracefully.
     #[command(verbatim_doc_comment)]
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
 
     /// Check a JWT against a JWK Set (a URL or a file); exit 0 if valid, 1 if not
     ///
@@ -122,17 +122,45 @@ pub enum LogFormat {
 /// Listener and publication flags shared by `run` and `standalone`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address of the JWKS listener (public keys, discovery, /policies,
-    /// /healthz, /readyz, /metrics). Safe to expose.
+    /// Address of the JWKS listener (public keys, discovery, a public
+    /// /policies summary, /healthz, /readyz, /metrics). Safe to expose.
     #[arg(long, default_value = "0.0.0.0:8080", env = "JWKS_ADDR")]
     pub jwks_addr: SocketAddr,
     /// Address of the token listener (test-only mint/verify endpoints). Off
-    /// unless given; never the JWKS port.
+    /// unless given; never the JWKS port. Anywhere but a loopback address it
+    /// needs --token-auth-file and/or --token-client-ca-file.
     #[arg(long, env = "JWKS_TOKEN_ADDR")]
     pub token_addr: Option<SocketAddr>,
-    /// Also serve GET /metrics on this address (for a scrape port).
+    /// A file holding the bearer token every request to the token listener
+    /// must carry (`Authorization: Bearer <token>`; surrounding whitespace
+    /// ignored). Re-read when it changes.
+    #[arg(long, env = "JWKS_TOKEN_AUTH_FILE", value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    /// PEM CA certificates: the token listener requires a client
+    /// certificate signed by one of them (mTLS). Needs --tls-cert-file.
+    /// Re-read with the TLS files.
+    #[arg(
+        long,
+        env = "JWKS_TOKEN_CLIENT_CA_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub token_client_ca_file: Option<PathBuf>,
+    /// Also serve GET /metrics, GET /healthz, GET /readyz and the full GET
+    /// /policies (with problem messages) on this address (for a scrape and
+    /// probe port).
     #[arg(long, env = "JWKS_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve GET /metrics on the JWKS listener too. Set false when
+    /// --metrics-addr is scraped and the JWKS listener is exposed.
+    #[arg(
+        long,
+        env = "JWKS_METRICS_ON_JWKS_LISTENER",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub metrics_on_jwks_listener: bool,
     /// Base URL clients reach the JWKS listener at (e.g.
     /// https://jwks.example.com); used for `jwks_uri` and `status.jwksURI`.
     #[arg(long, env = "JWKS_PUBLIC_BASE_URL")]
@@ -194,7 +222,12 @@ impl ServeArgs {
     pub fn listeners(&self) -> crate::http::ListenerConfig {
         let mut config = crate::http::ListenerConfig::new(self.jwks_addr);
         config.token_addr = self.token_addr;
+        config.token_auth = crate::http::TokenAuth {
+            bearer_token_file: self.token_auth_file.clone(),
+            client_ca_file: self.token_client_ca_file.clone(),
+        };
         config.metrics_addr = self.metrics_addr;
+        config.metrics_on_jwks_listener = self.metrics_on_jwks_listener;
         config.limits = crate::http::Limits {
             header_read_timeout: self.http_header_read_timeout,
             idle_timeout: self.http_idle_timeout,
@@ -202,10 +235,7 @@ impl ServeArgs {
             ..crate::http::Limits::default()
         };
         config.tls = match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => Some(crate::http::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
+            (Some(cert), Some(key)) => Some(crate::http::TlsFiles::new(cert, key)),
             _ => None,
         };
         config
@@ -635,7 +665,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("starting the async runtime: {e}")),
             };
-            match rt.block_on(standalone(args)) {
+            match rt.block_on(standalone(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("{e:#}")),
             }

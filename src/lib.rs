@@ -36,3 +36,4 @@ pub mod signer;
 pub mod standalone;
 pub mod store;
 pub mod verify;
+pub mod yaml;

@@ -14,6 +14,7 @@
 //! | `pending_activation_timestamp_seconds` | gauge | `namespace`, `name` | unix time the Pending key is due to become active (absent when no key is pending) |
 //! | `revoked_key_exposure_timestamp_seconds` | gauge | `namespace`, `name` | unix time until which a verifier that cached the set before the last revocation may still trust the revoked key: revocation time + `verifierRefreshInterval`, or + the served `max-age` (absent before the first revocation) |
 //! | `policy_degraded` | gauge | `namespace`, `name` | 1 while the policy has a problem (`Degraded`), else 0 |
+//! | `key_set_stale` | gauge | `namespace`, `name` | 1 while this replica's watch of the policy's Secret has failed for longer than its staleness bound (`clockSkew + --propagation-grace`) and its token endpoint does not sign, else 0 |
 //! | `key_generation_seconds` | histogram | `alg` | time to generate one key |
 //! | `key_generation_failures_total` | counter | `alg` | key generations that failed |
 //! | `reconcile_errors_total` | counter | `namespace`, `name`, `kind` | failed reconciles / engine runs, by error kind |
@@ -464,6 +465,7 @@ pub struct Metrics {
     pending_activation: Family<PolicyLabels, Gauge>,
     revoked_key_exposure: Family<PolicyLabels, Gauge>,
     degraded: Family<PolicyLabels, Gauge>,
+    stale: Family<PolicyLabels, Gauge>,
     key_generation: Family<AlgLabels, Histogram>,
     key_generation_failures: Family<AlgLabels, Counter>,
     not_ready: Family<PolicyLabels, Counter>,
@@ -542,6 +544,12 @@ impl Metrics {
             "policy_degraded",
             "1 while the policy is Degraded (the last good key set keeps being served), else 0",
             degraded.clone(),
+        );
+        let stale = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "key_set_stale",
+            "1 while this replica's watch of the policy's Secret has failed for longer than its staleness bound and its token endpoint does not sign, else 0",
+            stale.clone(),
         );
         let key_generation = Family::<AlgLabels, Histogram>::new_with_constructor(
             key_generation_histogram as fn() -> Histogram,
@@ -644,6 +652,7 @@ impl Metrics {
             pending_activation,
             revoked_key_exposure,
             degraded,
+            stale,
             key_generation,
             key_generation_failures,
             not_ready,
@@ -823,6 +832,13 @@ impl Metrics {
         let _ = self.not_ready.get_or_create(&labels);
     }
 
+    /// Sets the `key_set_stale` gauge of a served policy.
+    pub fn set_stale(&self, policy: &PolicyRef, stale: bool) {
+        self.stale
+            .get_or_create(&policy_labels(policy))
+            .set(i64::from(stale));
+    }
+
     /// Drops every series of a policy that is no longer served.
     pub fn forget(&self, policy: &PolicyRef) {
         for state in KEY_STATES {
@@ -853,6 +869,7 @@ impl Metrics {
         self.not_ready.remove(&labels);
         self.revoked_key_exposure.remove(&labels);
         self.degraded.remove(&labels);
+        self.stale.remove(&labels);
         let kinds = self
             .error_kinds
             .lock()

@@ -29,6 +29,9 @@ pub const CONFIGMAP_NOT_OWNED: &str = "ConfigMapNotOwned";
 pub const CONFIGMAP_WRITE_FAILED: &str = "ConfigMapWriteFailed";
 /// `Ready` is False because no key set has been written yet.
 pub const NO_KEY_SET: &str = "NoKeySet";
+/// A replica's (or a follower signer's) view of the key set is older than
+/// its staleness bound; it does not sign until it reads the set again.
+pub const KEY_SET_STALE: &str = "KeySetStale";
 /// A rotation is due but the set already holds `maxKeys` keys.
 pub const MAX_KEYS_REACHED: &str = "MaxKeysReached";
 /// The stored key set parses but breaks a lifecycle rule.
@@ -58,6 +61,7 @@ pub const KUBERNETES: &[&str] = &[
     CONFIGMAP_WRITE_FAILED,
     SECRET_NOT_OWNED,
     NO_KEY_SET,
+    KEY_SET_STALE,
     MAX_KEYS_REACHED,
     STATE_INCONSISTENT,
     KEY_GENERATION_FAILED,
@@ -73,6 +77,7 @@ pub const STANDALONE: &[&str] = &[
     STATE_WRITE_FAILED,
     STATE_LOCKED,
     STATE_DIRECTORY_UNSAFE,
+    KEY_SET_STALE,
     MAX_KEYS_REACHED,
     STATE_INCONSISTENT,
     KEY_GENERATION_FAILED,

@@ -141,7 +141,7 @@ fn rules(node: &Value, path: &str, out: &mut String) {
 }
 
 fn generate() -> String {
-    let crd: Value = serde_yaml::from_str(&jwks_operator::api::crd_yaml()).unwrap();
+    let crd: Value = jwks_operator::yaml::from_str(&jwks_operator::api::crd_yaml()).unwrap();
     let version = &crd["spec"]["versions"][0];
     let schema = &version["schema"]["openAPIV3Schema"];
     let mut out = String::from(

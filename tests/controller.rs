@@ -204,6 +204,39 @@ async fn a_policy_becomes_a_ready_secret_served_over_http_with_the_charts_permis
     // Events and `kubectl get krp`.
     let reasons = env.event_reasons("api").await;
     assert!(reasons.contains("KeyCreated"), "{reasons:?}");
+
+    // An issuer that mints on the token listener: a condition of its own
+    // (Ready and Degraded untouched) and a Warning Event.
+    let warning = p
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TokenEndpointOnIssuer")
+        .expect("the TokenEndpointOnIssuer condition")
+        .clone();
+    assert_eq!(
+        (warning.status.as_str(), warning.reason.as_str()),
+        ("True", "TokenEndpointOnIssuer")
+    );
+    assert!(
+        warning.message.contains("https://issuer.test"),
+        "{}",
+        warning.message
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reasons = env.event_reasons("api").await;
+        if reasons.contains("TokenEndpointOnIssuer") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TokenEndpointOnIssuer Event: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let out = std::process::Command::new(env.cp.bin.join("kubectl"))
         .arg(format!("--kubeconfig={}", env.cp.kubeconfig.display()))
         .args(["get", "krp", "-n", &env.ns])

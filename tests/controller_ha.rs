@@ -422,3 +422,213 @@ async fn a_leader_whose_renewals_fail_stops_writing_before_its_lease_runs_out() 
         "writing did not resume once renewals succeeded again"
     );
 }
+
+/// The Degraded condition of `name` once its reason is `reason`, within
+/// `limit`: its message.
+async fn degraded_with(env: &Env, name: &str, reason: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let p = env.policies().get(name).await.unwrap();
+        if let Some(c) = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+            && c.status == "True"
+            && c.reason == reason
+        {
+            return c.message.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not Degraded/{reason} within {limit:?}: {:?}",
+            p.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SPEC invariant 9: revocation is also a read-side rule. An admission
+/// policy refuses every update of the key Secret, so the write that would
+/// record the revocation fails; the revoked kid still leaves the JWKS of
+/// both replicas (the follower too) within a reconcile, the token endpoint
+/// refuses to sign with it, the public ConfigMap drops it, and Degraded
+/// names the failed write and the revocation it did not record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_whose_secret_write_is_refused_still_leaves_every_replica_at_once() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{DeleteParams, PostParams};
+
+    let env = env("ha-revoke").await;
+    env.create(
+        "rv",
+        json!({"algorithm": "ES256", "publicConfigMap": "rv-public", "tokenEndpoint": {"enabled": true}}),
+    )
+    .await;
+    let a = env.operator(&as_strs(&env.leader_args("replica-a")));
+    let b = env.operator(&as_strs(&env.leader_args("replica-b")));
+    let path = format!("/{}/rv/.well-known/jwks.json", env.ns);
+    let token_path = format!("/{}/rv/token", env.ns);
+    let cms: Api<ConfigMap> = Api::namespaced(env.admin.clone(), &env.ns);
+    let public_kids = |cm: &ConfigMap| {
+        kids(
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get("jwks.json"))
+                .map_or("", String::as_str),
+        )
+    };
+
+    // Both replicas serve the first key and sign with it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kid = loop {
+        let (ka, kb) = (kids(&a.get(&path).1), kids(&b.get(&path).1));
+        if ka.len() == 1 && ka == kb {
+            break ka[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not served by both: {ka:?} {kb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for op in [&a, &b] {
+        let (status, body) = op.post_token(&token_path, &json!({}));
+        assert_eq!((status, body["kid"].as_str()), (200, Some(kid.as_str())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cms
+        .get_opt("rv-public")
+        .await
+        .unwrap()
+        .is_none_or(|cm| public_kids(&cm) != [kid.clone()])
+    {
+        assert!(Instant::now() < deadline, "the ConfigMap was not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // From now on no update of the policy's Secret is admitted.
+    let name = format!("refuse-{}", env.ns);
+    let vap: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["secrets"],
+            }]},
+            "validations": [{
+                "expression": "!has(object.metadata.labels) || !('jwks.dev/policy' in object.metadata.labels) || object.metadata.labels['jwks.dev/policy'] != 'rv'",
+                "message": "the key Secret of rv is frozen",
+            }],
+        },
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}},
+        },
+    }))
+    .unwrap();
+    let vaps: Api<ValidatingAdmissionPolicy> = Api::all(env.admin.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(env.admin.clone());
+    vaps.create(&PostParams::default(), &vap).await.unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // In force once it refuses a (dry-run) update of the Secret.
+    let touch = json!({"metadata": {"annotations": {"probe": "1"}}});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match env
+            .secrets()
+            .patch(
+                "rv-jwks",
+                &PatchParams::default().dry_run(),
+                &Patch::Merge(&touch),
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.contains("frozen") => break,
+            Ok(_) => {}
+            Err(e) => panic!("probe: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the admission policy never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let revoke = json!({"spec": {"revokedKeyIDs": [kid]}});
+    env.policies()
+        .patch("rv", &PatchParams::default(), &Patch::Merge(&revoke))
+        .await
+        .unwrap();
+    let revoked_at = Instant::now();
+
+    // Every replica stops serving the kid within a reconcile, and refuses
+    // to sign with it.
+    let deadline = revoked_at + Duration::from_secs(5);
+    loop {
+        let (ka, kb) = (kids(&a.get(&path).1), kids(&b.get(&path).1));
+        if !ka.contains(&kid) && !kb.contains(&kid) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revoked kid is still served 5s later: {ka:?} {kb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone_after = revoked_at.elapsed();
+    for op in [&a, &b] {
+        let (status, body) = op.post_token(&token_path, &json!({}));
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "key_revoked", "{body}");
+        assert!(body["message"].as_str().unwrap().contains(&kid), "{body}");
+    }
+
+    // The write that would record it failed, and says so.
+    let message = degraded_with(&env, "rv", "SecretWriteFailed", Duration::from_secs(15)).await;
+    assert!(message.contains("frozen"), "{message}");
+    assert!(
+        message.contains(&format!("the revocation of {kid} is not recorded")),
+        "{message}"
+    );
+    let secret = env.secret_opt("rv-jwks").await.unwrap();
+    assert!(
+        lifecycle(&secret).iter().any(|(k, _)| *k == kid),
+        "the Secret still holds the kid: its write really failed"
+    );
+    // The public ConfigMap (written, not refused) drops it too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while public_kids(&cms.get("rv-public").await.unwrap()).contains(&kid) {
+        assert!(Instant::now() < deadline, "the ConfigMap still lists {kid}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Once the Secret may be written again, a fresh key signs.
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    vaps.delete(&name, &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, body) = a.post_token(&token_path, &json!({}));
+        if status == 200 {
+            assert_ne!(body["kid"].as_str(), Some(kid.as_str()));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fresh key signs: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("revoked kid left both replicas {gone_after:?} after the spec change");
+}

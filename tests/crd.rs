@@ -52,7 +52,7 @@ fn walk<'a>(
 
 #[test]
 fn schema_is_structural_and_every_field_is_documented() {
-    let crd: serde_json::Value = serde_yaml::from_str(COMMITTED).unwrap();
+    let crd: serde_json::Value = jwks_operator::yaml::from_str(COMMITTED).unwrap();
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     let mut nodes = Vec::new();
     walk("".into(), schema, &mut nodes);

@@ -41,20 +41,14 @@ const NS: &str = "jwks-system";
 /// events (in each watched namespace): `(apiGroup, resource[/subresource], verbs)`.
 const OPERATOR_RULES: &[(&str, &str, &[&str])] = &[
     ("jwks.dev", "keyrotationpolicies", &["get", "list", "watch"]),
-    (
-        "jwks.dev",
-        "keyrotationpolicies/status",
-        &["get", "update", "patch"],
-    ),
-    (
-        "",
-        "secrets",
-        &["get", "list", "watch", "create", "update", "patch"],
-    ),
+    // Server-side apply of the status (`patch_status`); never read back.
+    ("jwks.dev", "keyrotationpolicies/status", &["patch"]),
+    // Whole-object writes with a resourceVersion precondition (`replace`).
+    ("", "secrets", &["get", "list", "watch", "create", "update"]),
     (
         "",
         "configmaps",
-        &["get", "list", "watch", "create", "update", "patch"],
+        &["get", "list", "watch", "create", "update"],
     ),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("", "events", &["create", "patch"]),
@@ -213,9 +207,10 @@ fn chart_crd_is_a_copy_of_the_generated_crd() {
 
 #[test]
 fn chart_app_version_is_the_crate_version() {
-    let chart: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
-            .unwrap();
+    let chart: Value = jwks_operator::yaml::from_str(
+        &std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(chart["apiVersion"], "v2");
     assert_eq!(chart["name"], "jwks-operator");
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
@@ -254,6 +249,7 @@ fn combinations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             vec![
                 ("tokenListener.enabled", "true"),
                 ("tokenListener.service.enabled", "true"),
+                ("tokenListener.auth.bearerTokenSecret.name", "minters"),
             ],
         ),
         (
@@ -261,9 +257,14 @@ fn combinations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             vec![
                 ("networkPolicy.enabled", "true"),
                 ("tokenListener.enabled", "true"),
+                ("tokenListener.auth.bearerTokenSecret.name", "minters"),
                 (
                     "networkPolicy.jwksFrom[0].namespaceSelector.matchLabels.team",
                     "a",
+                ),
+                (
+                    "networkPolicy.tokenFrom[0].podSelector.matchLabels.role",
+                    "test-client",
                 ),
                 (
                     "networkPolicy.metricsFrom[0].podSelector.matchLabels.app",
@@ -474,6 +475,7 @@ fn default_values_render_a_least_privilege_highly_available_operator() {
             "run",
             "--jwks-addr=0.0.0.0:8080",
             "--metrics-addr=0.0.0.0:9090",
+            "--metrics-on-jwks-listener=false",
             "--leader-elect",
             "--leader-elect-lease-name=jwks-operator-leader",
             "--public-base-url=http://jwks-operator.jwks-system.svc:8080",
@@ -503,14 +505,17 @@ fn default_values_render_a_least_privilege_highly_available_operator() {
         json!({"preStop": {"sleep": {"seconds": 5}}}),
         "a stopping pod keeps serving while the endpoints drop it"
     );
+    // Probes on the metrics port, whose connection cap JWKS clients do not share.
     assert_eq!(
         c["livenessProbe"]["httpGet"],
-        json!({"path": "/healthz", "port": "jwks"})
+        json!({"path": "/healthz", "port": "metrics"})
     );
     assert_eq!(
         c["readinessProbe"]["httpGet"],
-        json!({"path": "/readyz", "port": "jwks"})
+        json!({"path": "/readyz", "port": "metrics"})
     );
+    // /metrics only on the metrics port.
+    assert!(args(&objects).contains(&"--metrics-on-jwks-listener=false".to_owned()));
     assert!(c["resources"]["requests"]["cpu"].is_string());
     assert!(c["resources"]["limits"]["memory"].is_string());
 
@@ -607,7 +612,8 @@ fn default_values_render_a_least_privilege_highly_available_operator() {
     meta.remove("labels");
     meta.remove("annotations");
     let generated: Value =
-        serde_yaml::from_str(include_str!("../crds/keyrotationpolicies.jwks.dev.yaml")).unwrap();
+        jwks_operator::yaml::from_str(include_str!("../crds/keyrotationpolicies.jwks.dev.yaml"))
+            .unwrap();
     assert!(stripped == generated, "the rendered CRD differs from crds/");
     // Verbatim, not merely equivalent: the whole spec is the generated text.
     let generated_text = include_str!("../crds/keyrotationpolicies.jwks.dev.yaml");
@@ -700,7 +706,14 @@ fn one_replica_without_leader_election_has_no_lease_rbac_and_no_pdb() {
 
 #[test]
 fn token_listener_is_never_on_the_jwks_service() {
-    let objects = render(RELEASE, NS, &[("tokenListener.enabled", "true")]);
+    let objects = render(
+        RELEASE,
+        NS,
+        &[
+            ("tokenListener.enabled", "true"),
+            ("tokenListener.auth.bearerTokenSecret.name", "minters"),
+        ],
+    );
     assert!(args(&objects).contains(&"--token-addr=0.0.0.0:8081".to_owned()));
     let c = container(&objects);
     assert_eq!(port_names(&c["ports"]), ["jwks", "metrics", "token"]);
@@ -716,6 +729,7 @@ fn token_listener_is_never_on_the_jwks_service() {
         &[
             ("tokenListener.enabled", "true"),
             ("tokenListener.service.enabled", "true"),
+            ("tokenListener.auth.bearerTokenSecret.name", "minters"),
         ],
     );
     let jwks = named(&objects, "Service", RELEASE).unwrap();
@@ -730,6 +744,76 @@ fn token_listener_is_never_on_the_jwks_service() {
     let objects = render(RELEASE, NS, &[]);
     assert!(!args(&objects).iter().any(|a| a.starts_with("--token-addr")));
     assert!(!port_names(&container(&objects)["ports"]).contains(&"token".to_owned()));
+}
+
+/// The token listener's credential comes from Secrets mounted into the pod:
+/// a bearer token file and/or the CA of client certificates (with TLS).
+#[test]
+fn token_listener_gets_its_credentials_from_mounted_secrets() {
+    let objects = render(
+        RELEASE,
+        NS,
+        &[
+            ("tokenListener.enabled", "true"),
+            ("tokenListener.auth.bearerTokenSecret.name", "minters"),
+        ],
+    );
+    assert!(
+        args(&objects)
+            .contains(&"--token-auth-file=/etc/jwks-operator/token-auth/token".to_owned())
+    );
+    assert!(
+        !args(&objects)
+            .iter()
+            .any(|a| a.starts_with("--token-client-ca-file"))
+    );
+    let c = container(&objects);
+    assert_eq!(
+        c["volumeMounts"],
+        json!([{"name": "token-auth", "mountPath": "/etc/jwks-operator/token-auth", "readOnly": true}])
+    );
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "token-auth", "secret": {"secretName": "minters"}}])
+    );
+
+    let objects = render(
+        RELEASE,
+        NS,
+        &[
+            ("tls.enabled", "true"),
+            ("tls.secretName", "jwks-serving"),
+            ("tokenListener.enabled", "true"),
+            ("tokenListener.auth.clientCASecret.name", "client-ca"),
+            ("tokenListener.auth.clientCASecret.key", "ca.pem"),
+        ],
+    );
+    assert!(
+        args(&objects).contains(
+            &"--token-client-ca-file=/etc/jwks-operator/token-client-ca/ca.pem".to_owned()
+        )
+    );
+    assert!(
+        !args(&objects)
+            .iter()
+            .any(|a| a.starts_with("--token-auth-file"))
+    );
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([
+            {"name": "tls", "secret": {"secretName": "jwks-serving"}},
+            {"name": "token-client-ca", "secret": {"secretName": "client-ca"}},
+        ])
+    );
+    // Named but the listener off: nothing mounted.
+    let objects = render(
+        RELEASE,
+        NS,
+        &[("tokenListener.auth.bearerTokenSecret.name", "minters")],
+    );
+    assert!(container(&objects).get("volumeMounts").is_none());
 }
 
 #[test]
@@ -796,21 +880,42 @@ fn network_policy_admits_only_the_operators_ports() {
             {"ports": [{"port": "metrics", "protocol": "TCP"}]},
         ])
     );
-    // With the token listener on, its port gets a rule too.
-    let objects = render(
-        RELEASE,
-        NS,
-        &[
-            ("networkPolicy.enabled", "true"),
-            ("tokenListener.enabled", "true"),
-        ],
+    // With the token listener on and no tokenFrom, its port gets no rule:
+    // nobody may reach it (an ingress rule without `from` admits everyone).
+    let token_on = [
+        ("networkPolicy.enabled", "true"),
+        ("tokenListener.enabled", "true"),
+        ("tokenListener.auth.bearerTokenSecret.name", "minters"),
+    ];
+    let objects = render(RELEASE, NS, &token_on);
+    let ingress = one(&objects, "NetworkPolicy")["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert!(
+        ingress
+            .iter()
+            .all(|rule| rule["ports"][0]["port"] != "token"),
+        "{ingress:?}"
     );
+    // Listed peers, and only they, reach it.
+    let mut listed = token_on.to_vec();
+    listed.push((
+        "networkPolicy.tokenFrom[0].podSelector.matchLabels.role",
+        "test-client",
+    ));
+    let objects = render(RELEASE, NS, &listed);
     let ingress = one(&objects, "NetworkPolicy")["spec"]["ingress"]
         .as_array()
         .unwrap()
         .clone();
     assert_eq!(ingress.len(), 3);
-    assert_eq!(ingress[2]["ports"][0]["port"], "token");
+    assert_eq!(
+        ingress[2],
+        json!({"ports": [{"port": "token", "protocol": "TCP"}],
+               "from": [{"podSelector": {"matchLabels": {"role": "test-client"}}}]})
+    );
     assert!(all(&render(RELEASE, NS, &[]), "NetworkPolicy").is_empty());
 }
 
@@ -976,7 +1081,7 @@ fn tls_serves_https_everywhere_from_a_mounted_secret_or_a_cert_manager_certifica
         );
         for probe in ["livenessProbe", "readinessProbe"] {
             assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
-            assert_eq!(c[probe]["httpGet"]["port"], "jwks", "{probe}");
+            assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
         }
         let service = named(&objects, "Service", RELEASE).unwrap();
         assert_eq!(
@@ -1093,6 +1198,17 @@ fn wrong_values_fail_with_a_message_naming_them() {
             "tokenListener.service.enabled requires tokenListener.enabled",
         ),
         (
+            &[("tokenListener.enabled", "true")],
+            "tokenListener.enabled needs a client credential",
+        ),
+        (
+            &[
+                ("tokenListener.enabled", "true"),
+                ("tokenListener.auth.clientCASecret.name", "client-ca"),
+            ],
+            "tokenListener.auth.clientCASecret needs tls.enabled",
+        ),
+        (
             &[("tls.enabled", "true")],
             "tls.enabled needs a certificate: set tls.secretName",
         ),
@@ -1191,7 +1307,7 @@ async fn label_namespace(client: &Client, ns: &str, labels: Value) {
 async fn install_prometheus_operator_crds(client: &Client) {
     for plural in ["servicemonitors", "prometheusrules"] {
         let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&support::prometheus::crd_yaml(plural)).unwrap();
+            jwks_operator::yaml::from_str(&support::prometheus::crd_yaml(plural)).unwrap();
         apply_crd(client, &crd).await;
     }
 }
@@ -1214,7 +1330,7 @@ async fn install_cert_manager_crds(client: &Client) {
         "cert-manager.io_issuers.yaml",
     ] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let crd: CustomResourceDefinition = jwks_operator::yaml::from_str(&text).unwrap();
         apply_crd(client, &crd).await;
     }
 }
@@ -1380,7 +1496,7 @@ async fn the_example_policy_is_accepted() {
     cp.install_crd(&admin).await;
     let ns = cp.namespace(&admin, "chart-example").await;
     let policy: KeyRotationPolicy =
-        serde_yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
+        jwks_operator::yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
     let created = Api::<KeyRotationPolicy>::namespaced(admin, &ns)
         .create(&PostParams::default(), &policy)
         .await
@@ -1466,7 +1582,7 @@ async fn helm_install_upgrade_and_uninstall_behave_as_documented() {
 
     // What the operator would have made: a policy and its key Secret.
     let policy: KeyRotationPolicy =
-        serde_yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
+        jwks_operator::yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
     let policy = Api::<KeyRotationPolicy>::namespaced(admin.clone(), &ns)
         .create(&PostParams::default(), &policy)
         .await
@@ -1898,7 +2014,7 @@ async fn operator_as_the_chart_runs_it_makes_a_policy_ready(namespaced: bool) {
     let mut operator = KillOnDrop(child);
 
     let policy: KeyRotationPolicy =
-        serde_yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
+        jwks_operator::yaml::from_str(include_str!("../examples/keyrotationpolicy.yaml")).unwrap();
     let policies: Api<KeyRotationPolicy> = Api::namespaced(admin.clone(), &apps);
     policies
         .create(&PostParams::default(), &policy)
@@ -1935,14 +2051,37 @@ async fn operator_as_the_chart_runs_it_makes_a_policy_ready(namespaced: bool) {
         .await
         .expect("the key Secret exists");
     assert!(secret.data.unwrap().contains_key("jwks.json"));
-    let (status, body) = http_get(&jwks, &format!("/{apps}/my-app/.well-known/jwks.json"))
-        .await
-        .expect("the JWKS listener answers");
-    assert_eq!(status, 200, "{body}");
+    // Ready may come from the other test's cluster-wide operator (same test
+    // binary) before this one's watch has the Secret: wait for it to serve.
+    let path = format!("/{apps}/my-app/.well-known/jwks.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = http_get(&jwks, &path)
+            .await
+            .expect("the JWKS listener answers");
+        if status == 200 {
+            break body;
+        }
+        assert!(
+            status == 503 && Instant::now() < deadline,
+            "{status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let set: Value = serde_json::from_str(&body).unwrap();
     assert!(!set["keys"].as_array().unwrap().is_empty());
-    assert_eq!(http_get(&jwks, "/readyz").await.unwrap().0, 200);
+    // The probes' paths on the port the chart's probes use.
+    assert_eq!(http_get(&metrics, "/readyz").await.unwrap().0, 200);
+    assert_eq!(http_get(&metrics, "/healthz").await.unwrap().0, 200);
     assert_eq!(http_get(&metrics, "/metrics").await.unwrap().0, 200);
+    // Metrics and the full /policies stay off the exposed JWKS port.
+    assert_eq!(http_get(&jwks, "/metrics").await.unwrap().0, 404);
+    let (status, public) = http_get(&jwks, "/policies").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(!public.contains("tokenEndpoint"), "{public}");
+    let (status, full) = http_get(&metrics, "/policies").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(full.contains("tokenEndpoint"), "{full}");
     // Leader election used the chart's Lease, in the release namespace. Wait
     // for its holder: the cluster-wide test's operator, in this same test
     // binary, watches every namespace and may have made this policy Ready

@@ -282,3 +282,82 @@ fn the_image_build_is_reproducible() {
     };
     assert_eq!(build("a.tar"), build("b.tar"));
 }
+
+/// `name`'s version as `Cargo.lock` pins it (the one entry of that name).
+fn locked_version(name: &str) -> String {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap();
+    let mut versions = lock
+        .split("[[package]]")
+        .filter(|p| p.contains(&format!("\nname = \"{name}\"\n")))
+        .filter_map(|p| {
+            p.lines()
+                .find_map(|l| l.strip_prefix("version = \""))
+                .map(|v| v.trim_end_matches('"').to_owned())
+        });
+    let version = versions
+        .next()
+        .unwrap_or_else(|| panic!("{name} is not in Cargo.lock"));
+    assert!(
+        versions.next().is_none(),
+        "{name} is locked at more than one version"
+    );
+    version
+}
+
+/// What scanners read (SECURITY.md): the CycloneDX SBOM that
+/// `scripts/build-image.sh` writes beside the tarball, and the dependency list
+/// `cargo auditable` embeds in the binary, both name the crates that matter
+/// at the versions Cargo.lock pins.
+#[test]
+fn the_sbom_and_the_binary_name_their_crates_at_the_locked_versions() {
+    let image = build_and_unpack();
+    let wanted: Vec<(&str, String)> = ["kube", "kube-client", "aws-lc-rs", "rustls"]
+        .into_iter()
+        .map(|c| (c, locked_version(c)))
+        .collect();
+
+    let sbom = read_json(&image.dir.join("image.cdx.json"));
+    assert_eq!(sbom["bomFormat"], "CycloneDX");
+    let components = sbom["components"].as_array().expect("SBOM components");
+    let in_sbom = |name: &str| -> Vec<String> {
+        components
+            .iter()
+            .filter(|c| c["name"] == name)
+            .filter_map(|c| c["version"].as_str().map(str::to_owned))
+            .collect()
+    };
+    for (name, version) in &wanted {
+        assert_eq!(in_sbom(name), vec![version.clone()], "{name} in the SBOM");
+    }
+    assert!(
+        in_sbom("jsonwebtoken").is_empty() && in_sbom("proptest").is_empty(),
+        "the SBOM lists what ships, not the test-only crates"
+    );
+
+    // The packed binary (the tested one, debug sections stripped).
+    let binary = image.rootfs.join("jwks-operator");
+    match auditable_info::audit_info_from_file(&binary, Default::default()) {
+        Ok(info) => {
+            for (name, version) in &wanted {
+                let found: Vec<String> = info
+                    .packages
+                    .iter()
+                    .filter(|p| p.name == *name)
+                    .map(|p| p.version.to_string())
+                    .collect();
+                assert_eq!(found, vec![version.clone()], "{name} in the binary's list");
+            }
+        }
+        // scripts/test.sh (and so CI) builds the tests with `cargo auditable`
+        // and sets JWKS_REQUIRE_AUDITABLE; a plain `cargo test` has no list
+        // to check (README "Run the tests").
+        Err(e) if std::env::var_os("JWKS_REQUIRE_AUDITABLE").is_none() => {
+            eprintln!(
+                "skipped: the test binary was not built by `cargo auditable` ({e}); \
+                 bash scripts/test.sh builds it so"
+            );
+        }
+        Err(e) => panic!("the binary carries no dependency list: {e}"),
+    }
+    std::fs::remove_dir_all(&image.dir).unwrap();
+}

@@ -499,7 +499,7 @@ async fn kube_apiserver_authenticates_tokens_of_an_issuer_served_over_tls_by_the
         .unwrap();
     let id = support::operator::chart_identity(cp, &admin, RUN_NS, RUN_NS, &[]).await;
     let policy: jwks_operator::api::KeyRotationPolicy =
-        serde_yaml::from_str(&policy_manifest(RUN_NS, "apiauth", &run.url(), "")).unwrap();
+        jwks_operator::yaml::from_str(&policy_manifest(RUN_NS, "apiauth", &run.url(), "")).unwrap();
     let run_policies: Api<jwks_operator::api::KeyRotationPolicy> =
         Api::namespaced(admin.clone(), RUN_NS);
     run_policies

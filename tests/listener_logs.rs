@@ -158,10 +158,7 @@ async fn a_refused_tls_reload_is_a_warning_naming_the_file_and_a_good_one_is_log
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-    };
+    let files = TlsFiles::new(dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let (cert, key) = leaf(&issuer);
     std::fs::write(&files.cert, &cert).unwrap();
     std::fs::write(&files.key, &key).unwrap();

@@ -69,7 +69,7 @@ fn rules_of(rule: &Value) -> Vec<Value> {
 fn write_rule_file(dir: &Path, rule: &Value) -> PathBuf {
     let path = dir.join("rules.yaml");
     let groups = serde_json::json!({"groups": rule["spec"]["groups"]});
-    std::fs::write(&path, serde_yaml::to_string(&groups).unwrap()).unwrap();
+    std::fs::write(&path, jwks_operator::yaml::to_string(&groups).unwrap()).unwrap();
     path
 }
 
@@ -183,7 +183,8 @@ fn every_alert_fires_and_stays_silent_in_promtool_unit_tests() {
     assert!(out.is_ok(), "promtool test rules:\n{}", out.unwrap_err());
 
     // Every alert is covered both ways.
-    let tests: Value = serde_yaml::from_str(&std::fs::read_to_string(&tests_src).unwrap()).unwrap();
+    let tests: Value =
+        jwks_operator::yaml::from_str(&std::fs::read_to_string(&tests_src).unwrap()).unwrap();
     let mut fired = BTreeSet::new();
     let mut silent = BTreeSet::new();
     for case in tests["tests"].as_array().unwrap() {

@@ -648,7 +648,19 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
         "the new pods have the upgraded value: {args:?}"
     );
 
-    // ---- The token listener only when enabled.
+    // ---- The token listener only when enabled, and only with its credential.
+    let minters = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("jwks-minters".into()),
+            ..Default::default()
+        },
+        string_data: Some([("token".to_owned(), "node-e2e-minter".to_owned())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(admin.clone(), RELEASE_NS)
+        .create(&PostParams::default(), &minters)
+        .await
+        .unwrap();
     let mut upgrade = helm_command(Some(&node.kubeconfig));
     upgrade
         .args(["upgrade", RELEASE])
@@ -661,12 +673,19 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
             "--timeout",
             "120s",
         ])
-        .args(["--set", "tokenListener.enabled=true"]);
+        .args(["--set", "tokenListener.enabled=true"])
+        .args([
+            "--set",
+            "tokenListener.auth.bearerTokenSecret.name=jwks-minters",
+        ]);
     run_async(upgrade).await.unwrap_or_else(|e| panic!("{e}"));
     let with_token = wait_rolled_out(&admin).await;
     for pod in &with_token {
         let (status, body) = get(format!("http://{}:8081/default/my-app/token", pod_ip(pod))).await;
-        assert_ne!(status, 0, "the token listener answers when enabled: {body}");
+        assert_eq!(
+            status, 401,
+            "the token listener answers when enabled, and wants its bearer token: {body}"
+        );
     }
 
     // ---- Uninstall, as written: CRD, policy and Secret stay.

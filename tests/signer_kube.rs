@@ -936,6 +936,76 @@ async fn a_lowered_max_token_ttl_keeps_the_announced_bound_for_sign_and_retentio
     assert_eq!(record["maxAnnouncedTokenTTLSeconds"], 7200);
 }
 
+/// SPEC invariant 9 on the signer: a kid the policy file revokes leaves
+/// FetchKeys and stops signing on the leader and on a follower at SIGHUP,
+/// although the write that would record it fails (the state's
+/// `lifecycle.json` is damaged, and a damaged state is never overwritten:
+/// as root, a read-only mode would not stop the write, this does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_the_state_cannot_record_leaves_fetch_keys_and_sign_at_once() {
+    let work = Work::new();
+    work.write_policy(&policy_yaml("sa", "", SPEC));
+    let leader = Signer::start(work.path(), "lead", &work.policies(), &work.state(), &[]).await;
+    let follower = Signer::start(work.path(), "follow", &work.policies(), &work.state(), &[]).await;
+    // A pre-published key too, so one is left to list.
+    work.write_policy(&policy_yaml(
+        "sa",
+        "jwks.dev/rotate-requested-at: \"1\"",
+        SPEC,
+    ));
+    leader.proc.signal("HUP");
+    let k1 = active_kid(&work.state());
+    let k2 = eventually("the next key on both signers", 10 * SEC, || async {
+        let (a, b) = (leader.fetch().await, follower.fetch().await);
+        (a.len() == 2 && b.len() == 2).then(|| a.into_iter().find(|k| *k != k1).unwrap())
+    })
+    .await;
+    assert!(signs(&leader, 600).await && signs(&follower, 600).await);
+
+    let dir = work.state().join("kube-system/sa");
+    std::fs::write(dir.join("lifecycle.json"), b"garbage").unwrap();
+    let damaged = std::fs::read(dir.join("jwks.json")).unwrap();
+    let spec = format!("{SPEC}  revokedKeyIDs: [{k1}]\n");
+    work.write_policy(&policy_yaml(
+        "sa",
+        "jwks.dev/rotate-requested-at: \"1\"",
+        &spec,
+    ));
+    leader.proc.signal("HUP");
+    follower.proc.signal("HUP");
+    for (name, signer) in [("leader", &leader), ("follower", &follower)] {
+        eventually(
+            &format!("{name}: the revoked kid leaves FetchKeys"),
+            5 * SEC,
+            || async { (signer.fetch().await == [k2.clone()]).then_some(()) },
+        )
+        .await;
+        let e = signer
+            .client()
+            .await
+            .sign(SignJwtRequest {
+                claims: claims_lasting(600),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{name}: {e:?}");
+        assert!(e.message().contains(&k1), "{name}: {}", e.message());
+    }
+    // The write really failed: the stored set still holds the kid, and the
+    // leader says the revocation is not recorded.
+    assert_eq!(std::fs::read(dir.join("jwks.json")).unwrap(), damaged);
+    assert_eq!(
+        std::fs::read(dir.join("lifecycle.json")).unwrap(),
+        b"garbage"
+    );
+    let log = std::fs::read_to_string(&leader.proc.log).unwrap();
+    assert!(
+        log.contains(&format!("the revocation of {k1} is not recorded")),
+        "{}",
+        leader.proc.tail(20)
+    );
+}
+
 /// The value of the metric line starting with `prefix` on `addr`'s /metrics.
 fn metric_on(addr: &str, prefix: &str) -> Option<String> {
     let (status, text) = http_get(&format!("http://{addr}/metrics"));

@@ -517,6 +517,66 @@ fn a_corrupt_state_is_never_overwritten() {
     assert_eq!(op.kids("default/a").len(), 1);
 }
 
+/// SPEC invariant 9: a kid the policy file revokes leaves the JWKS and stops
+/// signing at the SIGHUP, although the state cannot be written (its
+/// `lifecycle.json` is damaged, and a damaged state is never overwritten).
+#[test]
+fn a_revocation_the_damaged_state_cannot_record_still_leaves_the_jwks_at_once() {
+    let ws = Workspace::new();
+    let spec = "  algorithm: EdDSA\n  rotationInterval: 1h\n  publishAhead: 10m\n  tokenEndpoint: {enabled: true}\n";
+    ws.write_policy("p.yaml", &manifest("rv", "", spec));
+    let op = Operator::start(&ws.policies(), &ws.state());
+    let p = "default/rv";
+    // A pending key too, so one key is left to serve.
+    let annotation = "jwks.dev/rotate-requested-at: \"2026-12-01T00:00:00Z\"";
+    ws.write_policy("p.yaml", &manifest("rv", annotation, spec));
+    op.reload();
+    let (active, pending) = eventually("a key is pre-published", 5 * SEC, || {
+        let s = op.summary(p);
+        let kids = op.kids(p);
+        (kids.len() == 2).then(|| {
+            (
+                s["activeKeyID"].as_str().unwrap().to_owned(),
+                s["nextKeyID"].as_str().unwrap().to_owned(),
+            )
+        })
+    });
+    assert_eq!(op.mint(p, &json!({})).1, active);
+
+    let dir = ws.policy_state(p);
+    fs::write(dir.join("lifecycle.json"), b"garbage").unwrap();
+    let damaged = files(&dir);
+    let revoke = format!("{spec}  revokedKeyIDs: [{active}]\n");
+    ws.write_policy("p.yaml", &manifest("rv", annotation, &revoke));
+    let revoked_at = Instant::now();
+    op.reload();
+    eventually("the revoked kid leaves the JWKS", 5 * SEC, || {
+        (op.kids(p) == [pending.clone()]).then_some(())
+    });
+    let gone_after = revoked_at.elapsed();
+    let r = http(
+        op.token,
+        "POST",
+        &format!("/{p}/token"),
+        &[("Content-Type", "application/json")],
+        Some(b"{}"),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "key_revoked");
+    assert!(r.json()["message"].as_str().unwrap().contains(&active));
+
+    // The write that would record it failed, and /policies says so.
+    let problem = op.summary(p)["degraded"].clone();
+    assert_eq!(problem["reason"], "StateCorrupt", "{problem}");
+    let message = problem["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("the revocation of {active} is not recorded")),
+        "{message}"
+    );
+    assert_eq!(files(&dir), damaged, "the damaged state is untouched");
+    eprintln!("revoked kid left the JWKS {gone_after:?} after SIGHUP");
+}
+
 /// A bad document is reported (log line with file, document and field; a
 /// degraded entry in /policies) and the others are served.
 #[test]
@@ -722,4 +782,82 @@ fn tls_serves_every_listener_and_a_bad_pair_stops_the_start_naming_the_file() {
         "{stderr}"
     );
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+}
+
+/// The token listener mints tokens: on a non-loopback address without a
+/// client credential the process does not start (non-zero exit, a message
+/// naming the flags); with `--token-auth-file` it answers only the token's
+/// holders, 401 with `WWW-Authenticate: Bearer` to everyone else.
+#[test]
+fn the_token_listener_needs_a_credential_beyond_loopback() {
+    let ws = Workspace::new();
+    ws.write_policy(
+        "p.yaml",
+        &manifest(
+            "mint",
+            "",
+            "  algorithm: EdDSA\n  tokenEndpoint:\n    enabled: true\n",
+        ),
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["standalone", "--jwks-addr", "127.0.0.1:0"])
+        .args(["--token-addr", "0.0.0.0:0", "--policies"])
+        .arg(ws.policies())
+        .arg("--state-dir")
+        .arg(ws.state())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started without a credential");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--token-auth-file") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+
+    let token_file = ws.state().with_extension("token");
+    fs::write(&token_file, "mint-credential\n").unwrap();
+    let op = Operator::start_with(
+        &ws.policies(),
+        &ws.state(),
+        &["--token-auth-file", token_file.to_str().unwrap()],
+    );
+    let body = br#"{"sub":"intruder"}"#;
+    let json = ("Content-Type", "application/json");
+    for auth in [None, Some("Bearer wrong"), Some("mint-credential")] {
+        let mut headers = vec![json];
+        headers.extend(auth.map(|a| ("Authorization", a)));
+        let r = http(
+            op.token,
+            "POST",
+            "/default/mint/token",
+            &headers,
+            Some(body),
+        );
+        assert_eq!(r.status, 401, "{auth:?}: {}", r.text());
+        assert_eq!(r.json()["error"], "unauthorized");
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("www-authenticate") && v == "Bearer"),
+            "{:?}",
+            r.headers
+        );
+    }
+    let r = http(
+        op.token,
+        "POST",
+        "/default/mint/token",
+        &[json, ("Authorization", "Bearer mint-credential")],
+        Some(body),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["token"].is_string());
+    // A bad client is not an ERROR (or WARN) line.
+    assert!(
+        !op.log()
+            .iter()
+            .any(|l| l["level"] == "ERROR" || l["level"] == "WARN"),
+        "{:?}",
+        op.log()
+    );
 }

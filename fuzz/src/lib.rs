@@ -66,7 +66,7 @@ spec:
 /// Shared HTTP state serving `fuzz/api` (adopted fixture EdDSA key) as the
 /// default policy, with the clock fixed at [`now`].
 pub fn http_state() -> SharedState {
-    let policy: KeyRotationPolicy = serde_yaml_from(POLICY_YAML);
+    let policy: KeyRotationPolicy = policy_from(POLICY_YAML);
     let resolved = policy.spec.resolve(None).expect("the fuzz policy resolves");
     let set = KeySet::adopt(vec![fixture_key("EdDSA").clone()], now(), &resolved);
     let view = PolicyView::build(&policy.info(), &set, Some("https://jwks.example.com"));
@@ -80,7 +80,7 @@ pub fn http_state() -> SharedState {
     state
 }
 
-fn serde_yaml_from(text: &str) -> KeyRotationPolicy {
+fn policy_from(text: &str) -> KeyRotationPolicy {
     let files = jwks_operator::standalone::policies::parse_policy_text(text, "fuzz.yaml".as_ref());
     files
         .policies

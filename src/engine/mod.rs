@@ -52,6 +52,7 @@ use crate::store::{KeyStore, Loaded, StoredKeySet};
 
 pub mod backoff;
 pub mod log;
+pub mod staleness;
 
 #[cfg(test)]
 mod tests;
@@ -155,10 +156,16 @@ pub trait Reporter: Send {
         problem: Option<Problem>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// The pass stopped at `problem`; whatever was served keeps being served.
+    /// The pass stopped at `problem`; the last set this process held for the
+    /// policy (`held`: as loaded or saved, or the last good one; `None` when
+    /// there is none) keeps being served, through the read-side revocation
+    /// rule ([`KeySet::servable`](crate::keys::lifecycle::KeySet::servable)):
+    /// a kid the spec revokes leaves what is served although no write
+    /// recorded it (SPEC invariant 9).
     fn degraded(
         &mut self,
         problem: Problem,
+        held: Option<&StoredKeySet>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// A failure that is retried without being shown (`what` says which).
@@ -541,6 +548,24 @@ async fn plan_blocking(
     }
 }
 
+/// `problem`, telling that the revocation of `withheld` (kids that
+/// `spec.revokedKeyIDs` names and the stored set still holds) is not
+/// recorded, when there is any: the write that would record it is what
+/// failed, so the kids are only withheld from what is served.
+fn not_recorded(problem: Problem, withheld: &[String]) -> Problem {
+    if withheld.is_empty() {
+        return problem;
+    }
+    Problem {
+        message: format!(
+            "{}; the revocation of {} is not recorded in the stored key set: the revoked key(s) are withheld from everything served and sign nothing, and are removed from the store once it can be written",
+            problem.message,
+            withheld.join(", ")
+        ),
+        ..problem
+    }
+}
+
 /// Counts, reports and schedules a failed pass.
 async fn fail<V, R: Reporter>(
     pass: &Pass<'_>,
@@ -553,8 +578,17 @@ async fn fail<V, R: Reporter>(
         reporter.retrying(&failed.message, true);
         return Next::After(CONFLICT_RETRY);
     }
+    let held = tracked
+        .keys
+        .as_ref()
+        .map(|(k, _)| k)
+        .or(pass.remembered.filter(|_| pass.had_keys));
+    let withheld = held.map_or_else(Vec::new, |k| k.revoked_kids(&pass.resolved.revoked));
     let shown = match failed.problem {
-        Some(problem) => match reporter.degraded(problem).await {
+        Some(problem) => match reporter
+            .degraded(not_recorded(problem, &withheld), held)
+            .await
+        {
             Ok(()) => true,
             Err(e) => {
                 pass.metrics.inc_reconcile_error(pass.policy, e.kind());

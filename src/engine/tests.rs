@@ -33,6 +33,8 @@ enum MemError {
     Down,
     #[error("stored set unreadable: {0}")]
     Unreadable(String),
+    #[error("the write was refused")]
+    Refused,
 }
 
 impl Failure for MemError {
@@ -41,6 +43,7 @@ impl Failure for MemError {
             MemError::Conflict { .. } => "conflict",
             MemError::Down => "down",
             MemError::Unreadable(_) => "unreadable",
+            MemError::Refused => "refused",
         }
     }
 
@@ -51,6 +54,7 @@ impl Failure for MemError {
     fn problem(&self) -> Option<Problem> {
         match self {
             MemError::Unreadable(_) => Some(Problem::new("Unreadable", self.to_string())),
+            MemError::Refused => Some(Problem::new("WriteRefused", self.to_string())),
             _ => None,
         }
     }
@@ -70,6 +74,8 @@ struct MemStore {
     theirs: Mutex<StoredKeySet>,
     /// Saves fail with [`MemError::Down`] while set.
     down: AtomicBool,
+    /// Saves fail with [`MemError::Refused`] while set.
+    refused: AtomicBool,
     writable: AtomicBool,
 }
 
@@ -82,6 +88,7 @@ impl MemStore {
             races: AtomicU32::new(0),
             theirs: Mutex::new(StoredKeySet::default()),
             down: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             writable: AtomicBool::new(true),
         }
     }
@@ -144,6 +151,9 @@ impl KeyStore for MemStore {
         if self.down.load(Ordering::SeqCst) {
             return Err(MemError::Down);
         }
+        if self.refused.load(Ordering::SeqCst) {
+            return Err(MemError::Refused);
+        }
         if self.races.load(Ordering::SeqCst) > 0 {
             self.races.fetch_sub(1, Ordering::SeqCst);
             // Someone else stores their own set first.
@@ -169,6 +179,8 @@ impl KeyStore for MemStore {
 #[derive(Default)]
 struct Recorder {
     calls: Vec<String>,
+    /// The last problem shown, and the kids of the set it was shown with.
+    degraded: Option<(Problem, Option<Vec<String>>)>,
 }
 
 impl Recorder {
@@ -210,8 +222,14 @@ impl Reporter for Recorder {
         Ok(())
     }
 
-    async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
+    async fn degraded(
+        &mut self,
+        problem: Problem,
+        held: Option<&StoredKeySet>,
+    ) -> Result<(), Self::Error> {
         self.calls.push(format!("degraded {}", problem.reason));
+        let kids = held.map(|h| h.keys.iter().map(|k| k.kid().to_owned()).collect());
+        self.degraded = Some((problem, kids));
         Ok(())
     }
 
@@ -554,4 +572,47 @@ async fn an_empty_store_is_refilled_with_the_set_in_memory_not_a_fresh_one() {
     };
     run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;
     assert_ne!(store.set(), last_good);
+}
+
+#[tokio::test]
+async fn a_revocation_whose_write_fails_says_it_is_not_recorded_and_hands_the_held_set_on() {
+    let f = fixture_policy();
+    let store = MemStore::new(Stored::Nothing);
+    let mut tracked = Tracked::default();
+    let mut report = Recorder::default();
+    run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    let stored = store.set();
+    let kid = stored.active().unwrap().kid().to_owned();
+    report.take();
+
+    // The next write (the one that would drop the revoked key) is refused.
+    store.refused.store(true, Ordering::SeqCst);
+    let mut resolved = f.resolved.clone();
+    resolved.revoked.insert(kid.clone());
+    let pass = Pass {
+        resolved: &resolved,
+        ..f.pass(true)
+    };
+    run_pass(&pass, &mut tracked, &store, &mut report).await;
+    assert_eq!(store.set(), stored, "nothing was written");
+    assert_eq!(report.take(), ["degraded WriteRefused"]);
+    let (problem, held) = report.degraded.take().unwrap();
+    assert!(
+        problem.message.starts_with("the write was refused; "),
+        "{}",
+        problem.message
+    );
+    assert!(
+        problem
+            .message
+            .contains(&format!("the revocation of {kid} is not recorded")),
+        "{}",
+        problem.message
+    );
+    // The adapters serve it through the read-side rule, which drops the kid.
+    assert_eq!(held, Some(vec![kid.clone()]));
+
+    // A failure with nothing revoked says nothing about revocation.
+    let problem = Problem::new("WriteRefused", "the write was refused");
+    assert_eq!(not_recorded(problem.clone(), &[]), problem);
 }

@@ -28,6 +28,7 @@ pub struct ApiError {
     message: Cow<'static, str>,
     allow: Option<&'static str>,
     retry_after: Option<u32>,
+    www_authenticate: Option<&'static str>,
 }
 
 impl Reject for ApiError {}
@@ -76,6 +77,7 @@ impl ApiError {
             message: message.into(),
             allow: None,
             retry_after: None,
+            www_authenticate: None,
         }
     }
 
@@ -92,6 +94,19 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("this path only answers {allow}"),
+            )
+        }
+    }
+
+    /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`: the token
+    /// listener's client credential is missing or wrong.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            www_authenticate: Some("Bearer"),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this listener requires a client credential: send Authorization: Bearer <token>",
             )
         }
     }
@@ -124,6 +139,25 @@ impl ApiError {
         ApiError {
             retry_after: Some(RETRY_AFTER_SECS),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+        }
+    }
+
+    /// 503 `key_revoked`, with `Retry-After`: the policy's active key is
+    /// revoked and its replacement is not stored yet (SPEC invariant 9: a
+    /// revoked key never signs). A server condition, not the client's fault.
+    pub fn key_revoked(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "key_revoked", message)
+        }
+    }
+
+    /// 503 with `code` and `Retry-After`: a server condition the client
+    /// can only wait out.
+    pub fn unavailable(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
         }
     }
 
@@ -160,6 +194,10 @@ impl Reply for ApiError {
         if let Some(allow) = self.allow {
             res.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(scheme) = self.www_authenticate {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
         }
         if let Some(secs) = self.retry_after {
             res.headers_mut()

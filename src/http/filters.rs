@@ -16,6 +16,7 @@
 
 use std::convert::Infallible;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -23,6 +24,7 @@ use warp::http::Method;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use super::auth::BearerToken;
 use super::errors::{ApiError, handle_rejection};
 use super::handlers;
 use super::policy::PolicyRef;
@@ -217,11 +219,34 @@ pub(crate) fn record_answer(
     );
 }
 
-/// The JWKS listener: per-policy JWK Sets and discovery documents, the
-/// default policy's set, `/policies`, `/healthz`, `/readyz` and `/metrics`,
-/// with every error answered as JSON. Never serves the token endpoints.
+/// What the JWKS listener serves besides the public documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JwksOptions {
+    /// Serve `GET /metrics` (`--metrics-on-jwks-listener`; default on).
+    pub metrics: bool,
+}
+
+impl Default for JwksOptions {
+    fn default() -> Self {
+        JwksOptions { metrics: true }
+    }
+}
+
+/// The JWKS listener with the default [`JwksOptions`].
 pub fn jwks_routes(
     state: SharedState,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    jwks_routes_with(state, JwksOptions::default())
+}
+
+/// The JWKS listener: per-policy JWK Sets and discovery documents, the
+/// default policy's set, the public `/policies` summary
+/// ([`handlers::public_policies`]), `/healthz`, `/readyz` and (unless
+/// `options` turn it off) `/metrics`, with every error answered as JSON.
+/// Never serves the token endpoints.
+pub fn jwks_routes_with(
+    state: SharedState,
+    options: JwksOptions,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let s = state.clone();
     // The hot path first.
@@ -242,7 +267,7 @@ pub fn jwks_routes(
     let s = state.clone();
     let policies = warp::path!("policies")
         .and(get())
-        .map(move || handlers::policies(&s));
+        .map(move || handlers::public_policies(&s));
 
     jwks.or(default_jwks)
         .unify()
@@ -250,16 +275,31 @@ pub fn jwks_routes(
         .unify()
         .or(policies)
         .unify()
-        .or(ops(&state))
+        .or(ops(&state, options.metrics))
         .unify()
         .recover(handle_rejection)
         .unify()
         .with(observe(state.metrics_arc(), Listener::Jwks))
 }
 
-/// `/healthz`, `/readyz` and `/metrics`, without error handling.
+/// Passes when `on`; otherwise the route does not exist (404).
+fn served_if(on: bool) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::any()
+        .and_then(move || async move {
+            if on {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+}
+
+/// `/healthz`, `/readyz` and (when `metrics`) `/metrics`, without error
+/// handling.
 fn ops(
     state: &SharedState,
+    metrics: bool,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
     let healthz = warp::path!("healthz").and(get()).map(handlers::healthz);
     let s = state.clone();
@@ -268,27 +308,71 @@ fn ops(
         .map(move || handlers::readyz(&s));
     let s = state.clone();
     let metrics = warp::path!("metrics")
+        .and(served_if(metrics))
         .and(get())
         .map(move || handlers::metrics(&s));
     healthz.or(readyz).unify().or(metrics).unify()
 }
 
-/// A listener for probes and scraping only (`--metrics-addr`): `/healthz`,
-/// `/readyz`, `/metrics`, JSON errors. The JWKS listener serves these too.
+/// A listener for probes, scraping and operators (`--metrics-addr`):
+/// `/healthz`, `/readyz`, `/metrics` and the full `/policies` (problem
+/// messages, token endpoints: [`handlers::policies`]), JSON errors. Keep it
+/// off the public network.
 pub fn metrics_routes(
     state: SharedState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    ops(&state)
+    let s = state.clone();
+    let policies = warp::path!("policies")
+        .and(get())
+        .map(move || handlers::policies(&s));
+    ops(&state, true)
+        .or(policies)
+        .unify()
         .recover(handle_rejection)
         .unify()
         .with(observe(state.metrics_arc(), Listener::Metrics))
 }
 
-/// The token listener: `POST /{namespace}/{name}/token` and `.../verify`
-/// for policies with `tokenEndpoint.enabled`, with every error answered as
-/// JSON. Everything else is 404.
+/// The token listener without a bearer token ([`token_routes_with`]); for
+/// a loopback listener, or one whose clients present certificates.
 pub fn token_routes(
     state: SharedState,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    token_routes_with(state, None)
+}
+
+/// Passes a request whose `Authorization` carries `bearer`'s token (every
+/// request when `None`); any other is rejected 401 before routing, so an
+/// unauthenticated client learns nothing about the policies.
+fn authorized(
+    bearer: Option<Arc<BearerToken>>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    // A header that is not visible ASCII counts as absent: 401, not 400.
+    warp::header::optional::<String>("authorization")
+        .or(warp::any().map(|| None::<String>))
+        .unify()
+        .and_then(move |authorization: Option<String>| {
+            let ok = bearer
+                .as_ref()
+                .is_none_or(|b| b.accepts(authorization.as_deref().map(str::as_bytes)));
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::unauthorized()))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// The token listener: `POST /{namespace}/{name}/token` and `.../verify`
+/// for policies with `tokenEndpoint.enabled`, with every error answered as
+/// JSON. Everything else is 404. With `bearer`, a request without its token
+/// is 401 `unauthorized` (`WWW-Authenticate: Bearer`), whatever its path.
+pub fn token_routes_with(
+    state: SharedState,
+    bearer: Option<Arc<BearerToken>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let lookup = {
         let s = state.clone();
@@ -310,9 +394,8 @@ pub fn token_routes(
         .and(json_body())
         .map(move |view: std::sync::Arc<_>, body: Bytes| handlers::verify(&s, &view, &body));
 
-    token
-        .or(verify)
-        .unify()
+    authorized(bearer)
+        .and(token.or(verify).unify())
         .recover(handle_rejection)
         .unify()
         .with(observe(state.metrics_arc(), Listener::Token))

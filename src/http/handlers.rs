@@ -13,7 +13,7 @@ use super::errors::{ApiError, JSON, NO_STORE, json_bytes, json_response};
 use super::models::{
     InvalidResponse, TokenResponse, VerifiedResponse, parse_token_request, parse_verify_request,
 };
-use super::policy::PolicyRef;
+use super::policy::{PolicyRef, PublicPolicySummary};
 use super::snapshot::{Entry, PolicyView, SharedState};
 use crate::keys::token::mint_token;
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
@@ -87,10 +87,12 @@ fn not_ready(
     problem: Option<&super::Problem>,
 ) -> Response {
     state.metrics().inc_not_ready(policy);
+    // The reason only: the message can hold API-server error text or file
+    // paths, for the operator's eyes (the metrics listener's /policies).
     let message = match problem {
         Some(p) => format!(
-            "policy {policy} has no published key set yet: {} ({})",
-            p.message, p.reason
+            "policy {policy} has no published key set yet ({})",
+            p.reason
         ),
         None => format!("policy {policy} has no published key set yet"),
     };
@@ -144,10 +146,23 @@ pub fn discovery(
     }
 }
 
-/// `GET /policies`: every known policy's summary, sorted by namespace and name.
+/// `GET /policies` on the metrics listener: every known policy's full
+/// summary (problem messages, token endpoints), sorted by namespace and name.
 pub fn policies(state: &SharedState) -> Response {
     let snapshot = state.snapshot();
     json_response(StatusCode::OK, &snapshot.summaries())
+}
+
+/// `GET /policies` on the JWKS listener: the same list as [`policies`], each
+/// entry cut to what a stranger may see ([`PublicPolicySummary`]).
+pub fn public_policies(state: &SharedState) -> Response {
+    let snapshot = state.snapshot();
+    let public: Vec<_> = snapshot
+        .summaries()
+        .into_iter()
+        .map(PublicPolicySummary::from)
+        .collect();
+    json_response(StatusCode::OK, &public)
 }
 
 #[derive(Serialize)]
@@ -208,6 +223,16 @@ pub fn token(state: &SharedState, view: &PolicyView, body: &[u8]) -> Response {
         Err(e) => return e.into_response(),
     };
     let Some(signer) = side.signer.as_deref() else {
+        if let Some(why) = &side.stale {
+            return ApiError::unavailable("key_set_stale", why.clone()).into_response();
+        }
+        if let Some(kid) = &side.withheld {
+            return ApiError::key_revoked(format!(
+                "the active key {kid} of policy {} is in spec.revokedKeyIDs and no fresh key is active yet; nothing signs until one is",
+                view.policy()
+            ))
+            .into_response();
+        }
         return ApiError::not_ready(format!("policy {} has no active key", view.policy()))
             .into_response();
     };

@@ -27,25 +27,30 @@
 //! | `GET /{ns}/{name}/.well-known/jwks.json` | 200 public JWK Set, `application/jwk-set+json`, `Cache-Control: public, max-age=N` (N = `spec.jwks_max_age()`: ≤ publishAhead/2, ≤ 300, ≤ verifierRefreshInterval), strong `ETag`; 304 on a matching `If-None-Match` (lists, `W/` and `*` included); 404 unknown policy; 503 `not_ready` + `Retry-After` for a known policy with nothing published yet |
 //! | `GET /{ns}/{name}/.well-known/openid-configuration` | 200 discovery document (same caching); 404 when the policy has no issuer |
 //! | `GET /.well-known/jwks.json` | the default policy's set; 404 when none is configured |
-//! | `GET /policies` | JSON array of [`PolicySummary`], sorted by namespace and name |
+//! | `GET /policies` | JSON array of [`PublicPolicySummary`] (problem reasons only, no token endpoints), sorted by namespace and name |
 //! | `GET /healthz` | 200 `{"status":"ok"}` |
 //! | `GET /readyz` | 200 `{"status":"ready"}` after `set_ready(true)`, else 503 |
-//! | `GET /metrics` | OpenMetrics text (see [`crate::metrics`]) |
+//! | `GET /metrics` | OpenMetrics text (see [`crate::metrics`]); 404 with `--metrics-on-jwks-listener=false` |
 //!
-//! [`metrics_routes`] serves `/healthz`, `/readyz` and `/metrics` alone, for
-//! a separate `--metrics-addr`.
+//! [`metrics_routes`] serves `/healthz`, `/readyz`, `/metrics` and the full
+//! `GET /policies` (JSON array of [`PolicySummary`]: problem messages, token
+//! endpoints, warnings), for a separate `--metrics-addr` kept off the public
+//! network.
 //!
-//! Token listener ([`token_routes`], off unless `--token-addr`): `POST
+//! Token listener ([`token_routes_with`], off unless `--token-addr`): `POST
 //! /{ns}/{name}/token` and `POST /{ns}/{name}/verify` (bodies in
 //! [`models`]), only for policies with `tokenEndpoint.enabled` (404
-//! otherwise, exactly like an unknown policy).
+//! otherwise, exactly like an unknown policy), only for clients with the
+//! listener's credential ([`auth`]: 401 `unauthorized` otherwise).
 //!
 //! Every error is `{"error": <code>, "message": <text>}`: 400 malformed
-//! JSON or wrong types, 401 a token that does not verify (`{"valid":false,...}`),
+//! JSON or wrong types, 401 a token that does not verify (`{"valid":false,...}`)
+//! or a token-listener client without its credential (`unauthorized`),
 //! 404 unknown route or policy, 405 wrong method (with `Allow`), 413 body over
 //! 64 KiB, 415 a `Content-Type` other than JSON (none at all is accepted),
 //! 503 not ready. Client input never yields a 5xx.
 
+pub mod auth;
 pub mod errors;
 pub mod fast_path;
 pub mod filters;
@@ -70,10 +75,15 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+pub use auth::{BearerToken, TokenAuth, TokenAuthError, check_token_listener};
 pub use errors::ApiError;
-pub use filters::{BODY_LIMIT, jwks_routes, metrics_routes, token_routes};
+pub use filters::{
+    BODY_LIMIT, JwksOptions, jwks_routes, jwks_routes_with, metrics_routes, token_routes,
+    token_routes_with,
+};
 pub use policy::{
     DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyInfo, PolicyRef, PolicySummary, Problem,
+    PublicPolicySummary, TOKEN_ENDPOINT_ON_ISSUER,
 };
 pub use server::{Limits, ServeConfig, serve, serve_service};
 pub use snapshot::{PolicyView, SharedState, Snapshot, Update, random_jti, strong_etag};
@@ -163,8 +173,14 @@ pub struct ListenerConfig {
     pub jwks_addr: SocketAddr,
     /// The token listener (`--token-addr`), off when `None`.
     pub token_addr: Option<SocketAddr>,
+    /// The token listener's client credential (`--token-auth-file`,
+    /// `--token-client-ca-file`); required unless it binds to loopback.
+    pub token_auth: TokenAuth,
     /// The probes-and-metrics listener (`--metrics-addr`), off when `None`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Whether the JWKS listener serves `/metrics` too
+    /// (`--metrics-on-jwks-listener`).
+    pub metrics_on_jwks_listener: bool,
     /// Timeouts and connection cap, the same for each listener.
     pub limits: Limits,
     /// Serve every listener over TLS with this pair (`--tls-cert-file`,
@@ -180,7 +196,9 @@ impl ListenerConfig {
         ListenerConfig {
             jwks_addr,
             token_addr: None,
+            token_auth: TokenAuth::default(),
             metrics_addr: None,
+            metrics_on_jwks_listener: true,
             limits: Limits::default(),
             tls: None,
             tls_reload_interval: tls::RELOAD_INTERVAL,
@@ -194,10 +212,11 @@ impl ListenerConfig {
 pub async fn serve_jwks(
     addr: SocketAddr,
     state: SharedState,
+    options: JwksOptions,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let routes = jwks_routes(state.clone());
+    let routes = jwks_routes_with(state.clone(), options);
     let make = move || {
         fast_path::JwksService::new(
             state.clone(),
@@ -221,12 +240,17 @@ pub struct Listeners {
 
 /// Loads the TLS pair (if any) and starts every configured listener,
 /// serving `state` until `shutdown` is triggered. Fails when the TLS pair
-/// is unusable (the error names the file) or an address cannot be bound.
+/// is unusable (the error names the file), when the token listener would
+/// bind beyond loopback without a client credential or its credential is
+/// unusable ([`auth`]), or when an address cannot be bound.
 pub async fn start_listeners(
     config: &ListenerConfig,
     state: &SharedState,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Listeners> {
+    if let Some(addr) = config.token_addr {
+        check_token_listener(addr, &config.token_auth, config.tls.is_some())?;
+    }
     let metrics = state.metrics_arc();
     let tls = match &config.tls {
         Some(files) => {
@@ -251,6 +275,9 @@ pub async fn start_listeners(
     let (jwks, task) = serve_jwks(
         config.jwks_addr,
         state.clone(),
+        JwksOptions {
+            metrics: config.metrics_on_jwks_listener,
+        },
         serve_config(crate::metrics::Listener::Jwks),
         shutdown.wait(),
     )
@@ -260,15 +287,46 @@ pub async fn start_listeners(
     tasks.push(task);
     let mut token = None;
     if let Some(addr) = config.token_addr {
+        let bearer = match &config.token_auth.bearer_token_file {
+            Some(path) => {
+                let bearer = BearerToken::load(path)?;
+                bearer.spawn_reloader(auth::RELOAD_INTERVAL, shutdown.wait());
+                Some(bearer)
+            }
+            None => None,
+        };
+        let mut token_config = serve_config(crate::metrics::Listener::Token);
+        if let (Some(ca), Some(files)) = (&config.token_auth.client_ca_file, &config.tls) {
+            // The token listener's own TLS: the same pair, plus client
+            // certificates required.
+            let files = TlsFiles {
+                client_ca: Some(ca.clone()),
+                ..files.clone()
+            };
+            let tls = ServerTls::load(files)
+                .context("cannot use the token listener's client CA or TLS certificate")?;
+            tls.spawn_reloader(
+                config.tls_reload_interval,
+                Some(metrics.clone()),
+                shutdown.wait(),
+            );
+            token_config.tls = Some(tls);
+        }
+        let credential = match (&bearer, &config.token_auth.client_ca_file) {
+            (Some(_), Some(_)) => "bearer token and client certificate",
+            (Some(_), None) => "bearer token",
+            (None, Some(_)) => "client certificate",
+            (None, None) => "none (loopback only)",
+        };
         let (bound, task) = serve(
             addr,
-            token_routes(state.clone()),
-            serve_config(crate::metrics::Listener::Token),
+            token_routes_with(state.clone(), bearer),
+            token_config,
             shutdown.wait(),
         )
         .await
         .with_context(|| format!("cannot listen on --token-addr {addr}"))?;
-        info!(addr = %bound, scheme, "token listener started");
+        info!(addr = %bound, scheme, credential, "token listener started");
         tasks.push(task);
         token = Some(bound);
     }

@@ -2,6 +2,7 @@
 //! adapters tell about it ([`PolicyInfo`]), and its entry in `GET /policies`
 //! ([`PolicySummary`]). No custom resource type here: the adapters convert.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -139,6 +140,10 @@ pub struct PolicySummary {
     pub jwks_path: String,
     /// Whether the token listener serves mint/verify for this policy.
     pub token_endpoint: bool,
+    /// Conditions that need attention but leave the policy working (not
+    /// `Degraded`), such as [`TOKEN_ENDPOINT_ON_ISSUER`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Problem>,
 }
 
 impl PolicySummary {
@@ -149,6 +154,7 @@ impl PolicySummary {
             algorithm: Some(policy.algorithm),
             issuer: policy.issuer.clone(),
             token_endpoint: policy.token_endpoint,
+            warnings: policy.warnings(),
             ..PolicySummary::unknown(&policy.policy)
         }
     }
@@ -174,6 +180,91 @@ impl PolicySummary {
             issuer: None,
             jwks_path: policy.jwks_path(),
             token_endpoint: false,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `GET /policies` on the JWKS listener, which anyone who can
+/// fetch a key set may call: the key set's state (what the set and the
+/// discovery document publish anyway, plus rotation times), and of a problem
+/// only its reason. Not shown: the problem's message (API-server error text,
+/// file paths) and whether the policy mints tokens; the metrics listener's
+/// `/policies` has those ([`PolicySummary`]).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicPolicySummary<'a> {
+    /// The policy's namespace.
+    pub namespace: &'a str,
+    /// The policy's name.
+    pub name: &'a str,
+    /// Whether a key set is published and a key signs.
+    pub ready: bool,
+    /// The current problem's reason, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<PublicProblem<'a>>,
+    /// Algorithm of the active key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+    /// kid of the key that signs now.
+    #[serde(rename = "activeKeyID", skip_serializing_if = "Option::is_none")]
+    pub active_key_id: Option<&'a str>,
+    /// kid of the published key that signs next.
+    #[serde(rename = "nextKeyID", skip_serializing_if = "Option::is_none")]
+    pub next_key_id: Option<&'a str>,
+    /// Number of keys in the published set.
+    pub key_count: usize,
+    /// When the next key becomes active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Timestamp>,
+    /// When the active key last changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Timestamp>,
+    /// Why the active key last changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_rotation_reason: Option<RotationReason>,
+    /// When a key was last revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_revocation_time: Option<Timestamp>,
+    /// Until when a cache of the set from before the last revocation may
+    /// still trust the revoked key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_exposure_until: Option<Timestamp>,
+    /// The policy's issuer (published in its discovery document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<&'a str>,
+    /// Path of the public set on the JWKS listener.
+    pub jwks_path: &'a str,
+}
+
+/// A problem as the public `/policies` shows it: its reason only.
+#[derive(Debug, Serialize)]
+pub struct PublicProblem<'a> {
+    /// Machine-readable reason (`CamelCase`).
+    pub reason: &'a str,
+}
+
+impl<'a> From<&'a PolicySummary> for PublicPolicySummary<'a> {
+    fn from(s: &'a PolicySummary) -> Self {
+        PublicPolicySummary {
+            namespace: &s.namespace,
+            name: &s.name,
+            ready: s.ready,
+            degraded: s
+                .degraded
+                .as_ref()
+                .map(|p| PublicProblem { reason: &p.reason }),
+            algorithm: s.algorithm,
+            active_key_id: s.active_key_id.as_deref(),
+            next_key_id: s.next_key_id.as_deref(),
+            key_count: s.key_count,
+            next_rotation_time: s.next_rotation_time,
+            last_rotation_time: s.last_rotation_time,
+            last_rotation_reason: s.last_rotation_reason,
+            last_revocation_time: s.last_revocation_time,
+            revocation_exposure_until: s.revocation_exposure_until,
+            issuer: s.issuer.as_deref(),
+            jwks_path: &s.jwks_path,
         }
     }
 }
@@ -205,4 +296,45 @@ pub struct PolicyInfo {
     /// The resolved lifecycle parameters, for the next rotation time (`None`
     /// when the spec does not resolve).
     pub lifecycle: Option<lifecycle::Policy>,
+    /// `spec.revokedKeyIDs`, straight from the spec (even one that does not
+    /// resolve): these kids are never served and never sign (SPEC invariant 9).
+    pub revoked: BTreeSet<String>,
+    /// Set by a replica whose copy of the stored set is older than its
+    /// staleness bound ([`crate::engine::staleness`]): why nothing signs.
+    /// The public set is still served.
+    pub stale: Option<String>,
+}
+
+/// Reason of the warning for a policy that both mints tokens on the token
+/// listener and has an issuer (see [`PolicyInfo::token_endpoint_on_issuer`]).
+pub const TOKEN_ENDPOINT_ON_ISSUER: &str = "TokenEndpointOnIssuer";
+
+// === impl PolicyInfo ===
+
+impl PolicyInfo {
+    /// Whether the policy mints tokens on the token listener while it has
+    /// an `issuer`. A policy with an issuer is taken to be used as one:
+    /// something verifies its tokens by that `iss` (an OIDC client, a
+    /// kube-apiserver's `--service-account-issuer` or authentication
+    /// config), so a token the test endpoint mints is accepted there: for
+    /// a kube-apiserver issuer, a credential to the cluster.
+    pub fn token_endpoint_on_issuer(&self) -> bool {
+        self.token_endpoint && self.issuer.is_some()
+    }
+
+    /// The warnings this policy's settings deserve (none, usually).
+    pub fn warnings(&self) -> Vec<Problem> {
+        if !self.token_endpoint_on_issuer() {
+            return Vec::new();
+        }
+        vec![Problem::new(
+            TOKEN_ENDPOINT_ON_ISSUER,
+            format!(
+                "tokenEndpoint.enabled on a policy with issuer {}: whoever holds the token \
+                 listener's credential can mint tokens that every verifier trusting this \
+                 issuer accepts; turn tokenEndpoint off unless this issuer is for tests only",
+                self.issuer.as_deref().unwrap_or_default()
+            ),
+        )]
+    }
 }

@@ -368,3 +368,93 @@ async fn the_token_listener_yields_once_before_the_first_answer_after_a_read() {
         }
     }
 }
+
+/// Probes go to the metrics listener (the chart points them there): with
+/// the JWKS listener at its connection cap, /healthz and /readyz still
+/// answer, so a flood of JWKS clients does not get the pod restarted or
+/// taken out of its Service.
+#[tokio::test]
+async fn probes_on_the_metrics_listener_answer_while_the_jwks_listener_is_at_its_cap() {
+    let cap = 4;
+    let metrics = Arc::new(Metrics::new());
+    let state = SharedState::new(None, metrics.clone());
+    state.set_ready(true);
+    let mut config = super::ListenerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.limits = limits(PATIENCE * 2, PATIENCE * 2, cap);
+    let shutdown = Shutdown::new();
+    let listeners = super::start_listeners(&config, &state, &shutdown)
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..cap {
+        let mut s = TcpStream::connect(listeners.jwks).await.unwrap();
+        assert_eq!(keep_alive_request(&mut s).await, "HTTP/1.1 200 OK");
+        held.push(s);
+    }
+    let mut extra = TcpStream::connect(listeners.jwks).await.unwrap();
+    let refused = wait_closed(&mut extra).await.expect("refused and closed");
+    let refused = String::from_utf8_lossy(&refused);
+    assert!(refused.starts_with("HTTP/1.1 503"), "at the cap: {refused}");
+
+    let probes = listeners.metrics.expect("metrics listener");
+    for path in ["/healthz", "/readyz"] {
+        let answer = get(probes, path).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+    }
+
+    drop(held);
+    shutdown.trigger();
+    listeners.stopped().await;
+}
+
+/// The token listener mints tokens: beyond loopback it does not start
+/// without a client credential, and says which flags to give.
+#[tokio::test]
+async fn the_token_listener_refuses_to_start_beyond_loopback_without_a_credential() {
+    let state = SharedState::new(None, Arc::new(Metrics::new()));
+    let mut config = super::ListenerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.token_addr = Some("0.0.0.0:0".parse().unwrap());
+    let shutdown = Shutdown::new();
+    let Err(err) = super::start_listeners(&config, &state, &shutdown).await else {
+        panic!("started without a credential");
+    };
+    let message = format!("{err:#}");
+    assert!(message.contains("--token-auth-file"), "{message}");
+    assert!(message.contains("--token-client-ca-file"), "{message}");
+
+    // On loopback it starts without one.
+    config.token_addr = Some("127.0.0.1:0".parse().unwrap());
+    let listeners = super::start_listeners(&config, &state, &shutdown)
+        .await
+        .unwrap();
+    assert!(listeners.token.is_some());
+
+    // Beyond loopback with a bearer token file, it starts and wants the token.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t0ken").unwrap();
+    let mut config = super::ListenerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.token_addr = Some("0.0.0.0:0".parse().unwrap());
+    config.token_auth.bearer_token_file = Some(token_file);
+    let guarded = super::start_listeners(&config, &state, &shutdown)
+        .await
+        .unwrap();
+    let port = guarded.token.unwrap().port();
+    let answer = get(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "/default/demo/token",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{answer}"
+    );
+
+    shutdown.trigger();
+    listeners.stopped().await;
+    guarded.stopped().await;
+}

@@ -32,8 +32,16 @@ use crate::metrics::Metrics;
 
 /// Everything the token listener needs for one token-enabled policy.
 pub(crate) struct TokenSide {
-    /// The active key (`None` only for a set without one, which the planner never produces).
+    /// The active key: `None` for a set without one (the planner never
+    /// produces one), and while the stored active key is revoked
+    /// ([`Self::withheld`]).
     pub(crate) signer: Option<Arc<SigningKey>>,
+    /// The kid of the stored active key when `spec.revokedKeyIDs` names it
+    /// and no fresh key is stored yet: minting is refused, naming it.
+    pub(crate) withheld: Option<String>,
+    /// Why nothing signs while this replica's copy of the stored set is
+    /// older than its staleness bound ([`PolicyInfo::stale`]).
+    pub(crate) stale: Option<String>,
     /// Verifies against every published key.
     pub(crate) verifier: Verifier,
     /// `iss`, default `aud`, `maxTokenTTL`.
@@ -123,7 +131,10 @@ fn discovery_document(
 
 impl PolicyView {
     /// Builds the view of `policy` serving `keys` (every key in the set:
-    /// pending, active and retired, newest first). `public_base_url` (such as
+    /// pending, active and retired, newest first), except the keys
+    /// `policy.revoked` names (SPEC invariant 9, [`KeySet::servable`]): they
+    /// are neither published, nor verified, nor used to sign, whether or not
+    /// the write that removes them from the store has landed. `public_base_url` (such as
     /// `https://jwks.example.com`) makes the discovery document's `jwks_uri`
     /// absolute on this server; without it `jwks_uri` is
     /// `{issuer}/.well-known/jwks.json`. The summary says `ready: true`, no problem.
@@ -132,6 +143,8 @@ impl PolicyView {
         keys: &KeySet<Arc<SigningKey>>,
         public_base_url: Option<&str>,
     ) -> PolicyView {
+        let served = keys.servable(&policy.revoked);
+        let keys = &served.keys;
         let r = policy.policy.clone();
         let jwks = Bytes::from(public_jwks_json(
             keys.keys.iter().map(|k| k.key.verifying_key()),
@@ -173,11 +186,16 @@ impl PolicyView {
             issuer: policy.issuer.clone(),
             jwks_path: r.jwks_path(),
             token_endpoint: policy.token_endpoint,
+            warnings: policy.warnings(),
         };
 
         let token = policy.token_endpoint.then(|| {
             Arc::new(TokenSide {
-                signer: active.map(|a| a.key.clone()),
+                signer: active
+                    .filter(|_| policy.stale.is_none())
+                    .map(|a| a.key.clone()),
+                withheld: served.withheld_active.clone(),
+                stale: policy.stale.clone(),
                 verifier: Verifier::new(keys.keys.iter().map(|k| k.key.verifying_key())),
                 mint: MintSettings {
                     issuer: policy.issuer.clone(),
@@ -192,7 +210,7 @@ impl PolicyView {
             })
         });
 
-        PolicyView {
+        let view = PolicyView {
             policy: r,
             jwks,
             etag,
@@ -201,18 +219,37 @@ impl PolicyView {
             discovery,
             summary,
             token,
+        };
+        match &policy.stale {
+            Some(why) => view.with_problem(Some(Problem::new(
+                crate::reasons::KEY_SET_STALE,
+                why.clone(),
+            ))),
+            None => view,
         }
     }
 
     /// A view serving only the public keys `keys` (a stored public set whose
     /// private counterpart cannot be read): the JWKS and discovery as usual,
     /// verification on the token listener, but nothing signs (minting is
-    /// `503 not_ready`) and the summary says `ready: false`.
+    /// `503 not_ready`) and the summary says `ready: false`. Keys that
+    /// `policy.revoked` names are left out, as in [`Self::build`].
     pub fn public_only(
         policy: &PolicyInfo,
         keys: &[VerifyingKey],
         public_base_url: Option<&str>,
     ) -> PolicyView {
+        let kept: Vec<VerifyingKey>;
+        let keys = if keys.iter().any(|k| policy.revoked.contains(k.kid())) {
+            kept = keys
+                .iter()
+                .filter(|k| !policy.revoked.contains(k.kid()))
+                .cloned()
+                .collect();
+            &kept[..]
+        } else {
+            keys
+        };
         let jwks = Bytes::from(public_jwks_json(keys));
         let etag = header_value(strong_etag(&jwks));
         let max_age = policy.jwks_max_age;
@@ -225,6 +262,8 @@ impl PolicyView {
         let token = policy.token_endpoint.then(|| {
             Arc::new(TokenSide {
                 signer: None,
+                withheld: None,
+                stale: None,
                 verifier: Verifier::new(keys.iter()),
                 mint: MintSettings {
                     issuer: policy.issuer.clone(),

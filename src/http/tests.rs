@@ -53,7 +53,7 @@ fn policy(ns: &str, name: &str, spec: &str) -> KeyRotationPolicy {
     let doc = format!(
         "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}"
     );
-    serde_yaml::from_str(&doc).expect("test policy parses")
+    crate::yaml::from_str(&doc).expect("test policy parses")
 }
 
 /// Runs the real planner at each offset (seconds after T0) with a seeded generator.
@@ -109,8 +109,8 @@ fn mixed_policy() -> (KeyRotationPolicy, KeySet<Arc<SigningKey>>) {
     (after, set)
 }
 
-struct Fixture {
-    state: SharedState,
+pub(super) struct Fixture {
+    pub(super) state: SharedState,
     api: Arc<PolicyView>,
     api_keys: KeySet<Arc<SigningKey>>,
     jwks: warp::filters::BoxedFilter<(warp::reply::Response,)>,
@@ -125,7 +125,8 @@ where
     f.map(Reply::into_response).boxed()
 }
 
-fn fixture() -> Fixture {
+/// Four policies (`team-a/api` mints tokens) served from one state.
+pub(super) fn fixture() -> Fixture {
     let metrics = Arc::new(Metrics::new());
     let state = SharedState::new(Some(PolicyRef::new("team-a", "api")), metrics)
         .with_clock(now)
@@ -747,11 +748,116 @@ async fn policies_lists_every_policy_with_its_summary() {
     assert_eq!(api["lastRotationReason"], "Initial");
     assert_eq!(api["issuer"], ISSUER);
     assert_eq!(api["jwksPath"], API_JWKS);
-    assert_eq!(api["tokenEndpoint"], true);
-    assert_eq!(list[1]["tokenEndpoint"], false);
+    // The public listener does not say which policies mint tokens.
+    for p in list.as_array().unwrap() {
+        assert!(p.get("tokenEndpoint").is_none(), "{p}");
+    }
+
+    // The metrics listener has the full view, token endpoints included.
+    let full = body_json(&send(&boxed(metrics_routes(f.state.clone())), get("/policies")).await);
+    assert_eq!(full.as_array().unwrap().len(), 4);
+    assert_eq!(full[0]["tokenEndpoint"], true);
+    assert_eq!(full[1]["tokenEndpoint"], false);
     // Round-trips into the Rust type other components read.
-    let parsed: Vec<PolicySummary> = serde_json::from_value(list.clone()).unwrap();
+    let parsed: Vec<PolicySummary> = serde_json::from_value(full.clone()).unwrap();
     assert_eq!(&parsed[0], f.api.summary());
+}
+
+#[tokio::test]
+async fn problem_messages_stay_off_the_public_listener() {
+    let f = fixture();
+    let r = PolicyRef::new("team-c", "broken");
+    let pol = policy("team-c", "broken", "{algorithm: ES256}");
+    let secret_detail = "reading /var/lib/jwks/team-c/broken/jwks.json: secrets \"x\" is forbidden";
+    f.state.set_problem(
+        &r,
+        PolicySummary::for_policy(&pol.info()),
+        Some(Problem::new("KeySetUnreadable", secret_detail)),
+    );
+    for path in ["/policies", "/team-c/broken/.well-known/jwks.json"] {
+        let res = send(&f.jwks, get(path)).await;
+        let body = String::from_utf8_lossy(res.body()).into_owned();
+        assert!(body.contains("KeySetUnreadable"), "{path}: {body}");
+        assert!(!body.contains("forbidden"), "{path}: {body}");
+        assert!(!body.contains("/var/lib"), "{path}: {body}");
+    }
+    let full = body_json(&send(&boxed(metrics_routes(f.state.clone())), get("/policies")).await);
+    let broken = full
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "broken")
+        .unwrap();
+    assert_eq!(broken["degraded"]["message"], secret_detail);
+}
+
+#[tokio::test]
+async fn metrics_can_be_left_off_the_jwks_listener() {
+    let f = fixture();
+    let off = boxed(jwks_routes_with(
+        f.state.clone(),
+        JwksOptions { metrics: false },
+    ));
+    assert_eq!(send(&off, get("/metrics")).await.status(), 404);
+    assert_eq!(send(&off, get("/healthz")).await.status(), 200);
+    assert_eq!(send(&off, get(API_JWKS)).await.status(), 200);
+    assert_eq!(
+        send(&f.jwks, get("/metrics")).await.status(),
+        200,
+        "on by default"
+    );
+    let metrics = boxed(metrics_routes(f.state.clone()));
+    assert_eq!(send(&metrics, get("/metrics")).await.status(), 200);
+}
+
+fn bearer_token_file(token: &str) -> (tempfile::TempDir, Arc<BearerToken>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    let bearer = BearerToken::load(&path).unwrap();
+    (dir, bearer)
+}
+
+#[tokio::test]
+async fn with_a_bearer_token_the_token_listener_answers_only_its_holders() {
+    let f = fixture();
+    let (_dir, bearer) = bearer_token_file("let-me-mint");
+    let routes = boxed(token_routes_with(f.state.clone(), Some(bearer)));
+    let mint = || post_json("/team-a/api/token", r#"{"sub":"intruder"}"#);
+    for (what, req) in [
+        ("no credential", mint()),
+        (
+            "a wrong token",
+            mint().header("authorization", "Bearer let-me-min"),
+        ),
+        (
+            "another scheme",
+            mint().header("authorization", "Basic let-me-mint"),
+        ),
+        (
+            "a non-ASCII header",
+            mint().header("authorization", &b"Bearer \xff"[..]),
+        ),
+        (
+            "an unknown policy",
+            post_json("/nope/nope/token", "{}").header("authorization", "Bearer x"),
+        ),
+    ] {
+        let res = send(&routes, req).await;
+        assert_eq!(res.status(), 401, "{what}");
+        assert_eq!(error_code(&res), "unauthorized", "{what}");
+        assert_eq!(res.headers()["www-authenticate"], "Bearer", "{what}");
+    }
+    let res = send(
+        &routes,
+        mint().header("authorization", "Bearer let-me-mint"),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "{:?}", res.body());
+    assert!(body_json(&res)["token"].is_string());
+    // Verification needs the credential too.
+    let verify = post_json("/team-a/api/verify", r#"{"token":"x.y.z"}"#);
+    assert_eq!(send(&routes, verify).await.status(), 401);
 }
 
 #[tokio::test]
@@ -860,13 +966,13 @@ async fn healthz_always_readyz_only_once_synced() {
 }
 
 #[tokio::test]
-async fn the_metrics_listener_serves_probes_and_metrics_only() {
+async fn the_metrics_listener_serves_probes_metrics_and_the_full_policies_only() {
     let f = fixture();
     let routes = boxed(metrics_routes(f.state.clone()));
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    for path in ["/healthz", "/readyz", "/metrics", "/policies"] {
         assert_eq!(send(&routes, get(path)).await.status(), 200, "{path}");
     }
-    for path in [API_JWKS, "/policies", "/.well-known/jwks.json"] {
+    for path in [API_JWKS, "/.well-known/jwks.json"] {
         assert_eq!(send(&routes, get(path)).await.status(), 404, "{path}");
     }
     let res = send(
@@ -1673,4 +1779,88 @@ async fn the_mint_cap_is_the_lower_of_the_spec_and_the_signers_recorded_ttl() {
     let res = send(&routes, post_json(API_TOKEN, r#"{"ttl":"5m"}"#)).await;
     assert_eq!(res.status(), 400);
     assert_eq!(body_json(&res)["error"], "ttl_too_long");
+}
+
+/// SPEC invariant 9: the view is built from (policy spec, stored set), so a
+/// kid in `revokedKeyIDs` leaves the JWKS, the discovery document's
+/// algorithms, verification and signing although the stored set, not yet
+/// rewritten, still holds it.
+#[tokio::test]
+async fn a_revoked_kid_is_never_served_and_never_signs_though_the_stored_set_holds_it() {
+    let f = fixture();
+    let active = f.api_keys.active().unwrap().kid().to_owned();
+    let pending = f.api_keys.pending().unwrap().kid().to_owned();
+    let before = mint_via_api(&f, json!({})).await;
+
+    let mut revoked = api_policy();
+    revoked.spec.revoked_key_ids = vec![active.clone()];
+    f.state.upsert(PolicyView::build(
+        &revoked.info(),
+        &f.api_keys,
+        Some(BASE_URL),
+    ));
+
+    let jwks = body_json(&send(&f.jwks, get(API_JWKS)).await);
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [pending.as_str()], "the revoked kid is not served");
+    let res = send(&f.token, post_json(API_TOKEN, "{}")).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(error_code(&res), "key_revoked");
+    assert!(res.headers().contains_key("retry-after"));
+    let message = body_json(&res)["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(&active), "{message}");
+    let res = verify_via_api(&f, &before).await;
+    assert_eq!(res.status(), 401, "a token of the revoked key fails");
+    let summary = f
+        .state
+        .view(&PolicyRef::new("team-a", "api"))
+        .unwrap()
+        .summary()
+        .clone();
+    assert!(!summary.ready);
+    assert_eq!(summary.active_key_id, None);
+    assert_eq!(summary.key_count, 1);
+
+    // Every key revoked: an empty set is served, discovery lists no algorithm.
+    revoked.spec.revoked_key_ids = vec![active, pending];
+    f.state.upsert(PolicyView::build(
+        &revoked.info(),
+        &f.api_keys,
+        Some(BASE_URL),
+    ));
+    let jwks = body_json(&send(&f.jwks, get(API_JWKS)).await);
+    assert_eq!(jwks["keys"], json!([]));
+    let discovery = body_json(&send(&f.jwks, get(API_DISCOVERY)).await);
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        json!([])
+    );
+}
+
+#[test]
+fn a_public_only_view_leaves_revoked_kids_out_too() {
+    let api = api_policy();
+    let keys = plan_at(&api, KeySet::default(), 1, &[0, 50 * 60]);
+    let public: Vec<_> = keys
+        .keys
+        .iter()
+        .map(|k| k.key.verifying_key().clone())
+        .collect();
+    let mut revoked = api.clone();
+    revoked.spec.revoked_key_ids = vec![keys.keys[0].kid().to_owned()];
+    let view = PolicyView::public_only(&revoked.info(), &public, None);
+    let jwks: Value = serde_json::from_slice(view.jwks_bytes()).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [keys.keys[1].kid()]);
+    assert_eq!(view.summary().key_count, 1);
 }

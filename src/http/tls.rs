@@ -25,9 +25,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
 
 use crate::keys::redacted::RedactedBytes;
+use tracing::{info, warn};
+
 use crate::metrics::Metrics;
 
 /// How often the certificate and key files are checked for a change.
@@ -40,6 +41,21 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// The leaf's private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`--tls-key-file`).
     pub key: PathBuf,
+    /// PEM CA certificates a client must present a certificate chaining to
+    /// (the token listener's `--token-client-ca-file`); no client
+    /// certificate is asked for when `None`.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// A pair without client certificates.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+        }
+    }
 }
 
 /// Why a certificate and key pair cannot be used. Every variant names the
@@ -70,6 +86,14 @@ pub enum TlsError {
         /// What is wrong, when known.
         detail: Option<String>,
     },
+    /// The client CA file holds no usable PEM CA certificate.
+    #[error("{} holds no usable PEM CA certificate for client certificates{}", path.display(), detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    ClientCa {
+        /// The CA file.
+        path: PathBuf,
+        /// What is wrong, when known.
+        detail: Option<String>,
+    },
     /// The key does not belong to the certificate.
     #[error("the private key in {} does not match the certificate in {}", key.display(), cert.display())]
     Mismatch {
@@ -91,12 +115,9 @@ pub struct ServerTls {
     seen: Mutex<Seen>,
 }
 
-/// The certificate file's bytes and the private key file's bytes (held
-/// [`Redacted`](crate::keys::Redacted): printed as `<redacted>`, wiped when dropped), or why they
-/// could not be read.
 #[derive(Debug)]
 enum Seen {
-    Contents(Vec<u8>, RedactedBytes),
+    Contents(Contents),
     Unreadable(String),
 }
 
@@ -105,8 +126,8 @@ impl Seen {
     /// a guessable secret an attacker probes byte by byte here).
     fn same_as(&self, other: &Seen) -> bool {
         match (self, other) {
-            (Seen::Contents(c1, k1), Seen::Contents(c2, k2)) => {
-                c1 == c2 && k1.expose() == k2.expose()
+            (Seen::Contents(a), Seen::Contents(b)) => {
+                a.cert == b.cert && a.key.expose() == b.key.expose() && a.client_ca == b.client_ca
             }
             (Seen::Unreadable(a), Seen::Unreadable(b)) => a == b,
             _ => false,
@@ -136,13 +157,52 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read_both(files: &TlsFiles) -> Result<(Vec<u8>, RedactedBytes), TlsError> {
-    Ok((read(&files.cert)?, RedactedBytes::new(read(&files.key)?)))
+/// The PEM contents of the files: certificate, key (held
+/// [`Redacted`](crate::keys::Redacted): printed as `<redacted>`, wiped when
+/// dropped), client CA (if any).
+#[derive(Debug, Clone)]
+struct Contents {
+    cert: Vec<u8>,
+    key: RedactedBytes,
+    client_ca: Option<Vec<u8>>,
+}
+
+fn read_all(files: &TlsFiles) -> Result<Contents, TlsError> {
+    Ok(Contents {
+        cert: read(&files.cert)?,
+        key: RedactedBytes::new(read(&files.key)?),
+        client_ca: files.client_ca.as_deref().map(read).transpose()?,
+    })
+}
+
+/// A verifier requiring a client certificate that chains to one of the
+/// CA certificates in `ca_pem`.
+fn client_verifier(
+    path: &Path,
+    ca_pem: &[u8],
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let bad = |detail: Option<String>| TlsError::ClientCa {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| bad(Some(e.to_string())))?;
+        roots.add(cert).map_err(|e| bad(Some(e.to_string())))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(None));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| bad(Some(e.to_string())))
 }
 
 /// Builds a server configuration from PEM contents, checking that the key
 /// belongs to the certificate.
-fn build(files: &TlsFiles, cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, TlsError> {
+fn build(files: &TlsFiles, contents: &Contents) -> Result<ServerConfig, TlsError> {
+    let (cert_pem, key_pem) = (&contents.cert[..], contents.key.expose());
     let bad_cert = |detail: Option<String>| TlsError::Certificate {
         path: files.cert.clone(),
         detail,
@@ -176,10 +236,16 @@ fn build(files: &TlsFiles, cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConf
         }
         Err(e) => return Err(bad_cert(Some(e.to_string()))),
     }
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad_key(Some(e.to_string())))?
-        .with_no_client_auth()
+        .map_err(|e| bad_key(Some(e.to_string())))?;
+    let builder = match (&files.client_ca, &contents.client_ca) {
+        (Some(path), Some(ca_pem)) => {
+            builder.with_client_cert_verifier(client_verifier(path, ca_pem, provider)?)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| bad_cert(Some(e.to_string())))?;
     // The listeners speak HTTP/1.1 only.
@@ -192,12 +258,12 @@ fn build(files: &TlsFiles, cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConf
 impl ServerTls {
     /// Loads the pair; fails with an error naming the file at fault.
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let (cert, key) = read_both(&files)?;
-        let config = build(&files, &cert, key.expose())?;
+        let contents = read_all(&files)?;
+        let config = build(&files, &contents)?;
         Ok(Arc::new(ServerTls {
             files,
             current: ArcSwap::from_pointee(config),
-            seen: Mutex::new(Seen::Contents(cert, key)),
+            seen: Mutex::new(Seen::Contents(contents)),
         }))
     }
 
@@ -214,15 +280,15 @@ impl ServerTls {
     /// Reads the files again and, when they changed, switches to the new
     /// pair if it is good. A bad pair is reported once per distinct content.
     pub fn reload(&self) -> Reload {
-        let contents = read_both(&self.files);
+        let contents = read_all(&self.files);
         // A writer caught between the two files: look again next time.
-        if let Ok((cert, _)) = &contents
-            && read(&self.files.cert).is_ok_and(|again| again != *cert)
+        if let Ok(c) = &contents
+            && read(&self.files.cert).is_ok_and(|again| again != c.cert)
         {
             return Reload::Unchanged;
         }
         let now = match &contents {
-            Ok((cert, key)) => Seen::Contents(cert.clone(), key.clone()),
+            Ok(c) => Seen::Contents(c.clone()),
             Err(e) => Seen::Unreadable(e.to_string()),
         };
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -230,7 +296,7 @@ impl ServerTls {
             return Reload::Unchanged;
         }
         *seen = now;
-        match contents.and_then(|(cert, key)| build(&self.files, &cert, key.expose())) {
+        match contents.and_then(|c| build(&self.files, &c)) {
             Ok(config) => {
                 self.current.store(Arc::new(config));
                 Reload::Reloaded

@@ -105,10 +105,10 @@ impl MountedSecret {
     }
 
     fn files(&self) -> TlsFiles {
-        TlsFiles {
-            cert: self.dir.path().join("tls.crt"),
-            key: self.dir.path().join("tls.key"),
-        }
+        TlsFiles::new(
+            self.dir.path().join("tls.crt"),
+            self.dir.path().join("tls.key"),
+        )
     }
 }
 
@@ -313,11 +313,8 @@ fn a_bad_pair_at_start_is_an_error_that_names_the_file() {
         (cert.clone(), missing.clone(), &missing, "cannot read"),
     ];
     for (cert, key, named, what) in cases {
-        let err = ServerTls::load(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        })
-        .expect_err("a bad pair");
+        let err =
+            ServerTls::load(TlsFiles::new(cert.clone(), key.clone())).expect_err("a bad pair");
         let message = err.to_string();
         assert!(
             message.contains(&named.display().to_string()) && message.contains(what),
@@ -327,7 +324,7 @@ fn a_bad_pair_at_start_is_an_error_that_names_the_file() {
     }
     // And the good pair loads.
     let key = write(dir.path(), "tls.key", &a.key_pem);
-    ServerTls::load(TlsFiles { cert, key }).unwrap();
+    ServerTls::load(TlsFiles::new(cert, key)).unwrap();
 }
 
 #[tokio::test]
@@ -428,4 +425,103 @@ fn the_debug_output_of_the_tls_configuration_holds_no_private_key_bytes() {
         }
     }
     assert!(shown.contains("<redacted>"), "{shown}");
+}
+
+/// A client that trusts `server_ca` and presents `cert` (or no certificate).
+fn mtls_connector(server_ca: &Ca, cert: Option<&Leaf>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_ca.cert.der().clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match cert {
+        Some(leaf) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+            builder
+                .with_client_auth_cert(vec![leaf.der.clone()], key)
+                .unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Mints a token for `team-a/api` over TLS with `connector`: the status
+/// line, or `None` when the server gave no HTTP answer (handshake refused).
+async fn mint_over(connector: &TlsConnector, addr: std::net::SocketAddr) -> Option<String> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .ok()?;
+    let body = r#"{"sub":"client"}"#;
+    let request = format!(
+        "POST /team-a/api/token HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut out))
+        .await
+        .expect("the server answers or closes");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.starts_with("HTTP/1.1")
+        .then(|| text.lines().next().unwrap().to_owned())
+}
+
+/// `--token-client-ca-file`: the token listener requires a client
+/// certificate from that CA; the JWKS listener does not ask for one.
+#[tokio::test]
+async fn the_token_listener_with_a_client_ca_serves_only_clients_with_its_certificates() {
+    let server_ca = Ca::new();
+    let server = server_ca.leaf("server");
+    let client_ca = Ca::new();
+    let stranger_ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "tls.crt", &server.cert_pem);
+    let key = write(dir.path(), "tls.key", &server.key_pem);
+    let ca_file = write(dir.path(), "clients.pem", &client_ca.cert.pem());
+
+    let state = super::tests::fixture().state;
+    let mut config = super::ListenerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(TlsFiles::new(cert, key));
+    config.token_addr = Some("0.0.0.0:0".parse().unwrap());
+    config.token_auth.client_ca_file = Some(ca_file);
+    let shutdown = Shutdown::new();
+    let listeners = super::start_listeners(&config, &state, &shutdown)
+        .await
+        .expect("a client CA is a credential: the listener starts beyond loopback");
+    let token = std::net::SocketAddr::from(([127, 0, 0, 1], listeners.token.unwrap().port()));
+
+    let no_cert = mtls_connector(&server_ca, None);
+    assert_eq!(
+        mint_over(&no_cert, token).await,
+        None,
+        "no client certificate"
+    );
+    let stranger = mtls_connector(&server_ca, Some(&stranger_ca.leaf("stranger")));
+    assert_eq!(
+        mint_over(&stranger, token).await,
+        None,
+        "a certificate from another CA"
+    );
+    let client = mtls_connector(&server_ca, Some(&client_ca.leaf("client")));
+    assert_eq!(
+        mint_over(&client, token).await.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "a certificate from the client CA"
+    );
+
+    // The JWKS listener stays open to anyone.
+    let mut jwks = connect(&server_ca, listeners.jwks).await;
+    assert_eq!(healthz(&mut jwks).await, "HTTP/1.1 200 OK");
+
+    shutdown.trigger();
+    listeners.stopped().await;
 }

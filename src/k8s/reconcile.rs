@@ -19,7 +19,7 @@ use tracing::warn;
 use super::leader::WriteGate;
 use super::secret::{Decoder, config_map_is_ours, config_map_object};
 use super::serving::LastGood;
-use super::status::{Observed, WrittenStatus, desired_status};
+use super::status::{Observed, WrittenStatus, desired_status, new_warnings};
 use super::store::{SecretCache, SecretStore, post_params};
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
 use crate::engine::{
@@ -319,6 +319,7 @@ impl Reconciler<'_> {
                 problem,
                 secret_name: self.policy.secret_name(),
                 jwks_uri: self.jwks_uri(),
+                warnings: self.policy.info().warnings(),
             },
             Timestamp::now(),
         );
@@ -342,7 +343,15 @@ impl Reconciler<'_> {
             name: self.name.clone(),
             source,
         })?;
+        let warnings: Vec<(String, String)> = new_warnings(prev, &desired)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+            .collect();
         self.ctx.written.record(self.policy, desired);
+        for (reason, message) in warnings {
+            warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %reason, "{message}");
+            self.event(EventType::Warning, &reason, "Configure", message)
+                .await;
+        }
         Ok(true)
     }
 
@@ -403,7 +412,14 @@ impl Reporter for Reconciler<'_> {
         let Some(cm) = &self.policy.spec.public_config_map else {
             return Ok(());
         };
-        match self.sync_config_map(cm, &layout::public_jwks(keys)).await {
+        // Through the read-side revocation rule: a degraded pass publishes
+        // the set it holds, which may still contain a revoked key.
+        let revoked = self.policy.info().revoked;
+        let served = keys.servable(&revoked);
+        match self
+            .sync_config_map(cm, &layout::public_jwks(&served.keys))
+            .await
+        {
             Err(e) if !e.is_transient() => {
                 let reason = match e {
                     Error::ConfigMapNotOwned { .. } => reasons::CONFIGMAP_NOT_OWNED,
@@ -474,8 +490,23 @@ impl Reporter for Reconciler<'_> {
         Ok(())
     }
 
-    async fn degraded(&mut self, problem: Problem) -> Result<(), Error> {
-        self.stop(problem).await
+    async fn degraded(
+        &mut self,
+        problem: Problem,
+        held: Option<&StoredKeySet>,
+    ) -> Result<(), Error> {
+        self.stop(problem).await?;
+        // The JWKS of every replica drops a revoked kid from the spec alone
+        // (the serving index); the public ConfigMap needs a write of its own
+        // when the Secret's could not record the revocation.
+        let revoked = self.policy.info().revoked;
+        if let Some(held) = held.filter(|h| !h.revoked_kids(&revoked).is_empty()) {
+            self.publish(held).await?;
+            if let Some(p) = self.publish_problem.take() {
+                warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %p.reason, "{}", p.message);
+            }
+        }
+        Ok(())
     }
 
     fn retrying(&mut self, what: &dyn std::fmt::Display, _conflict: bool) {

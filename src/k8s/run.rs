@@ -56,14 +56,18 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
     let last_good = Arc::new(serving::LastGood::default());
     let secrets = Arc::new(SecretCache::default());
     let decoder = Arc::new(Decoder::default());
+    let indexer = serving::Indexer::new(
+        &config.namespaces,
+        config.public_base_url.clone(),
+        last_good.clone(),
+    )
+    .sharing(secrets.clone(), decoder.clone())
+    .with_propagation_grace(config.propagation_grace);
     let index = tokio::spawn(serving::run(
         client.clone(),
         config.namespaces.clone(),
         state.clone(),
-        config.public_base_url.clone(),
-        last_good.clone(),
-        secrets.clone(),
-        decoder.clone(),
+        indexer,
     ));
 
     let writable = Arc::new(if config.leader_elect {

@@ -14,7 +14,7 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::secret::{Decoder, Found};
 use super::store::SecretCache;
@@ -56,6 +56,15 @@ enum Change {
 
 /// A change, with the namespace its watch covers (None: all namespaces).
 type Scoped = (Option<String>, Change);
+
+/// A watch error, with the watch it came from.
+struct WatchFailure {
+    /// The namespace the watch covers (None: all namespaces).
+    scope: Option<String>,
+    /// Whether it is the watch of Secrets (else of policies).
+    secrets: bool,
+    error: watcher::Error,
+}
 
 fn in_scope(scope: &Option<String>, namespace: &str) -> bool {
     scope.as_deref().is_none_or(|s| s == namespace)
@@ -107,6 +116,9 @@ pub struct Index {
     /// The policy of each Secret name, (namespace, Secret name): a Secret
     /// event finds its policy without a scan of every policy.
     owners: HashMap<(String, String), PolicyRef>,
+    /// Why nothing signs, for the policies whose Secret watch has failed
+    /// for longer than their staleness bound.
+    stale: HashMap<PolicyRef, String>,
 }
 
 // === impl Index ===
@@ -138,8 +150,16 @@ impl Index {
                 if let Some(uid) = p.uid() {
                     self.last_good.remember(uid, &set);
                 }
-                let view = PolicyView::build(&p.info(), &set, base_url);
-                state.upsert(match status_problem {
+                // A stale copy: nothing signs, and /policies says why (this
+                // replica may not be the one writing the status).
+                let stale = self.stale.get(policy).cloned();
+                state.state.metrics().set_stale(policy, stale.is_some());
+                let info = crate::http::PolicyInfo {
+                    stale: stale.clone(),
+                    ..p.info()
+                };
+                let view = PolicyView::build(&info, &set, base_url);
+                state.upsert(match status_problem.filter(|_| stale.is_none()) {
                     Some(problem) => view.with_problem(Some(problem)),
                     None => view,
                 });
@@ -209,6 +229,7 @@ impl Index {
     }
 
     fn remove_policy(&mut self, r: &PolicyRef) {
+        self.stale.remove(r);
         if let Some(old) = self.policies.remove(r) {
             let secret = (r.namespace.clone(), old.secret_name());
             if self.owners.get(&secret) == Some(r) {
@@ -230,7 +251,7 @@ fn stored_public_set(secret: &Secret) -> Option<Vec<VerifyingKey>> {
 fn merged(
     client: &Client,
     namespaces: &[String],
-) -> impl Stream<Item = Result<Scoped, watcher::Error>> + Send + use<> {
+) -> impl Stream<Item = Result<Scoped, WatchFailure>> + Send + use<> {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
@@ -253,7 +274,14 @@ fn merged(
             watcher::watcher(policies, watcher::Config::default())
                 .default_backoff()
                 .modify(forget_managed_fields)
-                .map(move |e| e.map(|e| (s1.clone(), Change::Policy(e))))
+                .map(move |e| {
+                    e.map(|e| (s1.clone(), Change::Policy(e)))
+                        .map_err(|error| WatchFailure {
+                            scope: s1.clone(),
+                            secrets: false,
+                            error,
+                        })
+                })
                 .boxed(),
         );
         streams.push(
@@ -263,7 +291,14 @@ fn merged(
             )
             .default_backoff()
             .modify(forget_managed_fields)
-            .map(move |e| e.map(|e| (scope.clone(), Change::Secret(e))))
+            .map(move |e| {
+                e.map(|e| (scope.clone(), Change::Secret(e)))
+                    .map_err(|error| WatchFailure {
+                        scope: scope.clone(),
+                        secrets: true,
+                        error,
+                    })
+            })
             .boxed(),
         );
     }
@@ -293,6 +328,11 @@ pub struct Indexer {
     synced: HashSet<(Option<String>, bool)>,
     relist_policies: Relist<PolicyRef, Arc<KeyRotationPolicy>>,
     relist_secrets: Relist<(String, String), Arc<Secret>>,
+    /// Since when the Secret watch of each scope has been failing (cleared
+    /// by its next event).
+    secrets_failing: HashMap<Option<String>, std::time::Instant>,
+    /// `--propagation-grace`, part of the staleness bound.
+    propagation_grace: std::time::Duration,
 }
 
 // === impl Indexer ===
@@ -314,6 +354,67 @@ impl Indexer {
             synced: HashSet::new(),
             relist_policies: HashMap::new(),
             relist_secrets: HashMap::new(),
+            secrets_failing: HashMap::new(),
+            propagation_grace: crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
+        }
+    }
+
+    /// Sets `--propagation-grace` (part of the staleness bound).
+    pub fn with_propagation_grace(mut self, grace: std::time::Duration) -> Indexer {
+        self.propagation_grace = grace;
+        self
+    }
+
+    /// The Secret watch of `scope` failed at `now` (the watcher retries).
+    fn secrets_watch_failed(&mut self, scope: Option<String>, now: std::time::Instant) {
+        self.secrets_failing.entry(scope).or_insert(now);
+    }
+
+    /// Bounded staleness ([`crate::engine::staleness`]) of what this replica
+    /// serves: a policy whose Secret watch has failed for longer than
+    /// `clockSkew + --propagation-grace` stops signing on this replica's
+    /// token endpoint (the leader may have retired its key meanwhile), shows
+    /// `KeySetStale` in `/policies` and `key_set_stale` 1, and resumes once
+    /// the watch delivers again. Checked at every batch: a failing watch
+    /// retries (and reports) at least every 30 s.
+    fn check_staleness(&mut self, state: &mut Pending<'_>, now: std::time::Instant) {
+        let base = self.base_url.as_deref();
+        let index = &mut self.index;
+        let mut changed = Vec::new();
+        for (r, p) in &index.policies {
+            let since = self
+                .secrets_failing
+                .iter()
+                .filter(|(scope, _)| in_scope(scope, &r.namespace))
+                .map(|(_, at)| *at)
+                .min();
+            let bound = std::time::Duration::from(p.spec.clock_skew) + self.propagation_grace;
+            let stale = match crate::engine::staleness::freshness(since, now, bound) {
+                crate::engine::staleness::Freshness::Fresh => None,
+                crate::engine::staleness::Freshness::Stale { age } => Some(format!(
+                    "this replica's watch of the policy's Secret has failed for {}s, longer than clockSkew + propagationGrace ({}s): the leader may have retired the active key since, so this replica does not sign until the watch recovers",
+                    age.as_secs(),
+                    bound.as_secs()
+                )),
+            };
+            match (stale, index.stale.contains_key(r)) {
+                (Some(why), false) => {
+                    warn!(policy = %r, "{why}");
+                    changed.push((r.clone(), Some(why)));
+                }
+                (None, true) => {
+                    info!(policy = %r, "the Secret watch delivers again: this replica signs again");
+                    changed.push((r.clone(), None));
+                }
+                _ => {}
+            }
+        }
+        for (r, why) in changed {
+            match why {
+                Some(why) => index.stale.insert(r.clone(), why),
+                None => index.stale.remove(&r),
+            };
+            index.refresh(state, &r, base);
         }
     }
 
@@ -336,6 +437,9 @@ impl Indexer {
     /// Applies one watch event to the index; what it changes in what is
     /// served goes to `state`, published with the rest of its batch.
     fn absorb(&mut self, state: &mut Pending<'_>, scope: Option<String>, change: Change) {
+        if matches!(change, Change::Secret(_)) {
+            self.secrets_failing.remove(&scope);
+        }
         let base = self.base_url.as_deref();
         let index = &mut self.index;
         match change {
@@ -505,7 +609,8 @@ impl<'a> Pending<'a> {
 /// they changed: a burst (a start, a re-list, thousands of policies
 /// becoming ready) is published a few times a second instead of once per
 /// event, each publication copying the map of every policy. It is also the
-/// most a change waits to be served.
+/// most a change waits to be served (plus the time to absorb one event): the
+/// batch closes at its deadline even while more events are ready.
 pub const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Runs the index until the watch streams end (they don't, short of a
@@ -515,12 +620,8 @@ pub async fn run(
     client: Client,
     namespaces: Vec<String>,
     state: SharedState,
-    base_url: Option<String>,
-    last_good: Arc<LastGood>,
-    cache: Arc<SecretCache>,
-    decoder: Arc<Decoder>,
+    mut indexer: Indexer,
 ) {
-    let mut indexer = Indexer::new(&namespaces, base_url, last_good).sharing(cache, decoder);
     index_batches(&mut indexer, &state, merged(&client, &namespaces)).await;
 }
 
@@ -529,7 +630,7 @@ pub async fn run(
 async fn index_batches(
     indexer: &mut Indexer,
     state: &SharedState,
-    changes: impl Stream<Item = Result<Scoped, watcher::Error>>,
+    changes: impl Stream<Item = Result<Scoped, WatchFailure>>,
 ) {
     let mut changes = std::pin::pin!(changes);
     while let Some(first) = changes.next().await {
@@ -539,12 +640,26 @@ async fn index_batches(
         while let Some(change) = next.take() {
             match change {
                 Ok((scope, change)) => indexer.absorb(&mut pending, scope, change),
-                Err(e) => warn!(error = %e, "watch error; the watcher retries with backoff"),
+                Err(e) => {
+                    warn!(error = %e.error, "watch error; the watcher retries with backoff");
+                    if e.secrets {
+                        indexer.secrets_watch_failed(e.scope, std::time::Instant::now());
+                    }
+                }
+            }
+            // The window is a bound, not a pause between events: `timeout_at`
+            // polls the stream before its deadline, so a stream that always
+            // has the next event ready (a re-list, a busy cluster) would keep
+            // the batch open, and its changes unserved, for as long as it
+            // lasts.
+            if tokio::time::Instant::now() >= until {
+                break;
             }
             if let Ok(Some(more)) = tokio::time::timeout_at(until, changes.next()).await {
                 next = Some(more);
             }
         }
+        indexer.check_staleness(&mut pending, std::time::Instant::now());
         pending.publish();
         indexer.check_ready(state);
     }
@@ -782,7 +897,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_burst_of_watch_events_is_published_in_one_swap() {
+    async fn a_burst_of_watch_events_is_published_in_a_swap_per_window_not_per_event() {
         let state = state();
         let mut indexer = Indexer::new(&[], None, Arc::default());
         let policy = |i: usize| {
@@ -790,7 +905,7 @@ mod tests {
             p.metadata.name = Some(format!("p{i}"));
             p
         };
-        let mut events: Vec<Result<Scoped, watcher::Error>> =
+        let mut events: Vec<Result<Scoped, WatchFailure>> =
             vec![Ok((None, Change::Policy(Event::Init)))];
         events.extend((0..1000).map(|i| Ok((None, Change::Policy(Event::InitApply(policy(i)))))));
         events.push(Ok((None, Change::Policy(Event::InitDone))));
@@ -798,10 +913,154 @@ mod tests {
         events.push(Ok((None, Change::Secret(Event::Init))));
         events.push(Ok((None, Change::Secret(Event::InitDone))));
         let before = state.publications();
+        let started = std::time::Instant::now();
         index_batches(&mut indexer, &state, stream::iter(events)).await;
-        assert_eq!(state.publications() - before, 1, "2,004 events, one swap");
+        // One swap per window the burst took to absorb (one, on a fast
+        // machine), never one per event.
+        let windows = started.elapsed().as_millis() / BATCH_WINDOW.as_millis();
+        let swaps = state.publications() - before;
+        assert!(
+            swaps <= windows as u64 + 1,
+            "2,004 events in {:?}: {swaps} swaps",
+            started.elapsed()
+        );
         assert_eq!(state.summaries().len(), 1000);
         assert!(state.is_ready());
+    }
+
+    /// Events that keep coming, always ready, each a millisecond after the
+    /// last: what is served lags them by about one window, never by the
+    /// whole stream.
+    ///
+    /// Wall-clock time rather than tokio's paused clock: the paused clock
+    /// only moves while every task waits, and the fault shows only with a
+    /// stream that never makes the index wait (advancing the clock yields,
+    /// which closes the batch anyway).
+    #[tokio::test]
+    async fn a_steady_stream_of_events_is_published_at_least_once_per_window() {
+        let state = state();
+        let mut indexer = Indexer::new(&[], None, Arc::default());
+        let started = std::time::Instant::now();
+        let seen = state.clone();
+        // (elapsed, publications so far) as each event is produced.
+        let trace = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = trace.clone();
+        let events = stream::iter(0..300).map(move |i| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            record
+                .lock()
+                .unwrap()
+                .push((started.elapsed(), seen.publications()));
+            let mut p = policy();
+            p.metadata.name = Some(format!("p{}", i % 10));
+            Ok((None, Change::Policy(Event::Apply(p))))
+        });
+        index_batches(&mut indexer, &state, events).await;
+        let trace = trace.lock().unwrap();
+        let total = trace.last().unwrap().0;
+        let first = trace
+            .iter()
+            .find(|(_, published)| *published > 0)
+            .map(|(at, _)| *at);
+        let bound = BATCH_WINDOW + std::time::Duration::from_millis(100);
+        assert!(
+            first.is_some_and(|at| at <= bound),
+            "first publication seen at {first:?} into a {total:?} stream (bound {bound:?})"
+        );
+        let windows = (total.as_millis() / BATCH_WINDOW.as_millis()) as u64;
+        assert!(
+            state.publications() >= windows / 2,
+            "{} publications over {total:?}",
+            state.publications()
+        );
+    }
+
+    /// Item 9 of issue 20: a replica whose Secret watch keeps failing stops
+    /// signing once its copy is older than `clockSkew + propagationGrace`,
+    /// says so in /policies and `key_set_stale`, keeps serving the JWKS,
+    /// and signs again once the watch delivers. Injected clock.
+    #[test]
+    fn a_replica_whose_secret_watch_fails_past_the_bound_stops_signing_until_it_recovers() {
+        let state = state();
+        let mut indexer = Indexer::new(&[], None, Arc::default())
+            .with_propagation_grace(std::time::Duration::from_secs(30));
+        let mut p = policy();
+        p.spec.clock_skew = crate::api::Duration::from(std::time::Duration::from_secs(10));
+        p.spec.token_endpoint =
+            serde_json::from_value(serde_json::json!({"enabled": true})).unwrap();
+        indexer.handle(&state, None, Change::Policy(Event::Apply(p)));
+        indexer.handle(
+            &state,
+            None,
+            Change::Secret(Event::Apply(served_secret("7"))),
+        );
+        let r = PolicyRef::new("ns", "p");
+        let signs = |state: &SharedState| {
+            state
+                .view(&r)
+                .unwrap()
+                .token_side()
+                .unwrap()
+                .signer
+                .is_some()
+        };
+        let stale_gauge = |state: &SharedState| {
+            state
+                .metrics()
+                .encode()
+                .lines()
+                .find(|l| l.starts_with("jwks_operator_key_set_stale{"))
+                .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        assert!(signs(&state));
+
+        let t0 = std::time::Instant::now();
+        let check = |indexer: &mut Indexer, at: std::time::Instant| {
+            let mut pending = Pending::new(&state);
+            indexer.check_staleness(&mut pending, at);
+            pending.publish();
+        };
+        indexer.secrets_watch_failed(None, t0);
+        check(&mut indexer, t0 + std::time::Duration::from_secs(40));
+        assert!(signs(&state), "within clockSkew + propagationGrace");
+        check(&mut indexer, t0 + std::time::Duration::from_secs(41));
+        assert!(!signs(&state), "stale: nothing signs");
+        let view = state.view(&r).unwrap();
+        let why = view.token_side().unwrap().stale.clone().unwrap();
+        assert!(why.contains("(40s)"), "{why}");
+        assert_eq!(
+            view.summary().degraded.as_ref().unwrap().reason,
+            "KeySetStale"
+        );
+        assert_eq!(
+            view.summary().key_count,
+            3,
+            "the public set is still served"
+        );
+        assert_eq!(stale_gauge(&state).as_deref(), Some("1"));
+        // A later failure does not restart the clock; a policy event keeps it stale.
+        indexer.secrets_watch_failed(None, t0 + std::time::Duration::from_secs(50));
+        indexer.handle(
+            &state,
+            None,
+            Change::Policy(Event::Apply(policy_with_token())),
+        );
+        assert!(!signs(&state));
+
+        // The watch delivers again (its re-list starts): signing resumes.
+        indexer.handle(&state, None, Change::Secret(Event::Init));
+        check(&mut indexer, t0 + std::time::Duration::from_secs(60));
+        assert!(signs(&state));
+        assert!(state.view(&r).unwrap().summary().degraded.is_none());
+        assert_eq!(stale_gauge(&state).as_deref(), Some("0"));
+    }
+
+    fn policy_with_token() -> KeyRotationPolicy {
+        let mut p = policy();
+        p.spec.clock_skew = crate::api::Duration::from(std::time::Duration::from_secs(10));
+        p.spec.token_endpoint =
+            serde_json::from_value(serde_json::json!({"enabled": true})).unwrap();
+        p
     }
 
     #[test]

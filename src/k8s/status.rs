@@ -35,6 +35,10 @@ pub struct Observed<'a, K> {
     pub secret_name: String,
     /// Public JWKS URL, when the operator knows its base URL.
     pub jwks_uri: Option<String>,
+    /// Warnings that leave the policy working: each is a condition of its
+    /// own (type and reason the warning's reason, status `True`), absent
+    /// when the warning does not apply.
+    pub warnings: Vec<Problem>,
 }
 
 fn state_name(s: KeyState) -> KeyStateName {
@@ -119,7 +123,7 @@ fn conditions<K: LifecycleKey>(
             "nothing needs attention".to_owned(),
         ),
     };
-    vec![
+    let mut out = vec![
         condition(
             prev,
             READY,
@@ -138,7 +142,32 @@ fn conditions<K: LifecycleKey>(
             obs.generation,
             now,
         ),
-    ]
+    ];
+    out.extend(obs.warnings.iter().map(|w| {
+        condition(
+            prev,
+            &w.reason,
+            true,
+            &w.reason,
+            w.message.clone(),
+            obs.generation,
+            now,
+        )
+    }));
+    out
+}
+
+/// The warnings of `status` that `prev` did not have yet (each deserves a
+/// Warning Event, once).
+pub fn new_warnings<'a>(
+    prev: Option<&KeyRotationPolicyStatus>,
+    status: &'a KeyRotationPolicyStatus,
+) -> impl Iterator<Item = &'a Condition> {
+    status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != READY && c.type_ != DEGRADED)
+        .filter(move |c| !prev.is_some_and(|p| p.conditions.iter().any(|old| old.type_ == c.type_)))
 }
 
 /// The status the policy should have. `prev` is the current status (its
@@ -309,6 +338,7 @@ mod tests {
             problem,
             secret_name: "p-jwks".into(),
             jwks_uri: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -427,5 +457,52 @@ mod tests {
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, DEGRADED).status, "True");
         assert_eq!(cond(&s, DEGRADED).reason, "MaxKeysReached");
+    }
+
+    /// A token-enabled policy with an issuer gets a condition of its own
+    /// (neither Ready nor Degraded change), announced once by a Warning Event.
+    #[test]
+    fn a_token_endpoint_on_an_issuer_is_a_warning_condition_of_its_own() {
+        let p = policy();
+        let set = keys_at(0);
+        let policy: crate::api::KeyRotationPolicy = crate::yaml::from_str(
+            "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\n\
+             metadata: {name: p, namespace: ns}\n\
+             spec: {issuer: 'https://kube.example.com', tokenEndpoint: {enabled: true}}",
+        )
+        .unwrap();
+        let mut info = policy.info();
+        let warnings = info.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].reason, "TokenEndpointOnIssuer");
+        let plain = desired_status(None, observed(Some(&set), &p, None), t(1));
+        assert_eq!(plain.conditions.len(), 2);
+        let mut obs = observed(Some(&set), &p, None);
+        obs.warnings = warnings.clone();
+        let warned = desired_status(Some(&plain), obs, t(2));
+        assert_eq!(cond(&warned, READY).status, "True");
+        assert_eq!(cond(&warned, DEGRADED).status, "False");
+        let c = cond(&warned, "TokenEndpointOnIssuer");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "TokenEndpointOnIssuer")
+        );
+        assert!(
+            c.message.contains("https://kube.example.com"),
+            "{}",
+            c.message
+        );
+        let new: Vec<_> = new_warnings(Some(&plain), &warned)
+            .map(|c| &c.type_)
+            .collect();
+        assert_eq!(new, ["TokenEndpointOnIssuer"]);
+        assert_eq!(new_warnings(Some(&warned), &warned).count(), 0, "once");
+
+        // Either setting alone is fine.
+        info.issuer = None;
+        assert!(info.warnings().is_empty());
+        info.issuer = Some("https://kube.example.com".into());
+        info.token_endpoint = false;
+        assert!(info.warnings().is_empty());
     }
 }

@@ -245,7 +245,10 @@ impl Reporter for Report<'_> {
 
     async fn publish(&mut self, keys: &StoredKeySet) -> Result<(), Self::Error> {
         let hint = hint_for(self.doc);
-        if self.state.publish(keys, hint, Timestamp::now()) {
+        if self
+            .state
+            .publish(keys, &self.doc.resolved.revoked, hint, Timestamp::now())
+        {
             log_served(self.policy, keys);
         }
         Ok(())
@@ -270,18 +273,31 @@ impl Reporter for Report<'_> {
         Ok(())
     }
 
-    async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
+    async fn degraded(
+        &mut self,
+        problem: Problem,
+        held: Option<&StoredKeySet>,
+    ) -> Result<(), Self::Error> {
         engine::log::degraded(
             self.policy,
             self.problem,
             &problem,
             "; still serving the last good key set",
         );
-        self.http.set_problem(
-            self.policy,
-            PolicySummary::for_policy(&self.doc.policy.info()),
-            Some(problem),
-        );
+        match held.filter(|k| !k.keys.is_empty()) {
+            // Served again for the policy as it is now: a kid it revokes
+            // leaves FetchKeys and stops signing although no write recorded it.
+            Some(keys) => {
+                self.publish(keys).await?;
+                let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
+                self.http.upsert(view.with_problem(Some(problem)));
+            }
+            None => self.http.set_problem(
+                self.policy,
+                PolicySummary::for_policy(&self.doc.policy.info()),
+                Some(problem),
+            ),
+        }
         Ok(())
     }
 
@@ -319,6 +335,11 @@ struct Signer {
     ran_before: bool,
     /// The warning shown in `/policies`.
     warning: Option<Problem>,
+    /// When a follower last read the stored set, or found it unchanged since
+    /// it did ([`engine::staleness`]).
+    read_at: Option<std::time::Instant>,
+    /// The files' stamp at that read.
+    read_stamp: Option<Stamp>,
 }
 
 impl Signer {
@@ -327,22 +348,21 @@ impl Signer {
     async fn refresh(&mut self) {
         let now_stamp = stamp(self.dir.path());
         if self.seen.as_ref() == Some(&now_stamp) {
+            // Unchanged since the last successful read: that copy is current.
+            if self.read_stamp.as_ref() == Some(&now_stamp) && now_stamp.iter().all(Option::is_some)
+            {
+                self.read_at = Some(std::time::Instant::now());
+            }
             return;
         }
         match self.dir.load().await {
             Ok(Loaded::Keys { set, .. } | Loaded::Copied { set, .. }) => {
-                self.served = Some(set.clone());
-                let hint = hint_for(&self.doc);
-                if self.state.publish(&set, hint, Timestamp::now()) {
-                    log_served(&self.config.policy, &set);
-                }
-                self.http.upsert(PolicyView::build(
-                    &self.doc.policy.info(),
-                    &set,
-                    self.config.public_base_url.as_deref(),
-                ));
+                self.serve(&set);
+                self.served = Some(set);
                 self.http.set_ready(true);
                 self.corrupt_logged = false;
+                self.read_at = Some(std::time::Instant::now());
+                self.read_stamp = Some(now_stamp.clone());
                 self.seen = Some(now_stamp);
             }
             // Gone (the leader writes back what it holds) or being adopted:
@@ -356,6 +376,64 @@ impl Signer {
                 self.seen = Some(now_stamp);
             }
             Err(e) => warn!(policy = %self.config.policy, "reading the key set: {e}"),
+        }
+    }
+
+    /// Serves `set` (as a follower read it) for the policy as it is now.
+    fn serve(&self, set: &StoredKeySet) {
+        let hint = hint_for(&self.doc);
+        if self
+            .state
+            .publish(set, &self.doc.resolved.revoked, hint, Timestamp::now())
+        {
+            log_served(&self.config.policy, set);
+        }
+        self.http.upsert(PolicyView::build(
+            &self.doc.policy.info(),
+            set,
+            self.config.public_base_url.as_deref(),
+        ));
+    }
+
+    /// A follower's staleness check at `now` ([`engine::staleness`]): past
+    /// the bound since its last read of the stored set, Sign refuses, the
+    /// `jwks_operator_signer_stale` gauge is 1, `/policies` shows
+    /// `KeySetStale` and a WARN is logged; all of it is undone at the first
+    /// check after a read. A leader (the only writer) is never stale.
+    fn check_freshness(&mut self, now: std::time::Instant, leading: bool) {
+        let bound = engine::staleness::bound(&self.doc.resolved, self.config.poll_interval);
+        let policy = &self.config.policy;
+        let freshness = if leading {
+            engine::staleness::Freshness::Fresh
+        } else {
+            engine::staleness::freshness(self.read_at, now, bound)
+        };
+        match freshness {
+            engine::staleness::Freshness::Fresh => {
+                if self.state.set_stale(None) {
+                    info!(policy = %policy, "the stored key set is read again: signing resumes");
+                    self.http.set_problem(
+                        policy,
+                        PolicySummary::for_policy(&self.doc.policy.info()),
+                        None,
+                    );
+                }
+            }
+            engine::staleness::Freshness::Stale { age } => {
+                let why = format!(
+                    "this signer has not read the stored key set in {} for longer than its staleness bound of {}s (clockSkew + propagationGrace): the leader may have retired the active key since, so nothing signs until the set is read again",
+                    self.dir.path().display(),
+                    bound.as_secs()
+                );
+                if self.state.set_stale(Some(why.clone())) {
+                    warn!(policy = %policy, age_seconds = age.as_secs(), "{why}");
+                    self.http.set_problem(
+                        policy,
+                        PolicySummary::for_policy(&self.doc.policy.info()),
+                        Some(Problem::new(crate::reasons::KEY_SET_STALE, why)),
+                    );
+                }
+            }
         }
     }
 
@@ -484,8 +562,17 @@ impl Signer {
         self.doc = doc;
         // The refresh hint may have changed with publishAhead.
         self.seen = None;
-        if let Role::Leader(leader) = role {
-            leader.next_due = Timestamp::now();
+        match role {
+            Role::Leader(leader) => leader.next_due = Timestamp::now(),
+            // What a follower serves follows the new policy at once (a kid it
+            // revokes leaves FetchKeys), whether or not the stored set can
+            // be read again.
+            Role::Follower => {
+                if let Some(set) = self.served.take() {
+                    self.serve(&set);
+                    self.served = Some(set);
+                }
+            }
         }
     }
 }
@@ -579,6 +666,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         served: None,
         ran_before,
         warning: None,
+        read_at: None,
+        read_stamp: None,
     };
     let mut role = Role::Follower;
     state.metrics().set_leader(false);
@@ -605,6 +694,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             Role::Leader(leader) => signer.pass(leader).await,
             Role::Follower => signer.refresh().await,
         }
+        signer.check_freshness(std::time::Instant::now(), matches!(role, Role::Leader(_)));
 
         if guard.is_none() && state.published().is_some_and(|p| p.active.is_some()) {
             let (listener, g) = socket::bind(&signer.config.socket)?;

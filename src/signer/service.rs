@@ -2,7 +2,7 @@
 //! [`Published`] snapshot that the run loop swaps in whenever the stored key
 //! set changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ pub const MAX_REFRESH_HINT: Duration = Duration::from_secs(60);
 pub struct Published {
     /// The key Sign uses (an Active key kube-apiserver can use).
     pub active: Option<Arc<SigningKey>>,
+    /// The stored Active key's kid while `spec.revokedKeyIDs` names it and
+    /// no fresh key is stored yet: Sign refuses, naming it.
+    pub withheld: Option<String>,
     /// Pending, active and retired keys, newest first, as FetchKeys lists them.
     pub keys: Vec<pb::Key>,
     /// When `keys` last changed.
@@ -70,6 +73,7 @@ pub struct SignerMetrics {
     requests: Family<RequestLabels, Counter>,
     keys: Gauge,
     leader: Gauge,
+    stale: Gauge,
 }
 
 impl std::fmt::Debug for SignerMetrics {
@@ -102,11 +106,18 @@ impl SignerMetrics {
             "1 while this signer holds the state-directory lock and rotates the keys, 0 while it follows",
             leader.clone(),
         );
+        let stale = Gauge::default();
+        registry.register(
+            "stale",
+            "1 while this follower has not read the stored key set for longer than its staleness bound and Sign refuses, 0 otherwise",
+            stale.clone(),
+        );
         SignerMetrics {
             registry,
             requests,
             keys,
             leader,
+            stale,
         }
     }
 
@@ -153,6 +164,9 @@ pub struct SignerState {
     spki: Mutex<HashMap<String, Option<Vec<u8>>>>,
     /// Kids of keys left out of FetchKeys already warned about.
     warned: Mutex<std::collections::BTreeSet<String>>,
+    /// Why Sign refuses while this follower's copy of the stored set is
+    /// older than its staleness bound.
+    stale: ArcSwapOption<String>,
 }
 
 impl SignerState {
@@ -164,6 +178,7 @@ impl SignerState {
             metrics: SignerMetrics::new(),
             spki: Mutex::new(HashMap::new()),
             warned: Mutex::new(Default::default()),
+            stale: ArcSwapOption::empty(),
         })
     }
 
@@ -182,14 +197,34 @@ impl SignerState {
         **self.lifetimes.load().as_ref().expect("always set")
     }
 
+    /// Marks the served set too old to sign with (`Some(why)`) or fresh
+    /// again (`None`); FetchKeys keeps answering. Returns whether it changed.
+    pub fn set_stale(&self, why: Option<String>) -> bool {
+        let changed = self.stale.load().is_some() != why.is_some();
+        self.metrics.stale.set(i64::from(why.is_some()));
+        self.stale.store(why.map(Arc::new));
+        changed
+    }
+
     /// Replaces the lifetimes (after a policy reload).
     pub fn set_lifetimes(&self, lifetimes: Lifetimes) {
         self.lifetimes.store(Some(Arc::new(lifetimes)));
     }
 
-    /// Publishes `set` at `now`. `data_timestamp` moves only when the listed
-    /// keys change. Returns whether they changed.
-    pub fn publish(&self, set: &StoredKeySet, refresh_hint: Duration, now: Timestamp) -> bool {
+    /// Publishes `set` at `now`, without the keys `revoked` names (SPEC
+    /// invariant 9, [`KeySet::servable`](crate::keys::lifecycle::KeySet::servable):
+    /// neither listed nor signing, whether or not a write has removed them
+    /// from the store). `data_timestamp` moves only when the listed keys
+    /// change. Returns whether they changed.
+    pub fn publish(
+        &self,
+        set: &StoredKeySet,
+        revoked: &BTreeSet<String>,
+        refresh_hint: Duration,
+        now: Timestamp,
+    ) -> bool {
+        let served = set.servable(revoked);
+        let set = &served.keys;
         let mut cache = self.spki.lock().expect("not poisoned");
         let mut keys = Vec::with_capacity(set.keys.len());
         for k in &set.keys {
@@ -215,7 +250,7 @@ impl SignerState {
                 }
             }
         }
-        let live: std::collections::BTreeSet<&str> = set.keys.iter().map(|k| k.kid()).collect();
+        let live: BTreeSet<&str> = set.keys.iter().map(|k| k.kid()).collect();
         cache.retain(|kid, _| live.contains(kid.as_str()));
         drop(cache);
 
@@ -241,6 +276,7 @@ impl SignerState {
         self.metrics.keys.set(keys.len() as i64);
         self.published.store(Some(Arc::new(Published {
             active,
+            withheld: served.withheld_active,
             keys,
             data_timestamp,
             refresh_hint,
@@ -278,12 +314,20 @@ impl Service {
 
     fn sign_inner(&self, claims: &str) -> Result<pb::SignJwtResponse, Status> {
         check_claims(claims, &self.state.lifetimes(), Timestamp::now())?;
+        if let Some(why) = self.state.stale.load_full() {
+            return Err(Status::unavailable(why.to_string()));
+        }
         let published = self
             .state
             .published()
             .ok_or_else(|| Status::unavailable("no key set loaded yet"))?;
-        let key = published.active.as_ref().ok_or_else(|| {
-            Status::failed_precondition("the key set has no active key kube-apiserver can use")
+        let key = published.active.as_ref().ok_or_else(|| match &published.withheld {
+            Some(kid) => Status::unavailable(format!(
+                "the active key {kid} is in spec.revokedKeyIDs and no fresh key is active yet; nothing signs until one is"
+            )),
+            None => {
+                Status::failed_precondition("the key set has no active key kube-apiserver can use")
+            }
         })?;
         let header = key.jws_header();
         let mut message = Vec::with_capacity(header.len() + 1 + claims.len());

@@ -40,6 +40,10 @@ fn set_of(keys: Vec<(Arc<SigningKey>, KeyState)>) -> StoredKeySet {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+fn no_revocation() -> std::collections::BTreeSet<String> {
+    std::collections::BTreeSet::new()
+}
+
 /// A signer serving `state` on a socket in `dir`, and a client for it.
 struct Harness {
     client: ExternalJwtSignerClient<Channel>,
@@ -264,8 +268,12 @@ async fn fetch_keys_lists_pending_active_and_retired_keys_as_spki() {
         (active.clone(), KeyState::Active),
         (retired.clone(), KeyState::Retired),
     ]);
-    h.state
-        .publish(&set, Duration::from_secs(30), Timestamp::now());
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(30),
+        Timestamp::now(),
+    );
     let resp = h.fetch_keys().await;
     let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
     assert_eq!(kids, [pending.kid(), active.kid(), retired.kid()]);
@@ -297,13 +305,17 @@ async fn data_timestamp_moves_only_when_the_set_changes() {
     let b = generate(Algorithm::ES256);
     let one = set_of(vec![(a.clone(), KeyState::Active)]);
     let t0 = Timestamp::from_second(1_900_000_000).unwrap();
-    assert!(h.state.publish(&one, Duration::from_secs(5), t0));
+    assert!(
+        h.state
+            .publish(&one, &no_revocation(), Duration::from_secs(5), t0)
+    );
     let first = h.fetch_keys().await;
     // Same keys republished later (a state change that lists the same keys): same stamp.
     let mut same = one.clone();
     same.keys[0].prune_after = Some(t0);
     assert!(!h.state.publish(
         &same,
+        &no_revocation(),
         Duration::from_secs(5),
         t0 + jiff::SignedDuration::from_secs(10)
     ));
@@ -311,7 +323,10 @@ async fn data_timestamp_moves_only_when_the_set_changes() {
     assert_eq!(first.data_timestamp, again.data_timestamp);
     // A new key: a later stamp, even when the clock did not move.
     let two = set_of(vec![(b, KeyState::Pending), (a, KeyState::Active)]);
-    assert!(h.state.publish(&two, Duration::from_secs(5), t0));
+    assert!(
+        h.state
+            .publish(&two, &no_revocation(), Duration::from_secs(5), t0)
+    );
     let changed = h.fetch_keys().await;
     let (f, c) = (
         first.data_timestamp.unwrap(),
@@ -361,13 +376,76 @@ async fn keys_kube_cannot_use_are_left_out_and_never_sign() {
         (ps, KeyState::Pending),
         (rs.clone(), KeyState::Retired),
     ]);
-    h.state
-        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(5),
+        Timestamp::now(),
+    );
     let resp = h.fetch_keys().await;
     let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
     assert_eq!(kids, [rs.kid()]);
     let e = h.sign(claims(now_s(), now_s() + 60)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let _ = h.stop.send(());
+}
+
+#[tokio::test]
+async fn a_revoked_kid_leaves_fetch_keys_and_never_signs_whatever_the_store_still_holds() {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let active = fixture(Algorithm::RS256);
+    let retired = fixture(Algorithm::ES256);
+    // The stored set still holds both (the write that would drop the
+    // revoked key failed): what is served follows the spec.
+    let set = set_of(vec![
+        (active.clone(), KeyState::Active),
+        (retired.clone(), KeyState::Retired),
+    ]);
+    let now = Timestamp::now().as_second();
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(5),
+        Timestamp::now(),
+    );
+    assert!(h.sign(claims(now, now + 60)).await.is_ok());
+
+    let revoked = [active.kid().to_owned()].into_iter().collect();
+    assert!(
+        h.state
+            .publish(&set, &revoked, Duration::from_secs(5), Timestamp::now())
+    );
+    let kids: Vec<String> = h
+        .fetch_keys()
+        .await
+        .keys
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(kids, [retired.kid()]);
+    let e = h.sign(claims(now, now + 60)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains(active.kid()), "{}", e.message());
+    assert!(e.message().contains("revokedKeyIDs"), "{}", e.message());
+
+    // Revoking a retired key leaves the active one signing.
+    let revoked = [retired.kid().to_owned()].into_iter().collect();
+    h.state
+        .publish(&set, &revoked, Duration::from_secs(5), Timestamp::now());
+    let kids: Vec<String> = h
+        .fetch_keys()
+        .await
+        .keys
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(kids, [active.kid()]);
+    let resp = h.sign(claims(now, now + 60)).await.unwrap();
+    assert!(
+        String::from_utf8(URL_SAFE_NO_PAD.decode(&resp.header).unwrap())
+            .unwrap()
+            .contains(active.kid())
+    );
     let _ = h.stop.send(());
 }
 
@@ -379,8 +457,12 @@ async fn sign_with(alg: Algorithm) {
         (pending, KeyState::Pending),
         (active.clone(), KeyState::Active),
     ]);
-    h.state
-        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(5),
+        Timestamp::now(),
+    );
     let now = Timestamp::now().as_second();
     let payload = claims(now, now + 3600);
     let resp = h.sign(payload.clone()).await.unwrap();
@@ -438,8 +520,12 @@ async fn sign_refuses_lifetimes_beyond_the_cap_and_bad_claims() {
     ))
     .await;
     let set = set_of(vec![(fixture(Algorithm::ES256), KeyState::Active)]);
-    h.state
-        .publish(&set, Duration::from_secs(5), Timestamp::now());
+    h.state.publish(
+        &set,
+        &no_revocation(),
+        Duration::from_secs(5),
+        Timestamp::now(),
+    );
     // Up to the recorded cap is signed, one second more is not.
     let t = now_s();
     h.sign(claims(t, t + 900)).await.unwrap();
@@ -615,4 +701,137 @@ async fn the_socket_is_private_and_a_live_one_is_never_taken_over() {
     // No staging directory is left behind.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1);
+}
+
+/// Item 9 of issue 20: a follower that cannot read the stored set for longer
+/// than its staleness bound stops signing (and says so in /policies and the
+/// `jwks_operator_signer_stale` gauge), and resumes once it reads it again.
+/// Real files; the clock of the check is injected.
+#[tokio::test]
+async fn a_follower_that_cannot_read_the_stored_set_past_its_bound_stops_signing_until_it_can() {
+    use super::pb::external_jwt_signer_server::ExternalJwtSigner as _;
+    use crate::http::{PolicyRef, SharedState};
+    use crate::store::files::FileStore;
+
+    let work = tempfile::tempdir().unwrap();
+    let policies = work.path().join("policies.yaml");
+    std::fs::write(
+        &policies,
+        "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {name: sa, namespace: kube-system}\nspec: {algorithm: ES256, clockSkew: 10s}\n",
+    )
+    .unwrap();
+    let policy = PolicyRef::new("kube-system", "sa");
+    let doc = super::load_policy(&policies, &policy).unwrap();
+    let state_dir = work.path().join("state");
+    let store = FileStore::open(&state_dir).unwrap();
+    let dir = store.policy("kube-system", "sa").unwrap();
+    // What the leader stored.
+    let mut source =
+        crate::keys::material::RngKeySource(rand_chacha::ChaCha20Rng::from_seed([9; 32]));
+    let set = crate::keys::lifecycle::plan(
+        &doc.resolved,
+        &KeySet::default(),
+        Timestamp::now(),
+        &mut source,
+    )
+    .unwrap()
+    .keys;
+    dir.save_blocking(&set, None).unwrap();
+
+    let state = SignerState::new(lifetimes(HOUR, HOUR));
+    let http = SharedState::new(None, Arc::new(crate::metrics::Metrics::new()));
+    let mut follower = super::Signer {
+        config: super::Config {
+            policies,
+            policy: policy.clone(),
+            state_dir: state_dir.clone(),
+            socket: work.path().join("s.sock"),
+            jwks_addr: None,
+            metrics_addr: None,
+            public_base_url: None,
+            adopt_key: None,
+            poll_interval: Duration::from_secs(1),
+        },
+        announced: super::announced::Announced::new(&state_dir, &policy),
+        doc,
+        dir: dir.clone(),
+        store,
+        state: state.clone(),
+        http: http.clone(),
+        adopt: None,
+        seen: None,
+        corrupt_logged: false,
+        served: None,
+        ran_before: false,
+        warning: None,
+        read_at: None,
+        read_stamp: None,
+    };
+    let service = Service::new(state.clone());
+    let now = Timestamp::now().as_second();
+    let sign = || {
+        service.sign(tonic::Request::new(SignJwtRequest {
+            claims: claims(now, now + 600),
+        }))
+    };
+    let bound = crate::engine::staleness::bound(&follower.doc.resolved, Duration::from_secs(1));
+    assert_eq!(
+        bound,
+        Duration::from_secs(100),
+        "clockSkew 10s + propagationGrace 90s"
+    );
+
+    follower.refresh().await;
+    let read = follower.read_at.expect("read");
+    follower.check_freshness(read, false);
+    assert!(sign().await.is_ok());
+
+    // The state cannot be read any more; within the bound it still signs.
+    let lifecycle = dir.path().join("lifecycle.json");
+    let good = std::fs::read(&lifecycle).unwrap();
+    std::fs::write(&lifecycle, b"garbage").unwrap();
+    follower.refresh().await;
+    follower.check_freshness(read + bound, false);
+    assert!(sign().await.is_ok(), "within the bound");
+    follower.refresh().await;
+    follower.check_freshness(read + bound + Duration::from_secs(1), false);
+    let e = sign().await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(
+        e.message().contains("staleness bound of 100s"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        state
+            .metrics()
+            .encode()
+            .contains("jwks_operator_signer_stale 1")
+    );
+    let summary = &http.summaries()[0];
+    assert_eq!(summary.degraded.as_ref().unwrap().reason, "KeySetStale");
+    // FetchKeys keeps answering (kube-apiserver keeps verifying).
+    assert!(
+        service
+            .fetch_keys(tonic::Request::new(FetchKeysRequest {}))
+            .await
+            .is_ok()
+    );
+
+    // Readable again: signing resumes at the next check.
+    std::fs::write(&lifecycle, good).unwrap();
+    follower.refresh().await;
+    follower.check_freshness(std::time::Instant::now(), false);
+    assert!(sign().await.is_ok());
+    assert!(
+        state
+            .metrics()
+            .encode()
+            .contains("jwks_operator_signer_stale 0")
+    );
+    assert!(http.summaries()[0].degraded.is_none());
+
+    // The leader writes the set: it is never stale.
+    follower.check_freshness(std::time::Instant::now() + bound * 10, true);
+    assert!(sign().await.is_ok());
 }

@@ -145,6 +145,17 @@ impl Engine {
     /// A valid document: a new policy is added and due at once; a changed
     /// one (or one that was frozen or unreadable) is due at once.
     fn take_document(&mut self, r: PolicyRef, doc: PolicyDoc, now: Timestamp) {
+        // A new or changed policy's warnings (also in the metrics listener's
+        // /policies), once per change rather than once per reload.
+        let fresh = self
+            .policies
+            .get(&r)
+            .is_none_or(|m| m.doc.policy.spec != doc.policy.spec);
+        if fresh {
+            for w in doc.policy.info().warnings() {
+                warn!(policy = %r, reason = %w.reason, "{}", w.message);
+            }
+        }
         match self.policies.get_mut(&r) {
             Some(m) => {
                 let changed = m.doc.policy.spec != doc.policy.spec
@@ -398,10 +409,21 @@ impl Reporter for Report<'_> {
         Ok(())
     }
 
-    async fn degraded(&mut self, problem: Problem) -> Result<(), Self::Error> {
+    async fn degraded(
+        &mut self,
+        problem: Problem,
+        held: Option<&StoredKeySet>,
+    ) -> Result<(), Self::Error> {
         engine::log::degraded(self.policy, self.problem, &problem, "");
-        let summary = PolicySummary::for_policy(&self.doc.policy.info());
-        self.publish = Publish::Problem(summary, Some(problem));
+        let info = self.doc.policy.info();
+        // The last good set keeps being served, rebuilt for the policy as it
+        // is now: a kid it revokes is withheld although no write recorded it.
+        self.publish = match held.filter(|k| !k.keys.is_empty()) {
+            Some(keys) => Publish::View(
+                PolicyView::build(&info, keys, self.base_url).with_problem(Some(problem)),
+            ),
+            None => Publish::Problem(PolicySummary::for_policy(&info), Some(problem)),
+        };
         Ok(())
     }
 

@@ -27,7 +27,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt as _;
-use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::api::{GROUP, KeyRotationPolicy, validate_like_apiserver};
@@ -187,12 +186,12 @@ fn add_text(
     file: &Path,
     text: &str,
 ) {
-    for (document, doc) in split_documents(text).into_iter().enumerate() {
+    for doc in crate::yaml::documents(text) {
         let source = Source {
             file: file.to_owned(),
-            document: Some(document + 1),
+            document: Some(doc.number),
         };
-        match check_document(doc, &source) {
+        match check_document(doc.value, &source) {
             Checked::Empty => {}
             Checked::OtherKind(kind) => out.skipped.push((source, kind)),
             Checked::Bad(bad) => out.bad.push(bad),
@@ -217,24 +216,8 @@ fn add_text(
     }
 }
 
-/// One document: parsed YAML, or the syntax error that ended the file.
-type RawDocument = Result<serde_yaml::Value, String>;
-
-/// Splits a multi-document YAML text. A syntax error ends the file: the
-/// parser cannot tell where the next document starts after one.
-fn split_documents(text: &str) -> Vec<RawDocument> {
-    let mut out = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(text) {
-        match serde_yaml::Value::deserialize(de) {
-            Ok(v) => out.push(Ok(v)),
-            Err(e) => {
-                out.push(Err(format!("not valid YAML: {e}")));
-                break;
-            }
-        }
-    }
-    out
-}
+/// One document: parsed YAML as JSON-shaped data, or why it could not be read.
+type RawDocument = Result<Value, String>;
 
 enum Checked {
     Empty,
@@ -254,12 +237,8 @@ fn check_document(doc: RawDocument, source: &Source) -> Checked {
             message,
         })
     };
-    let yaml = match doc {
-        Ok(serde_yaml::Value::Null) => return Checked::Empty,
-        Ok(v) => v,
-        Err(message) => return bad(None, None, message),
-    };
-    let mut json: Value = match serde_json::to_value(&yaml) {
+    let mut json: Value = match doc {
+        Ok(Value::Null) => return Checked::Empty,
         Ok(Value::Object(o)) => Value::Object(o),
         Ok(_) => {
             return bad(
@@ -268,7 +247,7 @@ fn check_document(doc: RawDocument, source: &Source) -> Checked {
                 "not a mapping (expected a KeyRotationPolicy manifest)".into(),
             );
         }
-        Err(e) => return bad(None, None, format!("cannot be read as JSON: {e}")),
+        Err(message) => return bad(None, None, message),
     };
 
     // Identity first, so later problems can name the policy.

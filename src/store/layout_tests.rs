@@ -415,7 +415,7 @@ fn a_node_jose_key_set_is_adoptable_and_keeps_its_kids() {
     assert_eq!(keys[1].alg(), Algorithm::RS256);
 
     // Adopted, written in our layout and read back: same kids, first Active.
-    let policy = serde_yaml::from_str::<crate::api::KeyRotationPolicySpec>("algorithm: ES256")
+    let policy = crate::yaml::from_str::<crate::api::KeyRotationPolicySpec>("algorithm: ES256")
         .unwrap()
         .resolve(None)
         .unwrap();

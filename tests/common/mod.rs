@@ -27,6 +27,8 @@ pub struct Operator {
     pub jwks: SocketAddr,
     /// The token listener.
     pub token: SocketAddr,
+    /// The metrics listener (probes, /metrics, the full /policies).
+    pub metrics: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     pub policies: PathBuf,
     pub state_dir: PathBuf,
@@ -51,6 +53,8 @@ impl Operator {
                 "--jwks-addr",
                 "127.0.0.1:0",
                 "--token-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
                 "127.0.0.1:0",
                 "--log-format",
                 "json",
@@ -81,12 +85,14 @@ impl Operator {
             child: Some(child),
             jwks: "0.0.0.0:0".parse().unwrap(),
             token: "0.0.0.0:0".parse().unwrap(),
+            metrics: "0.0.0.0:0".parse().unwrap(),
             log,
             policies: policies.to_owned(),
             state_dir: state_dir.to_owned(),
         };
         op.jwks = op.wait_for_addr("JWKS listener started");
         op.token = op.wait_for_addr("token listener started");
+        op.metrics = op.wait_for_addr("metrics listener started");
         op
     }
 
@@ -189,9 +195,10 @@ impl Operator {
         kids_of(&self.jwks(policy))
     }
 
-    /// The `/policies` entry of `ns/name`.
+    /// The `/policies` entry of `ns/name`, in full (with problem messages):
+    /// from the metrics listener.
     pub fn summary(&self, policy: &str) -> Value {
-        let all = self.get("/policies").json();
+        let all = http(self.metrics, "GET", "/policies", &[], None).json();
         let (ns, name) = policy.split_once('/').unwrap();
         all.as_array()
             .unwrap()

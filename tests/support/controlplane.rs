@@ -504,7 +504,8 @@ impl ControlPlane {
     /// Established.
     pub async fn install_crd(&self, client: &Client) {
         let yaml = include_str!("../../crds/keyrotationpolicies.jwks.dev.yaml");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(yaml).expect("CRD parses");
+        let crd: CustomResourceDefinition =
+            jwks_operator::yaml::from_str(yaml).expect("CRD parses");
         apply_crd(client, &crd).await;
     }
 }

@@ -163,9 +163,9 @@ pub fn template(release: &str, namespace: &str, values: &[(&str, &str)]) -> Resu
 
 /// Parses a multi-document YAML stream into JSON values, dropping empty documents.
 pub fn parse_manifest(yaml: &str) -> Vec<Value> {
-    use serde::Deserialize as _;
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
+    jwks_operator::yaml::documents(yaml)
+        .into_iter()
+        .map(|doc| doc.value.expect("rendered YAML parses"))
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -180,7 +180,7 @@ pub fn render(release: &str, namespace: &str, values: &[(&str, &str)]) -> Vec<Va
 pub fn to_yaml_stream(objects: &[&Value]) -> String {
     objects
         .iter()
-        .map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap()))
+        .map(|o| format!("---\n{}", jwks_operator::yaml::to_string(o).unwrap()))
         .collect()
 }
 

@@ -78,9 +78,11 @@ pub async fn chart_identity(
         String::from_utf8_lossy(&out.stderr)
     );
     // Names as the chart renders them.
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .collect();
+    let docs: Vec<serde_json::Value> =
+        jwks_operator::yaml::documents(&String::from_utf8_lossy(&rendered.stdout))
+            .into_iter()
+            .filter_map(|d| d.value.ok())
+            .collect();
     let named = |kind: &str| {
         docs.iter()
             .find(|d| d["kind"].as_str() == Some(kind))
@@ -93,7 +95,7 @@ pub async fn chart_identity(
     let lease_name = docs
         .iter()
         .filter(|d| d["kind"].as_str() == Some("Role"))
-        .flat_map(|d| d["rules"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
         .find_map(|r| r["resourceNames"][0].as_str().map(str::to_owned))
         .unwrap_or_default();
     let token = cp.service_account_token(admin, namespace, &sa_name).await;

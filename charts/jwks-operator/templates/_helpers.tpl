@@ -127,6 +127,12 @@ Deployment, so `helm install` fails before anything is created.
 {{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
 {{- fail "tls.certManager.issuerRef.name is empty: name the cert-manager Issuer or ClusterIssuer that signs the certificate" }}
 {{- end }}
+{{- if and .Values.tokenListener.enabled (not .Values.tokenListener.auth.bearerTokenSecret.name) (not .Values.tokenListener.auth.clientCASecret.name) }}
+{{- fail "tokenListener.enabled needs a client credential: set tokenListener.auth.bearerTokenSecret.name (a Secret holding a bearer token) and/or tokenListener.auth.clientCASecret.name (client certificates, with tls.enabled)" }}
+{{- end }}
+{{- if and .Values.tokenListener.auth.clientCASecret.name (not .Values.tls.enabled) }}
+{{- fail "tokenListener.auth.clientCASecret needs tls.enabled: client certificates are checked in the TLS handshake" }}
+{{- end }}
 {{- if and .Values.tokenListener.service.enabled (not .Values.tokenListener.enabled) }}
 {{- fail "tokenListener.service.enabled requires tokenListener.enabled: there is no token listener to expose" }}
 {{- end }}
@@ -147,17 +153,40 @@ wildcard.
   verbs: ["get", "list", "watch"]
 - apiGroups: ["jwks.dev"]
   resources: ["keyrotationpolicies/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
+  verbs: ["get", "list", "watch", "create", "update"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
+  verbs: ["get", "list", "watch", "create", "update"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+The Secret holding the token listener's bearer token, when the token listener
+is on and uses one; empty otherwise.
+*/}}
+{{- define "jwks-operator.tokenAuthSecret" -}}
+{{- if .Values.tokenListener.enabled }}{{ .Values.tokenListener.auth.bearerTokenSecret.name }}{{ end }}
+{{- end }}
+
+{{/*
+The Secret holding the CA certificates of the token listener's clients, when
+the token listener is on and uses them; empty otherwise.
+*/}}
+{{- define "jwks-operator.tokenClientCASecret" -}}
+{{- if .Values.tokenListener.enabled }}{{ .Values.tokenListener.auth.clientCASecret.name }}{{ end }}
+{{- end }}
+
+{{/*
+Non-empty when the pod mounts any Secret.
+*/}}
+{{- define "jwks-operator.volumes" -}}
+{{- if or .Values.tls.enabled (include "jwks-operator.tokenAuthSecret" .) (include "jwks-operator.tokenClientCASecret" .) }}true{{ end }}
 {{- end }}

@@ -1351,3 +1351,76 @@ fn plans_with_real_keys_from_a_seeded_generator() {
     assert_eq!(second.keys.keys.len(), 2);
     assert_ne!(second.keys.keys[0].kid(), second.keys.keys[1].kid());
 }
+
+// === revocation as a read-side rule (SPEC invariant 9) ===
+
+/// A set with a pending (k3), an active (k2) and a retired (k1) key.
+fn three_keys() -> KeySet<TestKey> {
+    let mut sim = Sim::new(Policy {
+        max_token_ttl: secs(300),
+        ..policy()
+    });
+    sim.at(0);
+    sim.at(80);
+    sim.at(100);
+    sim.at(180);
+    assert_eq!(
+        sim.kids(),
+        vec![
+            ("k3", KeyState::Pending),
+            ("k2", KeyState::Active),
+            ("k1", KeyState::Retired)
+        ]
+    );
+    sim.set
+}
+
+fn revoked(kids: &[&str]) -> BTreeSet<String> {
+    kids.iter().map(|k| (*k).to_owned()).collect()
+}
+
+#[test]
+fn a_revoked_active_key_is_withheld_and_nothing_signs_until_a_fresh_key_is_stored() {
+    let set = three_keys();
+    let served = set.servable(&revoked(&["k2"]));
+    let kids: Vec<_> = served.keys.keys.iter().map(|k| k.kid()).collect();
+    assert_eq!(kids, ["k3", "k1"]);
+    assert!(
+        served.keys.active().is_none(),
+        "the revoked key never signs"
+    );
+    assert_eq!(served.withheld, ["k2"]);
+    assert_eq!(served.withheld_active.as_deref(), Some("k2"));
+    assert_eq!(served.keys.last_rotation_time, set.last_rotation_time);
+}
+
+#[test]
+fn a_revoked_retired_or_pending_key_is_withheld_and_the_active_key_keeps_signing() {
+    let set = three_keys();
+    let served = set.servable(&revoked(&["k1", "k3"]));
+    let kids: Vec<_> = served.keys.keys.iter().map(|k| k.kid()).collect();
+    assert_eq!(kids, ["k2"]);
+    assert_eq!(served.keys.active().map(|a| a.kid()), Some("k2"));
+    assert_eq!(served.withheld, ["k3", "k1"]);
+    assert_eq!(served.withheld_active, None);
+}
+
+#[test]
+fn with_nothing_revoked_or_only_unknown_kids_the_set_is_served_as_stored() {
+    let set = three_keys();
+    for r in [revoked(&[]), revoked(&["not-a-kid"])] {
+        let served = set.servable(&r);
+        assert_eq!(served.keys, set);
+        assert!(served.withheld.is_empty());
+        assert_eq!(served.withheld_active, None);
+    }
+}
+
+#[test]
+fn every_revoked_kid_is_withheld_even_when_none_is_left() {
+    let set = three_keys();
+    let served = set.servable(&revoked(&["k1", "k2", "k3"]));
+    assert!(served.keys.keys.is_empty());
+    assert_eq!(served.withheld.len(), 3);
+    assert_eq!(set.revoked_kids(&revoked(&["k2", "x"])), ["k2"]);
+}
