@@ -294,8 +294,13 @@ fn locked_version(name: &str) -> String {
                 .find_map(|l| l.strip_prefix("version = \""))
                 .map(|v| v.trim_end_matches('"').to_owned())
         });
-    let version = versions.next().unwrap_or_else(|| panic!("{name} is not in Cargo.lock"));
-    assert!(versions.next().is_none(), "{name} is locked at more than one version");
+    let version = versions
+        .next()
+        .unwrap_or_else(|| panic!("{name} is not in Cargo.lock"));
+    assert!(
+        versions.next().is_none(),
+        "{name} is locked at more than one version"
+    );
     version
 }
 
