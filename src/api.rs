@@ -222,7 +222,10 @@ pub struct KeyRotationPolicySpec {
 #[serde(rename_all = "camelCase")]
 pub struct TokenEndpoint {
     /// Serve `POST /{namespace}/{name}/token` and `/verify` for this policy on
-    /// the token listener (which itself is off unless `--token-addr` is set).
+    /// the token listener (which itself is off unless `--token-addr` is set,
+    /// and beyond loopback asks every client for a bearer token or a client
+    /// certificate). On a policy with an `issuer` this mints tokens its
+    /// verifiers accept: the policy gets the `TokenEndpointOnIssuer` condition.
     #[serde(default)]
     pub enabled: bool,
 }

@@ -72,6 +72,24 @@ impl TestEnv {
         format!("/{}/{name}/.well-known/jwks.json", self.ns)
     }
 
+    /// The reasons of the Events about `name`, once `reason` is among them:
+    /// the operator records an Event after the write it reports, so a check
+    /// right after the write would race it. Fails after 10 s.
+    async fn event_reasons_with(&self, name: &str, reason: &str) -> BTreeSet<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reasons = self.event_reasons(name).await;
+            if reasons.contains(reason) {
+                return reasons;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {reason} Event about {name} within 10 s: {reasons:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn event_reasons(&self, name: &str) -> BTreeSet<String> {
         let events: Api<k8s_openapi::api::events::v1::Event> =
             Api::namespaced(self.admin.clone(), &self.ns);
@@ -202,8 +220,7 @@ async fn a_policy_becomes_a_ready_secret_served_over_http_with_the_charts_permis
     assert_eq!(verified["claims"]["aud"], "orders");
 
     // Events and `kubectl get krp`.
-    let reasons = env.event_reasons("api").await;
-    assert!(reasons.contains("KeyCreated"), "{reasons:?}");
+    env.event_reasons_with("api", "KeyCreated").await;
 
     // An issuer that mints on the token listener: a condition of its own
     // (Ready and Degraded untouched) and a Warning Event.
@@ -378,7 +395,7 @@ async fn scheduled_rotation_pre_publishes_then_signs_then_prunes_after_the_token
             .as_str(),
         Some("Scheduled")
     ));
-    let reasons = env.event_reasons("fast").await;
+    let reasons = env.event_reasons_with("fast", "KeyPruned").await;
     for r in ["KeyCreated", "KeyActivated", "KeyRetired", "KeyPruned"] {
         assert!(reasons.contains(r), "missing Event {r}: {reasons:?}");
     }
@@ -554,7 +571,7 @@ async fn revoking_the_active_key_removes_it_at_once_and_a_fresh_key_signs() {
         (serde_json::to_value(s.last_rotation_reason).ok()? == "Revoked").then_some(())
     })
     .await;
-    assert!(env.event_reasons("rev").await.contains("KeyRevoked"));
+    env.event_reasons_with("rev", "KeyRevoked").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -679,7 +696,7 @@ async fn a_corrupt_secret_is_never_overwritten_and_the_last_good_set_is_served()
         (200, good.clone()),
         "the last good set stays served"
     );
-    assert!(env.event_reasons("cor").await.contains("CorruptKeySet"));
+    env.event_reasons_with("cor", "CorruptKeySet").await;
 
     // A replica that starts now has no last good set in memory: it serves
     // the Secret's jwks.public.json, which is intact.
@@ -734,8 +751,7 @@ async fn a_deleted_secret_is_restored_from_memory_or_recreated_and_a_deleted_pol
         String::from_utf8(data(&restored, "active.kid")).unwrap(),
         first
     );
-    let reasons = env.event_reasons("del").await;
-    assert!(reasons.contains("SecretRestored"), "{reasons:?}");
+    let reasons = env.event_reasons_with("del", "SecretRestored").await;
     assert!(!reasons.contains("SecretRecreated"), "{reasons:?}");
     let (code, body) = op.get(&env.jwks_path("del"));
     assert_eq!((code, kids(&body)), (200, vec![first.clone()]));
@@ -764,7 +780,7 @@ async fn a_deleted_secret_is_restored_from_memory_or_recreated_and_a_deleted_pol
         String::from_utf8(data(&secret, "active.kid")).unwrap(),
         second
     );
-    assert!(env.event_reasons("del").await.contains("SecretRecreated"));
+    env.event_reasons_with("del", "SecretRecreated").await;
 
     env.policies()
         .delete("del", &DeleteParams::default())
@@ -827,8 +843,7 @@ async fn an_emptied_secret_is_restored_with_the_same_keys_like_a_deleted_one() {
         first
     );
     assert_eq!(restored.uid(), before.uid(), "the same Secret, replaced");
-    let reasons = env.event_reasons("emp").await;
-    assert!(reasons.contains("SecretRestored"), "{reasons:?}");
+    let reasons = env.event_reasons_with("emp", "SecretRestored").await;
     assert!(!reasons.contains("SecretRecreated"), "{reasons:?}");
 
     // Only the key-set data keys removed; someone else's data key stays.
@@ -986,7 +1001,7 @@ async fn a_key_store_is_adopted_only_when_named_explicitly_and_annotated_and_out
     // Labelled, not owned: adding an ownerReference to an existing Secret
     // needs `delete` on it, which the chart does not grant.
     assert!(adopted.owner_references().is_empty(), "{adopted:?}");
-    assert!(env.event_reasons("adopt").await.contains("KeySetAdopted"));
+    env.event_reasons_with("adopt", "KeySetAdopted").await;
 
     // Everything else is SecretNotOwned and never touched.
     for (policy, secret) in [
@@ -1318,11 +1333,7 @@ async fn an_api_error_a_retry_cannot_fix_is_degraded_with_the_operation_and_an_e
     assert!(message.contains("not allowed here"), "{message}");
     let (reason, _) = env.condition("refused", "Ready", "False").await;
     assert_eq!(reason, "SecretWriteFailed");
-    assert!(
-        env.event_reasons("refused")
-            .await
-            .contains("SecretWriteFailed")
-    );
+    env.event_reasons_with("refused", "SecretWriteFailed").await;
 
     // The keys work (Ready) but their publication does not (Degraded).
     let (reason, message) = env.condition("publisher", "Degraded", "True").await;
@@ -1330,11 +1341,8 @@ async fn an_api_error_a_retry_cannot_fix_is_degraded_with_the_operation_and_an_e
     assert!(message.contains("theirs"), "{message}");
     let (reason, _) = env.condition("publisher", "Ready", "True").await;
     assert_eq!(reason, "KeySetPublished");
-    assert!(
-        env.event_reasons("publisher")
-            .await
-            .contains("ConfigMapNotOwned")
-    );
+    env.event_reasons_with("publisher", "ConfigMapNotOwned")
+        .await;
     assert_eq!(
         cms.get("theirs").await.unwrap().resource_version(),
         theirs.resource_version(),
