@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# First, in seconds: what this run needs that the installers below cannot
+# install (toolchains, root, disk, registries), as one list; exits if any.
+step "bash scripts/preflight.sh"
+bash scripts/preflight.sh
+
 # The gates first: formatting, clippy and cargo-deny fail the run in minutes,
 # before any test tool is built (SECURITY.md).
 step "bash scripts/gates.sh"

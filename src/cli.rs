@@ -337,9 +337,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct RotateArgs {
     /// Name of the KeyRotationPolicy.
     pub name: String,
-    /// Its namespace.
-    #[arg(long, short = 'n', default_value = "default")]
-    pub namespace: String,
+    /// Its namespace (default: the kubeconfig context's namespace, as for
+    /// `status` and `revoke`).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
 }
 
 /// Output format of `status`.
@@ -511,12 +512,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::k8s::run::run(client, config, shutdown).await
 }
 
-async fn rotate(args: RotateArgs) -> anyhow::Result<String> {
+/// Asks for a rotation; the namespace it used and the annotation's value.
+async fn rotate(args: RotateArgs) -> anyhow::Result<(String, String)> {
     use kube::api::{Api, Patch, PatchParams};
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("connecting to Kubernetes (in-cluster config or KUBECONFIG): {e}")
-    })?;
-    let api: Api<crate::api::KeyRotationPolicy> = Api::namespaced(client, &args.namespace);
+    let client = kube_client().await?;
+    let namespace = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let api: Api<crate::api::KeyRotationPolicy> = Api::namespaced(client, &namespace);
     // A fresh value every time: the operator acts once per distinct value.
     let value = jiff::Timestamp::now().to_string();
     let patch = serde_json::json!({
@@ -525,18 +528,12 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<String> {
     api.patch(&args.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 404 => anyhow::anyhow!(
-                "KeyRotationPolicy {}/{} not found",
-                args.namespace,
-                args.name
-            ),
-            e => anyhow::anyhow!(
-                "requesting rotation of {}/{}: {e}",
-                args.namespace,
-                args.name
-            ),
+            kube::Error::Api(s) if s.code == 404 => {
+                anyhow::anyhow!("KeyRotationPolicy {namespace}/{} not found", args.name)
+            }
+            e => anyhow::anyhow!("requesting rotation of {namespace}/{}: {e}", args.name),
         })?;
-    Ok(value)
+    Ok((namespace, value))
 }
 
 async fn verify(args: VerifyArgs) -> ExitCode {
@@ -620,13 +617,13 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
         Command::Rotate(args) => {
-            let (ns, name) = (args.namespace.clone(), args.name.clone());
+            let name = args.name.clone();
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("starting the async runtime: {e}")),
             };
             match rt.block_on(rotate(args)) {
-                Ok(value) => {
+                Ok((ns, value)) => {
                     println!(
                         "rotation of {ns}/{name} requested ({}={value})",
                         crate::api::ROTATE_ANNOTATION

@@ -18,6 +18,7 @@
 //! - [`signer`]: kube-apiserver's external service-account token signer
 //!   (`signer`), on the standalone engine.
 //! - [`names`]: Kubernetes name rules (RFC 1123), shared by every layer.
+//! - [`reasons`]: every condition reason and error kind a problem is reported under.
 //! - [`verify`]: checking a JWT against a JWK Set from a URL or file (`verify`).
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod k8s;
 pub mod keys;
 pub mod metrics;
 pub mod names;
+pub mod reasons;
 pub mod signer;
 pub mod standalone;
 pub mod store;

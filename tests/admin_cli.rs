@@ -307,3 +307,52 @@ async fn the_binary_is_the_kubectl_plugin_kubectl_jwks() {
         "no operator runs here"
     );
 }
+
+/// `rotate`, `status` and `revoke` agree on the namespace when `-n` is not
+/// given: the kubeconfig context's (as kubectl does), not `default`.
+#[tokio::test]
+async fn without_n_rotate_status_and_revoke_use_the_kubeconfig_contexts_namespace() {
+    let (env, _op, _kid) = operator_with_an_active_policy("cli-context-ns").await;
+    let ns = env.ns.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let admin = std::fs::read_to_string(&env.cp.kubeconfig).unwrap();
+    let with_ns = admin.replace(
+        "context: {cluster: test, user: user}",
+        &format!("context: {{cluster: test, user: user, namespace: {ns}}}"),
+    );
+    assert_ne!(
+        admin, with_ns,
+        "the test kubeconfig's context changed shape"
+    );
+    std::fs::write(&kubeconfig, with_ns).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["rotate", "api"]);
+    assert!(out.status.success(), "rotate: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("rotation of {ns}/api requested")),
+        "{}",
+        text(&out.stdout)
+    );
+    let p = env.policies().get("api").await.expect("get policy");
+    assert!(
+        p.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("jwks.dev/rotate-requested-at"),
+        "rotate without -n did not annotate {ns}/api"
+    );
+
+    let out = run(&["status", "api", "-o", "json"]);
+    assert!(out.status.success(), "status: {}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("-o json is JSON");
+    assert_eq!(report["namespace"], ns.as_str());
+}

@@ -27,6 +27,44 @@ fn type_of(node: &Value) -> String {
     t
 }
 
+/// The schema's own limits on a field (what the API server checks besides
+/// its type, enum and CEL rules): bounds, item and length limits, pattern.
+fn limits(node: &Value) -> String {
+    let num = |key: &str| {
+        node[key].as_f64().map(|v| {
+            if v.fract() == 0.0 {
+                format!("{}", v as i64)
+            } else {
+                v.to_string()
+            }
+        })
+    };
+    let mut out = Vec::new();
+    // `minimum: 0` only restates an unsigned type.
+    match (num("minimum").filter(|m| m != "0"), num("maximum")) {
+        (Some(min), Some(max)) => out.push(format!("{min}–{max}")),
+        (Some(min), None) => out.push(format!("≥ {min}")),
+        (None, Some(max)) => out.push(format!("≤ {max}")),
+        (None, None) => {}
+    }
+    match (num("minItems"), num("maxItems")) {
+        (Some(min), Some(max)) => out.push(format!("{min}–{max} items")),
+        (Some(min), None) => out.push(format!("≥ {min} items")),
+        (None, Some(max)) => out.push(format!("≤ {max} items")),
+        (None, None) => {}
+    }
+    match (num("minLength"), num("maxLength")) {
+        (Some(min), Some(max)) => out.push(format!("{min}–{max} characters")),
+        (Some(min), None) => out.push(format!("≥ {min} characters")),
+        (None, Some(max)) => out.push(format!("≤ {max} characters")),
+        (None, None) => {}
+    }
+    if let Some(p) = node["pattern"].as_str() {
+        out.push(format!("pattern `{p}`"));
+    }
+    out.join(", ")
+}
+
 fn cell(text: &str) -> String {
     text.replace('\n', " ").replace('|', "\\|")
 }
@@ -54,8 +92,9 @@ fn rows(prefix: &str, node: &Value, required: &[&str], out: &mut String) {
             ""
         };
         out.push_str(&format!(
-            "| `{path}` | {} | {default} | {req} | {} |\n",
+            "| `{path}` | {} | {default} | {req} | {} | {} |\n",
             cell(&type_of(child)),
+            cell(&limits(child)),
             cell(child["description"].as_str().unwrap_or(""))
         ));
         let child_required: Vec<&str> = child["required"]
@@ -114,7 +153,7 @@ fn generate() -> String {
         schema["description"].as_str().unwrap_or("")
     ));
     out.push_str(
-        "## spec\n\n| field | type | default | required | description |\n|---|---|---|---|---|\n",
+        "## spec\n\nEvery rule the API server checks is here: the type, enum and `limits` columns (the OpenAPI schema) and the CEL rules below; `jwks-operator standalone` applies the same ones to policy files. Object names (the policy's, `secretName`, `publicConfigMap`) are also held to Kubernetes' DNS-subdomain rule.\n\n| field | type | default | required | limits | description |\n|---|---|---|---|---|---|\n",
     );
     rows("", &schema["properties"]["spec"], &[], &mut out);
     out.push_str("\n### Validation at admission (CEL)\n\n");
@@ -138,7 +177,7 @@ fn generate() -> String {
     }
     rules(&schema["properties"]["spec"], "", &mut r);
     out.push_str(&r);
-    out.push_str("\n## status\n\n| field | type | default | required | description |\n|---|---|---|---|---|\n");
+    out.push_str("\n## status\n\n| field | type | default | required | limits | description |\n|---|---|---|---|---|---|\n");
     rows("", &schema["properties"]["status"], &[], &mut out);
     out.push_str("\n## `kubectl get krp` columns\n\n| column | from |\n|---|---|\n");
     for c in version["additionalPrinterColumns"].as_array().unwrap() {
@@ -167,6 +206,19 @@ fn the_api_reference_is_generated_from_the_crd() {
         generated == COMMITTED,
         "docs/api.md is out of date; regenerate it with `JWKS_REGENERATE=1 cargo test --test api_docs`"
     );
+    // The schema's limits are listed, not only the CEL rules.
+    for (field, limit) in [
+        ("maxKeys", "2–100"),
+        ("revokedKeyIDs", "≤ 100 items"),
+        ("audiences", "≤ 32 items"),
+        ("secretName", "pattern `^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`"),
+    ] {
+        let row = generated
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{field}` |")))
+            .unwrap_or_else(|| panic!("{field} missing"));
+        assert!(row.contains(limit), "{field}: {limit:?} not in {row}");
+    }
     for field in [
         "algorithm",
         "rotationInterval",

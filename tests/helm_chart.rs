@@ -327,6 +327,7 @@ fn helm_lint_strict_passes_for_every_combination() {
         let out = run(helm::helm_command(None)
             .args(["lint", "--strict"])
             .arg(chart_dir())
+            .args(helm::set_args(&[helm::LOCAL_IMAGE]))
             .args(helm::set_args(&values)));
         assert!(
             out.is_ok(),
@@ -916,6 +917,50 @@ fn network_policy_admits_only_the_operators_ports() {
                "from": [{"podSelector": {"matchLabels": {"role": "test-client"}}}]})
     );
     assert!(all(&render(RELEASE, NS, &[]), "NetworkPolicy").is_empty());
+}
+
+/// No image is published under the chart's default name: with it, and
+/// neither a digest nor `pullPolicy: Never` (an image loaded into the
+/// nodes), `helm install` fails at template time, saying so and what to do.
+#[test]
+fn the_unpublished_default_image_fails_at_template_time_with_what_to_do() {
+    let raw = |values: &[(&str, &str)]| {
+        run(helm::helm_command(None)
+            .args(["template", RELEASE])
+            .arg(chart_dir())
+            .args(["--namespace", NS])
+            .args(helm::set_args(values)))
+    };
+    let err = raw(&[]).expect_err("the default image renders");
+    for needle in [
+        "no jwks-operator image is published yet",
+        "scripts/build-image.sh",
+        "image.pullPolicy=Never",
+        "image.repository",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+    }
+    // Each way out renders.
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    for values in [
+        &[("image.pullPolicy", "Never")][..],
+        &[("image.repository", "registry.example.com/jwks-operator")][..],
+        &[("image.digest", digest)][..],
+    ] {
+        let out = raw(values);
+        assert!(out.is_ok(), "{values:?}: {}", out.unwrap_err());
+    }
+    // And the README's Install block takes one of them.
+    let install = helm::readme_commands("Install")
+        .into_iter()
+        .find(|a| a.starts_with(&["helm".into(), "install".into()]))
+        .expect("a helm install line");
+    assert!(
+        install
+            .windows(2)
+            .any(|w| w == ["--set", "image.pullPolicy=Never"]),
+        "{install:?}"
+    );
 }
 
 #[test]

@@ -47,6 +47,7 @@ use crate::http::PolicyRef;
 use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, PlanError};
 use crate::keys::material::RngKeySource;
 use crate::metrics::{LostKeySet, Metrics, TimedKeySource, next_prune_time};
+use crate::reasons;
 use crate::store::{KeyStore, Loaded, StoredKeySet};
 
 pub mod backoff;
@@ -250,8 +251,12 @@ impl Failed {
 
     fn plan(e: &PlanError) -> Self {
         let (reason, kind) = match e {
-            PlanError::Inconsistent(_) => ("StateInconsistent", "parse_key_set"),
-            PlanError::Generate { .. } => ("KeyGenerationFailed", "generate_key"),
+            PlanError::Inconsistent(_) => {
+                (reasons::STATE_INCONSISTENT, reasons::KIND_PARSE_KEY_SET)
+            }
+            PlanError::Generate { .. } => {
+                (reasons::KEY_GENERATION_FAILED, reasons::KIND_GENERATE_KEY)
+            }
         };
         Failed {
             kind,
@@ -530,8 +535,11 @@ async fn plan_blocking(
         Err(e) => {
             let message = format!("the planner did not finish: {e}");
             Err(Failed {
-                kind: "generate_key",
-                problem: Some(Problem::new("KeyGenerationFailed", message.clone())),
+                kind: reasons::KIND_GENERATE_KEY,
+                problem: Some(Problem::new(
+                    reasons::KEY_GENERATION_FAILED,
+                    message.clone(),
+                )),
                 message,
                 conflict: false,
                 recheck: None,

@@ -221,7 +221,10 @@ impl PolicyView {
             token,
         };
         match &policy.stale {
-            Some(why) => view.with_problem(Some(Problem::new("KeySetStale", why.clone()))),
+            Some(why) => view.with_problem(Some(Problem::new(
+                crate::reasons::KEY_SET_STALE,
+                why.clone(),
+            ))),
             None => view,
         }
     }

@@ -29,6 +29,7 @@ use crate::http::PolicyRef;
 use crate::keys::lifecycle::{self, LifecycleEvent};
 use crate::metrics::Metrics;
 use crate::names::is_dns_subdomain;
+use crate::reasons;
 use crate::store::layout::{self, DecodeError, StoredKeySet};
 
 /// Field manager name for every write.
@@ -192,15 +193,15 @@ impl Error {
     /// Short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::ReadSecret { .. } => "read_secret",
-            Error::WriteSecret { source, .. } if is_conflict(source) => "conflict",
-            Error::WriteSecret { .. } => "write_secret",
-            Error::CorruptKeySet { .. } => "corrupt_key_set",
-            Error::NotOwned { .. } => "secret_not_owned",
-            Error::WriteConfigMap { .. } => "write_configmap",
-            Error::ConfigMapNotOwned { .. } => "configmap_not_owned",
-            Error::PatchStatus { .. } => "patch_status",
-            Error::Encode { .. } => "encode",
+            Error::ReadSecret { .. } => reasons::KIND_READ_SECRET,
+            Error::WriteSecret { source, .. } if is_conflict(source) => reasons::KIND_CONFLICT,
+            Error::WriteSecret { .. } => reasons::KIND_WRITE_SECRET,
+            Error::CorruptKeySet { .. } => reasons::KIND_CORRUPT_KEY_SET,
+            Error::NotOwned { .. } => reasons::KIND_SECRET_NOT_OWNED,
+            Error::WriteConfigMap { .. } => reasons::KIND_WRITE_CONFIGMAP,
+            Error::ConfigMapNotOwned { .. } => reasons::KIND_CONFIGMAP_NOT_OWNED,
+            Error::PatchStatus { .. } => reasons::KIND_PATCH_STATUS,
+            Error::Encode { .. } => reasons::KIND_ENCODE,
         }
     }
 }
@@ -216,17 +217,17 @@ impl Failure for Error {
 
     fn problem(&self) -> Option<Problem> {
         let reason = match self {
-            Error::CorruptKeySet { .. } => "CorruptKeySet",
-            Error::NotOwned { .. } => "SecretNotOwned",
+            Error::CorruptKeySet { .. } => reasons::CORRUPT_KEY_SET,
+            Error::NotOwned { .. } => reasons::SECRET_NOT_OWNED,
             // What a retry alone will not fix (403, 422 from validation or an
             // admission policy, a Secret over 1 MiB): shown, named by the
             // operation that failed. Conflicts, throttling and outages are
             // only retried.
             _ if self.is_transient() => return None,
-            Error::ReadSecret { .. } => "SecretReadFailed",
-            Error::WriteSecret { .. } => "SecretWriteFailed",
-            Error::WriteConfigMap { .. } => "ConfigMapWriteFailed",
-            Error::ConfigMapNotOwned { .. } => "ConfigMapNotOwned",
+            Error::ReadSecret { .. } => reasons::SECRET_READ_FAILED,
+            Error::WriteSecret { .. } => reasons::SECRET_WRITE_FAILED,
+            Error::WriteConfigMap { .. } => reasons::CONFIGMAP_WRITE_FAILED,
+            Error::ConfigMapNotOwned { .. } => reasons::CONFIGMAP_NOT_OWNED,
             Error::PatchStatus { .. } | Error::Encode { .. } => return None,
         };
         Some(Problem::new(reason, self.to_string()))
@@ -421,8 +422,8 @@ impl Reporter for Reconciler<'_> {
         {
             Err(e) if !e.is_transient() => {
                 let reason = match e {
-                    Error::ConfigMapNotOwned { .. } => "ConfigMapNotOwned",
-                    _ => "ConfigMapWriteFailed",
+                    Error::ConfigMapNotOwned { .. } => reasons::CONFIGMAP_NOT_OWNED,
+                    _ => reasons::CONFIGMAP_WRITE_FAILED,
                 };
                 self.ctx
                     .metrics
@@ -550,7 +551,8 @@ async fn reconcile_inner(
             ..p
         },
         Err(e) => {
-            r.stop(Problem::new("InvalidSpec", e.to_string())).await?;
+            r.stop(Problem::new(reasons::INVALID_SPEC, e.to_string()))
+                .await?;
             return Ok(Action::await_change());
         }
     };
@@ -558,7 +560,7 @@ async fn reconcile_inner(
         let message = format!(
             "the default Secret name {secret_name:?} is not a valid object name; set spec.secretName"
         );
-        r.stop(Problem::new("InvalidSpec", message)).await?;
+        r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
         return Ok(Action::await_change());
     }
     r.resolved = Some(&resolved);

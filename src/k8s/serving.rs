@@ -21,6 +21,7 @@ use super::store::SecretCache;
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState, Update};
 use crate::keys::material::{VerifyingKey, parse_public_jwks};
+use crate::reasons;
 use crate::store::StoredKeySet;
 use crate::store::layout;
 
@@ -168,14 +169,14 @@ impl Index {
                     policy,
                     summary(),
                     Some(status_problem.unwrap_or_else(|| {
-                        Problem::new("NoKeySet", "the key set has not been written yet")
+                        Problem::new(reasons::NO_KEY_SET, "the key set has not been written yet")
                     })),
                 );
             }
             Found::Corrupt(e) => {
                 warn!(policy = %policy, data_key = e.data_key, "the key set cannot be read; serving the last good set");
                 let problem = Problem::new(
-                    "CorruptKeySet",
+                    reasons::CORRUPT_KEY_SET,
                     format!(
                         "Secret {} cannot be read ({e}); the last good key set is served",
                         p.secret_name()
@@ -202,7 +203,7 @@ impl Index {
                     summary(),
                     Some(status_problem.unwrap_or_else(|| {
                         Problem::new(
-                            "SecretNotOwned",
+                            reasons::SECRET_NOT_OWNED,
                             "the Secret is not managed by jwks-operator",
                         )
                     })),

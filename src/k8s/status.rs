@@ -14,6 +14,7 @@ use crate::api::{
 };
 use crate::engine::Problem;
 use crate::keys::lifecycle::{KeySet, KeyState, LifecycleKey, Policy, RotationReason};
+use crate::reasons;
 
 /// Condition type: the key set is published and a key signs.
 pub const READY: &str = "Ready";
@@ -113,7 +114,7 @@ fn conditions<K: LifecycleKey>(
                 keys.map(|k| k.keys.len()).unwrap_or_default()
             ),
         ),
-        (None, false) => ("NoKeySet".to_owned(), "no key set yet".to_owned()),
+        (None, false) => (reasons::NO_KEY_SET.to_owned(), "no key set yet".to_owned()),
     };
     let (degraded_reason, degraded_message) = match &obs.problem {
         Some(p) => (p.reason.clone(), p.message.clone()),

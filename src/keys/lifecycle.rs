@@ -865,7 +865,7 @@ where
     } else if manual || now >= before(scheduled_at, policy.publish_ahead) {
         if set.keys.len() + 1 > policy.max_keys {
             deferred = Some(Deferral {
-                reason: "MaxKeysReached",
+                reason: crate::reasons::MAX_KEYS_REACHED,
                 message: format!(
                     "rotation is due but the set already holds {} keys (maxKeys {}); it waits until a retired key can be pruned. Raise maxKeys or lower maxTokenTTL to rotate on time",
                     set.keys.len(),

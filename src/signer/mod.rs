@@ -430,7 +430,7 @@ impl Signer {
                     self.http.set_problem(
                         policy,
                         PolicySummary::for_policy(&self.doc.policy.info()),
-                        Some(Problem::new("KeySetStale", why)),
+                        Some(Problem::new(crate::reasons::KEY_SET_STALE, why)),
                     );
                 }
             }

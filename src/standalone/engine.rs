@@ -30,6 +30,7 @@ use super::policies::{BadDocument, PolicyDoc, PolicyFiles};
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
 use crate::http::{PolicyRef, PolicySummary, PolicyView, SharedState, Shutdown};
 use crate::keys::lifecycle::after;
+use crate::reasons;
 use crate::store::StoredKeySet;
 use crate::store::files::{FileStore, FileVersion, PolicyDir};
 
@@ -136,7 +137,7 @@ impl Engine {
                 continue;
             }
             seen.insert(r.clone());
-            self.freeze(r, Problem::new("InvalidPolicy", bad.to_string()));
+            self.freeze(r, Problem::new(reasons::INVALID_POLICY, bad.to_string()));
         }
         self.drop_unseen(&seen);
     }

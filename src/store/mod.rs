@@ -28,6 +28,7 @@ pub use layout::{DecodeError, EncodeError, StoredKeySet};
 
 use crate::engine::{Failure, Problem};
 use crate::keys::material::SigningKey;
+use crate::reasons;
 
 /// What a store holds for a policy.
 #[derive(Debug)]
@@ -203,12 +204,12 @@ impl StoreError {
     /// A short machine-readable reason, for conditions and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            StoreError::Conflict { .. } => "StateConflict",
-            StoreError::Unreadable { .. } | StoreError::Corrupt { .. } => "StateCorrupt",
-            StoreError::Encode { .. } => "StateInvalid",
-            StoreError::Io { .. } => "StateWriteFailed",
-            StoreError::Locked { .. } => "StateLocked",
-            StoreError::UnsafeDirectory { .. } => "StateDirectoryUnsafe",
+            StoreError::Conflict { .. } => reasons::STATE_CONFLICT,
+            StoreError::Unreadable { .. } | StoreError::Corrupt { .. } => reasons::STATE_CORRUPT,
+            StoreError::Encode { .. } => reasons::STATE_INVALID,
+            StoreError::Io { .. } => reasons::STATE_WRITE_FAILED,
+            StoreError::Locked { .. } => reasons::STATE_LOCKED,
+            StoreError::UnsafeDirectory { .. } => reasons::STATE_DIRECTORY_UNSAFE,
         }
     }
 
@@ -227,12 +228,14 @@ pub const CORRUPT_RECHECK: Duration = Duration::from_secs(30);
 impl Failure for StoreError {
     fn kind(&self) -> &'static str {
         match self {
-            StoreError::Conflict { .. } => "conflict",
-            StoreError::Unreadable { .. } | StoreError::Corrupt { .. } => "parse_key_set",
-            StoreError::Encode { .. } => "encode_key_set",
+            StoreError::Conflict { .. } => reasons::KIND_CONFLICT,
+            StoreError::Unreadable { .. } | StoreError::Corrupt { .. } => {
+                reasons::KIND_PARSE_KEY_SET
+            }
+            StoreError::Encode { .. } => reasons::KIND_ENCODE_KEY_SET,
             StoreError::Io { .. }
             | StoreError::Locked { .. }
-            | StoreError::UnsafeDirectory { .. } => "write_state",
+            | StoreError::UnsafeDirectory { .. } => reasons::KIND_WRITE_STATE,
         }
     }
 

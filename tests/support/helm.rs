@@ -145,13 +145,19 @@ fn report(cmd: &str, out: Output) -> Result<String, String> {
     }
 }
 
-/// `helm template <release> charts/jwks-operator -n <namespace> --set ...`:
-/// the rendered manifest, or helm's error text.
+/// The value every render and install of the tests starts from: the image
+/// is one loaded into the node (no image is published, and the chart refuses
+/// its default repository without this, a repository or a digest).
+pub const LOCAL_IMAGE: (&str, &str) = ("image.pullPolicy", "Never");
+
+/// `helm template <release> charts/jwks-operator -n <namespace> --set ...`
+/// (after [`LOCAL_IMAGE`]): the rendered manifest, or helm's error text.
 pub fn template(release: &str, namespace: &str, values: &[(&str, &str)]) -> Result<String, String> {
     run(helm_command(None)
         .args(["template", release])
         .arg(chart_dir())
         .args(["--namespace", namespace])
+        .args(set_args(&[LOCAL_IMAGE]))
         .args(set_args(values)))
 }
 
@@ -221,7 +227,10 @@ pub async fn install_chart_with(
     let admin = cp.admin_client().await;
     cp.install_crd(&admin).await;
     let name = format!("jwks-operator-{}", random_suffix());
-    let mut all: Vec<(String, String)> = vec![("crds.enabled".into(), "false".into())];
+    let mut all: Vec<(String, String)> = vec![
+        ("crds.enabled".into(), "false".into()),
+        (LOCAL_IMAGE.0.into(), LOCAL_IMAGE.1.into()),
+    ];
     all.extend(values.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut cmd = helm_command(Some(&cp.kubeconfig));
     cmd.args(["install", &name])

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 
 use super::controlplane::{ControlPlane, free_port, kubeconfig_yaml};
+use super::helm::LOCAL_IMAGE;
 
 /// An identity with the chart's permissions.
 pub struct ChartIdentity {
@@ -43,6 +44,7 @@ pub async fn chart_identity(
     helm.args(["template", release])
         .arg(chart_dir())
         .args(["--namespace", namespace])
+        .args(["--set", &format!("{}={}", LOCAL_IMAGE.0, LOCAL_IMAGE.1)])
         .args(["--show-only", "templates/serviceaccount.yaml"])
         .args(["--show-only", "templates/rbac.yaml"])
         .args(["--show-only", "templates/leader-election-rbac.yaml"]);

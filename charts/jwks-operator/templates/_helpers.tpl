@@ -78,6 +78,12 @@ when both are set).
 */}}
 {{- define "jwks-operator.image" -}}
 {{- $tag := .Values.image.tag | default .Chart.AppVersion }}
+{{- /* No image is published under the default name: refuse to render a
+Deployment that would only reach ImagePullBackOff. A locally loaded image
+(pullPolicy Never), another repository or a digest is taken as a choice. */}}
+{{- if and (eq .Values.image.repository "ghcr.io/jwks-operator/jwks-operator") (not .Values.image.digest) (ne .Values.image.pullPolicy "Never") }}
+{{- fail "no jwks-operator image is published yet: ghcr.io/jwks-operator/jwks-operator cannot be pulled. Build the image with scripts/build-image.sh and either load it into every node (ctr, kind or k3d; README, section Image) and add --set image.pullPolicy=Never, or push it to your registry and set image.repository (or image.digest)" }}
+{{- end }}
 {{- if .Values.image.digest }}
 {{- if .Values.image.tag }}
 {{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}

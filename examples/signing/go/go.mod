@@ -1,0 +1,3 @@
+module example.com/jwks-operator-signing
+
+go 1.22
