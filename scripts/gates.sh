@@ -31,7 +31,7 @@ gate_deny() {
   # The offline metadata step needs every crate in the local registry.
   cargo fetch --locked --quiet
   step "cargo deny --offline check (deny.toml; advisory db in $dbs)"
-  "$bin/cargo-deny" --color never --offline --locked check
+  "$bin/cargo-deny" --color never --offline --locked check --hide-inclusion-graph
 }
 
 gates=("$@")
