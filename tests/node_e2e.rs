@@ -416,8 +416,9 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
         "{served:?} has the active kid {active}"
     );
 
-    // Per pod: metrics on the metrics port, probes on the documented
-    // endpoints (the kubelet's requests show in the operator's counters),
+    // Per pod: metrics on the metrics port, probes on the metrics listener
+    // (off the public connection cap; the kubelet's requests show in that
+    // listener's counters),
     // exactly one leader, no token listener.
     let mut leaders = 0;
     for pod in &running {
@@ -432,11 +433,11 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
         use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
         assert_eq!(
             path(&container.liveness_probe),
-            Some(("/healthz".to_owned(), IntOrString::String("jwks".into())))
+            Some(("/healthz".to_owned(), IntOrString::String("metrics".into())))
         );
         assert_eq!(
             path(&container.readiness_probe),
-            Some(("/readyz".to_owned(), IntOrString::String("jwks".into())))
+            Some(("/readyz".to_owned(), IntOrString::String("metrics".into())))
         );
         let metrics = poll(
             "the kubelet's liveness and readiness probes in the operator's counters",
@@ -449,7 +450,7 @@ async fn readme_install_upgrade_uninstall_run_as_real_pods() {
                         sample(
                             &text,
                             &format!(
-                                "jwks_operator_http_requests_total{{listener=\"jwks\",route=\"{route}\",status=\"200\"}}"
+                                "jwks_operator_http_requests_total{{listener=\"metrics\",route=\"{route}\",status=\"200\"}}"
                             ),
                         )
                         .unwrap_or(0.0)
