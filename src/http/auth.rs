@@ -212,33 +212,20 @@ impl BearerToken {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            tokio::pin!(shutdown);
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    () = &mut shutdown => return,
-                    _ = tick.tick() => {}
-                }
-                let token = this.clone();
-                let Ok(outcome) = tokio::task::spawn_blocking(move || token.reload()).await else {
-                    continue;
-                };
-                match outcome {
-                    Ok(false) => {}
-                    Ok(true) => info!(
-                        file = %this.path.display(),
-                        "token listener bearer token reloaded"
-                    ),
-                    Err(e) => warn!(
-                        error = %e,
-                        "token listener bearer token file changed but cannot be used; keeping the previous token"
-                    ),
-                }
-            }
-        })
+        let path = self.path.clone();
+        super::reload::every(
+            interval,
+            shutdown,
+            move || this.reload(),
+            move |outcome| match outcome {
+                Ok(false) => {}
+                Ok(true) => info!(file = %path.display(), "token listener bearer token reloaded"),
+                Err(e) => warn!(
+                    error = %e,
+                    "token listener bearer token file changed but cannot be used; keeping the previous token"
+                ),
+            },
+        )
     }
 }
 

@@ -57,6 +57,7 @@ pub mod filters;
 pub mod handlers;
 pub mod models;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod tls;

@@ -314,42 +314,32 @@ impl ServerTls {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            tokio::pin!(shutdown);
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    () = &mut shutdown => return,
-                    _ = tick.tick() => {}
-                }
-                let tls = this.clone();
-                let Ok(outcome) = tokio::task::spawn_blocking(move || tls.reload()).await else {
-                    continue;
-                };
-                match outcome {
-                    Reload::Unchanged => {}
-                    Reload::Reloaded => {
-                        if let Some(m) = &metrics {
-                            m.tls_reloaded(true);
-                        }
-                        info!(
-                            cert = %this.files.cert.display(),
-                            "TLS certificate reloaded; new connections use it"
-                        );
+        let cert = self.files.cert.clone();
+        super::reload::every(
+            interval,
+            shutdown,
+            move || this.reload(),
+            move |outcome| match outcome {
+                Reload::Unchanged => {}
+                Reload::Reloaded => {
+                    if let Some(m) = &metrics {
+                        m.tls_reloaded(true);
                     }
-                    Reload::Failed(e) => {
-                        if let Some(m) = &metrics {
-                            m.tls_reloaded(false);
-                        }
-                        warn!(
-                            error = %e,
-                            "TLS certificate files changed but cannot be used; keeping the previous pair"
-                        );
-                    }
+                    info!(
+                        cert = %cert.display(),
+                        "TLS certificate reloaded; new connections use it"
+                    );
                 }
-            }
-        })
+                Reload::Failed(e) => {
+                    if let Some(m) = &metrics {
+                        m.tls_reloaded(false);
+                    }
+                    warn!(
+                        error = %e,
+                        "TLS certificate files changed but cannot be used; keeping the previous pair"
+                    );
+                }
+            },
+        )
     }
 }
