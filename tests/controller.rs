@@ -1248,44 +1248,16 @@ async fn a_write_keeps_other_writers_labels_annotations_finalizers_and_data_keys
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_error_a_retry_cannot_fix_is_degraded_with_the_operation_and_an_event() {
-    use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-    };
     let env = env("ctl-refused").await;
     // An admission policy refuses the Secret of policy `refused` in this
     // namespace, as a cluster's own rules might.
-    let name = format!("refuse-{}", env.ns);
-    let vap: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"],
-            }]},
-            "validations": [{
-                "expression": "!has(object.metadata.labels) || !('jwks.dev/policy' in object.metadata.labels) || object.metadata.labels['jwks.dev/policy'] != 'refused'",
-                "message": "key Secrets of policy refused are not allowed here",
-            }],
-        },
-    }))
-    .unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}},
-        },
-    }))
-    .unwrap();
-    let vaps: Api<ValidatingAdmissionPolicy> = Api::all(env.admin.clone());
-    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(env.admin.clone());
-    vaps.create(&PostParams::default(), &vap).await.unwrap();
-    bindings
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    let name = env
+        .refuse_policy_secrets(
+            "refused",
+            &["CREATE", "UPDATE"],
+            "key Secrets of policy refused are not allowed here",
+        )
+        .await;
     // It is in force once it refuses a probe Secret.
     let probe: Secret = serde_json::from_value(json!({
         "metadata": {"name": "probe", "labels": {"jwks.dev/policy": "refused"}},
@@ -1349,11 +1321,7 @@ async fn an_api_error_a_retry_cannot_fix_is_degraded_with_the_operation_and_an_e
         "their ConfigMap was written"
     );
 
-    bindings
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    vaps.delete(&name, &DeleteParams::default()).await.unwrap();
+    env.allow_policy_secrets(&name).await;
 }
 
 fn reconciles(op: &Operator) -> u64 {

@@ -455,11 +455,7 @@ async fn degraded_with(env: &Env, name: &str, reason: &str, limit: Duration) -> 
 /// names the failed write and the revocation it did not record.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revocation_whose_secret_write_is_refused_still_leaves_every_replica_at_once() {
-    use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-    };
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::api::{DeleteParams, PostParams};
 
     let env = env("ha-revoke").await;
     env.create(
@@ -510,38 +506,9 @@ async fn a_revocation_whose_secret_write_is_refused_still_leaves_every_replica_a
     }
 
     // From now on no update of the policy's Secret is admitted.
-    let name = format!("refuse-{}", env.ns);
-    let vap: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["UPDATE"], "resources": ["secrets"],
-            }]},
-            "validations": [{
-                "expression": "!has(object.metadata.labels) || !('jwks.dev/policy' in object.metadata.labels) || object.metadata.labels['jwks.dev/policy'] != 'rv'",
-                "message": "the key Secret of rv is frozen",
-            }],
-        },
-    }))
-    .unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}},
-        },
-    }))
-    .unwrap();
-    let vaps: Api<ValidatingAdmissionPolicy> = Api::all(env.admin.clone());
-    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(env.admin.clone());
-    vaps.create(&PostParams::default(), &vap).await.unwrap();
-    bindings
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    let name = env
+        .refuse_policy_secrets("rv", &["UPDATE"], "the key Secret of rv is frozen")
+        .await;
     // In force once it refuses a (dry-run) update of the Secret.
     let touch = json!({"metadata": {"annotations": {"probe": "1"}}});
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -615,11 +582,7 @@ async fn a_revocation_whose_secret_write_is_refused_still_leaves_every_replica_a
     }
 
     // Once the Secret may be written again, a fresh key signs.
-    bindings
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    vaps.delete(&name, &DeleteParams::default()).await.unwrap();
+    env.allow_policy_secrets(&name).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (status, body) = a.post_token(&token_path, &json!({}));

@@ -346,6 +346,71 @@ pub struct TestEnv {
 // === impl TestEnv ===
 
 impl TestEnv {
+    /// Installs a ValidatingAdmissionPolicy, bound to this namespace only,
+    /// that refuses `operations` (`CREATE`, `UPDATE`) on the Secrets
+    /// labelled `jwks.dev/policy: <policy>` with `message`, as a cluster's own
+    /// rules might. Returns its name for [`TestEnv::allow_policy_secrets`].
+    /// Admission policies take effect a moment later: the caller checks.
+    pub async fn refuse_policy_secrets(
+        &self,
+        policy: &str,
+        operations: &[&str],
+        message: &str,
+    ) -> String {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        use kube::api::{Api, PostParams};
+        let name = format!("refuse-{}", self.ns);
+        let vap: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": operations, "resources": ["secrets"],
+                }]},
+                "validations": [{
+                    "expression": format!("!has(object.metadata.labels) || !('jwks.dev/policy' in object.metadata.labels) || object.metadata.labels['jwks.dev/policy'] != '{policy}'"),
+                    "message": message,
+                }],
+            },
+        }))
+        .unwrap();
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.ns}}},
+            },
+        }))
+        .unwrap();
+        let vaps: Api<ValidatingAdmissionPolicy> = Api::all(self.admin.clone());
+        let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(self.admin.clone());
+        vaps.create(&PostParams::default(), &vap).await.unwrap();
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+        name
+    }
+
+    /// Removes what [`TestEnv::refuse_policy_secrets`] installed.
+    pub async fn allow_policy_secrets(&self, name: &str) {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        use kube::api::{Api, DeleteParams};
+        let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(self.admin.clone());
+        let vaps: Api<ValidatingAdmissionPolicy> = Api::all(self.admin.clone());
+        bindings
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        vaps.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
     /// A fresh namespace `<prefix>-<random>` with the chart's RBAC for a
     /// release of the same name (one release per test: the ClusterRole is
     /// cluster-scoped).
