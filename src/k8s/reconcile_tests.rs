@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::k8s::secret::secret_object;
 use crate::store::testing::one_key_set;
+use crate::problem::Failure;
 
 const SECRETS: &str = "/api/v1/namespaces/ns/secrets";
 const SECRET: &str = "/api/v1/namespaces/ns/secrets/p-jwks";
