@@ -60,6 +60,7 @@ pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod view;
 
 #[cfg(test)]
 mod server_tests;
