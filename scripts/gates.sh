@@ -4,7 +4,10 @@
 # (licenses, bans, sources, and advisories against the RustSec snapshot in
 # ../shared/advisory-db). Each fails the run at once.
 #
-# Usage: scripts/gates.sh [fmt|clippy|deny]...   (default: all three)
+# and the module graph (scripts/modules.sh: no import circles, and
+# docs/architecture.md's layer picture is the code's).
+#
+# Usage: scripts/gates.sh [fmt|clippy|deny|modules]...   (default: all four)
 # Env:   JWKS_ADVISORY_DB  the advisory-db copy to check against
 #                          (default ../shared/advisory-db beside the repo)
 set -euo pipefail
@@ -34,13 +37,19 @@ gate_deny() {
   "$bin/cargo-deny" --color never --offline --locked check --hide-inclusion-graph
 }
 
+gate_modules() {
+  step "scripts/modules.sh check (cargo-modules and Graphviz)"
+  bash scripts/modules.sh check
+}
+
 gates=("$@")
-[ ${#gates[@]} -gt 0 ] || gates=(fmt clippy deny)
+[ ${#gates[@]} -gt 0 ] || gates=(fmt clippy deny modules)
 for g in "${gates[@]}"; do
   case $g in
     fmt) gate_fmt ;;
     clippy) gate_clippy ;;
     deny) gate_deny ;;
-    *) echo "gates.sh: unknown gate $g (fmt, clippy, deny)" >&2; exit 2 ;;
+    modules) gate_modules ;;
+    *) echo "gates.sh: unknown gate $g (fmt, clippy, deny, modules)" >&2; exit 2 ;;
   esac
 done

@@ -7,9 +7,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::api;
+use crate::http;
 use crate::http::PolicyRef;
+use crate::k8s;
 use crate::keys::token::Expectations;
 pub use crate::logging::{LogFormat, init_logging};
+use crate::signer;
+use crate::standalone;
+use crate::verify;
 use crate::verify::JwksSource;
 
 /// Owns the whole life of JWT signing keys: generates them, publishes the
@@ -101,7 +107,7 @@ pub enum Command {
     /// re-reads the policy). Start it before kube-apiserver. See
     /// docs/service-account-signing.md.
     #[command(verbatim_doc_comment)]
-    Signer(Box<crate::signer::SignerArgs>),
+    Signer(Box<signer::SignerArgs>),
 
     /// Print the KeyRotationPolicy CustomResourceDefinition as YAML
     /// (`jwks-operator crd | kubectl apply -f -`).
@@ -210,23 +216,23 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The listener settings these flags describe.
-    pub fn listeners(&self) -> crate::http::ListenerConfig {
-        let mut config = crate::http::ListenerConfig::new(self.jwks_addr);
+    pub fn listeners(&self) -> http::ListenerConfig {
+        let mut config = http::ListenerConfig::new(self.jwks_addr);
         config.token_addr = self.token_addr;
-        config.token_auth = crate::http::TokenAuth {
+        config.token_auth = http::TokenAuth {
             bearer_token_file: self.token_auth_file.clone(),
             client_ca_file: self.token_client_ca_file.clone(),
         };
         config.metrics_addr = self.metrics_addr;
         config.metrics_on_jwks_listener = self.metrics_on_jwks_listener;
-        config.limits = crate::http::Limits {
+        config.limits = http::Limits {
             header_read_timeout: self.http_header_read_timeout,
             idle_timeout: self.http_idle_timeout,
             max_connections: self.http_max_connections as usize,
-            ..crate::http::Limits::default()
+            ..http::Limits::default()
         };
         config.tls = match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => Some(crate::http::TlsFiles::new(cert, key)),
+            (Some(cert), Some(key)) => Some(http::TlsFiles::new(cert, key)),
             _ => None,
         };
         config
@@ -316,7 +322,7 @@ pub struct VerifyArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: crate::api::Duration = s.parse()?;
+    let d: api::Duration = s.parse()?;
     if d.is_negative() {
         return Err(format!("{s:?} is negative"));
     }
@@ -407,7 +413,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<String> {
     let namespace = args
         .namespace
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let report = crate::k8s::admin::status(client, &namespace, &args.name, args.events).await?;
+    let report = k8s::admin::status(client, &namespace, &args.name, args.events).await?;
     Ok(match args.output {
         OutputFormat::Table => report.render(jiff::Timestamp::now()),
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
@@ -422,7 +428,7 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<String> {
         .namespace
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let (yes, interactive) = (args.yes, std::io::stdin().is_terminal());
-    let outcome = crate::k8s::admin::revoke(client, &namespace, &args.name, &args.kid, |prompt| {
+    let outcome = k8s::admin::revoke(client, &namespace, &args.name, &args.kid, |prompt| {
         if yes {
             return Ok(true);
         }
@@ -471,7 +477,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "jwks-operator".into());
         format!("{host}-{}", std::process::id())
     });
-    let config = crate::k8s::run::RunConfig {
+    let config = k8s::run::RunConfig {
         namespaces: args.namespaces,
         listeners: args.serve.listeners(),
         leader_elect: args.leader_elect,
@@ -485,9 +491,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_policy: args.serve.default_policy,
         propagation_grace: args.serve.propagation_grace,
     };
-    let shutdown = crate::http::Shutdown::new();
+    let shutdown = http::Shutdown::new();
     shutdown.trigger_on_termination_signal();
-    crate::k8s::run::run(client, config, shutdown).await
+    k8s::run::run(client, config, shutdown).await
 }
 
 /// Asks for a rotation; the namespace it used and the annotation's value.
@@ -497,11 +503,11 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<(String, String)> {
     let namespace = args
         .namespace
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let api: Api<crate::api::KeyRotationPolicy> = Api::namespaced(client, &namespace);
+    let api: Api<api::KeyRotationPolicy> = Api::namespaced(client, &namespace);
     // A fresh value every time: the operator acts once per distinct value.
     let value = jiff::Timestamp::now().to_string();
     let patch = serde_json::json!({
-        "metadata": {"annotations": {crate::api::ROTATE_ANNOTATION: value}}
+        "metadata": {"annotations": {api::ROTATE_ANNOTATION: value}}
     });
     api.patch(&args.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -530,9 +536,9 @@ async fn verify(args: VerifyArgs) -> ExitCode {
         audiences: args.audience,
         leeway: args.leeway,
     };
-    let result = match crate::verify::load_jwks(&args.jwks).await {
+    let result = match verify::load_jwks(&args.jwks).await {
         Ok(jwks) => {
-            crate::verify::verify_token(&jwks, &args.jwks, &token, &expect, jiff::Timestamp::now())
+            verify::verify_token(&jwks, &args.jwks, &token, &expect, jiff::Timestamp::now())
         }
         Err(e) => Err(e),
     };
@@ -567,7 +573,7 @@ async fn verify(args: VerifyArgs) -> ExitCode {
 }
 
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
-    let config = crate::standalone::Config {
+    let config = standalone::Config {
         policies: args.policies,
         state_dir: args.state_dir,
         listeners: args.serve.listeners(),
@@ -575,9 +581,9 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         default_policy: args.serve.default_policy,
         propagation_grace: args.serve.propagation_grace,
     };
-    let shutdown = crate::http::Shutdown::new();
+    let shutdown = http::Shutdown::new();
     shutdown.trigger_on_termination_signal();
-    crate::standalone::run(config, shutdown).await
+    standalone::run(config, shutdown).await
 }
 
 /// Runs `task` on a fresh runtime: its output goes to `show` (exit 0), its
@@ -611,7 +617,7 @@ pub fn main(cli: Cli) -> ExitCode {
             block_on(rotate(args), |(ns, value)| {
                 println!(
                     "rotation of {ns}/{name} requested ({}={value})",
-                    crate::api::ROTATE_ANNOTATION
+                    api::ROTATE_ANNOTATION
                 );
             })
         }
@@ -621,13 +627,13 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(args.serve.log_format);
             block_on(standalone(*args), |()| {})
         }
-        Command::Signer(args) => crate::signer::main(*args),
+        Command::Signer(args) => signer::main(*args),
         Command::Verify(args) => match runtime() {
             Ok(rt) => rt.block_on(verify(args)),
             Err(e) => fail(format!("starting the async runtime: {e}")),
         },
         Command::Crd => {
-            print!("{}", crate::api::crd_yaml());
+            print!("{}", api::crd_yaml());
             ExitCode::SUCCESS
         }
         Command::Version => {

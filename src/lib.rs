@@ -21,6 +21,8 @@
 //! - [`reasons`]: every condition reason and error kind a problem is reported under.
 //! - [`verify`]: checking a JWT against a JWK Set from a URL or file (`verify`).
 #![forbid(unsafe_code)]
+// Another module's items come in through `use` (clippy.toml says why).
+#![cfg_attr(not(test), deny(clippy::absolute_paths))]
 
 pub mod api;
 pub mod cli;

@@ -42,6 +42,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tracing::info;
 
+use crate::clock;
+use crate::keys;
 use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, PlanError};
 use crate::keys::material::RngKeySource;
 use crate::metrics::{LostKeySet, Metrics, TimedKeySource, next_prune_time};
@@ -286,7 +288,7 @@ where
     R: Reporter,
 {
     // The wall clock, with the steps this process saw (crate::clock).
-    let clock = crate::clock::now();
+    let clock = clock::now();
     let now = clock.wall;
     let mut retried = false;
     let (planned, gathered) = loop {
@@ -316,7 +318,9 @@ where
                 tracked.in_sync = false;
                 if e.is_conflict() && !retried {
                     retried = true;
-                    pass.metrics.inc_reconcile_error(pass.policy, e.kind());
+                    pass.metrics
+                        .engine
+                        .inc_reconcile_error(pass.policy, e.kind());
                     reporter.retrying(&e, true);
                     continue;
                 }
@@ -333,11 +337,13 @@ where
         Gathered::Stored => {}
         Gathered::Recreated => {
             pass.metrics
+                .engine
                 .inc_key_set_lost(pass.policy, LostKeySet::Recreated);
             reporter.note(Note::Recreated).await;
         }
         Gathered::Restored => {
             pass.metrics
+                .engine
                 .inc_key_set_lost(pass.policy, LostKeySet::Restored);
             reporter
                 .note(Note::Restored {
@@ -351,14 +357,14 @@ where
         reporter.note(Note::Lifecycle(event)).await;
     }
     let metrics = pass.metrics;
-    metrics.record_events(pass.policy, &planned.events);
-    metrics.observe_key_set(
+    metrics.engine.record_events(pass.policy, &planned.events);
+    metrics.engine.observe_key_set(
         pass.policy,
         &planned.keys,
         planned.keys.next_rotation_time(pass.resolved),
         next_prune_time(&planned.keys),
     );
-    metrics.observe_revocation_exposure(
+    metrics.engine.observe_revocation_exposure(
         pass.policy,
         planned.keys.revocation_exposure_until(pass.resolved),
     );
@@ -469,12 +475,12 @@ async fn plan_blocking(
     pass: &Pass<'_>,
     current: StoredKeySet,
     now: lifecycle::Now,
-) -> Result<lifecycle::Plan<Arc<crate::keys::SigningKey>>, Failed> {
+) -> Result<lifecycle::Plan<Arc<keys::SigningKey>>, Failed> {
     let resolved = pass.resolved.clone();
     let metrics = pass.metrics.clone();
     let planned = tokio::task::spawn_blocking(move || {
         let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
-        let mut source = TimedKeySource::new(rng, &metrics);
+        let mut source = TimedKeySource::new(rng, &metrics.engine);
         lifecycle::plan(&resolved, &current, now, &mut source)
     })
     .await;
@@ -522,7 +528,9 @@ async fn fail<V, R: Reporter>(
     reporter: &mut R,
     failed: Failed,
 ) -> Next {
-    pass.metrics.inc_reconcile_error(pass.policy, failed.kind);
+    pass.metrics
+        .engine
+        .inc_reconcile_error(pass.policy, failed.kind);
     if failed.conflict {
         reporter.retrying(&failed.message, true);
         return Next::After(CONFLICT_RETRY);
@@ -540,7 +548,9 @@ async fn fail<V, R: Reporter>(
         {
             Ok(()) => true,
             Err(e) => {
-                pass.metrics.inc_reconcile_error(pass.policy, e.kind());
+                pass.metrics
+                    .engine
+                    .inc_reconcile_error(pass.policy, e.kind());
                 reporter.retrying(&e, false);
                 false
             }

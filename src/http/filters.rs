@@ -28,6 +28,7 @@ use super::auth::BearerToken;
 use super::errors::{ApiError, handle_rejection};
 use super::handlers;
 use super::snapshot::SharedState;
+use crate::metrics;
 use crate::metrics::{Listener, RouteClass};
 use crate::names::{is_dns_label, is_dns_subdomain};
 use crate::policy::PolicyRef;
@@ -183,7 +184,7 @@ pub fn json_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone
 /// Counts every answer (after the rejection handler, so errors count too)
 /// and logs it at debug level.
 fn observe(
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    metrics: std::sync::Arc<metrics::Metrics>,
     listener: Listener,
 ) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Clone + Send> {
     warp::log::custom(move |info: warp::log::Info<'_>| {
@@ -201,14 +202,16 @@ fn observe(
 /// What [`observe`] does with one answer: count it, log it at debug level.
 /// Shared with the JWKS listener's fast path ([`super::fast_path`]).
 pub(crate) fn record_answer(
-    metrics: &crate::metrics::Metrics,
+    metrics: &metrics::Metrics,
     listener: Listener,
     method: &Method,
     path: &str,
     status: u16,
     elapsed: std::time::Duration,
 ) {
-    metrics.record_http(listener, RouteClass::of_path(path), status);
+    metrics
+        .http
+        .record_http(listener, RouteClass::of_path(path), status);
     tracing::debug!(
         listener = listener.as_str(),
         method = %method,

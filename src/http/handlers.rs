@@ -86,7 +86,7 @@ fn not_ready(
     policy: &PolicyRef,
     problem: Option<&super::Problem>,
 ) -> Response {
-    state.metrics().inc_not_ready(policy);
+    state.metrics().engine.inc_not_ready(policy);
     // The reason only: the message can hold API-server error text or file
     // paths, for the operator's eyes (the metrics listener's /policies).
     let message = match problem {

@@ -76,6 +76,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::metrics;
 pub use crate::policy::{
     DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyInfo, PolicyRef, PolicySummary, Problem,
     PublicPolicySummary, TOKEN_ENDPOINT_ON_ISSUER,
@@ -279,7 +280,7 @@ pub async fn start_listeners(
         JwksOptions {
             metrics: config.metrics_on_jwks_listener,
         },
-        serve_config(crate::metrics::Listener::Jwks),
+        serve_config(metrics::Listener::Jwks),
         shutdown.wait(),
     )
     .await
@@ -296,7 +297,7 @@ pub async fn start_listeners(
             }
             None => None,
         };
-        let mut token_config = serve_config(crate::metrics::Listener::Token);
+        let mut token_config = serve_config(metrics::Listener::Token);
         if let (Some(ca), Some(files)) = (&config.token_auth.client_ca_file, &config.tls) {
             // The token listener's own TLS: the same pair, plus client
             // certificates required.
@@ -336,7 +337,7 @@ pub async fn start_listeners(
         let (bound, task) = serve(
             addr,
             metrics_routes(state.clone()),
-            serve_config(crate::metrics::Listener::Metrics),
+            serve_config(metrics::Listener::Metrics),
             shutdown.wait(),
         )
         .await

@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::errors::ApiError;
+use crate::api;
 use crate::keys::token::TokenRequest;
 
 /// Answer of a successful mint.
@@ -99,7 +100,7 @@ pub fn parse_ttl(v: &Value) -> Result<Duration, ApiError> {
             .map(Duration::from_secs)
             .ok_or_else(|| invalid(HINT)),
         Value::String(s) => {
-            let d: crate::api::Duration = s.parse().map_err(|_| invalid(HINT))?;
+            let d: api::Duration = s.parse().map_err(|_| invalid(HINT))?;
             if d.is_negative() {
                 return Err(invalid(HINT));
             }

@@ -213,7 +213,7 @@ async fn accept_loop<M, S>(
                 };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     if let Some(m) = &config.metrics {
-                        m.http_connection_refused(config.listener);
+                        m.http.http_connection_refused(config.listener);
                     }
                     if !refused_logged {
                         // Once per episode, not once per connection.
@@ -311,7 +311,7 @@ impl OpenConnection {
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
         if let Some(m) = &metrics {
-            m.http_connection_opened(listener);
+            m.http.http_connection_opened(listener);
         }
         OpenConnection {
             metrics,
@@ -324,7 +324,7 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         if let Some(m) = &self.metrics {
-            m.http_connection_closed(self.listener);
+            m.http.http_connection_closed(self.listener);
         }
     }
 }

@@ -273,7 +273,9 @@ impl SharedState {
             .into_iter()
             .map(|u| match u {
                 Update::Upsert(v) => {
-                    metrics.set_degraded(v.policy(), v.summary().degraded.is_some());
+                    metrics
+                        .engine
+                        .set_degraded(v.policy(), v.summary().degraded.is_some());
                     Op::Put(Arc::new(v.policy().clone()), Arc::new(v))
                 }
                 Update::Problem {
@@ -281,7 +283,7 @@ impl SharedState {
                     summary_if_absent,
                     problem,
                 } => {
-                    metrics.set_degraded(&policy, problem.is_some());
+                    metrics.engine.set_degraded(&policy, problem.is_some());
                     let absent = Arc::new(PolicySummary {
                         ready: false,
                         degraded: problem.clone(),
@@ -318,7 +320,7 @@ impl SharedState {
             if let Op::Remove(r) = op
                 && snapshot.get(r).is_none()
             {
-                metrics.forget(r);
+                metrics.engine.forget(r);
             }
         }
     }

@@ -998,16 +998,17 @@ async fn metrics_route_serves_openmetrics_with_every_family() {
         None,
         "nothing retired yet"
     );
-    m.observe_key_set(&r, &f.api_keys, Some(at(3600)), Some(at(7200)));
-    m.record_events(
+    m.engine
+        .observe_key_set(&r, &f.api_keys, Some(at(3600)), Some(at(7200)));
+    m.engine.record_events(
         &r,
         &[crate::keys::lifecycle::LifecycleEvent::Activated {
             kid: "k".into(),
             reason: crate::keys::lifecycle::RotationReason::Scheduled,
         }],
     );
-    m.observe_key_generation(Algorithm::ES256, 0.002);
-    m.inc_reconcile_error(&r, "write_secret");
+    m.engine.observe_key_generation(Algorithm::ES256, 0.002);
+    m.engine.inc_reconcile_error(&r, "write_secret");
     send(&f.jwks, get(API_JWKS)).await;
     send(&f.jwks, get("/nope")).await;
     send(&f.token, post_json(API_TOKEN, "{}")).await;

@@ -323,7 +323,7 @@ impl ServerTls {
                 Reload::Unchanged => {}
                 Reload::Reloaded => {
                     if let Some(m) = &metrics {
-                        m.tls_reloaded(true);
+                        m.http.tls_reloaded(true);
                     }
                     info!(
                         cert = %cert.display(),
@@ -332,7 +332,7 @@ impl ServerTls {
                 }
                 Reload::Failed(e) => {
                     if let Some(m) = &metrics {
-                        m.tls_reloaded(false);
+                        m.http.tls_reloaded(false);
                     }
                     warn!(
                         error = %e,

@@ -18,6 +18,7 @@ use crate::keys::lifecycle::KeySet;
 use crate::keys::material::{SigningKey, VerifyingKey, public_jwks_json};
 use crate::keys::token::{Expectations, MintSettings, Verifier, mint_ttl_cap};
 use crate::policy::{PolicyInfo, PolicyRef, PolicySummary, Problem};
+use crate::reasons;
 
 /// Everything the token listener needs for one token-enabled policy.
 pub(crate) struct TokenSide {
@@ -210,10 +211,7 @@ impl PolicyView {
             token,
         };
         match &policy.stale {
-            Some(why) => view.with_problem(Some(Problem::new(
-                crate::reasons::KEY_SET_STALE,
-                why.clone(),
-            ))),
+            Some(why) => view.with_problem(Some(Problem::new(reasons::KEY_SET_STALE, why.clone()))),
             None => view,
         }
     }

@@ -15,6 +15,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
+use crate::api;
 use crate::api::{KeyRotationPolicy, KeyStateName, KeyStatus};
 
 /// Why a `status` or `revoke` command failed.
@@ -171,7 +172,7 @@ pub struct StatusReport {
     pub events: Vec<EventSummary>,
 }
 
-fn reason_name(r: crate::api::RotationReasonName) -> String {
+fn reason_name(r: api::RotationReasonName) -> String {
     serde_json::to_value(r)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

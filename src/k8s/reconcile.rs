@@ -25,6 +25,7 @@ use super::store::{SecretCache, SecretStore, post_params};
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, backoff, run_pass};
 use crate::http::PolicyRef;
+use crate::keys;
 use crate::keys::lifecycle::{self, LifecycleEvent};
 use crate::metrics::Metrics;
 use crate::names::is_dns_subdomain;
@@ -249,6 +250,7 @@ impl Reporter for Reconciler<'_> {
                 };
                 self.ctx
                     .metrics
+                    .engine
                     .inc_reconcile_error(&self.policy.policy_ref(), e.kind());
                 self.publish_problem = Some(Problem::new(reason, e.to_string()));
                 Ok(())
@@ -341,6 +343,7 @@ pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Res
     let started = std::time::Instant::now();
     let result = reconcile_inner(&policy, &ctx).await;
     ctx.metrics
+        .engine
         .observe_reconcile(started.elapsed().as_secs_f64());
     result
 }
@@ -368,7 +371,7 @@ async fn reconcile_inner(
     // What the operator alone can judge about the spec.
     let secret_name = policy.secret_name();
     let resolved = match policy.spec.resolve(policy.rotation_request()) {
-        Ok(p) => crate::keys::lifecycle::Policy {
+        Ok(p) => keys::lifecycle::Policy {
             propagation_grace: ctx.propagation_grace,
             ..p
         },
@@ -450,7 +453,9 @@ impl Context {
 /// get here: counted, logged, and retried with backoff.
 pub fn error_policy(policy: Arc<KeyRotationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     let policy_ref = policy.policy_ref();
-    ctx.metrics.inc_reconcile_error(&policy_ref, error.kind());
+    ctx.metrics
+        .engine
+        .inc_reconcile_error(&policy_ref, error.kind());
     warn!(policy = %policy_ref, error = %error, "reconcile failed; retrying");
     let failures = ctx.failures_of(&policy_ref).saturating_add(1);
     ctx.set_failures(&policy_ref, failures);

@@ -99,7 +99,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
         lead(client, &config, ctx, metrics, shutdown.clone()).await?;
     } else {
         writable.set_leading(true);
-        metrics.set_leader(true);
+        metrics.engine.set_leader(true);
         control(&client, &config.namespaces, ctx, shutdown.wait()).await;
     }
 
@@ -242,7 +242,7 @@ async fn lead(
         }
         info!(identity = %config.identity, "acquired the Lease; reconciling");
         ctx.writable.set_leading(true);
-        metrics.set_leader(true);
+        metrics.engine.set_leader(true);
         let mut lost = leader.clone();
         let stopping = stop.wait();
         let gate = ctx.writable.clone();
@@ -264,7 +264,7 @@ async fn lead(
         })
         .await;
         ctx.writable.set_leading(false);
-        metrics.set_leader(false);
+        metrics.engine.set_leader(false);
         if stop.is_triggered() {
             break;
         }

@@ -20,7 +20,10 @@ use super::request::forget_managed_fields;
 use super::secret::{Decoder, Found};
 use super::store::SecretCache;
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::engine;
+use crate::http;
 use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState, Update};
+use crate::keys;
 use crate::keys::material::{VerifyingKey, parse_public_jwks};
 use crate::reasons;
 use crate::store::StoredKeySet;
@@ -154,8 +157,12 @@ impl Index {
                 // A stale copy: nothing signs, and /policies says why (this
                 // replica may not be the one writing the status).
                 let stale = self.stale.get(policy).cloned();
-                state.state.metrics().set_stale(policy, stale.is_some());
-                let info = crate::http::PolicyInfo {
+                state
+                    .state
+                    .metrics()
+                    .engine
+                    .set_stale(policy, stale.is_some());
+                let info = http::PolicyInfo {
                     stale: stale.clone(),
                     ..p.info()
                 };
@@ -348,7 +355,7 @@ impl Indexer {
             relist_policies: HashMap::new(),
             relist_secrets: HashMap::new(),
             secrets_failing: HashMap::new(),
-            propagation_grace: crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
+            propagation_grace: keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
         }
     }
 
@@ -382,9 +389,9 @@ impl Indexer {
                 .map(|(_, at)| *at)
                 .min();
             let bound = std::time::Duration::from(p.spec.clock_skew) + self.propagation_grace;
-            let stale = match crate::engine::staleness::freshness(since, now, bound) {
-                crate::engine::staleness::Freshness::Fresh => None,
-                crate::engine::staleness::Freshness::Stale { age } => Some(format!(
+            let stale = match engine::staleness::freshness(since, now, bound) {
+                engine::staleness::Freshness::Fresh => None,
+                engine::staleness::Freshness::Stale { age } => Some(format!(
                     "this replica's watch of the policy's Secret has failed for {}s, longer than clockSkew + propagationGrace ({}s): the leader may have retired the active key since, so this replica does not sign until the watch recovers",
                     age.as_secs(),
                     bound.as_secs()

@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 
 use super::alg::Algorithm;
 use super::material::{KeyError, SigningKey, VerifyingKey, parse_public_jwks};
+use crate::keys::lifecycle;
 
 /// The `typ` header of every minted token.
 pub const TOKEN_TYPE: &str = "JWT";
@@ -179,7 +180,7 @@ pub struct MintSettings {
 /// the key set the leader re-plans under it.) Without a signer, the policy's.
 pub fn mint_ttl_cap<K>(
     spec_max_ttl: Duration,
-    signer: Option<&crate::keys::lifecycle::ManagedKey<K>>,
+    signer: Option<&lifecycle::ManagedKey<K>>,
 ) -> Duration {
     signer.map_or(spec_max_ttl, |k| spec_max_ttl.min(k.max_token_ttl))
 }

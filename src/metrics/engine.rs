@@ -15,7 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use super::Metrics;
 use crate::keys::lifecycle::{
     KeySet, KeySource, KeyState, LifecycleEvent, LifecycleKey, RotationReason,
 };
@@ -112,15 +111,15 @@ pub fn next_prune_time<K: LifecycleKey>(set: &KeySet<K>) -> Option<Timestamp> {
 
 /// A [`KeySource`] that reports how long each generation took to
 /// `key_generation_seconds`: wrap the real source before handing it to the
-/// planner (`plan(&policy, &set, now, &mut TimedKeySource::new(source, &metrics))`).
+/// planner (`plan(&policy, &set, now, &mut TimedKeySource::new(source, &metrics.engine))`).
 pub struct TimedKeySource<'m, S> {
     inner: S,
-    metrics: &'m Metrics,
+    metrics: &'m EngineMetrics,
 }
 
 impl<'m, S> TimedKeySource<'m, S> {
     /// Wraps `inner`, reporting to `metrics`.
-    pub fn new(inner: S, metrics: &'m Metrics) -> Self {
+    pub fn new(inner: S, metrics: &'m EngineMetrics) -> Self {
         TimedKeySource { inner, metrics }
     }
 
@@ -149,8 +148,9 @@ impl<K: LifecycleKey, S: KeySource<K>> KeySource<K> for TimedKeySource<'_, S> {
     }
 }
 
-/// The engine's families, registered in [`Metrics::new`].
-pub(super) struct EngineFamilies {
+/// The engine's families (registered in [`Metrics::new`](super::Metrics::new)),
+/// reached as `metrics.engine`.
+pub struct EngineMetrics {
     keys: Family<KeyStateLabels, Gauge>,
     rotations: Family<RotationLabels, Counter>,
     next_rotation: Family<PolicyLabels, Gauge>,
@@ -169,7 +169,7 @@ pub(super) struct EngineFamilies {
     leader: Gauge,
 }
 
-impl EngineFamilies {
+impl EngineMetrics {
     /// Registers every engine family in `registry`.
     pub(super) fn register(registry: &mut Registry) -> Self {
         let keys = Family::<KeyStateLabels, Gauge>::default();
@@ -279,7 +279,7 @@ impl EngineFamilies {
             "1 while this replica holds the Lease and reconciles (always 1 without leader election and in standalone), else 0",
             leader.clone(),
         );
-        EngineFamilies {
+        EngineMetrics {
             keys,
             rotations,
             next_rotation,
@@ -300,10 +300,10 @@ impl EngineFamilies {
     }
 }
 
-impl Metrics {
+impl EngineMetrics {
     /// Records how long one reconcile took.
     pub fn observe_reconcile(&self, secs: f64) {
-        self.engine.reconcile_duration.observe(secs);
+        self.reconcile_duration.observe(secs);
     }
 
     /// Reports whether this replica is the one that reconciles and writes.
@@ -312,19 +312,18 @@ impl Metrics {
     /// leader reports them now, and a stale copy here would soon look like
     /// an overdue rotation.
     pub fn set_leader(&self, leader: bool) {
-        self.engine.leader.set(i64::from(leader));
+        self.leader.set(i64::from(leader));
         if !leader {
-            self.engine.keys.clear();
-            self.engine.next_rotation.clear();
-            self.engine.next_prune.clear();
-            self.engine.pending_activation.clear();
+            self.keys.clear();
+            self.next_rotation.clear();
+            self.next_prune.clear();
+            self.pending_activation.clear();
         }
     }
 
     /// Counts a key generation that failed.
     pub fn inc_key_generation_failure(&self, alg: Algorithm) {
-        self.engine
-            .key_generation_failures
+        self.key_generation_failures
             .get_or_create(&AlgLabels {
                 alg: alg.as_str().to_string(),
             })
@@ -333,10 +332,7 @@ impl Metrics {
 
     /// Counts a `503 not_ready` answer for `policy` (known, no key yet).
     pub fn inc_not_ready(&self, policy: &PolicyRef) {
-        self.engine
-            .not_ready
-            .get_or_create(&policy_labels(policy))
-            .inc();
+        self.not_ready.get_or_create(&policy_labels(policy)).inc();
     }
 
     /// Reports a policy's current key set: keys by state, and the next
@@ -352,8 +348,7 @@ impl Metrics {
     ) {
         for state in KEY_STATES {
             let n = set.keys.iter().filter(|k| k.state == state).count();
-            self.engine
-                .keys
+            self.keys
                 .get_or_create(&KeyStateLabels {
                     namespace: policy.namespace.clone(),
                     name: policy.name.clone(),
@@ -364,9 +359,9 @@ impl Metrics {
         let labels = policy_labels(policy);
         let pending_activation = set.pending().and(next_rotation);
         for (family, time) in [
-            (&self.engine.next_rotation, next_rotation),
-            (&self.engine.next_prune, next_prune),
-            (&self.engine.pending_activation, pending_activation),
+            (&self.next_rotation, next_rotation),
+            (&self.next_prune, next_prune),
+            (&self.pending_activation, pending_activation),
         ] {
             match time {
                 Some(t) => {
@@ -385,13 +380,12 @@ impl Metrics {
         let labels = policy_labels(policy);
         match until {
             Some(t) => {
-                self.engine
-                    .revoked_key_exposure
+                self.revoked_key_exposure
                     .get_or_create(&labels)
                     .set(t.as_second());
             }
             None => {
-                self.engine.revoked_key_exposure.remove(&labels);
+                self.revoked_key_exposure.remove(&labels);
             }
         }
     }
@@ -409,8 +403,7 @@ impl Metrics {
                 } => *reason,
                 _ => continue,
             };
-            self.engine
-                .rotations
+            self.rotations
                 .get_or_create(&RotationLabels {
                     namespace: policy.namespace.clone(),
                     name: policy.name.clone(),
@@ -422,8 +415,7 @@ impl Metrics {
 
     /// Records how long generating one `alg` key took.
     pub fn observe_key_generation(&self, alg: Algorithm, secs: f64) {
-        self.engine
-            .key_generation
+        self.key_generation
             .get_or_create(&AlgLabels {
                 alg: alg.as_str().to_string(),
             })
@@ -434,8 +426,7 @@ impl Metrics {
     /// low-cardinality name of the failing operation (`read_secret`,
     /// `write_secret`, `parse_key_set`, `invalid_spec`, ...), never a message.
     pub fn inc_reconcile_error(&self, policy: &PolicyRef, kind: &str) {
-        self.engine
-            .reconcile_errors
+        self.reconcile_errors
             .get_or_create(&ErrorLabels {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
@@ -443,7 +434,6 @@ impl Metrics {
             })
             .inc();
         let mut kinds = self
-            .engine
             .error_kinds
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -456,8 +446,7 @@ impl Metrics {
     /// Counts a stored key set found lost (deleted or emptied) for `policy`,
     /// and what was done about it.
     pub fn inc_key_set_lost(&self, policy: &PolicyRef, outcome: LostKeySet) {
-        self.engine
-            .key_set_lost
+        self.key_set_lost
             .get_or_create(&LostLabels {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
@@ -473,17 +462,15 @@ impl Metrics {
     /// then an increase `rate()` sees.
     pub fn set_degraded(&self, policy: &PolicyRef, degraded: bool) {
         let labels = policy_labels(policy);
-        self.engine
-            .degraded
+        self.degraded
             .get_or_create(&labels)
             .set(i64::from(degraded));
-        let _ = self.engine.not_ready.get_or_create(&labels);
+        let _ = self.not_ready.get_or_create(&labels);
     }
 
     /// Sets the `key_set_stale` gauge of a served policy.
     pub fn set_stale(&self, policy: &PolicyRef, stale: bool) {
-        self.engine
-            .stale
+        self.stale
             .get_or_create(&policy_labels(policy))
             .set(i64::from(stale));
     }
@@ -491,43 +478,42 @@ impl Metrics {
     /// Drops every series of a policy that is no longer served.
     pub fn forget(&self, policy: &PolicyRef) {
         for state in KEY_STATES {
-            self.engine.keys.remove(&KeyStateLabels {
+            self.keys.remove(&KeyStateLabels {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
                 state: state.to_string(),
             });
         }
         for reason in ROTATION_REASONS {
-            self.engine.rotations.remove(&RotationLabels {
+            self.rotations.remove(&RotationLabels {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
                 reason: reason.to_string(),
             });
         }
         for outcome in LOST_OUTCOMES {
-            self.engine.key_set_lost.remove(&LostLabels {
+            self.key_set_lost.remove(&LostLabels {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
                 outcome: outcome.as_str(),
             });
         }
         let labels = policy_labels(policy);
-        self.engine.next_rotation.remove(&labels);
-        self.engine.next_prune.remove(&labels);
-        self.engine.pending_activation.remove(&labels);
-        self.engine.not_ready.remove(&labels);
-        self.engine.revoked_key_exposure.remove(&labels);
-        self.engine.degraded.remove(&labels);
-        self.engine.stale.remove(&labels);
+        self.next_rotation.remove(&labels);
+        self.next_prune.remove(&labels);
+        self.pending_activation.remove(&labels);
+        self.not_ready.remove(&labels);
+        self.revoked_key_exposure.remove(&labels);
+        self.degraded.remove(&labels);
+        self.stale.remove(&labels);
         let kinds = self
-            .engine
             .error_kinds
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(policy)
             .unwrap_or_default();
         for kind in kinds {
-            self.engine.reconcile_errors.remove(&ErrorLabels {
+            self.reconcile_errors.remove(&ErrorLabels {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
                 kind,

@@ -13,8 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::Metrics;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
@@ -264,8 +262,9 @@ impl Collector for HttpCounters {
     }
 }
 
-/// The listeners' families, registered in [`Metrics::new`].
-pub(super) struct HttpFamilies {
+/// The listeners' families (registered in [`Metrics::new`](super::Metrics::new)),
+/// reached as `metrics.http`.
+pub struct HttpMetrics {
     http: Arc<HttpCounters>,
     open_connections: Family<ListenerLabels, Gauge>,
     refused_connections: Family<ListenerLabels, Counter>,
@@ -273,7 +272,7 @@ pub(super) struct HttpFamilies {
     tls_reload_failing: Gauge,
 }
 
-impl HttpFamilies {
+impl HttpMetrics {
     /// Registers every listener family in `registry`.
     pub(super) fn register(registry: &mut Registry) -> Self {
         let http = Arc::new(HttpCounters::new());
@@ -302,7 +301,7 @@ impl HttpFamilies {
             "1 while the TLS files on disk are unusable and the previous pair is served, else 0",
             tls_reload_failing.clone(),
         );
-        HttpFamilies {
+        HttpMetrics {
             http,
             open_connections,
             refused_connections,
@@ -312,16 +311,15 @@ impl HttpFamilies {
     }
 }
 
-impl Metrics {
+impl HttpMetrics {
     /// Counts one HTTP answer. Lock-free; called for every request.
     pub fn record_http(&self, listener: Listener, route: RouteClass, status: u16) {
-        self.http.http.record(listener, route, status);
+        self.http.record(listener, route, status);
     }
 
     /// Counts a connection a listener took.
     pub fn http_connection_opened(&self, listener: Listener) {
-        self.http
-            .open_connections
+        self.open_connections
             .get_or_create(&ListenerLabels {
                 listener: listener.as_str(),
             })
@@ -330,8 +328,7 @@ impl Metrics {
 
     /// Counts a connection a listener closed (or that its client closed).
     pub fn http_connection_closed(&self, listener: Listener) {
-        self.http
-            .open_connections
+        self.open_connections
             .get_or_create(&ListenerLabels {
                 listener: listener.as_str(),
             })
@@ -340,8 +337,7 @@ impl Metrics {
 
     /// Counts a connection refused at the connection limit.
     pub fn http_connection_refused(&self, listener: Listener) {
-        self.http
-            .refused_connections
+        self.refused_connections
             .get_or_create(&ListenerLabels {
                 listener: listener.as_str(),
             })
@@ -352,10 +348,9 @@ impl Metrics {
     /// (`ok`) or it was refused and the previous one stays.
     pub fn tls_reloaded(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.http
-            .tls_reloads
+        self.tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
-        self.http.tls_reload_failing.set(i64::from(!ok));
+        self.tls_reload_failing.set(i64::from(!ok));
     }
 }

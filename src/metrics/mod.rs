@@ -28,8 +28,9 @@
 //!
 //! The families are split by owner: `engine` (per-policy key sets,
 //! rotations, problems, errors, leadership) and `http` (the listeners), each
-//! registering into the one registry here and adding its recording methods
-//! to [`Metrics`]; the signer registers its own families beside them
+//! registering into the one registry here and reached as a field of
+//! [`Metrics`] (`metrics.engine.set_leader(..)`, `metrics.http.record_http(..)`),
+//! so neither imports this module; the signer registers its own families beside them
 //! (`signer::service`).
 //!
 //! Labels carry policy names, kids never appear, key material never does.
@@ -51,8 +52,8 @@ mod http;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{LostKeySet, TimedKeySource, next_prune_time};
-pub use http::{Listener, RouteClass};
+pub use engine::{EngineMetrics, LostKeySet, TimedKeySource, next_prune_time};
+pub use http::{HttpMetrics, Listener, RouteClass};
 
 /// Prefix of every metric name (`jwks_operator_...`).
 pub const PREFIX: &str = "jwks_operator";
@@ -70,8 +71,10 @@ struct BuildLabels {
 /// layer, which counts requests and serves the text.
 pub struct Metrics {
     registry: Registry,
-    engine: engine::EngineFamilies,
-    http: http::HttpFamilies,
+    /// The engine's and the adapters' per-policy families.
+    pub engine: EngineMetrics,
+    /// The listeners' families.
+    pub http: HttpMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,7 +93,7 @@ impl Metrics {
     /// A fresh registry with every metric family registered under [`PREFIX`].
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
-        let engine = engine::EngineFamilies::register(&mut registry);
+        let engine = EngineMetrics::register(&mut registry);
         registry.register(
             "build",
             "The operator's version; always 1",
@@ -98,7 +101,7 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
-        let http = http::HttpFamilies::register(&mut registry);
+        let http = HttpMetrics::register(&mut registry);
         Metrics {
             registry,
             engine,

@@ -42,10 +42,10 @@ fn route_classes_follow_the_path_shape() {
 #[test]
 fn http_counters_are_labelled_and_count_304s() {
     let m = Metrics::new();
-    m.record_http(Listener::Jwks, RouteClass::Jwks, 200);
-    m.record_http(Listener::Jwks, RouteClass::Jwks, 200);
-    m.record_http(Listener::Jwks, RouteClass::Jwks, 304);
-    m.record_http(Listener::Token, RouteClass::Token, 418);
+    m.http.record_http(Listener::Jwks, RouteClass::Jwks, 200);
+    m.http.record_http(Listener::Jwks, RouteClass::Jwks, 200);
+    m.http.record_http(Listener::Jwks, RouteClass::Jwks, 304);
+    m.http.record_http(Listener::Token, RouteClass::Token, 418);
     let text = m.encode();
     assert!(
         text.contains(
@@ -77,7 +77,7 @@ fn http_counters_are_labelled_and_count_304s() {
 #[test]
 fn rotations_count_activations_and_direct_signers() {
     let m = Metrics::new();
-    m.record_events(
+    m.engine.record_events(
         &p(),
         &[
             LifecycleEvent::Created {
@@ -112,11 +112,13 @@ fn rotations_count_activations_and_direct_signers() {
 fn forget_drops_every_series_of_a_policy() {
     let m = Metrics::new();
     let set: KeySet<std::sync::Arc<crate::keys::SigningKey>> = KeySet::default();
-    m.observe_key_set(&p(), &set, Some(Timestamp::UNIX_EPOCH), None);
-    m.observe_revocation_exposure(&p(), Some(Timestamp::UNIX_EPOCH));
-    m.inc_reconcile_error(&p(), "write_secret");
-    m.set_degraded(&p(), true);
-    m.record_events(
+    m.engine
+        .observe_key_set(&p(), &set, Some(Timestamp::UNIX_EPOCH), None);
+    m.engine
+        .observe_revocation_exposure(&p(), Some(Timestamp::UNIX_EPOCH));
+    m.engine.inc_reconcile_error(&p(), "write_secret");
+    m.engine.set_degraded(&p(), true);
+    m.engine.record_events(
         &p(),
         &[LifecycleEvent::Activated {
             kid: "b".into(),
@@ -134,7 +136,7 @@ fn forget_drops_every_series_of_a_policy() {
     ] {
         assert!(text.contains(name), "{name} missing in {text}");
     }
-    m.forget(&p());
+    m.engine.forget(&p());
     let text = m.encode();
     assert!(!text.contains("team-a"), "{text}");
 }
@@ -145,7 +147,7 @@ fn timed_key_source_observes_each_generation() {
     let m = Metrics::new();
     let mut source = TimedKeySource::new(
         crate::keys::material::RngKeySource(rand_chacha::ChaCha20Rng::seed_from_u64(1)),
-        &m,
+        &m.engine,
     );
     let params = KeyParams::new(Algorithm::EdDSA);
     let _: std::sync::Arc<crate::keys::SigningKey> = source.generate(params).unwrap();
@@ -160,7 +162,7 @@ fn timed_key_source_observes_each_generation() {
 #[test]
 fn key_generation_is_a_histogram_by_alg() {
     let m = Metrics::new();
-    m.observe_key_generation(Algorithm::ES256, 0.001);
+    m.engine.observe_key_generation(Algorithm::ES256, 0.001);
     let text = m.encode();
     assert!(
         text.contains("# TYPE jwks_operator_key_generation_seconds histogram"),
@@ -216,7 +218,8 @@ fn pending_activation_is_reported_only_while_a_key_is_pending() {
         managed("b", KeyState::Pending),
         managed("a", KeyState::Active),
     ]);
-    m.observe_key_set(&p(), &with_pending, Some(at(1_900_000_000)), None);
+    m.engine
+        .observe_key_set(&p(), &with_pending, Some(at(1_900_000_000)), None);
     let text = m.encode();
     assert!(
         text.contains("jwks_operator_pending_activation_timestamp_seconds{namespace=\"team-a\",name=\"api\"} 1900000000"),
@@ -224,7 +227,8 @@ fn pending_activation_is_reported_only_while_a_key_is_pending() {
     );
     // The key activated: no pending key, the series goes away.
     let activated = set_of(vec![managed("b", KeyState::Active)]);
-    m.observe_key_set(&p(), &activated, Some(at(1_900_086_400)), None);
+    m.engine
+        .observe_key_set(&p(), &activated, Some(at(1_900_086_400)), None);
     let text = m.encode();
     assert!(
         !text.contains("jwks_operator_pending_activation_timestamp_seconds{"),
@@ -239,14 +243,15 @@ fn pending_activation_is_reported_only_while_a_key_is_pending() {
 #[test]
 fn losing_the_lead_drops_the_key_set_series_but_keeps_counters_and_degraded() {
     let m = Metrics::new();
-    m.set_leader(true);
+    m.engine.set_leader(true);
     let set = set_of(vec![
         managed("b", KeyState::Pending),
         managed("a", KeyState::Active),
     ]);
-    m.observe_key_set(&p(), &set, Some(at(1_900_000_000)), Some(at(1_900_000_100)));
-    m.set_degraded(&p(), true);
-    m.inc_reconcile_error(&p(), "write_secret");
+    m.engine
+        .observe_key_set(&p(), &set, Some(at(1_900_000_000)), Some(at(1_900_000_100)));
+    m.engine.set_degraded(&p(), true);
+    m.engine.inc_reconcile_error(&p(), "write_secret");
     let text = m.encode();
     assert!(text.contains("\njwks_operator_leader 1\n"), "{text}");
     assert!(
@@ -254,7 +259,7 @@ fn losing_the_lead_drops_the_key_set_series_but_keeps_counters_and_degraded() {
         "{text}"
     );
 
-    m.set_leader(false);
+    m.engine.set_leader(false);
     let text = m.encode();
     assert!(text.contains("jwks_operator_leader 0"), "{text}");
     for gone in [
@@ -297,7 +302,7 @@ fn failed_key_generations_are_counted_by_alg_and_not_timed() {
             .contains("jwks_operator_key_generation_failures_total{alg=\"ES384\"} 0"),
         "every algorithm starts at 0"
     );
-    let mut source = TimedKeySource::new(Failing, &m);
+    let mut source = TimedKeySource::new(Failing, &m.engine);
     assert!(source.generate(KeyParams::new(Algorithm::ES384)).is_err());
     assert!(source.generate(KeyParams::new(Algorithm::ES384)).is_err());
     let text = m.encode();
@@ -314,20 +319,20 @@ fn failed_key_generations_are_counted_by_alg_and_not_timed() {
 #[test]
 fn not_ready_answers_are_counted_per_policy_and_forgotten_with_it() {
     let m = Metrics::new();
-    m.set_degraded(&p(), false);
+    m.engine.set_degraded(&p(), false);
     assert!(
         m.encode()
             .contains("jwks_operator_policy_not_ready_total{namespace=\"team-a\",name=\"api\"} 0"),
         "a known policy's counter starts at 0"
     );
-    m.inc_not_ready(&p());
-    m.inc_not_ready(&p());
+    m.engine.inc_not_ready(&p());
+    m.engine.inc_not_ready(&p());
     let text = m.encode();
     assert!(
         text.contains("jwks_operator_policy_not_ready_total{namespace=\"team-a\",name=\"api\"} 2"),
         "{text}"
     );
-    m.forget(&p());
+    m.engine.forget(&p());
     assert!(!m.encode().contains("team-a"));
 }
 

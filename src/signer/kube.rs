@@ -25,6 +25,7 @@ use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::api;
 use crate::keys::{Algorithm, SigningKey};
 
 /// The shortest token lifetime kube-apiserver accepts from a signer's
@@ -46,7 +47,7 @@ pub fn check_policy(alg: Algorithm, max_token_ttl: Duration) -> Result<(), Strin
     if max_token_ttl < MIN_MAX_TOKEN_TTL {
         return Err(format!(
             "spec.maxTokenTTL {} is under 600s: kube-apiserver refuses a signer whose longest token lifetime is shorter than 10 minutes",
-            crate::api::fmt_duration(max_token_ttl)
+            api::fmt_duration(max_token_ttl)
         ));
     }
     Ok(())

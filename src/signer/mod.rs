@@ -65,12 +65,17 @@ pub mod pb {
 
 use self::announced::Announced;
 use self::service::{Lifetimes, Service, SignerState, refresh_hint};
+use crate::api;
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
 use crate::http::PolicySummary;
 use crate::http::{self, PolicyRef, PolicyView, SharedState, Shown, Shutdown};
+use crate::keys;
 use crate::keys::SigningKey;
 use crate::keys::lifecycle::{Policy, after};
+use crate::logging;
+use crate::metrics;
 use crate::metrics::Metrics;
+use crate::reasons;
 use crate::standalone::policies::{self, PolicyDoc};
 use crate::store::files::{FileStore, FileVersion, PolicyDir, StateLock};
 use crate::store::{KeyStore as _, Loaded, StoreError, StoredKeySet};
@@ -183,7 +188,7 @@ fn adopt_into(dir: &PolicyDir, key: &SigningKey) -> anyhow::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(path)?;
-    let bytes = crate::keys::private_jwks_json([key]);
+    let bytes = keys::private_jwks_json([key]);
     let tmp = path.join(".jwks.json.adopt");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -421,7 +426,7 @@ impl Signer {
                     self.http.set_problem(
                         policy,
                         PolicySummary::for_policy(&self.doc.policy.info()),
-                        Some(Problem::new(crate::reasons::KEY_SET_STALE, why)),
+                        Some(Problem::new(reasons::KEY_SET_STALE, why)),
                     );
                 }
             }
@@ -597,8 +602,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     })?;
     if cap > announce {
         info!(
-            announce = %crate::api::fmt_duration(announce),
-            retained_for = %crate::api::fmt_duration(cap),
+            announce = %api::fmt_duration(announce),
+            retained_for = %api::fmt_duration(cap),
             "a longer maxTokenTTL was announced before: Sign accepts and retention covers it"
         );
     }
@@ -622,7 +627,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let (addr, server) = http::serve(
             addr,
             http::jwks_routes(http_state.clone()),
-            serve_config(crate::metrics::Listener::Jwks),
+            serve_config(metrics::Listener::Jwks),
             shutdown.wait(),
         )
         .await
@@ -634,7 +639,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let (addr, server) = http::serve(
             addr,
             metrics_routes(state.clone(), http_state.clone()),
-            serve_config(crate::metrics::Listener::Metrics),
+            serve_config(metrics::Listener::Metrics),
             shutdown.wait(),
         )
         .await
@@ -674,7 +679,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let recorded = signer.recorded_ttl();
         let mut lifetimes = state.lifetimes();
         if recorded > lifetimes.sign_cap {
-            info!(ttl = %crate::api::fmt_duration(recorded), "a longer maxTokenTTL was announced by another signer: Sign accepts it and retention covers it");
+            info!(ttl = %api::fmt_duration(recorded), "a longer maxTokenTTL was announced by another signer: Sign accepts it and retention covers it");
             lifetimes.sign_cap = recorded;
             state.set_lifetimes(lifetimes);
             if let Role::Leader(leader) = &mut role {
@@ -823,8 +828,8 @@ pub struct SignerArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_poll)]
     pub poll_interval: Duration,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text, env = "JWKS_LOG_FORMAT")]
-    pub log_format: crate::logging::LogFormat,
+    #[arg(long, value_enum, default_value_t = logging::LogFormat::Text, env = "JWKS_LOG_FORMAT")]
+    pub log_format: logging::LogFormat,
 }
 
 fn parse_policy_ref(s: &str) -> Result<PolicyRef, String> {
@@ -832,7 +837,7 @@ fn parse_policy_ref(s: &str) -> Result<PolicyRef, String> {
 }
 
 fn parse_poll(s: &str) -> Result<Duration, String> {
-    let d: crate::api::Duration = s.parse()?;
+    let d: api::Duration = s.parse()?;
     let d: Duration = d.into();
     if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
         return Err(format!("{s:?} must be between 100ms and 60s"));
@@ -842,7 +847,7 @@ fn parse_poll(s: &str) -> Result<Duration, String> {
 
 /// `jwks-operator signer`: logs, runs until SIGTERM/SIGINT, returns the exit code.
 pub fn main(args: SignerArgs) -> std::process::ExitCode {
-    crate::logging::init_logging(args.log_format);
+    logging::init_logging(args.log_format);
     let config = Config {
         policies: args.policies,
         policy: args.policy,

@@ -34,6 +34,7 @@ use crate::reasons;
 use crate::store::StoredKeySet;
 use crate::store::files::{FileStore, FileVersion, PolicyDir};
 
+use crate::keys;
 pub use crate::store::CORRUPT_RECHECK;
 /// Policies planned and saved at the same time in one pass.
 pub const CONCURRENCY: usize = 8;
@@ -86,7 +87,7 @@ impl Engine {
             public_base_url,
             policies: BTreeMap::new(),
             invalid: BTreeSet::new(),
-            propagation_grace: crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
+            propagation_grace: keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
         }
     }
 

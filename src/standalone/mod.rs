@@ -74,7 +74,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     // The only writer of its state directory: always the leader.
-    metrics.set_leader(true);
+    metrics.engine.set_leader(true);
     let state = SharedState::new(config.default_policy.clone(), metrics);
     let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
     let mut engine = Engine::new(store, state.clone(), config.public_base_url.clone())

@@ -39,8 +39,10 @@ pub const API_VERSION: &str = "jwks.dev/v1alpha1";
 pub const KIND: &str = "KeyRotationPolicy";
 /// The fields a manifest may have at the top level.
 const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+use crate::api;
 /// Namespace of a policy document without `metadata.namespace`.
 pub use crate::policy::DEFAULT_NAMESPACE;
+use crate::yaml;
 
 /// Where a document came from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -186,7 +188,7 @@ fn add_text(
     file: &Path,
     text: &str,
 ) {
-    for doc in crate::yaml::documents(text) {
+    for doc in yaml::documents(text) {
         let source = Source {
             file: file.to_owned(),
             document: Some(doc.number),
@@ -349,7 +351,7 @@ fn check_document(doc: RawDocument, source: &Source) -> Checked {
 fn field_failing_alone(spec: &Value) -> Option<String> {
     spec.as_object()?.iter().find_map(|(k, v)| {
         let alone = Value::Object([(k.clone(), v.clone())].into_iter().collect());
-        serde_json::from_value::<crate::api::KeyRotationPolicySpec>(alone)
+        serde_json::from_value::<api::KeyRotationPolicySpec>(alone)
             .is_err()
             .then(|| format!("spec.{k}"))
     })

@@ -49,6 +49,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::api;
 use crate::api::fmt_duration;
 use crate::keys::alg::{Algorithm, KeyParams};
 use crate::keys::lifecycle::{KeySet, KeyState, LifecycleKey, ManagedKey, RotationReason};
@@ -239,7 +240,7 @@ mod go_duration {
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        let parsed: crate::api::Duration = s.parse().map_err(serde::de::Error::custom)?;
+        let parsed: api::Duration = s.parse().map_err(serde::de::Error::custom)?;
         if parsed.is_negative() {
             return Err(serde::de::Error::custom(format!(
                 "{s:?} is negative; a duration here must not be"

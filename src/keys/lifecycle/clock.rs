@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::after;
+use super::model::after;
 
 /// A step of the wall clock that a monotonic clock did not see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,11 +19,13 @@
 
 use jiff::Timestamp;
 
-use super::{
-    Deferral, KeySet, KeySource, KeyState, LifecycleEvent, LifecycleKey, ManagedKey, Now, Plan,
+use super::clock::Now;
+use super::model::{
+    Deferral, KeySet, KeySource, KeyState, LifecycleEvent, LifecycleKey, ManagedKey, Plan,
     PlanError, Policy, RotationReason, after, before, retention,
 };
 use crate::keys::alg::KeyParams;
+use crate::reasons;
 
 /// Plans one step of the lifecycle at `now`. See the module docs of
 /// [`super`] for the rules, and [`steps`] for their order.
@@ -348,7 +350,7 @@ pub fn pre_publish<K: LifecycleKey, S: KeySource<K>>(
     }
     if w.set.keys.len() + 1 > policy.max_keys {
         w.deferred = Some(Deferral {
-            reason: crate::reasons::MAX_KEYS_REACHED,
+            reason: reasons::MAX_KEYS_REACHED,
             message: format!(
                 "rotation is due but the set already holds {} keys (maxKeys {}); it waits until a retired key can be pruned. Raise maxKeys or lower maxTokenTTL to rotate on time",
                 w.set.keys.len(),

@@ -2,23 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{KeySet, LifecycleKey};
-
-/// What may be served of a stored set while `spec.revokedKeyIDs` names some
-/// of its keys (SPEC invariant 9): the planner removes a revoked key in its
-/// next write, but until that write lands (it may fail: a corrupt store, an
-/// admission policy, no leader) every reader serves the set through this
-/// rule, so a revoked kid is never served and never signs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Servable<K> {
-    /// The set without the revoked keys. A revoked Active key leaves it with
-    /// no Active key: nothing signs until a fresh key is stored.
-    pub keys: KeySet<K>,
-    /// kids held in the stored set but withheld, newest first.
-    pub withheld: Vec<String>,
-    /// The withheld key that was the Active one, if it was.
-    pub withheld_active: Option<String>,
-}
+use super::model::{KeySet, LifecycleKey, Servable};
 
 impl<K: LifecycleKey + Clone> KeySet<K> {
     /// The kids of this set that `revoked` names, newest first: held in the
