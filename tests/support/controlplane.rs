@@ -126,6 +126,41 @@ pub(crate) fn test_ca(
     Ok((ca_cert.pem(), Issuer::new(ca, ca_key)))
 }
 
+/// A leaf certificate signed by `issuer`, for `common_name` (and
+/// organisation `org`, a Kubernetes group), valid for the DNS names `dns`
+/// and the IPv4 addresses `ips`, restricted to `usages` (none: any):
+/// (certificate PEM, private key PEM).
+pub(crate) fn leaf_cert(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    common_name: &str,
+    org: Option<&str>,
+    dns: &[&str],
+    ips: &[[u8; 4]],
+    usages: &[rcgen::ExtendedKeyUsagePurpose],
+) -> Result<(String, String), String> {
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+    let err = |e: rcgen::Error| format!("generating the certificate of {common_name:?}: {e}");
+    let key = KeyPair::generate().map_err(err)?;
+    let mut params = CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+        .map_err(err)?;
+    for ip in ips {
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::from(*ip)));
+    }
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    if let Some(org) = org {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
+    }
+    params.extended_key_usages = usages.to_vec();
+    let cert = params.signed_by(&key, issuer).map_err(err)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 struct Certs {
     ca_pem: String,
     server_cert_pem: String,
@@ -133,21 +168,19 @@ struct Certs {
 }
 
 fn make_certs() -> Result<Certs, String> {
-    use rcgen::{CertificateParams, KeyPair, SanType};
-    let err = |e: rcgen::Error| format!("generating test certificates: {e}");
     let (ca_pem, issuer) = test_ca("jwks-operator test CA")?;
-
-    let key = KeyPair::generate().map_err(err)?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).map_err(err)?;
-    leaf.subject_alt_names
-        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "kube-apiserver");
-    let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
+    let (server_cert_pem, server_key_pem) = leaf_cert(
+        &issuer,
+        "kube-apiserver",
+        None,
+        &["localhost"],
+        &[[127, 0, 0, 1]],
+        &[],
+    )?;
     Ok(Certs {
         ca_pem,
-        server_cert_pem: cert.pem(),
-        server_key_pem: key.serialize_pem(),
+        server_cert_pem,
+        server_key_pem,
     })
 }
 
@@ -235,8 +268,18 @@ pub(crate) fn spawn_supervisor(script: &str) -> Result<Child, String> {
 
 /// Renders a kubeconfig for `server` trusting `ca` and authenticating with `token`.
 pub fn kubeconfig_yaml(server: &str, ca_file: &Path, token: &str) -> String {
+    kubeconfig_with(server, ca_file, &[("token", token)])
+}
+
+/// Renders a kubeconfig for `server` trusting `ca_file`, whose user holds the
+/// `credentials` (`token`, or `client-certificate` and `client-key`).
+pub fn kubeconfig_with(server: &str, ca_file: &Path, credentials: &[(&str, &str)]) -> String {
+    let user: String = credentials
+        .iter()
+        .map(|(field, value)| format!("    {field}: {value}\n"))
+        .collect();
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user}}\ncurrent-context: test\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n{user}contexts:\n- name: test\n  context: {{cluster: test, user: user}}\ncurrent-context: test\n",
         ca = ca_file.display()
     )
 }
