@@ -43,9 +43,10 @@ use kube::api::Api;
 use tokio::sync::OnceCell;
 
 use super::controlplane::{
-    bin_dir, kubeconfig_with, kubeconfig_yaml, leaf_cert, log_tails, random_hex, spawn_supervisor,
-    test_ca, token_client, write, write_api_credentials,
+    bin_dir, kubeconfig_with, kubeconfig_yaml, log_tails, random_hex, spawn_supervisor,
+    token_client, write, write_api_credentials,
 };
+use super::pki::{leaf_cert, test_ca};
 
 /// The node's address (one end of the namespace's veth pair).
 pub const NODE_IP: &str = "10.77.0.2";
