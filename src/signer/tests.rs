@@ -61,6 +61,11 @@ impl Harness {
             .map(tonic::Response::into_inner)
     }
 
+    /// Asks the signer to sign a token issued now that lives 60 s.
+    async fn sign_now(&mut self) -> Result<super::pb::SignJwtResponse, tonic::Status> {
+        self.sign(claims(now_s(), now_s() + 60)).await
+    }
+
     /// Publishes `set` now with nothing revoked and a 5 s refresh hint;
     /// whether what is served changed.
     fn publish(&self, set: &StoredKeySet) -> bool {
@@ -279,7 +284,7 @@ async fn nothing_is_served_before_a_set_is_published() {
     let mut h = serve(lifetimes(HOUR, HOUR)).await;
     let e = h.client.fetch_keys(FetchKeysRequest {}).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
-    let e = h.sign(claims(now_s(), now_s() + 60)).await.unwrap_err();
+    let e = h.sign_now().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     let _ = h.stop.send(());
 }
@@ -405,7 +410,7 @@ async fn keys_kube_cannot_use_are_left_out_and_never_sign() {
     ]);
     h.publish(&set);
     assert_eq!(h.kids().await, [rs.kid()]);
-    let e = h.sign(claims(now_s(), now_s() + 60)).await.unwrap_err();
+    let e = h.sign_now().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     let _ = h.stop.send(());
 }
@@ -421,15 +426,14 @@ async fn a_revoked_kid_leaves_fetch_keys_and_never_signs_whatever_the_store_stil
         (active.clone(), KeyState::Active),
         (retired.clone(), KeyState::Retired),
     ]);
-    let now = Timestamp::now().as_second();
     h.publish(&set);
-    assert!(h.sign(claims(now, now + 60)).await.is_ok());
+    assert!(h.sign_now().await.is_ok());
 
     let revoked = [active.kid().to_owned()].into_iter().collect();
     assert!(h.publish_revoking(&set, &revoked));
     let kids = h.kids().await;
     assert_eq!(kids, [retired.kid()]);
-    let e = h.sign(claims(now, now + 60)).await.unwrap_err();
+    let e = h.sign_now().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     assert!(e.message().contains(active.kid()), "{}", e.message());
     assert!(e.message().contains("revokedKeyIDs"), "{}", e.message());
@@ -439,7 +443,7 @@ async fn a_revoked_kid_leaves_fetch_keys_and_never_signs_whatever_the_store_stil
     h.publish_revoking(&set, &revoked);
     let kids = h.kids().await;
     assert_eq!(kids, [active.kid()]);
-    let resp = h.sign(claims(now, now + 60)).await.unwrap();
+    let resp = h.sign_now().await.unwrap();
     assert!(
         String::from_utf8(URL_SAFE_NO_PAD.decode(&resp.header).unwrap())
             .unwrap()

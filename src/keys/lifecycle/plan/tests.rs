@@ -44,6 +44,15 @@ fn working<'a>(
     Working::new(policy, set(keys), t(now).into(), source)
 }
 
+/// What one step did: the kids and states after it, its events, its
+/// deferral, and whether it asked for a fresh signer.
+type StepOutcome = (
+    Vec<(String, KeyState)>,
+    Vec<LifecycleEvent>,
+    Option<Deferral>,
+    bool,
+);
+
 /// Runs `step` alone over `keys` at `now`.
 fn run(
     policy: &Policy,
@@ -51,12 +60,7 @@ fn run(
     now: i64,
     source: &mut Counter,
     step: Step<TestKey, Counter>,
-) -> (
-    Vec<(String, KeyState)>,
-    Vec<LifecycleEvent>,
-    Option<Deferral>,
-    bool,
-) {
+) -> StepOutcome {
     let mut w = working(policy, keys, now, source);
     step(&mut w).unwrap();
     (
