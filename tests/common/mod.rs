@@ -13,8 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+// One source for the JWK Set reader and the test certificates: a test that
+// includes both `common` and `support` compiles these files twice.
+#[allow(clippy::duplicate_mod)]
 #[path = "../support/jwks.rs"]
 mod jwks;
+#[allow(clippy::duplicate_mod)]
 #[path = "../support/pki.rs"]
 pub mod pki;
 pub mod state_dir;
