@@ -77,13 +77,11 @@ impl Proc {
     }
 
     fn tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
         format!(
             "---- {} ({})\n{}",
             self.name,
             self.log.display(),
-            all[all.len().saturating_sub(lines)..].join("\n")
+            controlplane::log_tail(&self.log, lines)
         )
     }
 

@@ -194,15 +194,19 @@ pub(crate) fn log_tails(logs: &Path, names: &[&str], lines: usize) -> String {
     let mut out = String::new();
     for name in names {
         let path = logs.join(format!("{name}.log"));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
         out.push_str(&format!("---- {name} ({})\n", path.display()));
-        for line in &all[all.len().saturating_sub(lines)..] {
-            out.push_str(line);
-            out.push('\n');
-        }
+        out.push_str(&log_tail(&path, lines));
+        out.push('\n');
     }
     out
+}
+
+/// The last `lines` lines of the log file `path` (nothing when it cannot
+/// be read), for failure reports.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Starts `bash -c script` with its stdin a pipe from this process, so the
