@@ -87,7 +87,7 @@ pub use filters::{
     token_routes_with,
 };
 pub use server::{Limits, ServeConfig, serve, serve_service};
-pub use snapshot::{PolicyView, SharedState, Snapshot, Update, random_jti, strong_etag};
+pub use snapshot::{PolicyView, SharedState, Shown, Snapshot, Update, random_jti, strong_etag};
 pub use tls::{ServerTls, TlsError, TlsFiles};
 
 /// Resolves when the process is asked to stop: SIGTERM (what Kubernetes

@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyRef, PolicySummary, Problem};
 
-pub use super::view::{PolicyView, strong_etag};
+pub use super::view::{PolicyView, Shown, strong_etag};
 
 // === Snapshot ===
 
@@ -216,6 +216,15 @@ impl SharedState {
     /// Publishes a policy's view, replacing any previous one, in one atomic swap.
     pub fn upsert(&self, view: PolicyView) {
         self.apply(vec![Update::Upsert(view)]);
+    }
+
+    /// Shows what a reporter without Events decided ([`Shown`]): a view,
+    /// or the summary with its problem while no set is held.
+    pub fn show(&self, policy: &PolicyRef, shown: Shown) {
+        match shown {
+            Shown::View(view) => self.upsert(view),
+            Shown::Summary(summary, problem) => self.set_problem(policy, summary, problem),
+        }
     }
 
     /// Publishes several views in one swap (a standalone start with many policies).

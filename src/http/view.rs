@@ -347,3 +347,47 @@ impl PolicyView {
         self.token.as_deref()
     }
 }
+
+/// What a policy shows where there are no Events and no status object
+/// (standalone's `/policies`, the signer's): the view of the set it serves,
+/// or, while it holds none, its summary. The same for both adapters.
+#[derive(Clone, Debug)]
+pub enum Shown {
+    /// A key set is served, with the pass's problem (if any) and warning.
+    View(PolicyView),
+    /// No key set is held: the policy's summary and its problem.
+    Summary(PolicySummary, Option<Problem>),
+}
+
+impl Shown {
+    /// After a healthy pass: `keys` served, `problem` (a warning-level one
+    /// or none) and the last `warning` (a lost set restored or recreated).
+    pub fn healthy(
+        policy: &PolicyInfo,
+        keys: &KeySet<Arc<SigningKey>>,
+        public_base_url: Option<&str>,
+        problem: Option<Problem>,
+        warning: Option<Problem>,
+    ) -> Shown {
+        let view = PolicyView::build(policy, keys, public_base_url).with_warning(warning);
+        Shown::View(view.with_problem(problem))
+    }
+
+    /// After a failed pass: the last good set `held` keeps being served,
+    /// rebuilt for the policy as it is now (a kid it revokes is withheld
+    /// although no write recorded it), with `problem`; without one, the
+    /// summary says what is wrong.
+    pub fn degraded(
+        policy: &PolicyInfo,
+        held: Option<&KeySet<Arc<SigningKey>>>,
+        public_base_url: Option<&str>,
+        problem: Problem,
+    ) -> Shown {
+        match held.filter(|k| !k.keys.is_empty()) {
+            Some(keys) => Shown::View(
+                PolicyView::build(policy, keys, public_base_url).with_problem(Some(problem)),
+            ),
+            None => Shown::Summary(PolicySummary::for_policy(policy), Some(problem)),
+        }
+    }
+}

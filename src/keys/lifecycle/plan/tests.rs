@@ -44,9 +44,9 @@ fn working<'a>(
     Working::new(policy, set(keys), t(now).into(), source)
 }
 
-/// What one step did: the kids and states after it, its events, its
-/// deferral, and whether it asked for a fresh signer.
-type StepOutcome = (
+/// The set's kids and states, the events, the deferral and whether a fresh
+/// signer was asked for, after one step.
+type After = (
     Vec<(String, KeyState)>,
     Vec<LifecycleEvent>,
     Option<Deferral>,
@@ -60,7 +60,7 @@ fn run(
     now: i64,
     source: &mut Counter,
     step: Step<TestKey, Counter>,
-) -> StepOutcome {
+) -> After {
     let mut w = working(policy, keys, now, source);
     step(&mut w).unwrap();
     (
