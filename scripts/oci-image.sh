@@ -40,21 +40,19 @@ for v in "$ref" "$user" "$entrypoint" "${cmd[@]}" "${env[@]}" "${ports[@]}" "${l
   [[ $v != *[\"\\]* ]] || die "value contains a quote or backslash: $v"
 done
 
+json_join() { # <open> <close> <item>... -> the items, comma-separated, between open and close
+  local IFS=,
+  printf '%s%s%s' "$1" "${*:3}" "$2"
+}
 json_list() { # "a" "b" -> ["a","b"]
-  local first=1 s='['
-  for v in "$@"; do
-    ((first)) || s+=','
-    s+="\"$v\""; first=0
-  done
-  printf '%s]' "$s"
+  local items=() v
+  for v in "$@"; do items+=("\"$v\""); done
+  json_join '[' ']' "${items[@]}"
 }
 json_map() { # "k=v" ... -> {"k":"v",...}
-  local first=1 s='{'
-  for kv in "$@"; do
-    ((first)) || s+=','
-    s+="\"${kv%%=*}\":\"${kv#*=}\""; first=0
-  done
-  printf '%s}' "$s"
+  local items=() kv
+  for kv in "$@"; do items+=("\"${kv%%=*}\":\"${kv#*=}\""); done
+  json_join '{' '}' "${items[@]}"
 }
 
 work=$(mktemp -d)

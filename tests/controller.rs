@@ -64,6 +64,15 @@ impl TestEnv {
         .await
     }
 
+    /// The active kid of `name`, once it is Ready.
+    async fn active_kid_when_ready(&self, name: &str) -> String {
+        self.ready(name)
+            .await
+            .status
+            .and_then(|s| s.active_key_id)
+            .expect("a Ready policy has an activeKeyID")
+    }
+
     async fn secret(&self, name: &str) -> Secret {
         self.secrets().get(name).await.expect("get Secret")
     }
@@ -310,13 +319,7 @@ async fn scheduled_rotation_pre_publishes_then_signs_then_prunes_after_the_token
         }),
     )
     .await;
-    let first = env
-        .ready("fast")
-        .await
-        .status
-        .unwrap()
-        .active_key_id
-        .unwrap();
+    let first = env.active_kid_when_ready("fast").await;
     let mint = || {
         let (code, m) = op.post_token(&format!("/{}/fast/token", env.ns), &json!({}));
         assert_eq!(code, 200, "{m}");
@@ -433,13 +436,7 @@ async fn manual_rotation_by_annotation_and_by_the_rotate_command() {
         json!({"algorithm": "EdDSA", "publishAhead": "2s", "tokenEndpoint": {"enabled": true}}),
     )
     .await;
-    let first = env
-        .ready("man")
-        .await
-        .status
-        .unwrap()
-        .active_key_id
-        .unwrap();
+    let first = env.active_kid_when_ready("man").await;
     let path = env.jwks_path("man");
 
     // By annotation: the new kid is published within 2 s, signs after publishAhead.
@@ -537,13 +534,7 @@ async fn revoking_the_active_key_removes_it_at_once_and_a_fresh_key_signs() {
         json!({"algorithm": "ES256", "tokenEndpoint": {"enabled": true}}),
     )
     .await;
-    let first = env
-        .ready("rev")
-        .await
-        .status
-        .unwrap()
-        .active_key_id
-        .unwrap();
+    let first = env.active_kid_when_ready("rev").await;
     let (_, old_token) = op.post_token(&format!("/{}/rev/token", env.ns), &json!({}));
     let patch = json!({"spec": {"revokedKeyIDs": [first]}});
     env.policies()
@@ -592,13 +583,7 @@ async fn revoking_a_retired_key_shows_the_exposure_window_and_rotate_on_revoke_s
         }),
     )
     .await;
-    let first = env
-        .ready("exp")
-        .await
-        .status
-        .unwrap()
-        .active_key_id
-        .unwrap();
+    let first = env.active_kid_when_ready("exp").await;
     // Wait for the first scheduled rotation: `first` is then retired.
     let second = env
         .policy_until("exp", Duration::from_secs(20), "a rotation", |p| {
@@ -719,13 +704,7 @@ async fn a_deleted_secret_is_restored_from_memory_or_recreated_and_a_deleted_pol
     let env = env("ctl-delete").await;
     let mut op = env.operator(&[]);
     env.create("del", json!({"algorithm": "EdDSA"})).await;
-    let first = env
-        .ready("del")
-        .await
-        .status
-        .unwrap()
-        .active_key_id
-        .unwrap();
+    let first = env.active_kid_when_ready("del").await;
     let before = env.secret("del-jwks").await;
     env.secrets()
         .delete("del-jwks", &DeleteParams::default())
@@ -798,13 +777,7 @@ async fn an_emptied_secret_is_restored_with_the_same_keys_like_a_deleted_one() {
     let env = env("ctl-empty").await;
     let op = env.operator(&[]);
     env.create("emp", json!({"algorithm": "EdDSA"})).await;
-    let first = env
-        .ready("emp")
-        .await
-        .status
-        .unwrap()
-        .active_key_id
-        .unwrap();
+    let first = env.active_kid_when_ready("emp").await;
     let before = env.secret("emp-jwks").await;
     let env = &env;
     let merge = |patch: Value| async move {
@@ -1105,13 +1078,7 @@ async fn an_algorithm_change_applies_at_the_next_rotation_and_old_keys_stay() {
     let env = env("ctl-alg").await;
     let op = env.operator(&[]);
     env.create("alg", json!({"algorithm": "ES256", "rotationInterval": "6s", "publishAhead": "2s", "maxTokenTTL": "20s"})).await;
-    let first = env
-        .ready("alg")
-        .await
-        .status
-        .unwrap()
-        .active_key_id
-        .unwrap();
+    let first = env.active_kid_when_ready("alg").await;
     let patch = json!({"spec": {"algorithm": "EdDSA"}});
     env.policies()
         .patch("alg", &PatchParams::default(), &Patch::Merge(&patch))
@@ -1178,13 +1145,7 @@ async fn a_write_keeps_other_writers_labels_annotations_finalizers_and_data_keys
     let _op = env.operator(&[]);
     env.create("keep", json!({"algorithm": "ES256", "publishAhead": "0s"}))
         .await;
-    let first = env
-        .ready("keep")
-        .await
-        .status
-        .unwrap()
-        .active_key_id
-        .unwrap();
+    let first = env.active_kid_when_ready("keep").await;
     // Other tools and people add their own metadata and data.
     let theirs = json!({
         "metadata": {

@@ -12,6 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
+use support::jwks::kids_of;
 use support::operator::{Operator, TestEnv, kids, same_answer};
 
 type Env = TestEnv;
@@ -86,13 +87,8 @@ fn assert_consistent(secret: &Secret) -> Vec<(String, String)> {
     );
     let jwks: Value =
         serde_json::from_slice(&secret.data.as_ref().unwrap()["jwks.json"].0).unwrap();
-    let material: BTreeSet<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    let recorded: BTreeSet<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+    let material: BTreeSet<String> = kids_of(&jwks).into_iter().collect();
+    let recorded: BTreeSet<String> = records.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(
         material, recorded,
         "every key has a record and every record a key"

@@ -24,14 +24,22 @@ fn policy(name: &str, spec: serde_json::Value) -> KeyRotationPolicy {
     .expect("policy fixture")
 }
 
-#[tokio::test]
-async fn crd_is_established_and_defaults_apply() {
+/// The shared control plane with the CRD installed and a new namespace
+/// `name`: a guard that dumps the logs if the test fails, an admin client,
+/// the namespace and its policies.
+async fn with_crd(name: &str) -> (DumpOnFailure, kube::Client, String, Api<KeyRotationPolicy>) {
     let cp = control_plane().await;
-    let _dump = DumpOnFailure(cp);
+    let dump = DumpOnFailure(cp);
     let client = cp.admin_client().await;
     cp.install_crd(&client).await;
-    let ns = cp.namespace(&client, "smoke-crd").await;
-    let policies: Api<KeyRotationPolicy> = Api::namespaced(client, &ns);
+    let ns = cp.namespace(&client, name).await;
+    let policies = Api::namespaced(client.clone(), &ns);
+    (dump, client, ns, policies)
+}
+
+#[tokio::test]
+async fn crd_is_established_and_defaults_apply() {
+    let (_dump, _client, _ns, policies) = with_crd("smoke-crd").await;
     let created = policies
         .create(
             &PostParams::default(),
@@ -47,12 +55,7 @@ async fn crd_is_established_and_defaults_apply() {
 
 #[tokio::test]
 async fn cel_rules_reject_bad_policies_with_our_messages() {
-    let cp = control_plane().await;
-    let _dump = DumpOnFailure(cp);
-    let client = cp.admin_client().await;
-    cp.install_crd(&client).await;
-    let ns = cp.namespace(&client, "smoke-cel").await;
-    let policies: Api<KeyRotationPolicy> = Api::namespaced(client, &ns);
+    let (_dump, _client, ns, policies) = with_crd("smoke-cel").await;
     let cases = [
         (
             serde_json::json!({"algorithm": "ES256", "keySize": 2048}),
@@ -119,12 +122,7 @@ async fn cel_rules_reject_bad_policies_with_our_messages() {
 
 #[tokio::test]
 async fn deleting_a_policy_garbage_collects_its_owned_secret() {
-    let cp = control_plane().await;
-    let _dump = DumpOnFailure(cp);
-    let client = cp.admin_client().await;
-    cp.install_crd(&client).await;
-    let ns = cp.namespace(&client, "smoke-gc").await;
-    let policies: Api<KeyRotationPolicy> = Api::namespaced(client.clone(), &ns);
+    let (_dump, client, ns, policies) = with_crd("smoke-gc").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let owner = policies
         .create(
@@ -166,12 +164,7 @@ async fn deleting_a_policy_garbage_collects_its_owned_secret() {
 
 #[tokio::test]
 async fn a_watch_receives_events() {
-    let cp = control_plane().await;
-    let _dump = DumpOnFailure(cp);
-    let client = cp.admin_client().await;
-    cp.install_crd(&client).await;
-    let ns = cp.namespace(&client, "smoke-watch").await;
-    let policies: Api<KeyRotationPolicy> = Api::namespaced(client.clone(), &ns);
+    let (_dump, _client, ns, policies) = with_crd("smoke-watch").await;
     let mut stream = watcher(policies.clone(), watcher::Config::default())
         .applied_objects()
         .boxed();

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::{BIN, Operator, Workspace, http, manifest};
 use jwks_operator::reasons;
+use support::markdown::section;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -47,38 +48,6 @@ fn docs() -> Vec<(String, String)> {
         out.push((rel.clone(), read(&rel)));
     }
     out
-}
-
-/// The text under the heading line `heading` (exactly), up to the next
-/// heading of the same or a higher level.
-fn section<'a>(text: &'a str, file: &str, heading: &str) -> &'a str {
-    let level = heading.chars().take_while(|&c| c == '#').count();
-    let start = text
-        .lines()
-        .scan(0, |pos, l| {
-            let at = *pos;
-            *pos += l.len() + 1;
-            Some((at, l))
-        })
-        .find(|(_, l)| l.trim_end() == heading)
-        .map(|(at, l)| at + l.len() + 1)
-        .unwrap_or_else(|| panic!("{file} has no heading {heading:?}"));
-    let rest = &text[start.min(text.len())..];
-    let mut end = rest.len();
-    let mut pos = 0;
-    let mut fenced = false;
-    for l in rest.lines() {
-        if l.starts_with("```") {
-            fenced = !fenced;
-        }
-        let hashes = l.chars().take_while(|&c| c == '#').count();
-        if !fenced && hashes > 0 && hashes <= level && l[hashes..].starts_with(' ') {
-            end = pos;
-            break;
-        }
-        pos += l.len() + 1;
-    }
-    &rest[..end]
 }
 
 /// The cells of the first markdown table in `text`, header and separator

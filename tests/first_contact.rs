@@ -9,6 +9,9 @@
 //!   within seconds; and finds nothing missing on this machine.
 
 mod common;
+#[allow(dead_code)] // section() serves the docs tests
+#[path = "support/markdown.rs"]
+mod markdown;
 
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::symlink;
@@ -26,13 +29,8 @@ fn repo() -> &'static Path {
 
 /// The first line of the README's first `sh` block, without its comment.
 fn readme_first_command() -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let block = readme
-        .split("```sh\n")
-        .nth(1)
-        .expect("the README has a sh block");
-    let line = block.lines().next().unwrap();
-    line.split(" #").next().unwrap().trim().to_owned()
+    let readme = markdown::readme();
+    markdown::first_sh_block(&readme, "the README")[0].to_owned()
 }
 
 /// A directory of symlinks to `tools`, found on this process's `PATH`

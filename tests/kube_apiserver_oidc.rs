@@ -47,12 +47,10 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
             eprintln!(
                 "---- {} (last 40 lines)\n{}",
                 self.log.display(),
-                lines[lines.len().saturating_sub(40)..].join("\n")
+                support::controlplane::log_tail(&self.log, 40)
             );
         }
     }
@@ -70,6 +68,35 @@ struct Issuer {
 }
 
 impl Issuer {
+    /// The `apiauth` policy of namespace `ns`, served by a `mode` operator
+    /// on free ports over TLS under the CA `ca`.
+    fn on_free_ports(mode: &'static str, ns: &str, ca: &str) -> Issuer {
+        Issuer {
+            mode,
+            ns: ns.into(),
+            name: "apiauth".into(),
+            jwks: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            token: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            ca: ca.into(),
+        }
+    }
+
+    /// Starts `command` (the operator, in this issuer's mode) on this
+    /// issuer's listeners with the TLS flags `tls_args`, logging to
+    /// `<dir>/<mode>.log`.
+    fn serve(&self, mut command: Command, tls_args: &[String], dir: &Path) -> Process {
+        let log = dir.join(format!("{}.log", self.mode));
+        let child = command
+            .arg(format!("--jwks-addr={}", self.jwks))
+            .arg(format!("--token-addr={}", self.token))
+            .args(tls_args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Process { child, log }
+    }
+
     fn url(&self) -> String {
         format!(
             "https://127.0.0.1:{}/{}/{}",
@@ -365,40 +392,51 @@ async fn exercise(cp: &ControlPlane, issuer: &Issuer, rotate: impl AsyncFnOnce()
     // A manual rotation: the new key signs, and its tokens pass.
     let before = issuer.active_kid().unwrap();
     rotate().await;
-    let k2 = until_rotated(issuer, &before, Duration::from_secs(60), "manual rotation").await;
-    let (took, kid) = until_accepted(
+    let (k2, kid) = until_rotated_and_accepted(
         cp,
         issuer,
+        &before,
         Duration::from_secs(60),
-        "after a manual rotation",
+        "manual rotation",
     )
     .await;
-    eprintln!(
-        "[{}] after the manual rotation to {k2}: accepted after {took:?} (kid {kid})",
-        issuer.mode
-    );
     assert_ne!(kid, before);
 
     // A scheduled rotation.
-    let k3 = until_rotated(
+    let (_, kid) = until_rotated_and_accepted(
+        cp,
         issuer,
         &kid,
         ROTATION + Duration::from_secs(30),
         "scheduled rotation",
     )
     .await;
+    assert_ne!(kid, k2);
+}
+
+/// Waits (up to `limit`) for `issuer` to rotate away from `from` (a `what`),
+/// then (up to 60 s) for kube-apiserver to accept a token of it, and logs
+/// how long that took: (the new active kid, the kid accepted).
+async fn until_rotated_and_accepted(
+    cp: &ControlPlane,
+    issuer: &Issuer,
+    from: &str,
+    limit: Duration,
+    what: &str,
+) -> (String, String) {
+    let new = until_rotated(issuer, from, limit, what).await;
     let (took, kid) = until_accepted(
         cp,
         issuer,
         Duration::from_secs(60),
-        "after a scheduled rotation",
+        &format!("after a {what}"),
     )
     .await;
     eprintln!(
-        "[{}] after the scheduled rotation to {k3}: accepted after {took:?} (kid {kid})",
+        "[{}] after the {what} to {new}: accepted after {took:?} (kid {kid})",
         issuer.mode
     );
-    assert_ne!(kid, k2);
+    (new, kid)
 }
 
 fn write(path: &Path, text: &str) {
@@ -418,14 +456,7 @@ async fn kube_apiserver_authenticates_tokens_of_an_issuer_served_over_tls_by_the
     ];
 
     // The standalone issuer, up before kube-apiserver.
-    let standalone = Issuer {
-        mode: "standalone",
-        ns: "default".into(),
-        name: "apiauth".into(),
-        jwks: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        token: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        ca: ca.clone(),
-    };
+    let standalone = Issuer::on_free_ports("standalone", "default", &ca);
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
     let policy_file = policies.join("apiauth.yaml");
@@ -433,23 +464,14 @@ async fn kube_apiserver_authenticates_tokens_of_an_issuer_served_over_tls_by_the
         &policy_file,
         &policy_manifest("default", "apiauth", &standalone.url(), ""),
     );
-    let log = dir.path().join("standalone.log");
-    let standalone_process = Process {
-        child: Command::new(common::BIN)
-            .args(["standalone", "--policies"])
-            .arg(&policies)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg(format!("--jwks-addr={}", standalone.jwks))
-            .arg(format!("--token-addr={}", standalone.token))
-            .args(&tls_args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        log,
-    };
+    let mut command = Command::new(common::BIN);
+    command
+        .args(["standalone", "--policies"])
+        .arg(&policies)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("RUST_LOG", "info");
+    let standalone_process = standalone.serve(command, &tls_args, dir.path());
     common::eventually(
         "the standalone issuer is ready",
         Duration::from_secs(30),
@@ -458,14 +480,7 @@ async fn kube_apiserver_authenticates_tokens_of_an_issuer_served_over_tls_by_the
 
     // The run-mode issuer's addresses, fixed now: its URL goes into the
     // API server's configuration.
-    let run = Issuer {
-        mode: "run",
-        ns: RUN_NS.into(),
-        name: "apiauth".into(),
-        jwks: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        token: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        ca: ca.clone(),
-    };
+    let run = Issuer::on_free_ports("run", RUN_NS, &ca);
 
     let indented_ca: String = ca.lines().map(|l| format!("        {l}\n")).collect();
     let jwt = |issuer: &Issuer| {
@@ -506,24 +521,15 @@ async fn kube_apiserver_authenticates_tokens_of_an_issuer_served_over_tls_by_the
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
-    let log = dir.path().join("run.log");
-    let run_process = Process {
-        child: Command::new(common::BIN)
-            .arg("run")
-            .arg(format!("--namespace={RUN_NS}"))
-            .arg(format!("--jwks-addr={}", run.jwks))
-            .arg(format!("--token-addr={}", run.token))
-            .args(&tls_args)
-            .env("KUBECONFIG", &id.kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("POD_NAMESPACE")
-            .env_remove("POD_NAME")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        log,
-    };
+    let mut command = Command::new(common::BIN);
+    command
+        .arg("run")
+        .arg(format!("--namespace={RUN_NS}"))
+        .env("KUBECONFIG", &id.kubeconfig)
+        .env("RUST_LOG", "info,kube=warn")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("POD_NAME");
+    let run_process = run.serve(command, &tls_args, dir.path());
     common::eventually(
         "the run-mode issuer is ready",
         Duration::from_secs(60),

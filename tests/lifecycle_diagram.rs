@@ -80,14 +80,9 @@ fn the_readmes_lifecycle_picture_is_drawn_from_a_real_run() {
         std::thread::sleep(Duration::from_millis(100));
     };
     // The first key was really pruned: it is no longer in the stored set.
-    let still: Vec<&str> = last["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let still = common::kids_of(&last);
     assert!(
-        !still.contains(&order[0].as_str()),
+        !still.contains(&order[0]),
         "the first key was not pruned: {last:#}"
     );
     assert_eq!(seen[&order[0]]["state"], "Retired");

@@ -3,6 +3,9 @@
 //! Its own test binary: one global log capture for the whole process, so
 //! every event of the listeners reaches it whatever thread runs them.
 
+#[path = "support/pki.rs"]
+mod pki;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -136,11 +139,8 @@ async fn clients_that_go_away_time_out_or_send_garbage_are_logged_at_debug_at_mo
     );
 }
 
-fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
+fn leaf(issuer: &pki::Issuer) -> (String, String) {
+    pki::leaf_cert(issuer, "localhost", None, &["localhost"], &[], &[]).unwrap()
 }
 
 /// Replaces `path` in one step, as an atomic writer would.
@@ -153,10 +153,7 @@ fn replace(path: &std::path::Path, text: &str) {
 #[tokio::test]
 async fn a_refused_tls_reload_is_a_warning_naming_the_file_and_a_good_one_is_logged_too() {
     logs();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let (_, issuer) = pki::test_ca("listener_logs test CA").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let files = TlsFiles::new(dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let (cert, key) = leaf(&issuer);

@@ -29,6 +29,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use support::helm::{helm_command, kubectl_command, readme_commands, run_async};
+use support::jwks::kids_of;
 use support::node::{DumpNodeOnFailure, Node, node};
 use support::operator::http_get;
 
@@ -179,12 +180,8 @@ async fn lease_holder(admin: &Client) -> Option<String> {
 }
 
 fn kids(jwks: &str) -> BTreeSet<String> {
-    let set: serde_json::Value = serde_json::from_str(jwks).expect("a JWK Set");
-    set["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+    kids_of(&serde_json::from_str(jwks).expect("a JWK Set"))
+        .into_iter()
         .collect()
 }
 

@@ -42,12 +42,10 @@ struct Signer {
 impl Drop for Signer {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
             eprintln!(
                 "---- signer ({})\n{}",
                 self.log.display(),
-                lines[lines.len().saturating_sub(40)..].join("\n")
+                support::controlplane::log_tail(&self.log, 40)
             );
         }
         let _ = self.child.kill();

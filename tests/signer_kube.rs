@@ -26,6 +26,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use support::controlplane::{self, ControlPlane, DumpOnFailure, SaSigning, apiserver_argv};
+use support::jwks::kids_of;
 use support::operator::http_get;
 use support::signer::{fetch_kids, signer_client};
 
@@ -76,13 +77,11 @@ impl Proc {
     }
 
     fn tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
         format!(
             "---- {} ({})\n{}",
             self.name,
             self.log.display(),
-            all[all.len().saturating_sub(lines)..].join("\n")
+            controlplane::log_tail(&self.log, lines)
         )
     }
 
@@ -347,12 +346,7 @@ async fn client_for(kubeconfig: &Path) -> kube::Client {
 }
 
 fn kids(jwks: &Value) -> Vec<String> {
-    let mut kids: Vec<String> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect();
+    let mut kids = kids_of(jwks);
     kids.sort();
     kids
 }

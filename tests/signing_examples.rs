@@ -41,27 +41,31 @@ fn on_path(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Builds the Go example (standard library only: no module download) with
-/// the Go caches of tests/controlplane/go-env.sh; the binary's path.
+/// Builds the Go example (standard library only: no module download) in
+/// the Go environment of the control-plane build scripts, which
+/// tests/controlplane/go-env.sh sets (toolchain, caches, flags); the
+/// binary's path.
 fn build_go_example(out: &Path) -> PathBuf {
-    let go = std::env::var_os("GO")
-        .map(PathBuf::from)
-        .or_else(|| on_path("go"))
-        .or_else(|| Some(PathBuf::from("/usr/local/go/bin/go")).filter(|p| p.is_file()))
-        .expect("no Go toolchain (scripts/preflight.sh says how to install it)");
     let bin = out.join("go-signer");
-    let status = Command::new(go)
-        .args(["build", "-o"])
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#"set -euo pipefail
+log() { echo "go-env: $*" >&2; }
+die() { echo "go-env: $*" >&2; exit 1; }
+source "$1"
+exec "$GO" build -o "$2" ."#,
+        )
+        .arg("build_go_example")
+        .arg(repo().join("tests/controlplane/go-env.sh"))
         .arg(&bin)
-        .arg(".")
         .current_dir(repo().join("examples/signing/go"))
-        .env("GOCACHE", cache().join("go/build"))
-        .env("GOMODCACHE", cache().join("go/mod"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-buildvcs=false")
         .status()
-        .expect("run go build");
-    assert!(status.success(), "go build of examples/signing/go failed");
+        .expect("run bash");
+    assert!(
+        status.success(),
+        "go build of examples/signing/go failed (no Go toolchain? scripts/preflight.sh says how to install it)"
+    );
     bin
 }
 

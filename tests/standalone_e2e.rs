@@ -531,15 +531,13 @@ fn a_revocation_the_damaged_state_cannot_record_still_leaves_the_jwks_at_once() 
     let annotation = "jwks.dev/rotate-requested-at: \"2026-12-01T00:00:00Z\"";
     ws.write_policy("p.yaml", &manifest("rv", annotation, spec));
     op.reload();
+    // The summary and the JWKS are two reads: the pending key may land
+    // between them, so both must show it.
     let (active, pending) = eventually("a key is pre-published", 5 * SEC, || {
         let s = op.summary(p);
-        let kids = op.kids(p);
-        (kids.len() == 2).then(|| {
-            (
-                s["activeKeyID"].as_str().unwrap().to_owned(),
-                s["nextKeyID"].as_str().unwrap().to_owned(),
-            )
-        })
+        let next = s["nextKeyID"].as_str()?.to_owned();
+        let active = s["activeKeyID"].as_str()?.to_owned();
+        (op.kids(p).len() == 2).then_some((active, next))
     });
     assert_eq!(op.mint(p, &json!({})).1, active);
 

@@ -279,21 +279,29 @@ impl Fixture {
         }
     }
 
-    fn lost(&self, outcome: &str) -> usize {
-        let needle = format!(
-            "jwks_operator_key_set_lost_total{{namespace=\"ns\",name=\"p\",outcome=\"{outcome}\"}} "
-        );
-        self.metrics
-            .encode()
-            .lines()
-            .find_map(|l| l.strip_prefix(&needle).map(|n| n.parse().unwrap()))
-            .unwrap_or(0)
+    /// A pass over the policy that holds `set` in memory from an earlier one.
+    fn remembering<'a>(&'a self, set: &'a StoredKeySet, had_keys: bool) -> Pass<'a> {
+        Pass {
+            remembered: Some(set),
+            ..self.pass(had_keys)
+        }
     }
 
+    /// `jwks_operator_key_set_lost_total` for the policy and `outcome`.
+    fn lost(&self, outcome: &str) -> usize {
+        self.policy_counter("key_set_lost_total", "outcome", outcome)
+    }
+
+    /// `jwks_operator_reconcile_errors_total` for the policy and `kind`.
     fn errors(&self, kind: &str) -> usize {
-        let needle = format!(
-            "jwks_operator_reconcile_errors_total{{namespace=\"ns\",name=\"p\",kind=\"{kind}\"}} "
-        );
+        self.policy_counter("reconcile_errors_total", "kind", kind)
+    }
+
+    /// The counter `jwks_operator_<family>` of the policy whose label
+    /// `label` is `value` (0 when it has no sample).
+    fn policy_counter(&self, family: &str, label: &str, value: &str) -> usize {
+        let needle =
+            format!("jwks_operator_{family}{{namespace=\"ns\",name=\"p\",{label}=\"{value}\"}} ");
         self.metrics
             .encode()
             .lines()
@@ -319,10 +327,7 @@ fn is_at(next: Next) -> bool {
 
 #[tokio::test]
 async fn a_first_pass_stores_a_signing_key_and_a_steady_state_writes_nothing() {
-    let f = fixture_policy();
-    let store = MemStore::new(Stored::Nothing);
-    let mut tracked = Tracked::default();
-    let mut report = Recorder::default();
+    let (f, store, mut tracked, mut report) = start(Stored::Nothing);
 
     let next = run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
     assert!(is_at(next), "{next:?}");
@@ -416,10 +421,7 @@ async fn failing_writes_back_off_exponentially_with_jitter_and_success_resets_it
 
 #[tokio::test]
 async fn an_unreadable_set_is_never_written_and_is_reported_then_rechecked() {
-    let f = fixture_policy();
-    let store = MemStore::new(Stored::Corrupt);
-    let mut tracked = Tracked::default();
-    let mut report = Recorder::default();
+    let (f, store, mut tracked, mut report) = start(Stored::Corrupt);
 
     let next = run_pass(&f.pass(true), &mut tracked, &store, &mut report).await;
     assert_eq!(next, Next::After(Duration::from_secs(7)));
@@ -491,17 +493,31 @@ async fn an_empty_store_for_a_policy_that_had_keys_is_reported_as_recreated() {
     assert_eq!(f.lost("recreated"), 1);
 }
 
+/// A policy, its store holding `stored`, nothing tracked, nothing reported.
+fn start(stored: Stored) -> (Fixture, MemStore, Tracked<u64>, Recorder) {
+    (
+        fixture_policy(),
+        MemStore::new(stored),
+        Tracked::default(),
+        Recorder::default(),
+    )
+}
+
+/// A fresh policy after its first pass over an empty store (which wrote a
+/// fresh set), with the calls that pass reported taken off the recorder.
+async fn after_a_first_pass() -> (Fixture, MemStore, Tracked<u64>, Recorder) {
+    let (f, store, mut tracked, mut report) = start(Stored::Nothing);
+    run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    report.take();
+    (f, store, tracked, report)
+}
+
 #[tokio::test]
 async fn a_set_lost_behind_the_engines_back_is_written_back_with_the_same_keys() {
     // Standalone and the signer keep `Tracked` between passes: that is the
     // set they hold, whatever the adapter passes.
-    let f = fixture_policy();
-    let store = MemStore::new(Stored::Nothing);
-    let mut tracked = Tracked::default();
-    let mut report = Recorder::default();
-    run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    let (f, store, mut tracked, mut report) = after_a_first_pass().await;
     let first = store.set();
-    report.take();
 
     // The state directory is deleted; the next pass re-reads it.
     *store.stored.lock().unwrap() = Stored::Nothing;
@@ -524,10 +540,7 @@ async fn an_emptied_store_is_the_same_as_a_deleted_one_and_is_written_under_its_
     let last_good = fresh(&f.resolved);
     let store = MemStore::new(Stored::Emptied(4));
     let mut report = Recorder::default();
-    let pass = Pass {
-        remembered: Some(&last_good),
-        ..f.pass(true)
-    };
+    let pass = f.remembering(&last_good, true);
     let next = run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;
     assert!(is_at(next), "{next:?}");
     assert_eq!(store.saves.load(Ordering::SeqCst), 1);
@@ -549,10 +562,7 @@ async fn an_empty_store_is_refilled_with_the_set_in_memory_not_a_fresh_one() {
     let last_good = fresh(&f.resolved);
     let store = MemStore::new(Stored::Nothing);
     let mut report = Recorder::default();
-    let pass = Pass {
-        remembered: Some(&last_good),
-        ..f.pass(true)
-    };
+    let pass = f.remembering(&last_good, true);
 
     let next = run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;
     assert!(is_at(next), "{next:?}");
@@ -566,24 +576,16 @@ async fn an_empty_store_is_refilled_with_the_set_in_memory_not_a_fresh_one() {
 
     // A policy that never had keys starts afresh whatever is in memory.
     let store = MemStore::new(Stored::Nothing);
-    let pass = Pass {
-        remembered: Some(&last_good),
-        ..f.pass(false)
-    };
+    let pass = f.remembering(&last_good, false);
     run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;
     assert_ne!(store.set(), last_good);
 }
 
 #[tokio::test]
 async fn a_revocation_whose_write_fails_says_it_is_not_recorded_and_hands_the_held_set_on() {
-    let f = fixture_policy();
-    let store = MemStore::new(Stored::Nothing);
-    let mut tracked = Tracked::default();
-    let mut report = Recorder::default();
-    run_pass(&f.pass(false), &mut tracked, &store, &mut report).await;
+    let (f, store, mut tracked, mut report) = after_a_first_pass().await;
     let stored = store.set();
     let kid = stored.active().unwrap().kid().to_owned();
-    report.take();
 
     // The next write (the one that would drop the revoked key) is refused.
     store.refused.store(true, Ordering::SeqCst);

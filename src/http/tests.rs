@@ -31,6 +31,7 @@ use crate::keys::material::SigningKey;
 use crate::keys::token::{MintSettings, TokenRequest, mint, mint_token};
 use crate::keys::{Algorithm, KeyParams};
 use crate::metrics::Metrics;
+use crate::store::testing::kids_of;
 
 // === fixtures ===
 
@@ -249,6 +250,12 @@ fn decode_segment(token: &str, i: usize) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(seg).unwrap()).unwrap()
 }
 
+/// Asserts that the fixture's metrics hold the sample line `sample`.
+fn assert_metrics_show(f: &Fixture, sample: &str) {
+    let text = f.state.metrics().encode();
+    assert!(text.contains(sample), "no {sample:?} in:\n{text}");
+}
+
 async fn mint_via_api(f: &Fixture, body: Value) -> String {
     let res = send(&f.token, post_json(API_TOKEN, body.to_string())).await;
     assert_eq!(res.status(), 200, "{:?}", res.body());
@@ -334,10 +341,9 @@ async fn if_none_match_answers_304_for_every_matching_form() {
         assert_eq!(res.status(), 200, "If-None-Match: {header}");
         assert_eq!(res.body(), f.api.jwks_bytes());
     }
-    let text = f.state.metrics().encode();
-    assert!(
-        text.contains("jwks_operator_http_not_modified_total{route=\"jwks\"} 10"),
-        "{text}"
+    assert_metrics_show(
+        &f,
+        "jwks_operator_http_not_modified_total{route=\"jwks\"} 10",
     );
 }
 
@@ -893,12 +899,10 @@ async fn a_policy_without_a_published_set_is_503_and_listed_with_its_problem() {
     )
     .await;
     assert_eq!(res.status(), 503);
-    let text = f.state.metrics().encode();
-    assert!(
-        text.contains(
-            "jwks_operator_policy_not_ready_total{namespace=\"team-c\",name=\"broken\"} 2"
-        ),
-        "both not_ready answers are counted for the policy: {text}"
+    // Both not_ready answers are counted for the policy.
+    assert_metrics_show(
+        &f,
+        "jwks_operator_policy_not_ready_total{namespace=\"team-c\",name=\"broken\"} 2",
     );
 
     let list = body_json(&send(&f.jwks, get("/policies")).await);
@@ -981,10 +985,9 @@ async fn the_metrics_listener_serves_probes_metrics_and_the_full_policies_only()
     )
     .await;
     assert_eq!(res.status(), 405);
-    let text = f.state.metrics().encode();
-    assert!(
-        text.contains("jwks_operator_http_requests_total{listener=\"metrics\",route=\"healthz\",status=\"200\"} 1"),
-        "{text}"
+    assert_metrics_show(
+        &f,
+        "jwks_operator_http_requests_total{listener=\"metrics\",route=\"healthz\",status=\"200\"} 1",
     );
 }
 
@@ -1802,12 +1805,7 @@ async fn a_revoked_kid_is_never_served_and_never_signs_though_the_stored_set_hol
     ));
 
     let jwks = body_json(&send(&f.jwks, get(API_JWKS)).await);
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = kids_of(&jwks);
     assert_eq!(kids, [pending.as_str()], "the revoked kid is not served");
     let res = send(&f.token, post_json(API_TOKEN, "{}")).await;
     assert_eq!(res.status(), 503);
@@ -1856,12 +1854,7 @@ fn a_public_only_view_leaves_revoked_kids_out_too() {
     revoked.spec.revoked_key_ids = vec![keys.keys[0].kid().to_owned()];
     let view = PolicyView::public_only(&revoked.info(), &public, None);
     let jwks: Value = serde_json::from_slice(view.jwks_bytes()).unwrap();
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = kids_of(&jwks);
     assert_eq!(kids, [keys.keys[1].kid()]);
     assert_eq!(view.summary().key_count, 1);
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,6 +18,8 @@ use super::tls::{Reload, ServerTls, TlsFiles};
 use super::{SharedState, Shutdown, jwks_routes};
 use crate::metrics::{Listener, Metrics};
 
+#[path = "../../tests/support/pki.rs"]
+mod pki;
 #[path = "../../tests/common/tls_client.rs"]
 mod tls_client;
 
@@ -24,8 +27,9 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A test CA and leaves it signs for `localhost`.
 struct Ca {
-    cert: rcgen::Certificate,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+    cert: CertificateDer<'static>,
+    issuer: pki::Issuer,
 }
 
 struct Leaf {
@@ -36,36 +40,27 @@ struct Leaf {
 
 impl Ca {
     fn new() -> Self {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "tls test CA");
-        let cert = params.self_signed(&key).unwrap();
+        let (pem, issuer) = pki::test_ca("tls test CA").unwrap();
         Ca {
-            cert,
-            issuer: rcgen::Issuer::new(params, key),
+            cert: CertificateDer::from_pem_slice(pem.as_bytes()).unwrap(),
+            pem,
+            issuer,
         }
     }
 
     fn leaf(&self, cn: &str) -> Leaf {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_pem, key_pem) =
+            pki::leaf_cert(&self.issuer, cn, None, &["localhost"], &[], &[]).unwrap();
         Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
+            der: CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap(),
+            cert_pem,
+            key_pem,
         }
     }
 
     fn connector(&self) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.der().clone()).unwrap();
+        roots.add(self.cert.clone()).unwrap();
         TlsConnector::from(tls_client::client_config(roots))
     }
 }
@@ -430,7 +425,7 @@ fn the_debug_output_of_the_tls_configuration_holds_no_private_key_bytes() {
 /// A client that trusts `server_ca` and presents `cert` (or no certificate).
 fn mtls_connector(server_ca: &Ca, cert: Option<&Leaf>) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(server_ca.cert.der().clone()).unwrap();
+    roots.add(server_ca.cert.clone()).unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -486,7 +481,7 @@ async fn the_token_listener_with_a_client_ca_serves_only_clients_with_its_certif
     let dir = tempfile::tempdir().unwrap();
     let cert = write(dir.path(), "tls.crt", &server.cert_pem);
     let key = write(dir.path(), "tls.key", &server.key_pem);
-    let ca_file = write(dir.path(), "clients.pem", &client_ca.cert.pem());
+    let ca_file = write(dir.path(), "clients.pem", &client_ca.pem);
 
     let state = super::tests::fixture().state;
     let mut config = super::ListenerConfig::new("127.0.0.1:0".parse().unwrap());

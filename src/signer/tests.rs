@@ -61,6 +61,38 @@ impl Harness {
             .map(tonic::Response::into_inner)
     }
 
+    /// Asks the signer to sign a token issued now that lives 60 s.
+    async fn sign_now(&mut self) -> Result<super::pb::SignJwtResponse, tonic::Status> {
+        self.sign(claims(now_s(), now_s() + 60)).await
+    }
+
+    /// Publishes `set` now with nothing revoked and a 5 s refresh hint;
+    /// whether what is served changed.
+    fn publish(&self, set: &StoredKeySet) -> bool {
+        self.publish_revoking(set, &no_revocation())
+    }
+
+    /// Publishes `set` now with the kids `revoked` and a 5 s refresh hint;
+    /// whether what is served changed.
+    fn publish_revoking(
+        &self,
+        set: &StoredKeySet,
+        revoked: &std::collections::BTreeSet<String>,
+    ) -> bool {
+        self.state
+            .publish(set, revoked, Duration::from_secs(5), Timestamp::now())
+    }
+
+    /// The key ids the signer announces now, in its order.
+    async fn kids(&mut self) -> Vec<String> {
+        self.fetch_keys()
+            .await
+            .keys
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect()
+    }
+
     /// The keys the signer announces now.
     async fn fetch_keys(&mut self) -> super::pb::FetchKeysResponse {
         self.client
@@ -252,7 +284,7 @@ async fn nothing_is_served_before_a_set_is_published() {
     let mut h = serve(lifetimes(HOUR, HOUR)).await;
     let e = h.client.fetch_keys(FetchKeysRequest {}).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
-    let e = h.sign(claims(now_s(), now_s() + 60)).await.unwrap_err();
+    let e = h.sign_now().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     let _ = h.stop.send(());
 }
@@ -376,16 +408,9 @@ async fn keys_kube_cannot_use_are_left_out_and_never_sign() {
         (ps, KeyState::Pending),
         (rs.clone(), KeyState::Retired),
     ]);
-    h.state.publish(
-        &set,
-        &no_revocation(),
-        Duration::from_secs(5),
-        Timestamp::now(),
-    );
-    let resp = h.fetch_keys().await;
-    let kids: Vec<&str> = resp.keys.iter().map(|k| k.key_id.as_str()).collect();
-    assert_eq!(kids, [rs.kid()]);
-    let e = h.sign(claims(now_s(), now_s() + 60)).await.unwrap_err();
+    h.publish(&set);
+    assert_eq!(h.kids().await, [rs.kid()]);
+    let e = h.sign_now().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     let _ = h.stop.send(());
 }
@@ -401,46 +426,24 @@ async fn a_revoked_kid_leaves_fetch_keys_and_never_signs_whatever_the_store_stil
         (active.clone(), KeyState::Active),
         (retired.clone(), KeyState::Retired),
     ]);
-    let now = Timestamp::now().as_second();
-    h.state.publish(
-        &set,
-        &no_revocation(),
-        Duration::from_secs(5),
-        Timestamp::now(),
-    );
-    assert!(h.sign(claims(now, now + 60)).await.is_ok());
+    h.publish(&set);
+    assert!(h.sign_now().await.is_ok());
 
     let revoked = [active.kid().to_owned()].into_iter().collect();
-    assert!(
-        h.state
-            .publish(&set, &revoked, Duration::from_secs(5), Timestamp::now())
-    );
-    let kids: Vec<String> = h
-        .fetch_keys()
-        .await
-        .keys
-        .into_iter()
-        .map(|k| k.key_id)
-        .collect();
+    assert!(h.publish_revoking(&set, &revoked));
+    let kids = h.kids().await;
     assert_eq!(kids, [retired.kid()]);
-    let e = h.sign(claims(now, now + 60)).await.unwrap_err();
+    let e = h.sign_now().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     assert!(e.message().contains(active.kid()), "{}", e.message());
     assert!(e.message().contains("revokedKeyIDs"), "{}", e.message());
 
     // Revoking a retired key leaves the active one signing.
     let revoked = [retired.kid().to_owned()].into_iter().collect();
-    h.state
-        .publish(&set, &revoked, Duration::from_secs(5), Timestamp::now());
-    let kids: Vec<String> = h
-        .fetch_keys()
-        .await
-        .keys
-        .into_iter()
-        .map(|k| k.key_id)
-        .collect();
+    h.publish_revoking(&set, &revoked);
+    let kids = h.kids().await;
     assert_eq!(kids, [active.kid()]);
-    let resp = h.sign(claims(now, now + 60)).await.unwrap();
+    let resp = h.sign_now().await.unwrap();
     assert!(
         String::from_utf8(URL_SAFE_NO_PAD.decode(&resp.header).unwrap())
             .unwrap()
@@ -457,12 +460,7 @@ async fn sign_with(alg: Algorithm) {
         (pending, KeyState::Pending),
         (active.clone(), KeyState::Active),
     ]);
-    h.state.publish(
-        &set,
-        &no_revocation(),
-        Duration::from_secs(5),
-        Timestamp::now(),
-    );
+    h.publish(&set);
     let now = Timestamp::now().as_second();
     let payload = claims(now, now + 3600);
     let resp = h.sign(payload.clone()).await.unwrap();
@@ -520,12 +518,7 @@ async fn sign_refuses_lifetimes_beyond_the_cap_and_bad_claims() {
     ))
     .await;
     let set = set_of(vec![(fixture(Algorithm::ES256), KeyState::Active)]);
-    h.state.publish(
-        &set,
-        &no_revocation(),
-        Duration::from_secs(5),
-        Timestamp::now(),
-    );
+    h.publish(&set);
     // Up to the recorded cap is signed, one second more is not.
     let t = now_s();
     h.sign(claims(t, t + 900)).await.unwrap();

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::keys::alg::Algorithm;
 use crate::keys::lifecycle::{KeySet, KeyState};
-use crate::store::testing::{assert_no_private_material, fixture, t, three_key_set};
+use crate::store::testing::{assert_no_private_material, fixture, kids_of, t, three_key_set};
 
 type Data = BTreeMap<&'static str, Vec<u8>>;
 
@@ -70,12 +70,7 @@ fn data_keys_hold_what_the_contract_says() {
 
     // jwks.json: private set, newest first, each with kty/kid/use/alg.
     let jwks = json_of(&data, JWKS);
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = kids_of(&jwks);
     let expected: Vec<&str> = set.keys.iter().map(|k| k.key.kid()).collect();
     assert_eq!(kids, expected);
     for k in jwks["keys"].as_array().unwrap() {

@@ -12,6 +12,11 @@ use crate::keys::lifecycle::{KeySet, KeyState, ManagedKey, RotationReason};
 use crate::keys::material::SigningKey;
 
 pub use crate::keys::testing::{FIXTURE_JWKS, fixture};
+pub use jwks::kids_of;
+
+/// What a JWK Set document holds, read as the integration tests read it.
+#[path = "../../tests/support/jwks.rs"]
+mod jwks;
 
 /// A fixed instant plus `n` seconds.
 pub fn t(n: i64) -> Timestamp {

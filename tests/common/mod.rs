@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,8 +13,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+// One source for the JWK Set reader and the test certificates: a test that
+// includes both `common` and `support` compiles these files twice.
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/jwks.rs"]
+mod jwks;
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/pki.rs"]
+pub mod pki;
 pub mod state_dir;
 pub mod tls_client;
+
+pub use jwks::kids_of;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_jwks-operator");
@@ -265,16 +275,6 @@ impl Drop for Operator {
     }
 }
 
-/// The kids of a JWK Set document, in order.
-pub fn kids_of(jwks: &Value) -> Vec<String> {
-    jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Runs `jwks-operator verify --jwks <jwks> <token>`: `Ok(stdout)` on exit 0,
 /// `Err(stderr)` on exit 1.
 pub fn cli_verify(jwks: &str, token: &str) -> Result<String, String> {
@@ -331,25 +331,8 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Response {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).unwrap();
-    if let Some(b) = body {
-        stream.write_all(b).unwrap();
-    }
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the response");
-    parse_response(&raw)
+    let mut stream = connect(addr);
+    exchange(&mut stream, &addr.to_string(), method, path, headers, body)
 }
 
 /// [`http`] over TLS, trusting only `ca_pem` and checking the certificate
@@ -373,10 +356,30 @@ pub fn https(
         "localhost".try_into().unwrap(),
     )
     .unwrap();
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut stream = rustls::StreamOwned::new(conn, tcp);
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    let mut stream = rustls::StreamOwned::new(conn, connect(addr));
+    exchange(&mut stream, "localhost", method, path, headers, body)
+}
+
+/// A connection to `addr` (5 s to connect, reads time out after 10 s).
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Sends one request with `Host: host` and `Connection: close` on `stream`
+/// and reads the response to the end.
+fn exchange(
+    stream: &mut (impl Read + Write),
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -386,12 +389,12 @@ pub fn https(
     req.push_str("\r\n");
     stream
         .write_all(req.as_bytes())
-        .expect("TLS handshake and request");
+        .expect("send the request (over TLS: the handshake too)");
     if let Some(b) = body {
         stream.write_all(b).unwrap();
     }
     let mut raw = Vec::new();
-    // The server may close without a TLS close_notify after Connection: close.
+    // A TLS server may close without a close_notify after Connection: close.
     match stream.read_to_end(&mut raw) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
@@ -403,21 +406,17 @@ pub fn https(
 /// A test CA and a `localhost`/`127.0.0.1` serving pair it signed, as PEM:
 /// `(ca, cert, key)`.
 pub fn tls_pair() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "jwks-operator e2e CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
-            127, 0, 0, 1,
-        ])));
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+    let (ca, issuer) = pki::test_ca("jwks-operator e2e CA").unwrap();
+    let (cert, key) = pki::leaf_cert(
+        &issuer,
+        "localhost",
+        None,
+        &["localhost"],
+        &[[127, 0, 0, 1]],
+        &[],
+    )
+    .unwrap();
+    (ca, cert, key)
 }
 
 fn parse_response(raw: &[u8]) -> Response {

@@ -1,5 +1,6 @@
 # Sourced (not run) by the scripts here that build or fetch Go modules
-# (build.sh, build-prometheus.sh, cert-manager-crds.sh): finds the Go
+# (build.sh, build-prometheus.sh, cert-manager-crds.sh; and
+# tests/signing_examples.rs, for the Go signing example): finds the Go
 # toolchain and keeps Go's caches under ~/.cache/jwks-operator/go.
 #
 # Before sourcing: define log() and die(); set MIN_GO_MINOR to require

@@ -19,6 +19,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
+use super::pki::{leaf_cert, test_ca};
+
 /// A running control plane.
 pub struct ControlPlane {
     /// Work directory: certificates, kubeconfig, etcd data, component logs.
@@ -111,21 +113,6 @@ pub(crate) fn random_hex(bytes: usize) -> String {
         .collect()
 }
 
-/// A new self-signed CA named `common_name`: its certificate (PEM) and the
-/// issuer that signs leaf certificates with it.
-pub(crate) fn test_ca(
-    common_name: &str,
-) -> Result<(String, rcgen::Issuer<'static, rcgen::KeyPair>), String> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let err = |e: rcgen::Error| format!("generating the test CA {common_name:?}: {e}");
-    let ca_key = KeyPair::generate().map_err(err)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, common_name);
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
-    Ok((ca_cert.pem(), Issuer::new(ca, ca_key)))
-}
-
 struct Certs {
     ca_pem: String,
     server_cert_pem: String,
@@ -133,21 +120,19 @@ struct Certs {
 }
 
 fn make_certs() -> Result<Certs, String> {
-    use rcgen::{CertificateParams, KeyPair, SanType};
-    let err = |e: rcgen::Error| format!("generating test certificates: {e}");
     let (ca_pem, issuer) = test_ca("jwks-operator test CA")?;
-
-    let key = KeyPair::generate().map_err(err)?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).map_err(err)?;
-    leaf.subject_alt_names
-        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "kube-apiserver");
-    let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
+    let (server_cert_pem, server_key_pem) = leaf_cert(
+        &issuer,
+        "kube-apiserver",
+        None,
+        &["localhost"],
+        &[[127, 0, 0, 1]],
+        &[],
+    )?;
     Ok(Certs {
         ca_pem,
-        server_cert_pem: cert.pem(),
-        server_key_pem: key.serialize_pem(),
+        server_cert_pem,
+        server_key_pem,
     })
 }
 
@@ -209,15 +194,19 @@ pub(crate) fn log_tails(logs: &Path, names: &[&str], lines: usize) -> String {
     let mut out = String::new();
     for name in names {
         let path = logs.join(format!("{name}.log"));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
         out.push_str(&format!("---- {name} ({})\n", path.display()));
-        for line in &all[all.len().saturating_sub(lines)..] {
-            out.push_str(line);
-            out.push('\n');
-        }
+        out.push_str(&log_tail(&path, lines));
+        out.push('\n');
     }
     out
+}
+
+/// The last `lines` lines of the log file `path` (nothing when it cannot
+/// be read), for failure reports.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Starts `bash -c script` with its stdin a pipe from this process, so the
@@ -235,8 +224,18 @@ pub(crate) fn spawn_supervisor(script: &str) -> Result<Child, String> {
 
 /// Renders a kubeconfig for `server` trusting `ca` and authenticating with `token`.
 pub fn kubeconfig_yaml(server: &str, ca_file: &Path, token: &str) -> String {
+    kubeconfig_with(server, ca_file, &[("token", token)])
+}
+
+/// Renders a kubeconfig for `server` trusting `ca_file`, whose user holds the
+/// `credentials` (`token`, or `client-certificate` and `client-key`).
+pub fn kubeconfig_with(server: &str, ca_file: &Path, credentials: &[(&str, &str)]) -> String {
+    let user: String = credentials
+        .iter()
+        .map(|(field, value)| format!("    {field}: {value}\n"))
+        .collect();
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user}}\ncurrent-context: test\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n{user}contexts:\n- name: test\n  context: {{cluster: test, user: user}}\ncurrent-context: test\n",
         ca = ca_file.display()
     )
 }

@@ -25,6 +25,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use super::controlplane::{ControlPlane, bin_dir, kubeconfig_yaml};
+use super::markdown::{first_sh_block, readme, section};
 
 /// The chart directory.
 pub fn chart_dir() -> PathBuf {
@@ -35,21 +36,10 @@ pub fn chart_dir() -> PathBuf {
 /// each split into words. Panics on a line that would need a shell (quotes,
 /// pipes, variables): the tests run them without one.
 pub fn readme_commands(heading: &str) -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let section = readme
-        .split(&format!("\n### {heading}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("README.md has no `### {heading}` section"));
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .unwrap_or_else(|| panic!("`### {heading}` has no ```sh block"));
-    block
-        .lines()
-        .map(|line| line.split(" #").next().unwrap().trim())
-        .filter(|line| !line.is_empty())
+    let readme = readme();
+    let heading = format!("### {heading}");
+    first_sh_block(section(&readme, "README.md", &heading), &heading)
+        .into_iter()
         .map(|line| {
             assert!(
                 !line.contains(['"', '\'', '|', '&', ';', '$', '\\']),

@@ -43,9 +43,10 @@ use kube::api::Api;
 use tokio::sync::OnceCell;
 
 use super::controlplane::{
-    bin_dir, kubeconfig_yaml, log_tails, random_hex, spawn_supervisor, test_ca, token_client,
-    write, write_api_credentials,
+    bin_dir, kubeconfig_with, kubeconfig_yaml, log_tails, random_hex, spawn_supervisor,
+    token_client, write, write_api_credentials,
 };
+use super::pki::{leaf_cert, test_ca};
 
 /// The node's address (one end of the namespace's veth pair).
 pub const NODE_IP: &str = "10.77.0.2";
@@ -128,34 +129,14 @@ struct Pki {
 }
 
 fn make_pki() -> Result<Pki, String> {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
-    let err = |e: rcgen::Error| format!("generating the node's certificates: {e}");
+    use rcgen::ExtendedKeyUsagePurpose;
     let (ca, issuer) = test_ca("jwks-operator test node CA")?;
-
     let leaf = |cn: &str,
                 org: Option<&str>,
                 dns: &[&str],
                 ips: &[[u8; 4]],
-                usage: ExtendedKeyUsagePurpose|
-     -> Result<(String, String), String> {
-        let key = KeyPair::generate().map_err(err)?;
-        let mut params =
-            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
-                .map_err(err)?;
-        for ip in ips {
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress(std::net::IpAddr::from(*ip)));
-        }
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if let Some(org) = org {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, org);
-        }
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &issuer).map_err(err)?;
-        Ok((cert.pem(), key.serialize_pem()))
+                usage: ExtendedKeyUsagePurpose| {
+        leaf_cert(&issuer, cn, org, dns, ips, &[usage])
     };
     let node_ip: std::net::Ipv4Addr = NODE_IP.parse().unwrap();
     Ok(Pki {
@@ -328,11 +309,13 @@ impl NodeBuilder {
         )?;
         write(
             &dir.join("kubelet.kubeconfig"),
-            &format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: node\n  cluster:\n    server: {api_url}\n    certificate-authority: {ca}\nusers:\n- name: kubelet\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: node\n  context: {{cluster: node, user: kubelet}}\ncurrent-context: node\n",
-                ca = d("pki/ca.crt"),
-                crt = d("pki/kubelet-client.crt"),
-                key = d("pki/kubelet-client.key"),
+            &kubeconfig_with(
+                &api_url,
+                &dir.join("pki/ca.crt"),
+                &[
+                    ("client-certificate", &d("pki/kubelet-client.crt")),
+                    ("client-key", &d("pki/kubelet-client.key")),
+                ],
             ),
         )?;
 

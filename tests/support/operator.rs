@@ -205,9 +205,7 @@ impl Operator {
 
     /// The last lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        super::controlplane::log_tail(&self.log, lines)
     }
 
     /// Its whole log so far.

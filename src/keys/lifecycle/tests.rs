@@ -141,6 +141,13 @@ impl Sim {
         self.last_plan.as_ref().unwrap()
     }
 
+    /// Plans at each of `instants` in turn (a scenario's history).
+    fn run_through(&mut self, instants: &[i64]) {
+        for &n in instants {
+            self.at(n);
+        }
+    }
+
     fn at(&mut self, n: i64) -> &Plan<TestKey> {
         self.now = t(n);
         self.step()
@@ -211,9 +218,7 @@ fn next_key_is_published_publish_ahead_before_it_signs_and_signs_on_schedule() {
 #[test]
 fn retired_key_is_pruned_no_earlier_than_retired_at_plus_ttl_plus_skew() {
     let mut sim = Sim::new(policy());
-    sim.at(0);
-    sim.at(80);
-    sim.at(100);
+    sim.run_through(&[0, 80, 100]);
     assert_eq!(sim.next_due(), t(135));
     assert!(sim.at(134).events.is_empty());
     assert!(
@@ -358,9 +363,7 @@ fn manual_request_with_a_pending_key_replaces_it_with_a_key_made_after_the_reque
 #[test]
 fn revoking_a_retired_key_removes_it_at_once() {
     let mut sim = Sim::new(policy());
-    sim.at(0);
-    sim.at(80);
-    sim.at(100);
+    sim.run_through(&[0, 80, 100]);
     sim.policy.revoked.insert("k1".into());
     let plan = sim.at(101);
     assert_eq!(
@@ -407,10 +410,8 @@ fn without_rotate_on_revoke_a_retired_key_revocation_keeps_the_signer() {
         max_token_ttl: secs(300),
         ..policy()
     });
-    sim.at(0);
-    sim.at(80);
-    sim.at(100); // k2 signs, k1 retired
-    sim.at(180); // k3 pending
+    // t=100: k2 signs, k1 retired; t=180: k3 pending.
+    sim.run_through(&[0, 80, 100, 180]);
     sim.policy.revoked.insert("k1".into());
     sim.at(185);
     assert_eq!(
@@ -429,10 +430,8 @@ fn rotate_on_revoke_makes_a_fresh_key_sign_when_a_retired_key_is_revoked() {
         max_token_ttl: secs(300),
         ..policy()
     });
-    sim.at(0);
-    sim.at(80);
-    sim.at(100); // k2 signs, k1 retired
-    sim.at(180); // k3 pending
+    // t=100: k2 signs, k1 retired; t=180: k3 pending.
+    sim.run_through(&[0, 80, 100, 180]);
     sim.policy.revoked.insert("k1".into());
     let plan = sim.at(185);
     assert_eq!(
@@ -544,11 +543,9 @@ fn max_keys_defers_rotation_instead_of_pruning_a_needed_key() {
         max_token_ttl: secs(1000),
         ..policy()
     });
-    sim.at(0);
-    sim.at(80);
-    sim.at(100); // k2 active, k1 retired until 1105
-    sim.at(180); // k3 pending: 3 keys
-    sim.at(200); // k3 active, k1 k2 retired
+    // t=100: k2 active, k1 retired until 1105; t=180: k3 pending: 3 keys;
+    // t=200: k3 active, k1 k2 retired.
+    sim.run_through(&[0, 80, 100, 180, 200]);
     let plan = sim.at(280);
     let deferral = plan.deferred.clone().expect("rotation deferred");
     assert_eq!(deferral.reason, "MaxKeysReached");
@@ -604,9 +601,8 @@ fn after_downtime_with_a_pending_key_it_activates_once_and_the_schedule_restarts
 #[test]
 fn slightly_late_wake_up_keeps_the_schedule_rhythm() {
     let mut sim = Sim::new(policy());
-    sim.at(0);
-    sim.at(80);
-    sim.at(103); // 3 s late
+    // t=103: 3 s late.
+    sim.run_through(&[0, 80, 103]);
     assert_eq!(sim.set.active().unwrap().activates_at, t(100));
     assert_eq!(
         sim.set.get("k1").unwrap().retired_at,
@@ -726,9 +722,8 @@ fn a_manual_request_deferred_by_max_keys_is_served_once_a_key_is_pruned() {
         max_token_ttl: secs(50),
         ..policy()
     });
-    sim.at(0);
-    sim.at(80);
-    sim.at(100); // k2 active, k1 retired until 155
+    // t=100: k2 active, k1 retired until 155.
+    sim.run_through(&[0, 80, 100]);
     sim.policy.rotation_request = Some("r1".into());
     let plan = sim.at(110);
     assert_eq!(
@@ -787,9 +782,8 @@ fn a_retired_key_stays_published_for_the_propagation_grace_beyond_ttl_and_skew()
 #[test]
 fn a_forward_clock_jump_does_not_prune_a_key_early() {
     let mut sim = Sim::new(policy());
-    sim.at(0);
-    sim.at(80);
-    sim.at(100); // k1 retired, pruneAfter 135 on the clock in force
+    // t=100: k1 retired, pruneAfter 135 on the clock in force.
+    sim.run_through(&[0, 80, 100]);
     // Real time 110: the wall clock jumps an hour ahead, and it is noticed.
     sim.now = t(110 + 3600);
     sim.jumps.push(ClockJump {
@@ -829,9 +823,7 @@ fn without_a_noticed_jump_a_late_wake_up_prunes_as_usual() {
     // Downtime looks the same on the wall clock, but real time passed too:
     // no jump is reported, so nothing is held back.
     let mut sim = Sim::new(policy());
-    sim.at(0);
-    sim.at(80);
-    sim.at(100);
+    sim.run_through(&[0, 80, 100]);
     let plan = sim.at(110 + 3600);
     assert!(
         plan.events
@@ -1370,10 +1362,7 @@ fn three_keys() -> KeySet<TestKey> {
         max_token_ttl: secs(300),
         ..policy()
     });
-    sim.at(0);
-    sim.at(80);
-    sim.at(100);
-    sim.at(180);
+    sim.run_through(&[0, 80, 100, 180]);
     assert_eq!(
         sim.kids(),
         vec![

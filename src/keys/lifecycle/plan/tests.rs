@@ -34,6 +34,16 @@ fn kids(w: &Working<'_, TestKey, Counter>) -> Vec<(String, KeyState)> {
         .collect()
 }
 
+/// A working set of `keys` at `now`.
+fn working<'a>(
+    policy: &'a Policy,
+    keys: Vec<ManagedKey<TestKey>>,
+    now: i64,
+    source: &'a mut Counter,
+) -> Working<'a, TestKey, Counter> {
+    Working::new(policy, set(keys), t(now).into(), source)
+}
+
 /// The set's kids and states, the events, the deferral and whether a fresh
 /// signer was asked for, after one step.
 type After = (
@@ -51,7 +61,7 @@ fn run(
     source: &mut Counter,
     step: Step<TestKey, Counter>,
 ) -> After {
-    let mut w = Working::new(policy, set(keys), t(now).into(), source);
+    let mut w = working(policy, keys, now, source);
     step(&mut w).unwrap();
     (
         kids(&w),
@@ -146,21 +156,11 @@ fn ensure_signer_only_widens_the_active_keys_token_lifetime() {
     let mut p = policy();
     p.max_token_ttl = secs(10);
     let mut source = Counter::default();
-    let mut w = Working::new(
-        &p,
-        set(vec![key("a", Active, 0, 0)]),
-        t(0).into(),
-        &mut source,
-    );
+    let mut w = working(&p, vec![key("a", Active, 0, 0)], 0, &mut source);
     ensure_signer(&mut w).unwrap();
     assert_eq!(w.set.keys[0].max_token_ttl, secs(30), "lowered");
     p.max_token_ttl = secs(60);
-    let mut w = Working::new(
-        &p,
-        set(vec![key("a", Active, 0, 0)]),
-        t(0).into(),
-        &mut source,
-    );
+    let mut w = working(&p, vec![key("a", Active, 0, 0)], 0, &mut source);
     ensure_signer(&mut w).unwrap();
     assert_eq!(w.set.keys[0].max_token_ttl, secs(60));
 }
@@ -172,7 +172,7 @@ fn ensure_signer_fails_without_leaving_a_half_made_key() {
         failing: true,
         ..Counter::default()
     };
-    let mut w = Working::new(&p, set(vec![]), t(0).into(), &mut source);
+    let mut w = working(&p, vec![], 0, &mut source);
     assert!(matches!(
         ensure_signer(&mut w),
         Err(PlanError::Generate { .. })
@@ -210,10 +210,10 @@ fn accept_rotation_request_takes_a_new_value_once_and_discards_the_waiting_key()
     let mut p = policy();
     p.rotation_request = Some("r1".into());
     let mut source = Counter::default();
-    let mut w = Working::new(
+    let mut w = working(
         &p,
-        set(vec![key("n", Pending, 80, 100), key("a", Active, 0, 0)]),
-        t(85).into(),
+        vec![key("n", Pending, 80, 100), key("a", Active, 0, 0)],
+        85,
         &mut source,
     );
     accept_rotation_request(&mut w).unwrap();
@@ -236,7 +236,7 @@ fn pre_publish_makes_the_next_key_publish_ahead_before_the_rotation() {
     assert_eq!(kids.len(), 1, "too early");
     assert!(events.is_empty());
     let mut source = Counter::default();
-    let mut w = Working::new(&p, set(active()), t(80).into(), &mut source);
+    let mut w = working(&p, active(), 80, &mut source);
     pre_publish(&mut w).unwrap();
     let pending = w.set.pending().expect("a pending key");
     assert_eq!(pending.activates_at, t(100));
