@@ -31,6 +31,7 @@ pub mod k8s;
 pub mod keys;
 pub mod metrics;
 pub mod names;
+pub mod publish;
 pub mod reasons;
 pub mod signer;
 pub mod standalone;
