@@ -100,8 +100,10 @@ impl Copy {
             kind: ErrorKind::Config,
             message: creds.scrub(&format!("{}: cannot configure the client: {e}", target.url)),
         };
+        // The client's own deadlines are a backstop: the per-call deadline
+        // (`tokio::time::timeout`) fires first and names itself.
         let client = ClientOptions::new()
-            .with_timeout(timeout)
+            .with_timeout(timeout * 2)
             .with_connect_timeout(timeout);
         let retry = RetryConfig {
             max_retries: 1,
