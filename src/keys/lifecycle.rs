@@ -407,10 +407,12 @@ fn retention(ttl: Duration, policy: &Policy) -> Duration {
 }
 mod clock;
 mod plan;
+mod publication;
 mod servable;
 
 pub use clock::{ClockJump, ClockWatch, MAX_CLOCK_JUMPS, Now};
-pub use plan::{Step, Working, plan, steps};
+pub use plan::{Step, Working, plan, plan_with, steps};
+pub use publication::{DEFAULT_REMOVAL_DEADLINE, PublicationGate};
 pub use servable::Servable;
 
 // === impl KeySet ===
