@@ -185,3 +185,413 @@ async fn a_stopped_server_fails_within_the_deadline() {
     // And the copy recovers once the server is back.
     c.sync(&docs).await.unwrap();
 }
+
+// === standalone mode, end to end ===
+
+mod e2e {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    use super::common::moto::{ACCESS_KEY_ID, Moto, SECRET_ACCESS_KEY};
+    use super::common::{Operator, http};
+
+    const POLICY: &str = "default/pub";
+
+    /// A policy publishing to `s3://<bucket>/p` with moto's credentials.
+    fn setup(moto: &Moto, bucket: &str, timing: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        moto.create_bucket(bucket);
+        moto.make_public(bucket);
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("s3.env");
+        std::fs::write(&creds, moto.credentials_env()).unwrap();
+        let policies = dir.path().join("policies.yaml");
+        write_policy(&policies, bucket, &creds, timing, "");
+        let state = dir.path().join("state");
+        (dir, policies, state)
+    }
+
+    fn write_policy(path: &Path, bucket: &str, creds: &Path, timing: &str, extra: &str) {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {{name: pub, namespace: default}}\nspec:\n  algorithm: ES256\n  {timing}\n  tokenEndpoint: {{enabled: true}}\n  publish:\n  - url: s3://{bucket}/p\n    credentialsFile: {}\n{extra}",
+                creds.display()
+            ),
+        )
+        .unwrap();
+    }
+
+    /// The kids the bucket's public copy lists (empty when absent).
+    fn bucket_kids(moto: &Moto, bucket: &str) -> Vec<String> {
+        let r = http(
+            moto.addr,
+            "GET",
+            &format!("/{bucket}/p/jwks.json"),
+            &[],
+            None,
+        );
+        if r.status != 200 {
+            return Vec::new();
+        }
+        super::common::kids_of(&r.json())
+    }
+
+    fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?}: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn active(op: &Operator) -> String {
+        op.summary(POLICY)["activeKeyID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn metrics(op: &Operator) -> String {
+        http(op.metrics, "GET", "/metrics", &[], None).text()
+    }
+
+    /// `publication_results_total{result="error"}` of the policy's copy.
+    fn failed_rounds(op: &Operator) -> f64 {
+        metrics(op)
+            .lines()
+            .filter(|l| {
+                l.starts_with("jwks_operator_publication_results_total{")
+                    && l.contains("result=\"error\"")
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// No credential value in the log, the metrics or `/policies`.
+    fn assert_no_credentials(op: &Operator) {
+        let shown = [
+            op.log()
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            metrics(op),
+            http(op.metrics, "GET", "/policies", &[], None).text(),
+            http(op.jwks, "GET", "/policies", &[], None).text(),
+        ];
+        for (i, text) in shown.iter().enumerate() {
+            for secret in [SECRET_ACCESS_KEY, ACCESS_KEY_ID] {
+                assert!(!text.contains(secret), "a credential in output {i}: {text}");
+            }
+        }
+    }
+
+    /// SPEC "Publication": the new key activates only once the bucket holds
+    /// it; with the server stopped (SIGSTOP) across a scheduled rotation the
+    /// old key keeps signing, /policies says why, and the new key activates
+    /// after the server comes back, already in the bucket.
+    #[test]
+    fn a_stopped_bucket_holds_the_rotation_and_the_old_key_keeps_signing() {
+        let moto = Moto::start();
+        let (_dir, policies, state) = setup(
+            &moto,
+            "pub-stop",
+            "rotationInterval: 6s\n  publishAhead: 2s\n  maxTokenTTL: 2s\n  clockSkew: 0s",
+        );
+        let op = Operator::start_with(&policies, &state, &["--publish-verify-interval", "1s"]);
+        let first = active(&op);
+        assert!(!first.is_empty());
+        wait_until(
+            "the bucket holds the first key",
+            Duration::from_secs(20),
+            || {
+                bucket_kids(&moto, "pub-stop")
+                    .contains(&first)
+                    .then_some(())
+            },
+        );
+
+        moto.pause(true);
+        let due = op.summary(POLICY)["nextRotationTime"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap();
+        // Three failed rounds (each a pass that plans, and would activate
+        // the next key on schedule without the gate), the last one past the
+        // scheduled rotation.
+        wait_until(
+            "three failed publication rounds past the scheduled rotation",
+            Duration::from_secs(120),
+            || {
+                (jiff::Timestamp::now() > due + jiff::SignedDuration::from_secs(1)
+                    && failed_rounds(&op) >= 3.0)
+                    .then_some(())
+            },
+        );
+        let degraded = op.summary(POLICY);
+        assert_eq!(
+            degraded["degraded"]["reason"], "PublicationPending",
+            "{degraded}"
+        );
+        assert_eq!(degraded["activeKeyID"], first.as_str(), "{degraded}");
+        let message = degraded["degraded"]["message"].as_str().unwrap();
+        assert!(message.contains("s3://pub-stop/p"), "{message}");
+        let (_, kid) = op.mint(POLICY, &serde_json::json!({"sub": "s"}));
+        assert_eq!(kid, first, "the old key keeps signing past its rotation");
+
+        moto.pause(false);
+        let next = wait_until("the next key activates", Duration::from_secs(60), || {
+            let a = active(&op);
+            (a != first).then_some(a)
+        });
+        assert!(
+            bucket_kids(&moto, "pub-stop").contains(&next),
+            "the new signer is in the bucket"
+        );
+        wait_until("the problem clears", Duration::from_secs(30), || {
+            op.summary(POLICY).get("degraded").is_none().then_some(())
+        });
+        let summary = op.summary(POLICY);
+        let publication = &summary["publication"][0];
+        assert_eq!(publication["url"], "s3://pub-stop/p");
+        assert!(
+            publication["publishedDigest"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        assert!(publication.get("error").is_none(), "{publication}");
+        // The public /policies shows nothing of the copies.
+        assert!(
+            !http(op.jwks, "GET", "/policies", &[], None)
+                .text()
+                .contains("s3://")
+        );
+        assert_no_credentials(&op);
+    }
+
+    /// A copy deleted or edited behind the operator's back is rewritten
+    /// within `--publish-verify-interval`, and counted.
+    #[test]
+    fn a_copy_deleted_or_edited_by_hand_is_repaired_and_counted() {
+        let moto = Moto::start();
+        let (_dir, policies, state) = setup(&moto, "pub-repair", "rotationInterval: 1h");
+        let op = Operator::start_with(&policies, &state, &["--publish-verify-interval", "1s"]);
+        let kid = active(&op);
+        wait_until("published", Duration::from_secs(20), || {
+            bucket_kids(&moto, "pub-repair")
+                .contains(&kid)
+                .then_some(())
+        });
+        let raw = super::raw_store(&moto, "pub-repair");
+        let path = object_store::path::Path::from("p/jwks.json");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        use object_store::ObjectStoreExt as _;
+        rt.block_on(raw.delete(&path)).unwrap();
+        wait_until(
+            "a deleted copy is rewritten",
+            Duration::from_secs(20),
+            || {
+                bucket_kids(&moto, "pub-repair")
+                    .contains(&kid)
+                    .then_some(())
+            },
+        );
+        rt.block_on(raw.put(
+            &path,
+            object_store::PutPayload::from_static(br#"{"keys":[]}"#),
+        ))
+        .unwrap();
+        wait_until(
+            "an edited copy is rewritten",
+            Duration::from_secs(20),
+            || {
+                bucket_kids(&moto, "pub-repair")
+                    .contains(&kid)
+                    .then_some(())
+            },
+        );
+        let repairs = wait_until("two repairs counted", Duration::from_secs(10), || {
+            metrics(&op)
+                .lines()
+                .find(|l| l.starts_with("jwks_operator_publication_repairs_total{"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .filter(|n| *n >= 2.0)
+        });
+        assert_eq!(repairs, 2.0);
+        assert_no_credentials(&op);
+    }
+
+    /// A revoked key leaves the copy at once (the next pass after the
+    /// policy file names it), not at its prune time.
+    #[test]
+    fn a_revoked_key_leaves_the_copy_at_once() {
+        let moto = Moto::start();
+        let (dir, policies, state) = setup(&moto, "pub-revoke", "rotationInterval: 1h");
+        let op = Operator::start_with(&policies, &state, &["--publish-verify-interval", "1h"]);
+        let kid = active(&op);
+        wait_until("published", Duration::from_secs(20), || {
+            bucket_kids(&moto, "pub-revoke")
+                .contains(&kid)
+                .then_some(())
+        });
+        write_policy(
+            &policies,
+            "pub-revoke",
+            &dir.path().join("s3.env"),
+            "rotationInterval: 1h",
+            &format!("  revokedKeyIDs: [{kid}]\n"),
+        );
+        op.reload();
+        let started = Instant::now();
+        let now_listed = wait_until(
+            "the revoked kid leaves the copy",
+            Duration::from_secs(20),
+            || {
+                let kids = bucket_kids(&moto, "pub-revoke");
+                (!kids.is_empty() && !kids.contains(&kid)).then_some(kids)
+            },
+        );
+        assert!(started.elapsed() < Duration::from_secs(15));
+        assert_eq!(
+            now_listed,
+            vec![active(&op)],
+            "the fresh signer replaces it"
+        );
+    }
+
+    /// A third-party verifier's line protocol (tests/interop scripts).
+    struct Verifier {
+        child: Child,
+        stdin: ChildStdin,
+        stdout: BufReader<ChildStdout>,
+    }
+
+    impl Verifier {
+        fn spawn(mut cmd: Command) -> Verifier {
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("the verifier starts");
+            let stdin = child.stdin.take().unwrap();
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            Verifier {
+                child,
+                stdin,
+                stdout,
+            }
+        }
+
+        fn verify(&mut self, token: &str) -> String {
+            writeln!(self.stdin, "{token}").unwrap();
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).unwrap();
+            line.trim().to_owned()
+        }
+    }
+
+    impl Drop for Verifier {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn cache_dir() -> PathBuf {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
+            .join("jwks-operator")
+    }
+
+    /// Verifiers pointed at the bucket's public URL never meet an unknown
+    /// kid across three rotations: npm jose with a cache shorter than
+    /// `publishAhead` and no refetch on an unknown kid (so every success
+    /// means the key was in the copy before it signed), and PyJWT's
+    /// PyJWKClient. Meanwhile a pruned key leaves the copy before the stored
+    /// set: once the operator stops serving a kid, the copy never lists it.
+    #[test]
+    fn verifiers_at_the_bucket_never_meet_an_unknown_kid_across_three_rotations() {
+        let moto = Moto::start();
+        let (_dir, policies, state) = setup(
+            &moto,
+            "pub-verifiers",
+            "rotationInterval: 5s\n  publishAhead: 2s\n  maxTokenTTL: 3s\n  clockSkew: 0s",
+        );
+        let op = Operator::start_with(&policies, &state, &["--publish-verify-interval", "1s"]);
+        let url = moto.url("pub-verifiers", "p/jwks.json");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let jose_dir = root.join("tests/interop/jose");
+        assert!(
+            jose_dir.join("node_modules/jose/package.json").exists(),
+            "npm jose is missing: run `bash tests/interop/install-verifiers.sh`"
+        );
+        let mut node = Command::new("node");
+        node.current_dir(&jose_dir)
+            .args(["bucket_verifier.mjs", &url, "1500"]);
+        let mut jose = Verifier::spawn(node);
+        let mut py = Command::new(cache_dir().join("venv/bin/python"));
+        py.args([
+            root.join("tests/publish/bucket_verifier.py")
+                .to_str()
+                .unwrap(),
+            &url,
+            "1.5",
+        ]);
+        let mut pyjwt = Verifier::spawn(py);
+
+        let mut signers: Vec<String> = Vec::new();
+        let mut ever_served: std::collections::BTreeSet<String> = Default::default();
+        let mut pruned_seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut tokens = 0;
+        while signers.len() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "three rotations within 90s; saw {signers:?}"
+            );
+            let (token, kid) = op.mint(POLICY, &serde_json::json!({"sub": "s"}));
+            if signers.last() != Some(&kid) {
+                signers.push(kid.clone());
+            }
+            tokens += 1;
+            assert_eq!(
+                jose.verify(&token),
+                format!("ok {kid}"),
+                "jose, token {tokens}"
+            );
+            assert_eq!(
+                pyjwt.verify(&token),
+                format!("ok {kid}"),
+                "PyJWT, token {tokens}"
+            );
+
+            let served = op.kids(POLICY);
+            let bucket = bucket_kids(&moto, "pub-verifiers");
+            for gone in ever_served.iter().filter(|k| !served.contains(k)) {
+                pruned_seen += 1;
+                assert!(
+                    !bucket.contains(gone),
+                    "{gone} left the stored set while the copy still lists it: {bucket:?}"
+                );
+            }
+            ever_served.extend(served);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        assert!(pruned_seen > 0, "a key was pruned during the test");
+        eprintln!("{tokens} tokens verified by jose and PyJWT across signers {signers:?}");
+    }
+}

@@ -187,6 +187,7 @@ impl PolicyView {
             jwks_path: r.jwks_path(),
             token_endpoint: policy.token_endpoint,
             warnings: policy.warnings(),
+            publication: Vec::new(),
         };
 
         let token = policy.token_endpoint.then(|| {
@@ -314,6 +315,15 @@ impl PolicyView {
     /// The same view with `warning` as the summary's warning.
     pub fn with_warning(mut self, warning: Option<Problem>) -> PolicyView {
         self.summary.warning = warning;
+        self
+    }
+
+    /// The same view showing what each `spec.publish` copy holds.
+    pub fn with_publication(
+        mut self,
+        publication: Vec<crate::policy::PublicationSummary>,
+    ) -> PolicyView {
+        self.summary.publication = publication;
         self
     }
 

@@ -398,6 +398,7 @@ async fn reconcile_inner(
             .as_ref()
             .is_some_and(|s| s.active_key_id.is_some()),
         remembered: remembered.as_ref(),
+        publication: None,
     };
     let store = SecretStore::new(
         ctx.client.clone(),

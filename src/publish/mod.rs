@@ -16,8 +16,10 @@ pub mod copy;
 pub mod credentials;
 pub mod documents;
 pub mod target;
+pub mod tracker;
 
 pub use copy::{Copy, ErrorKind, PublishError, Synced};
 pub use credentials::{Credentials, CredentialsError};
 pub use documents::Documents;
 pub use target::{Context, CredentialSource, Mode, Scheme, Target, TargetError};
+pub use tracker::{Recorded, Tracker};

@@ -467,6 +467,7 @@ impl Signer {
             // The engine writes back what it holds in `tracked` (this
             // signer's own, or what it served as a follower).
             remembered: None,
+            publication: None,
         };
         let mut report = Report {
             policy: &self.config.policy,

@@ -67,6 +67,8 @@ pub struct Engine {
     invalid: BTreeSet<PolicyRef>,
     /// `--propagation-grace`, set into every policy taken in.
     propagation_grace: std::time::Duration,
+    /// `--publish-verify-interval`.
+    publish_verify_interval: std::time::Duration,
 }
 
 /// The outcome of one pass over a policy, to publish.
@@ -88,7 +90,15 @@ impl Engine {
             policies: BTreeMap::new(),
             invalid: BTreeSet::new(),
             propagation_grace: crate::keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
+            publish_verify_interval: crate::engine::publish::DEFAULT_VERIFY_INTERVAL,
         }
+    }
+
+    /// Sets `--publish-verify-interval` (default
+    /// [`DEFAULT_VERIFY_INTERVAL`](crate::engine::publish::DEFAULT_VERIFY_INTERVAL)).
+    pub fn with_publish_verify_interval(mut self, every: std::time::Duration) -> Self {
+        self.publish_verify_interval = every;
+        self
     }
 
     /// Sets `--propagation-grace` (default
@@ -281,12 +291,13 @@ impl Engine {
             .collect();
         let state = &self.state;
         let base_url = self.public_base_url.as_deref();
+        let verify = self.publish_verify_interval;
         let mut passes = futures::stream::iter(work)
             .map(|(r, mut m)| async move {
                 let publish = if shutdown.is_triggered() {
                     Publish::Nothing
                 } else {
-                    reconcile(&mut m, state, base_url).await
+                    reconcile(&mut m, state, base_url, verify).await
                 };
                 (r, m, publish)
             })
@@ -329,14 +340,21 @@ fn log_bad_document(bad: &BadDocument) {
 
 /// One pass over one policy through the [`engine`](crate::engine), with the
 /// state directory as its store and `/policies` plus the log as its reporter.
-async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>) -> Publish {
+async fn reconcile(
+    m: &mut Managed,
+    state: &SharedState,
+    base_url: Option<&str>,
+    verify_interval: std::time::Duration,
+) -> Publish {
     let metrics = state.metrics_arc();
+    let publication = publication(&m.doc.policy.spec, verify_interval).await;
     let pass = Pass {
         policy: &m.policy_ref,
         resolved: &m.doc.resolved,
         metrics: &metrics,
         had_keys: false,
         remembered: None,
+        publication: publication.as_ref(),
     };
     let mut reporter = Report {
         policy: &m.policy_ref,
@@ -352,6 +370,12 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
         publish: Publish::Nothing,
     };
     let next = run_pass(&pass, &mut m.tracked, &m.dir, &mut reporter).await;
+    if let Some(p) = &publication {
+        let shown = m.tracked.publication.summary(&p.urls());
+        if let Publish::View(view) = reporter.publish {
+            reporter.publish = Publish::View(view.with_publication(shown));
+        }
+    }
     m.next_due = match next {
         Next::At(due) => due,
         Next::After(wait) => after(Timestamp::now(), wait),
@@ -359,6 +383,61 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
         Next::OnChange => Timestamp::MAX,
     };
     reporter.publish
+}
+
+/// The policy's `spec.publish` copies with their credentials files read
+/// now (a rotated file is picked up at the next pass); `None` without any.
+pub(crate) async fn publication(
+    spec: &crate::api::KeyRotationPolicySpec,
+    verify_interval: std::time::Duration,
+) -> Option<crate::engine::publish::Publication> {
+    use crate::publish::{Context, CredentialSource, Mode, target};
+    if spec.publish.is_empty() {
+        return None;
+    }
+    let cx = Context {
+        mode: Mode::Local,
+        issuer: spec.issuer.as_deref(),
+        max_age: spec.jwks_max_age(),
+        default_jwks_path: target::DEFAULT_JWKS_PATH,
+    };
+    let (targets, invalid) = match target::resolve(&spec.publish, cx) {
+        Ok(targets) => (targets, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let mut resolved = Vec::with_capacity(targets.len());
+    for t in targets {
+        let creds = match &t.credentials {
+            CredentialSource::File(path) => read_credentials(path).await.map(Some),
+            _ => Ok(None),
+        };
+        resolved.push((t, creds));
+    }
+    Some(crate::engine::publish::Publication {
+        targets: resolved,
+        invalid,
+        issuer: spec.issuer.clone(),
+        verify_interval,
+        call_timeout: crate::publish::copy::DEFAULT_CALL_TIMEOUT,
+    })
+}
+
+/// Reads a `credentialsFile` (bounded); the error names the file, never a value.
+async fn read_credentials(path: &std::path::Path) -> Result<crate::publish::Credentials, String> {
+    use tokio::io::AsyncReadExt as _;
+    let limit = crate::publish::credentials::MAX_CREDENTIALS_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("credentialsFile {}: {e}", path.display()))?;
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("credentialsFile {}: {e}", path.display()))?;
+    let creds = crate::publish::Credentials::parse_env(&bytes)
+        .map_err(|e| format!("credentialsFile {}: {e}", path.display()));
+    zeroize::Zeroize::zeroize(&mut bytes);
+    creds
 }
 
 /// The standalone [`Reporter`]: logs, and the view or problem to publish.
