@@ -595,3 +595,107 @@ mod e2e {
         eprintln!("{tokens} tokens verified by jose and PyJWT across signers {signers:?}");
     }
 }
+
+// === Azure Blob, against Azurite ===
+
+mod azure {
+    use std::time::Duration;
+
+    use super::common::azurite::{ACCOUNT_KEY, Azurite};
+    use super::common::http;
+    use super::{ISSUER, jwks, sha256_hex, target};
+    use jwks_operator::publish::{Copy, Credentials, Documents, ErrorKind};
+    use object_store::ObjectStoreExt as _;
+
+    fn copy(az: &Azurite, url: &str, key: &str) -> Copy {
+        let creds = Credentials::parse_env(az.credentials_env(key).as_bytes()).unwrap();
+        Copy::connect(&target(url), Some(creds), Duration::from_secs(10)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn azure_copy_holds_the_documents_with_metadata_and_is_repaired() {
+        let az = Azurite::start();
+        az.create_container("pub-meta");
+        let c = copy(&az, "az://pub-meta/cluster", ACCOUNT_KEY);
+        let docs = Documents::build(c.target(), &jwks(&["k1", "k0"]), Some(ISSUER));
+        let synced = c.sync(&docs).await.unwrap();
+        assert_eq!(synced.wrote.len(), 2);
+        let r = http(
+            az.addr,
+            "GET",
+            "/devstoreaccount1/pub-meta/cluster/jwks.json",
+            &[],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.body, docs.objects[0].body);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("cache-control"), Some("public, max-age=150"));
+        assert_eq!(
+            r.header("x-ms-meta-sha256"),
+            Some(sha256_hex(&r.body).as_str())
+        );
+        assert!(c.sync(&docs).await.unwrap().wrote.is_empty());
+
+        // Someone else deletes the copy: rewritten.
+        let raw = object_store::azure::MicrosoftAzureBuilder::new()
+            .with_account("devstoreaccount1")
+            .with_access_key(ACCOUNT_KEY)
+            .with_endpoint(az.endpoint())
+            .with_allow_http(true)
+            .with_container_name("pub-meta")
+            .build()
+            .unwrap();
+        let path = object_store::path::Path::from("cluster/jwks.json");
+        raw.delete(&path).await.unwrap();
+        assert_eq!(c.sync(&docs).await.unwrap().wrote, ["cluster/jwks.json"]);
+        // ...or edits it: rewritten.
+        raw.put(&path, object_store::PutPayload::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(c.sync(&docs).await.unwrap().wrote, ["cluster/jwks.json"]);
+        assert_eq!(
+            c.read_kids().await.unwrap(),
+            Some(vec!["k1".into(), "k0".into()])
+        );
+    }
+
+    /// The same race as on S3: conditional writes (If-None-Match: * and
+    /// If-Match) make two writers write each object once between them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn azure_two_writers_at_once_write_each_object_once() {
+        let az = Azurite::start();
+        az.create_container("pub-race");
+        let rounds = 6;
+        let mut writes = 0;
+        for round in 0..rounds {
+            let url = format!("az://pub-race/r{round}");
+            let (a, b) = (copy(&az, &url, ACCOUNT_KEY), copy(&az, &url, ACCOUNT_KEY));
+            let docs = Documents::build(a.target(), &jwks(&["k2", "k1"]), Some(ISSUER));
+            let (ra, rb) = tokio::join!(a.sync(&docs), b.sync(&docs));
+            writes += ra.unwrap().wrote.len() + rb.unwrap().wrote.len();
+        }
+        assert_eq!(writes, 2 * rounds);
+    }
+
+    #[tokio::test]
+    async fn azure_wrong_key_and_missing_container_are_named_without_the_key() {
+        let az = Azurite::start();
+        az.create_container("pub-auth");
+        let wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=";
+        let c = copy(&az, "az://pub-auth/p", wrong);
+        let docs = Documents::build(c.target(), &jwks(&["k1"]), Some(ISSUER));
+        let e = c.sync(&docs).await.unwrap_err();
+        assert!(
+            matches!(e.kind, ErrorKind::Unauthenticated | ErrorKind::Denied),
+            "{e:?}"
+        );
+        assert!(e.message.starts_with("az://pub-auth/p: "), "{e}");
+        assert!(!e.message.contains(wrong), "{e}");
+
+        let c = copy(&az, "az://no-such-container/p", ACCOUNT_KEY);
+        let e = c.sync(&docs).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NoBucket, "{e}");
+        assert!(!e.message.contains(ACCOUNT_KEY), "{e}");
+    }
+}

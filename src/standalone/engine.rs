@@ -73,7 +73,8 @@ pub struct Engine {
 
 /// The outcome of one pass over a policy, to publish.
 enum Publish {
-    Shown(Shown),
+    // Boxed: a view is large next to `Nothing` (clippy::large_enum_variant).
+    Shown(Box<Shown>),
     Nothing,
 }
 
@@ -310,10 +311,10 @@ impl Engine {
             .unwrap_or_else(Instant::now);
         while let Some((r, m, publish)) = passes.next().await {
             match publish {
-                Publish::Shown(Shown::View(view)) => batch.push(view),
-                Publish::Shown(Shown::Summary(summary, problem)) => {
-                    state.set_problem(&r, summary, problem)
-                }
+                Publish::Shown(shown) => match *shown {
+                    Shown::View(view) => batch.push(view),
+                    Shown::Summary(summary, problem) => state.set_problem(&r, summary, problem),
+                },
                 Publish::Nothing => {}
             }
             self.policies.insert(r, m);
@@ -373,8 +374,11 @@ async fn reconcile(
     let next = run_pass(&pass, &mut m.tracked, &m.dir, &mut reporter).await;
     if let Some(p) = &publication {
         let shown = m.tracked.publication.summary(&p.urls());
-        if let Publish::Shown(Shown::View(view)) = reporter.publish {
-            reporter.publish = Publish::Shown(Shown::View(view.with_publication(shown)));
+        if let Publish::Shown(shown_now) = reporter.publish {
+            reporter.publish = Publish::Shown(Box::new(match *shown_now {
+                Shown::View(view) => Shown::View(view.with_publication(shown)),
+                other => other,
+            }));
         }
     }
     m.next_due = match next {
@@ -482,7 +486,7 @@ impl Reporter for Report<'_> {
         engine::log::healthy(r, self.problem, &problem);
         let info = self.doc.policy.info();
         let shown = Shown::healthy(&info, keys, self.base_url, problem, self.warning.clone());
-        self.publish = Publish::Shown(shown);
+        self.publish = Publish::Shown(Box::new(shown));
         Ok(())
     }
 
@@ -495,7 +499,12 @@ impl Reporter for Report<'_> {
         let info = self.doc.policy.info();
         // The last good set keeps being served, rebuilt for the policy as it
         // is now: a kid it revokes is withheld although no write recorded it.
-        self.publish = Publish::Shown(Shown::degraded(&info, held, self.base_url, problem));
+        self.publish = Publish::Shown(Box::new(Shown::degraded(
+            &info,
+            held,
+            self.base_url,
+            problem,
+        )));
         Ok(())
     }
 

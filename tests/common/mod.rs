@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod azurite;
 pub mod moto;
 pub mod state_dir;
 pub mod tls_client;

@@ -33,7 +33,7 @@ else
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
     cp "$here/requirements.txt" "$stamp"
 fi
-"$venv/bin/python" -c 'import moto; print("moto", moto.__version__)'
+"$venv/bin/python" -c 'import moto, azure.storage.blob; print("moto", moto.__version__, "azure-storage-blob", azure.storage.blob.__version__)'
 
 # --- Azurite ------------------------------------------------------------
 if ! command -v npm >/dev/null 2>&1; then

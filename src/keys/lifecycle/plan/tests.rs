@@ -34,6 +34,15 @@ fn kids(w: &Working<'_, TestKey, Counter>) -> Vec<(String, KeyState)> {
         .collect()
 }
 
+/// What one step did: the kids and states after it, its events, its
+/// deferral, and whether it asked for a fresh signer.
+type StepOutcome = (
+    Vec<(String, KeyState)>,
+    Vec<LifecycleEvent>,
+    Option<Deferral>,
+    bool,
+);
+
 /// Runs `step` alone over `keys` at `now`.
 fn run(
     policy: &Policy,
@@ -41,12 +50,7 @@ fn run(
     now: i64,
     source: &mut Counter,
     step: Step<TestKey, Counter>,
-) -> (
-    Vec<(String, KeyState)>,
-    Vec<LifecycleEvent>,
-    Option<Deferral>,
-    bool,
-) {
+) -> StepOutcome {
     let mut w = Working::new(policy, set(keys), t(now).into(), source);
     step(&mut w).unwrap();
     (
