@@ -414,6 +414,7 @@ const OTHER_TOOLS_FLAGS: &[(&str, &[&str])] = &[
             "--service-account-signing-key-file",
             "--service-account-key-file",
             "--service-account-issuer",
+            "--service-account-jwks-uri",
             "--service-account-max-token-expiration",
             "--service-account-extend-token-expiration",
             "--authentication-config",

@@ -7,6 +7,8 @@
 //! deadline and without credential values.
 
 mod common;
+#[path = "support/uds.rs"]
+mod uds;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -697,5 +699,121 @@ mod azure {
         let e = c.sync(&docs).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::NoBucket, "{e}");
         assert!(!e.message.contains(ACCOUNT_KEY), "{e}");
+    }
+}
+
+// === the service-account signer (`jwks-operator signer --publish`) ===
+
+mod signer {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use jwks_operator::signer::pb::FetchKeysRequest;
+    use jwks_operator::signer::pb::external_jwt_signer_client::ExternalJwtSignerClient;
+    use object_store::ObjectStoreExt as _;
+
+    use super::common::moto::{Moto, SECRET_ACCESS_KEY};
+    use super::common::{BIN, http, kids_of};
+
+    const ISSUER: &str = "https://oidc.example/cluster";
+
+    async fn fetch_kids(socket: &std::path::Path) -> Result<Vec<String>, String> {
+        let channel = super::uds::uds_channel(socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        let keys = ExternalJwtSignerClient::new(channel)
+            .fetch_keys(FetchKeysRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .keys;
+        Ok(keys.into_iter().map(|k| k.key_id).collect())
+    }
+
+    /// The signer writes the cluster's issuer in the layout cloud IAM
+    /// expects of a self-hosted cluster: the discovery document and
+    /// `openid/v1/jwks`, holding the keys FetchKeys gives kube-apiserver.
+    #[tokio::test]
+    async fn the_signer_publishes_the_issuer_in_kube_layout() {
+        let moto = Moto::start();
+        moto.create_bucket("sa-issuer");
+        moto.make_public("sa-issuer");
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("s3.env");
+        std::fs::write(&creds, moto.credentials_env()).unwrap();
+        std::fs::write(
+            dir.path().join("sa.yaml"),
+            format!(
+                "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {{name: sa, namespace: kube-system}}\nspec: {{algorithm: ES256, maxTokenTTL: 1h, issuer: '{ISSUER}'}}\n"
+            ),
+        )
+        .unwrap();
+        let socket = dir.path().join("s.sock");
+        let mut child = Command::new(BIN)
+            .arg("signer")
+            .arg("--policies")
+            .arg(dir.path().join("sa.yaml"))
+            .args(["--policy", "kube-system/sa", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .args([
+                "--publish",
+                "s3://sa-issuer/cluster",
+                "--publish-credentials-file",
+            ])
+            .arg(&creds)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the signer");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let kids = loop {
+            if let Ok(kids) = fetch_kids(&socket).await
+                && !kids.is_empty()
+            {
+                break kids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the signer never answered FetchKeys"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let published = loop {
+            let r = http(
+                moto.addr,
+                "GET",
+                "/sa-issuer/cluster/openid/v1/jwks",
+                &[],
+                None,
+            );
+            if r.status == 200 {
+                break kids_of(&r.json());
+            }
+            assert!(Instant::now() < deadline, "no openid/v1/jwks in the bucket");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(published, kids);
+        // The discovery document, read through the S3 API (moto answers
+        // anonymous `.well-known` reads with its Cognito mock).
+        let raw = super::raw_store(&moto, "sa-issuer");
+        let doc = raw
+            .get(&object_store::path::Path::from(
+                "cluster/.well-known/openid-configuration",
+            ))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(doc["issuer"], ISSUER);
+        assert_eq!(doc["jwks_uri"], format!("{ISSUER}/openid/v1/jwks"));
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!log.contains(SECRET_ACCESS_KEY), "{log}");
     }
 }

@@ -57,6 +57,49 @@ pub struct Published {
 // === impl Publication ===
 
 impl Publication {
+    /// The copies of a standalone or signer policy: `spec.publish` and
+    /// `extra` (the signer's `--publish`), with `default_jwks_path` for a
+    /// target without `jwksPath` and the credentials files read now (a
+    /// rotated file is picked up at the next pass). `None` without any.
+    pub async fn local(
+        spec: &crate::api::KeyRotationPolicySpec,
+        extra: &[crate::api::PublishTarget],
+        default_jwks_path: &str,
+        verify_interval: Duration,
+    ) -> Option<Publication> {
+        use crate::publish::{Context, CredentialSource, Mode, target};
+        if spec.publish.is_empty() && extra.is_empty() {
+            return None;
+        }
+        let all: Vec<crate::api::PublishTarget> =
+            spec.publish.iter().chain(extra).cloned().collect();
+        let cx = Context {
+            mode: Mode::Local,
+            issuer: spec.issuer.as_deref(),
+            max_age: spec.jwks_max_age(),
+            default_jwks_path,
+        };
+        let (targets, invalid) = match target::resolve(&all, cx) {
+            Ok(targets) => (targets, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        let mut resolved = Vec::with_capacity(targets.len());
+        for t in targets {
+            let creds = match &t.credentials {
+                CredentialSource::File(path) => read_credentials(path).await.map(Some),
+                _ => Ok(None),
+            };
+            resolved.push((t, creds));
+        }
+        Some(Publication {
+            targets: resolved,
+            invalid,
+            issuer: spec.issuer.clone(),
+            verify_interval,
+            call_timeout: crate::publish::copy::DEFAULT_CALL_TIMEOUT,
+        })
+    }
+
     /// The targets' URLs, in spec order.
     pub fn urls(&self) -> Vec<&str> {
         self.targets.iter().map(|(t, _)| t.url.as_str()).collect()
@@ -149,6 +192,24 @@ impl Publication {
         }
         out
     }
+}
+
+/// Reads a `credentialsFile` (bounded); the error names the file, never a value.
+async fn read_credentials(path: &std::path::Path) -> Result<Credentials, String> {
+    use tokio::io::AsyncReadExt as _;
+    let limit = crate::publish::credentials::MAX_CREDENTIALS_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("credentialsFile {}: {e}", path.display()))?;
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("credentialsFile {}: {e}", path.display()))?;
+    let creds = Credentials::parse_env(&bytes)
+        .map_err(|e| format!("credentialsFile {}: {e}", path.display()));
+    zeroize::Zeroize::zeroize(&mut bytes);
+    creds
 }
 
 /// The JWK Set a copy holds: what may be served (revoked kids withheld)

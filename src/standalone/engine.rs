@@ -349,7 +349,13 @@ async fn reconcile(
     verify_interval: std::time::Duration,
 ) -> Publish {
     let metrics = state.metrics_arc();
-    let publication = publication(&m.doc.policy.spec, verify_interval).await;
+    let publication = crate::engine::publish::Publication::local(
+        &m.doc.policy.spec,
+        &[],
+        crate::publish::target::DEFAULT_JWKS_PATH,
+        verify_interval,
+    )
+    .await;
     let pass = Pass {
         policy: &m.policy_ref,
         resolved: &m.doc.resolved,
@@ -388,61 +394,6 @@ async fn reconcile(
         Next::OnChange => Timestamp::MAX,
     };
     reporter.publish
-}
-
-/// The policy's `spec.publish` copies with their credentials files read
-/// now (a rotated file is picked up at the next pass); `None` without any.
-pub(crate) async fn publication(
-    spec: &crate::api::KeyRotationPolicySpec,
-    verify_interval: std::time::Duration,
-) -> Option<crate::engine::publish::Publication> {
-    use crate::publish::{Context, CredentialSource, Mode, target};
-    if spec.publish.is_empty() {
-        return None;
-    }
-    let cx = Context {
-        mode: Mode::Local,
-        issuer: spec.issuer.as_deref(),
-        max_age: spec.jwks_max_age(),
-        default_jwks_path: target::DEFAULT_JWKS_PATH,
-    };
-    let (targets, invalid) = match target::resolve(&spec.publish, cx) {
-        Ok(targets) => (targets, None),
-        Err(e) => (Vec::new(), Some(e.to_string())),
-    };
-    let mut resolved = Vec::with_capacity(targets.len());
-    for t in targets {
-        let creds = match &t.credentials {
-            CredentialSource::File(path) => read_credentials(path).await.map(Some),
-            _ => Ok(None),
-        };
-        resolved.push((t, creds));
-    }
-    Some(crate::engine::publish::Publication {
-        targets: resolved,
-        invalid,
-        issuer: spec.issuer.clone(),
-        verify_interval,
-        call_timeout: crate::publish::copy::DEFAULT_CALL_TIMEOUT,
-    })
-}
-
-/// Reads a `credentialsFile` (bounded); the error names the file, never a value.
-async fn read_credentials(path: &std::path::Path) -> Result<crate::publish::Credentials, String> {
-    use tokio::io::AsyncReadExt as _;
-    let limit = crate::publish::credentials::MAX_CREDENTIALS_BYTES as u64 + 1;
-    let mut bytes = Vec::new();
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("credentialsFile {}: {e}", path.display()))?;
-    file.take(limit)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| format!("credentialsFile {}: {e}", path.display()))?;
-    let creds = crate::publish::Credentials::parse_env(&bytes)
-        .map_err(|e| format!("credentialsFile {}: {e}", path.display()));
-    zeroize::Zeroize::zeroize(&mut bytes);
-    creds
 }
 
 /// The standalone [`Reporter`]: logs, and the view or problem to publish.
