@@ -73,7 +73,6 @@ pub struct Engine {
 
 /// The outcome of one pass over a policy, to publish.
 enum Publish {
-    // Boxed: a view is large next to `Nothing` (clippy::large_enum_variant).
     Shown(Box<Shown>),
     Nothing,
 }

@@ -34,9 +34,9 @@ fn kids(w: &Working<'_, TestKey, Counter>) -> Vec<(String, KeyState)> {
         .collect()
 }
 
-/// What one step did: the kids and states after it, its events, its
-/// deferral, and whether it asked for a fresh signer.
-type StepOutcome = (
+/// The set's kids and states, the events, the deferral and whether a fresh
+/// signer was asked for, after one step.
+type After = (
     Vec<(String, KeyState)>,
     Vec<LifecycleEvent>,
     Option<Deferral>,
@@ -50,7 +50,7 @@ fn run(
     now: i64,
     source: &mut Counter,
     step: Step<TestKey, Counter>,
-) -> StepOutcome {
+) -> After {
     let mut w = Working::new(policy, set(keys), t(now).into(), source);
     step(&mut w).unwrap();
     (
