@@ -71,6 +71,7 @@ pub const KUBERNETES: &[&str] = &[
     MAX_KEYS_REACHED,
     STATE_INCONSISTENT,
     KEY_GENERATION_FAILED,
+    PUBLICATION_TARGET_INVALID,
 ];
 
 /// The reasons a degraded policy can show in standalone mode (`/policies`)

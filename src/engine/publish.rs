@@ -100,6 +100,18 @@ impl Publication {
         })
     }
 
+    /// Copies that cannot be written at all, for `why`: nothing is
+    /// published and no new key activates (the gate confirms nothing).
+    pub fn unavailable(why: String) -> Publication {
+        Publication {
+            targets: Vec::new(),
+            invalid: Some(why),
+            issuer: None,
+            verify_interval: DEFAULT_VERIFY_INTERVAL,
+            call_timeout: crate::publish::copy::DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
     /// The targets' URLs, in spec order.
     pub fn urls(&self) -> Vec<&str> {
         self.targets.iter().map(|(t, _)| t.url.as_str()).collect()
