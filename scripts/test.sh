@@ -24,7 +24,8 @@ bash scripts/gates.sh
 # which Go locks), and a cold run overlaps their downloads and compiles.
 # Each one's output goes to a log, printed when it fails.
 installers=(tests/interop/install.sh tests/interop/install-verifiers.sh tests/controlplane/build.sh
-  tests/controlplane/cert-manager-crds.sh tests/controlplane/build-prometheus.sh scripts/install-node-deps.sh)
+  tests/controlplane/cert-manager-crds.sh tests/controlplane/build-prometheus.sh scripts/install-node-deps.sh
+  tests/publish/install.sh)
 install_logs=${INSTALL_LOG_DIR:-logs/install}
 mkdir -p "$install_logs"
 step "installers, in parallel: ${installers[*]} (logs in $install_logs/)"

@@ -95,7 +95,10 @@ pub const MANAGED_BY: &str = "jwks-operator";
 #[x_kube(
     validation = Rule::new("!has(self.keySize) || self.algorithm.startsWith('RS') || self.algorithm.startsWith('PS')").message("keySize applies only to RSA algorithms (RS256/384/512, PS256/384/512); remove it for ES256, ES384 and EdDSA"),
     validation = Rule::new("!has(self.publishAhead) || duration(self.publishAhead) < duration(self.rotationInterval)").message("publishAhead must be shorter than rotationInterval, so each key is published before it signs and still signs for a while"),
-    validation = Rule::new("!has(self.verifierRefreshInterval) || (has(self.publishAhead) ? duration(self.publishAhead) >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) : (duration('1h') >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) && duration(self.rotationInterval) >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew)))").message("publishAhead (default: the smaller of 1h and rotationInterval/4) must be at least verifierRefreshInterval + clockSkew, or a verifier can meet a key it has not fetched yet; lengthen publishAhead (and rotationInterval) or shorten verifierRefreshInterval")
+    validation = Rule::new("!has(self.verifierRefreshInterval) || (has(self.publishAhead) ? duration(self.publishAhead) >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) : (duration('1h') >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) && duration(self.rotationInterval) >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew)))").message("publishAhead (default: the smaller of 1h and rotationInterval/4) must be at least verifierRefreshInterval + clockSkew, or a verifier can meet a key it has not fetched yet; lengthen publishAhead (and rotationInterval) or shorten verifierRefreshInterval"),
+    validation = Rule::new("!has(self.publish) || self.publish.all(a, self.publish.exists_one(b, b.url == a.url))").message("each publish[].url may appear only once"),
+    validation = Rule::new("!has(self.publish) || has(self.issuer) || self.publish.all(t, !has(t.discovery) || !t.discovery)").message("publish[].discovery needs spec.issuer: the discovery document's issuer is spec.issuer"),
+    validation = Rule::new("!has(self.publish) || !has(self.issuer) || self.publish.all(t, has(t.discovery) && !t.discovery) || !(self.issuer.endsWith('/') || self.issuer.contains('?') || self.issuer.contains('#'))").message("with publish[].discovery, the published jwks_uri is spec.issuer + '/' + jwksPath, so spec.issuer must not end with '/' nor carry a query or fragment; set the issuer to the public URL of the target's prefix, or set discovery: false")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KeyRotationPolicySpec {
@@ -178,6 +181,17 @@ pub struct KeyRotationPolicySpec {
     )]
     pub public_config_map: Option<String>,
 
+    /// Copies of the public JWK Set (and, with an `issuer`, the discovery
+    /// document) in object storage, for verifiers that cannot reach the
+    /// operator (cloud IAM federation, partners outside the network). A new
+    /// key signs only after every copy has been read back holding it and
+    /// `publishAhead` has passed since; a pruned key leaves every copy before
+    /// it leaves the stored set; a revoked key leaves every copy at once. At
+    /// most 8 targets, each URL once. See docs/publication.md.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub publish: Vec<PublishTarget>,
+
     /// Issuer URL: the `iss` of minted tokens and of the OpenID discovery
     /// document. Without it, no discovery document is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,6 +245,86 @@ pub struct TokenEndpoint {
     /// verifiers accept: the policy gets the `TokenEndpointOnIssuer` condition.
     #[serde(default)]
     pub enabled: bool,
+}
+
+/// One copy of the public keys in object storage (`spec.publish[]`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishTarget {
+    /// Where the copy lives: `s3://bucket/prefix`, `az://container/prefix`
+    /// (or `azure://`), `gs://bucket/prefix`, or `file:///path` (standalone
+    /// and signer only). The objects are written under the prefix.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.matches('^(s3|gs|az|azure)://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$') || self.matches('^file:///.+$')").message("url must be s3://bucket/prefix, az://container/prefix, azure://container/prefix, gs://bucket/prefix or file:///path, with a bucket or container name of 3-63 lowercase letters, digits, '.' and '-'"))]
+    pub url: String,
+
+    /// Kubernetes: name of a Secret in the policy's namespace holding
+    /// environment-style credential keys (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`, `AZURE_STORAGE_ACCOUNT_NAME`,
+    /// `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`,
+    /// `GOOGLE_SERVICE_ACCOUNT_KEY`). Without it (and without
+    /// `credentialsFile`) the ambient credentials of the pod or process are
+    /// used (IRSA, workload identity, instance profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub credentials_secret: Option<String>,
+
+    /// Standalone and signer: path of a file of `KEY=VALUE` lines with the
+    /// same keys as `credentialsSecret`. Not used in Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub credentials_file: Option<String>,
+
+    /// `Cache-Control` of the written objects. Default
+    /// `public, max-age=<the max-age the JWKS listener serves>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[ -~]{1,256}$"))]
+    pub cache_control: Option<String>,
+
+    /// Also write the OpenID discovery document
+    /// (`.well-known/openid-configuration`, with `issuer` = `spec.issuer`
+    /// and `jwks_uri` = `spec.issuer` + `/` + `jwksPath`). Default `true`
+    /// when `spec.issuer` is set, else `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<bool>,
+
+    /// Path of the JWK Set below the prefix. Default `jwks.json` (the
+    /// signer's default is `openid/v1/jwks`, kube's layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*$")
+    )]
+    pub jwks_path: Option<String>,
+}
+
+/// What one publication target holds, as last read back (`status.publication[]`).
+/// Never carries credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicationStatus {
+    /// The target's URL, as in `spec.publish[].url`.
+    pub url: String,
+    /// `sha256:<hex>` of the JWK Set the copy was last confirmed to hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_digest: Option<String>,
+    /// kids in that copy; a revoked or pruned key is listed until the copy
+    /// no longer holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kids: Vec<String>,
+    /// When the operator last wrote the copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_published_time: Option<Time>,
+    /// When the copy was last read back and found as intended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<Time>,
+    /// Why the last write or read-back failed; empty once it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A duration in the Go/Kubernetes format (`90s`, `15m`, `1h30m`, `1.5h`),
@@ -493,6 +587,10 @@ pub struct KeyRotationPolicyStatus {
     /// URL of the public JWK Set, when the operator knows its public base URL.
     #[serde(default, rename = "jwksURI", skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// One entry per `spec.publish[]` target: what the copy was last
+    /// confirmed to hold, and the last error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publication: Vec<PublicationStatus>,
 }
 
 /// A spec the operator cannot act on. The message is meant for the user.
@@ -544,6 +642,7 @@ impl Default for KeyRotationPolicySpec {
             rotate_on_revoke: false,
             token_endpoint: None,
             verifier_refresh_interval: None,
+            publish: Vec::new(),
         }
     }
 }
@@ -1043,6 +1142,14 @@ mod tests {
         ] {
             validate(&format!("{HEAD}spec: {spec}")).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
         }
+        // Publication targets: every scheme; a bucket URL as the issuer.
+        for spec in [
+            "{publish: [{url: 's3://bucket/p'}, {url: 'az://cont'}, {url: 'azure://cont2/x/y'}, {url: 'gs://b.example'}, {url: 'file:///srv/jwks'}]}",
+            "{issuer: 'https://bucket.s3.eu-west-1.amazonaws.com/cluster', publish: [{url: 's3://bucket/cluster', jwksPath: openid/v1/jwks, cacheControl: 'public, max-age=60'}]}",
+            "{issuer: 'https://x.example/', publish: [{url: 's3://bucket', discovery: false}]}",
+        ] {
+            validate(&format!("{HEAD}spec: {spec}")).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+        }
     }
 
     #[test]
@@ -1084,6 +1191,26 @@ mod tests {
             (
                 "{rotationInterval: 24h, publishAhead: 5m, verifierRefreshInterval: 5m}",
                 "must be at least verifierRefreshInterval + clockSkew",
+            ),
+            (
+                "{publish: [{url: 'ftp://bucket/x'}]}",
+                "url must be s3://bucket/prefix",
+            ),
+            (
+                "{publish: [{url: 's3://B'}]}",
+                "url must be s3://bucket/prefix",
+            ),
+            (
+                "{publish: [{url: 's3://bucket'}, {url: 's3://bucket'}]}",
+                "each publish[].url may appear only once",
+            ),
+            (
+                "{publish: [{url: 's3://bucket', discovery: true}]}",
+                "publish[].discovery needs spec.issuer",
+            ),
+            (
+                "{issuer: 'https://bucket.example/', publish: [{url: 's3://bucket'}]}",
+                "spec.issuer must not end with '/'",
             ),
         ];
         for (spec, needle) in cases {

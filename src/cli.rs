@@ -210,6 +210,17 @@ pub struct ServeArgs {
         env = "JWKS_PROPAGATION_GRACE"
     )]
     pub propagation_grace: Duration,
+    /// How often each `spec.publish` copy is read back and compared by
+    /// digest; a copy someone else changed or deleted is rewritten
+    /// (docs/publication.md).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = parse_positive_duration,
+        env = "JWKS_PUBLISH_VERIFY_INTERVAL"
+    )]
+    pub publish_verify_interval: Duration,
 }
 
 // === impl ServeArgs ===
@@ -239,7 +250,7 @@ impl ServeArgs {
     }
 }
 
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err(format!("{s:?} must be longer than zero"));
@@ -580,6 +591,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         public_base_url: args.serve.public_base_url,
         default_policy: args.serve.default_policy,
         propagation_grace: args.serve.propagation_grace,
+        publish_verify_interval: args.serve.publish_verify_interval,
     };
     let shutdown = http::Shutdown::new();
     shutdown.trigger_on_termination_signal();

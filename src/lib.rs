@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod problem;
+pub mod publish;
 pub mod reasons;
 pub mod signer;
 pub mod standalone;

@@ -146,6 +146,34 @@ pub struct PolicySummary {
     /// `Degraded`), such as [`TOKEN_ENDPOINT_ON_ISSUER`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Problem>,
+    /// One entry per `spec.publish` copy (the metrics listener's
+    /// `/policies` only: URLs and store errors are not for everyone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publication: Vec<PublicationSummary>,
+}
+
+/// What one `spec.publish` copy was last confirmed to hold, as `/policies`
+/// and `jwks-operator status` show it (the CRD's `status.publication[]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicationSummary {
+    /// The target's URL, as in the spec.
+    pub url: String,
+    /// `sha256:<hex>` of the JWK Set last confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_digest: Option<String>,
+    /// kids the copy lists, as last read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kids: Vec<String>,
+    /// When the copy was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_published_time: Option<Timestamp>,
+    /// When the copy was last read back as intended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<Timestamp>,
+    /// Why the last round failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl PolicySummary {
@@ -183,6 +211,7 @@ impl PolicySummary {
             jwks_path: policy.jwks_path(),
             token_endpoint: false,
             warnings: Vec::new(),
+            publication: Vec::new(),
         }
     }
 }

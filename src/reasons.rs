@@ -50,6 +50,12 @@ pub const STATE_WRITE_FAILED: &str = "StateWriteFailed";
 pub const STATE_LOCKED: &str = "StateLocked";
 /// The state directory is not private enough to hold keys (e.g. world-writable).
 pub const STATE_DIRECTORY_UNSAFE: &str = "StateDirectoryUnsafe";
+/// A `spec.publish` copy is not confirmed to hold the set (a write or a
+/// read-back failed): the active key keeps signing, the next one waits.
+pub const PUBLICATION_PENDING: &str = "PublicationPending";
+/// A `spec.publish` target cannot be used as written (scheme, bucket,
+/// credentials source): nothing is published and no new key activates.
+pub const PUBLICATION_TARGET_INVALID: &str = "PublicationTargetInvalid";
 
 /// The reasons a `Degraded` (or not-`Ready`) policy can show in Kubernetes.
 pub const KUBERNETES: &[&str] = &[
@@ -65,6 +71,7 @@ pub const KUBERNETES: &[&str] = &[
     MAX_KEYS_REACHED,
     STATE_INCONSISTENT,
     KEY_GENERATION_FAILED,
+    PUBLICATION_TARGET_INVALID,
 ];
 
 /// The reasons a degraded policy can show in standalone mode (`/policies`)
@@ -81,6 +88,8 @@ pub const STANDALONE: &[&str] = &[
     MAX_KEYS_REACHED,
     STATE_INCONSISTENT,
     KEY_GENERATION_FAILED,
+    PUBLICATION_PENDING,
+    PUBLICATION_TARGET_INVALID,
 ];
 
 // === Error kinds (`reconcile_errors_total{kind}`) ===

@@ -1357,3 +1357,59 @@ async fn a_policy_being_deleted_never_gets_its_secret_back() {
         .await
         .unwrap();
 }
+
+/// The controller does not write `spec.publish` copies yet
+/// (docs/publication.md): a policy that asks for them is Degraded with
+/// `PublicationTargetInvalid`, its first key signs (the first key's
+/// exception), and the next key does not activate past its due time, since
+/// no copy could be confirmed to hold it.
+#[tokio::test(flavor = "multi_thread")]
+async fn spec_publish_in_kubernetes_holds_activation_back_and_says_why() {
+    let env = env("ctl-publish").await;
+    let _op = env.operator(&[]);
+    env.create(
+        "pub",
+        json!({"algorithm": "ES256", "rotationInterval": "6s", "publishAhead": "2s",
+               "maxTokenTTL": "2s", "clockSkew": "0s",
+               "publish": [{"url": "s3://some-bucket/p"}]}),
+    )
+    .await;
+    let message = env.degraded("pub", "PublicationTargetInvalid").await;
+    assert!(
+        message.contains("does not publish to object storage yet"),
+        "{message}"
+    );
+    let first = env
+        .policy_until("pub", Duration::from_secs(20), "an active key", |p| {
+            p.status.as_ref()?.active_key_id.clone()
+        })
+        .await;
+    // The next key is published on schedule, and its activation time passes.
+    let due = env
+        .policy_until("pub", Duration::from_secs(30), "a pending key", |p| {
+            let s = p.status.as_ref()?;
+            s.next_key_id.as_ref()?;
+            s.keys
+                .iter()
+                .find(|k| k.state == jwks_operator::api::KeyStateName::Pending)
+                .map(|k| k.activates_at.0)
+        })
+        .await;
+    env.policy_until(
+        "pub",
+        Duration::from_secs(30),
+        "past the activation time",
+        |_| (jiff::Timestamp::now() > due).then_some(()),
+    )
+    .await;
+    // A reconcile after it still keeps the first key as the signer.
+    env.reconciled_after_a_spec_touch("pub").await;
+    let status = env.policies().get("pub").await.unwrap().status.unwrap();
+    assert_eq!(status.active_key_id.as_deref(), Some(first.as_str()));
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "PublicationTargetInvalid");
+}

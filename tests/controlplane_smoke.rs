@@ -76,6 +76,27 @@ async fn cel_rules_reject_bad_policies_with_our_messages() {
             serde_json::json!({"rotationInterval": "1h", "verifierRefreshInterval": "20m"}),
             "must be at least verifierRefreshInterval + clockSkew",
         ),
+        // spec.publish (docs/publication.md).
+        (
+            serde_json::json!({"publish": [{"url": "ftp://bucket/x"}]}),
+            "url must be s3://bucket/prefix",
+        ),
+        (
+            serde_json::json!({"publish": [{"url": "s3://bucket"}, {"url": "s3://bucket"}]}),
+            "each publish[].url may appear only once",
+        ),
+        (
+            serde_json::json!({"publish": [{"url": "s3://bucket", "discovery": true}]}),
+            "publish[].discovery needs spec.issuer",
+        ),
+        (
+            serde_json::json!({"issuer": "https://b.example/", "publish": [{"url": "s3://bucket"}]}),
+            "spec.issuer must not end with '/'",
+        ),
+        (
+            serde_json::json!({"publish": (0..9).map(|i| serde_json::json!({"url": format!("s3://bucket/{i}")})).collect::<Vec<_>>()}),
+            "publish",
+        ),
     ];
     for (i, (spec, needle)) in cases.into_iter().enumerate() {
         // Send raw JSON: some of these do not even deserialize into our types.
@@ -118,6 +139,30 @@ async fn cel_rules_reject_bad_policies_with_our_messages() {
         )
         .await
         .expect("verifierRefreshInterval + clockSkew within publishAhead is accepted");
+    // Eight targets of every scheme, a bucket URL as the issuer: accepted.
+    let mut targets: Vec<serde_json::Value> = [
+        "s3://bucket/a",
+        "az://cont/a",
+        "azure://cont2/b",
+        "gs://bucket/c",
+    ]
+    .iter()
+    .map(|u| serde_json::json!({"url": u}))
+    .collect();
+    targets.extend((0..4).map(|i| serde_json::json!({"url": format!("s3://bucket/x{i}"), "jwksPath": "openid/v1/jwks", "cacheControl": "public, max-age=60"})));
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(
+                "published",
+                serde_json::json!({
+                    "issuer": "https://bucket.s3.eu-west-1.amazonaws.com/a",
+                    "publish": targets,
+                }),
+            ),
+        )
+        .await
+        .expect("eight publication targets are accepted");
 }
 
 #[tokio::test]

@@ -383,6 +383,7 @@ const OTHER_TOOLS_FLAGS: &[(&str, &[&str])] = &[
             "--service-account-signing-key-file",
             "--service-account-key-file",
             "--service-account-issuer",
+            "--service-account-jwks-uri",
             "--service-account-max-token-expiration",
             "--service-account-extend-token-expiration",
             "--authentication-config",
@@ -524,6 +525,18 @@ fn standalone_scrape() -> String {
         ws.write_policy("c.yaml", &manifest("revoked", "", &spec(revoked)));
         ws.write_policy("d.yaml", &manifest("corrupt", "", &spec("")));
         ws.write_policy("e.yaml", &manifest("lost", "", &spec("")));
+        // A copy in a directory (spec.publish), edited below: repaired.
+        ws.write_policy(
+            "f.yaml",
+            &manifest(
+                "published",
+                "",
+                &spec(&format!(
+                    "  publish:\n  - url: file://{}\n",
+                    ws.dir.path().join("copy").display()
+                )),
+            ),
+        );
     };
     write("", "");
     let corrupt = ws.policy_state("default/corrupt");
@@ -532,8 +545,14 @@ fn standalone_scrape() -> String {
     let op = Operator::start_with(
         &ws.policies(),
         &ws.state(),
-        &["--http-max-connections", "2"],
+        &[
+            "--http-max-connections",
+            "2",
+            "--publish-verify-interval",
+            "1s",
+        ],
     );
+    std::fs::write(ws.dir.path().join("copy/jwks.json"), "{}").unwrap();
     let kid =
         std::fs::read_to_string(ws.policy_state("default/revoked").join("active.kid")).unwrap();
     write(
@@ -552,6 +571,9 @@ fn standalone_scrape() -> String {
             "jwks_operator_revoked_key_exposure_timestamp_seconds{",
             "jwks_operator_reconcile_errors_total{",
             "jwks_operator_http_requests_total{",
+            "jwks_operator_publication_repairs_total{",
+            "jwks_operator_publication_confirmed_timestamp_seconds{",
+            "jwks_operator_publication_results_total{",
         ],
         || metrics_of(op.jwks),
     );

@@ -33,6 +33,7 @@ const POLICY_ALERTS: &[&str] = &[
     "JwksPendingKeyNotActivated",
     "JwksReconcileErrors",
     "JwksNotReady",
+    "JwksPublicationStale",
 ];
 /// Alerts about the operator as a whole.
 const OPERATOR_ALERTS: &[&str] = &[
@@ -409,6 +410,7 @@ fn every_dashboard_expression_parses_and_the_promised_panels_exist() {
         "JWKS requests",
         "304 share of JWK Set requests",
         "Leader",
+        "Age of the last publication confirmation",
     ] {
         assert!(
             titles.contains(promised),
@@ -526,6 +528,15 @@ fn every_metric_the_rules_and_the_dashboard_use_is_exported_by_a_running_operato
                 "  algorithm: EdDSA\n  rotationInterval: 4s\n  publishAhead: 2s\n  maxTokenTTL: 60s\n",
             ),
             manifest("broken", "", "  algorithm: ES256\n"),
+            // A copy in a directory (spec.publish): confirmation series.
+            manifest(
+                "published",
+                "",
+                &format!(
+                    "  algorithm: ES256\n  publish:\n  - url: file://{}\n",
+                    ws.dir.path().join("copy").display()
+                ),
+            ),
         ]
         .join("---\n"),
     );
@@ -554,6 +565,7 @@ fn every_metric_the_rules_and_the_dashboard_use_is_exported_by_a_running_operato
                 "jwks_operator_policy_not_ready_total{namespace=\"default\",name=\"broken\"} 1",
                 "jwks_operator_policy_degraded{namespace=\"default\",name=\"broken\"} 1",
                 "\njwks_operator_leader 1\n",
+                "jwks_operator_publication_confirmed_timestamp_seconds{",
             ];
             wanted.iter().all(|w| text.contains(w)).then_some(text)
         },
@@ -641,7 +653,13 @@ async fn the_kubernetes_operator_exports_the_same_series() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let samples = exposition(&scraped);
-    let problems = rules_and_dashboard_against_scrape(&samples);
+    // The controller does not publish to object storage yet
+    // (docs/publication.md, "Not done yet"): its publication series exist
+    // only in standalone mode, which the test above scrapes.
+    let problems: Vec<String> = rules_and_dashboard_against_scrape(&samples)
+        .into_iter()
+        .filter(|p| !p.contains("jwks_operator_publication_"))
+        .collect();
     assert!(
         problems.is_empty(),
         "{}\n\nscrape:\n{scraped}",

@@ -49,11 +49,13 @@ use crate::keys::material::RngKeySource;
 use crate::metrics::{LostKeySet, Metrics, TimedKeySource, next_prune_time};
 use crate::policy::PolicyRef;
 pub use crate::problem::{Failure, Problem};
+use crate::publish::Tracker;
 use crate::reasons;
 use crate::store::{KeyStore, Loaded, StoredKeySet};
 
 pub mod backoff;
 pub mod log;
+pub mod publish;
 pub mod staleness;
 
 #[cfg(test)]
@@ -148,6 +150,8 @@ pub struct Tracked<V> {
     pub unsaved: bool,
     /// Consecutive failed passes, for [`backoff`].
     pub failures: u32,
+    /// What each `spec.publish` copy was last confirmed to hold.
+    pub publication: Tracker,
 }
 
 impl<V> Default for Tracked<V> {
@@ -157,6 +161,7 @@ impl<V> Default for Tracked<V> {
             in_sync: false,
             unsaved: false,
             failures: 0,
+            publication: Tracker::default(),
         }
     }
 }
@@ -189,6 +194,9 @@ pub struct Pass<'a> {
     /// although the policy had keys, this set is written back rather than a
     /// fresh one: tokens signed by its keys keep verifying.
     pub remembered: Option<&'a StoredKeySet>,
+    /// The policy's `spec.publish` copies, when it has any and this process
+    /// writes (the publish step, and the planner's publication gate).
+    pub publication: Option<&'a publish::Publication>,
 }
 
 /// A failure inside a pass, already described for the engine.
@@ -294,7 +302,10 @@ where
     let (planned, gathered) = loop {
         let gathered = gather(pass, tracked, store, reporter, now).await?;
         let (current, version) = tracked.keys.clone().expect("gathered");
-        let planned = plan_blocking(pass, current.clone(), clock.clone()).await?;
+        let gate = pass
+            .publication
+            .map(|p| p.gate(&tracked.publication, &current));
+        let planned = plan_blocking(pass, current.clone(), clock.clone(), gate).await?;
         if planned.keys == current && !tracked.unsaved {
             break (planned, Gathered::Stored);
         }
@@ -333,6 +344,25 @@ where
         .publish(&planned.keys)
         .await
         .map_err(|e| Failed::of(&e))?;
+    // The copies in object storage, and whether what they now hold changes
+    // the plan (a key confirmed everywhere, a pruned key gone from every
+    // copy): then the policy runs again at once.
+    let mut published = publish::Published::default();
+    let mut replan = false;
+    if let Some(p) = pass.publication {
+        let before = p.gate(&tracked.publication, &planned.keys);
+        published = p
+            .run(
+                pass.policy,
+                &mut tracked.publication,
+                &planned.keys,
+                &pass.resolved.revoked,
+                now,
+                pass.metrics,
+            )
+            .await;
+        replan = p.gate(&tracked.publication, &planned.keys) != before;
+    }
     match gathered {
         Gathered::Stored => {}
         Gathered::Recreated => {
@@ -370,12 +400,31 @@ where
     );
     tracked.keys = Some((planned.keys, tracked.keys.take().and_then(|(_, v)| v)));
     let (keys, _) = tracked.keys.as_ref().expect("just set");
-    let problem = planned.deferred.map(|d| Problem::new(d.reason, d.message));
+    // A copy that is not confirmed is the more urgent news: the rotation
+    // it holds back is the reason a deferral would show.
+    let problem = published
+        .problem
+        .or(planned.deferred.map(|d| Problem::new(d.reason, d.message)));
+    let failing = problem
+        .as_ref()
+        .is_some_and(|p| p.reason == reasons::PUBLICATION_PENDING);
     reporter
         .healthy(keys, problem)
         .await
         .map_err(|e| Failed::of(&e))?;
-    Ok(Next::At(planned.next_due))
+    let next = match pass.publication {
+        None => planned.next_due,
+        Some(_) if replan => now,
+        Some(p) => {
+            let check = if failing {
+                publish::RETRY
+            } else {
+                p.verify_interval
+            };
+            planned.next_due.min(keys::lifecycle::after(now, check))
+        }
+    };
+    Ok(Next::At(next))
 }
 
 /// What [`gather`] found in the store.
@@ -475,13 +524,14 @@ async fn plan_blocking(
     pass: &Pass<'_>,
     current: StoredKeySet,
     now: lifecycle::Now,
+    gate: Option<lifecycle::PublicationGate>,
 ) -> Result<lifecycle::Plan<Arc<keys::SigningKey>>, Failed> {
     let resolved = pass.resolved.clone();
     let metrics = pass.metrics.clone();
     let planned = tokio::task::spawn_blocking(move || {
         let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
         let mut source = TimedKeySource::new(rng, &metrics.engine);
-        lifecycle::plan(&resolved, &current, now, &mut source)
+        lifecycle::plan_with(&resolved, &current, now, &mut source, gate.as_ref())
     })
     .await;
     match planned {

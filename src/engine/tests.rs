@@ -276,6 +276,7 @@ impl Fixture {
             metrics: &self.metrics,
             had_keys,
             remembered: None,
+            publication: None,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::keys::Algorithm;
 use crate::keys::lifecycle::KeySet;
 use crate::keys::material::{SigningKey, VerifyingKey, public_jwks_json};
 use crate::keys::token::{Expectations, MintSettings, Verifier, mint_ttl_cap};
+use crate::policy;
 use crate::policy::{PolicyInfo, PolicyRef, PolicySummary, Problem};
 use crate::reasons;
 
@@ -177,6 +178,7 @@ impl PolicyView {
             jwks_path: r.jwks_path(),
             token_endpoint: policy.token_endpoint,
             warnings: policy.warnings(),
+            publication: Vec::new(),
         };
 
         let token = policy.token_endpoint.then(|| {
@@ -301,6 +303,12 @@ impl PolicyView {
     /// The same view with `warning` as the summary's warning.
     pub fn with_warning(mut self, warning: Option<Problem>) -> PolicyView {
         self.summary.warning = warning;
+        self
+    }
+
+    /// The same view showing what each `spec.publish` copy holds.
+    pub fn with_publication(mut self, publication: Vec<policy::PublicationSummary>) -> PolicyView {
+        self.summary.publication = publication;
         self
     }
 

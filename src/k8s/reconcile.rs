@@ -392,6 +392,14 @@ async fn reconcile_inner(
 
     let policy_ref = policy.policy_ref();
     let remembered = policy.uid().and_then(|uid| ctx.last_good.get(&uid));
+    // The controller does not write spec.publish copies yet
+    // (docs/publication.md): rather than rotate to a key those copies'
+    // verifiers have never seen, it holds activation back and says so.
+    let publication = (!policy.spec.publish.is_empty()).then(|| {
+        engine::publish::Publication::unavailable(
+            "spec.publish: the Kubernetes controller does not publish to object storage yet (standalone and the signer do); no new key activates until the copies can hold it, so remove spec.publish or run the policy in standalone mode".into(),
+        )
+    });
     let pass = Pass {
         policy: &policy_ref,
         resolved: &resolved,
@@ -401,6 +409,7 @@ async fn reconcile_inner(
             .as_ref()
             .is_some_and(|s| s.active_key_id.is_some()),
         remembered: remembered.as_ref(),
+        publication: publication.as_ref(),
     };
     let store = SecretStore::new(
         ctx.client.clone(),

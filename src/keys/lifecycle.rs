@@ -63,11 +63,13 @@
 mod clock;
 mod model;
 mod plan;
+mod publication;
 mod servable;
 
 pub use clock::{ClockJump, ClockWatch, MAX_CLOCK_JUMPS, Now};
 pub use model::*;
-pub use plan::{Step, Working, plan, steps};
+pub use plan::{Step, Working, plan, plan_with, steps};
+pub use publication::{DEFAULT_REMOVAL_DEADLINE, PublicationGate};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -25,6 +25,9 @@
 //! | `reconcile_duration_seconds` | histogram | | time to reconcile one policy |
 //! | `leader` | gauge | | 1 while this replica holds the Lease and writes (always 1 without leader election and in standalone), else 0 |
 //! | `build_info` | info | `version` | always 1; the operator's version (and a series that exists as long as the process is scraped) |
+//! | `publication_results_total` | counter | `namespace`, `name`, `target`, `op`, `result` | publication rounds per `spec.publish` target: `op` `publish` (a write was needed) or `verify` (read back, found as intended), `result` `ok` or `error` |
+//! | `publication_repairs_total` | counter | `namespace`, `name`, `target` | copies rewritten because someone else changed or deleted them after they were confirmed |
+//! | `publication_confirmed_timestamp_seconds` | gauge | `namespace`, `name`, `target` | unix time the copy was last read back holding the intended documents |
 //!
 //! The families are split by owner: `engine` (per-policy key sets,
 //! rotations, problems, errors, leadership) and `http` (the listeners), each
@@ -49,11 +52,13 @@ use prometheus_client::registry::Registry;
 
 mod engine;
 mod http;
+mod publish;
 #[cfg(test)]
 mod tests;
 
 pub use engine::{EngineMetrics, LostKeySet, TimedKeySource, next_prune_time};
 pub use http::{HttpMetrics, Listener, RouteClass};
+pub use publish::{PublicationOp, PublishMetrics};
 
 /// Prefix of every metric name (`jwks_operator_...`).
 pub const PREFIX: &str = "jwks_operator";
@@ -75,6 +80,8 @@ pub struct Metrics {
     pub engine: EngineMetrics,
     /// The listeners' families.
     pub http: HttpMetrics,
+    /// The families of `spec.publish` copies.
+    pub publish: PublishMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,10 +109,12 @@ impl Metrics {
             }),
         );
         let http = HttpMetrics::register(&mut registry);
+        let publish = PublishMetrics::register(&mut registry);
         Metrics {
             registry,
             engine,
             http,
+            publish,
         }
     }
 

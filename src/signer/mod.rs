@@ -75,6 +75,7 @@ use crate::keys::lifecycle::{Policy, after};
 use crate::logging;
 use crate::metrics;
 use crate::metrics::Metrics;
+use crate::publish;
 use crate::reasons;
 use crate::standalone::policies::{self, PolicyDoc};
 use crate::store::files::{FileStore, FileVersion, PolicyDir, StateLock};
@@ -106,6 +107,12 @@ pub struct Config {
     /// How often the stored set is checked for changes and a follower
     /// tries to become the leader.
     pub poll_interval: Duration,
+    /// `--publish`: copies of the issuer's discovery document and JWK Set in
+    /// object storage (kube's layout: `openid/v1/jwks`), beside the policy's
+    /// own `spec.publish`.
+    pub publish: Vec<api::PublishTarget>,
+    /// `--publish-verify-interval`.
+    pub publish_verify_interval: Duration,
 }
 
 /// Reads `--policies` and returns the named policy, checked for what
@@ -452,6 +459,14 @@ impl Signer {
         }
         let metrics = self.http.metrics_arc();
         let resolved = resolved_for(&self.doc, self.state.lifetimes().sign_cap);
+        // Only the leader writes the copies, like the state directory.
+        let publication = engine::publish::Publication::local(
+            &self.doc.policy.spec,
+            &self.config.publish,
+            publish::target::KUBE_JWKS_PATH,
+            self.config.publish_verify_interval,
+        )
+        .await;
         let pass = Pass {
             policy: &self.config.policy,
             resolved: &resolved,
@@ -463,6 +478,7 @@ impl Signer {
             // The engine writes back what it holds in `tracked` (this
             // signer's own, or what it served as a follower).
             remembered: None,
+            publication: publication.as_ref(),
         };
         let mut report = Report {
             policy: &self.config.policy,
@@ -827,6 +843,20 @@ pub struct SignerArgs {
     /// tries to take over rotation.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_poll)]
     pub poll_interval: Duration,
+    /// Also publish the issuer's discovery document and JWK Set to this
+    /// object-storage URL (s3://, az://, gs://, file://) in the layout cloud
+    /// IAM expects of a self-hosted cluster (`.well-known/openid-configuration`,
+    /// `openid/v1/jwks`); a key signs only once the copy holds it
+    /// (docs/publication.md). Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub publish: Vec<String>,
+    /// KEY=VALUE credentials for every --publish target (AWS_*, AZURE_*,
+    /// GOOGLE_SERVICE_ACCOUNT_KEY); without it the process's own.
+    #[arg(long, value_name = "FILE")]
+    pub publish_credentials_file: Option<PathBuf>,
+    /// How often each copy is read back and compared by digest.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::cli::parse_positive_duration)]
+    pub publish_verify_interval: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = logging::LogFormat::Text, env = "JWKS_LOG_FORMAT")]
     pub log_format: logging::LogFormat,
@@ -858,6 +888,19 @@ pub fn main(args: SignerArgs) -> std::process::ExitCode {
         public_base_url: args.public_base_url,
         adopt_key: args.adopt_key,
         poll_interval: args.poll_interval,
+        publish: args
+            .publish
+            .iter()
+            .map(|url| api::PublishTarget {
+                url: url.clone(),
+                credentials_file: args
+                    .publish_credentials_file
+                    .as_ref()
+                    .map(|f| f.display().to_string()),
+                ..Default::default()
+            })
+            .collect(),
+        publish_verify_interval: args.publish_verify_interval,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -744,6 +744,8 @@ async fn a_follower_that_cannot_read_the_stored_set_past_its_bound_stops_signing
             public_base_url: None,
             adopt_key: None,
             poll_interval: Duration::from_secs(1),
+            publish: Vec::new(),
+            publish_verify_interval: Duration::from_secs(300),
         },
         announced: super::announced::Announced::new(&state_dir, &policy),
         doc,

@@ -35,6 +35,7 @@ use crate::store::StoredKeySet;
 use crate::store::files::{FileStore, FileVersion, PolicyDir};
 
 use crate::keys;
+use crate::publish;
 pub use crate::store::CORRUPT_RECHECK;
 /// Policies planned and saved at the same time in one pass.
 pub const CONCURRENCY: usize = 8;
@@ -68,6 +69,8 @@ pub struct Engine {
     invalid: BTreeSet<PolicyRef>,
     /// `--propagation-grace`, set into every policy taken in.
     propagation_grace: std::time::Duration,
+    /// `--publish-verify-interval`.
+    publish_verify_interval: std::time::Duration,
 }
 
 /// The outcome of one pass over a policy, to publish.
@@ -88,7 +91,15 @@ impl Engine {
             policies: BTreeMap::new(),
             invalid: BTreeSet::new(),
             propagation_grace: keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
+            publish_verify_interval: engine::publish::DEFAULT_VERIFY_INTERVAL,
         }
+    }
+
+    /// Sets `--publish-verify-interval` (default
+    /// [`DEFAULT_VERIFY_INTERVAL`](crate::engine::publish::DEFAULT_VERIFY_INTERVAL)).
+    pub fn with_publish_verify_interval(mut self, every: std::time::Duration) -> Self {
+        self.publish_verify_interval = every;
+        self
     }
 
     /// Sets `--propagation-grace` (default
@@ -281,12 +292,13 @@ impl Engine {
             .collect();
         let state = &self.state;
         let base_url = self.public_base_url.as_deref();
+        let verify = self.publish_verify_interval;
         let mut passes = futures::stream::iter(work)
             .map(|(r, mut m)| async move {
                 let publish = if shutdown.is_triggered() {
                     Publish::Nothing
                 } else {
-                    reconcile(&mut m, state, base_url).await
+                    reconcile(&mut m, state, base_url, verify).await
                 };
                 (r, m, publish)
             })
@@ -331,14 +343,27 @@ fn log_bad_document(bad: &BadDocument) {
 
 /// One pass over one policy through the [`engine`](crate::engine), with the
 /// state directory as its store and `/policies` plus the log as its reporter.
-async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>) -> Publish {
+async fn reconcile(
+    m: &mut Managed,
+    state: &SharedState,
+    base_url: Option<&str>,
+    verify_interval: std::time::Duration,
+) -> Publish {
     let metrics = state.metrics_arc();
+    let publication = engine::publish::Publication::local(
+        &m.doc.policy.spec,
+        &[],
+        publish::target::DEFAULT_JWKS_PATH,
+        verify_interval,
+    )
+    .await;
     let pass = Pass {
         policy: &m.policy_ref,
         resolved: &m.doc.resolved,
         metrics: &metrics,
         had_keys: false,
         remembered: None,
+        publication: publication.as_ref(),
     };
     let mut reporter = Report {
         policy: &m.policy_ref,
@@ -354,6 +379,15 @@ async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>)
         publish: Publish::Nothing,
     };
     let next = run_pass(&pass, &mut m.tracked, &m.dir, &mut reporter).await;
+    if let Some(p) = &publication {
+        let shown = m.tracked.publication.summary(&p.urls());
+        if let Publish::Shown(shown_now) = reporter.publish {
+            reporter.publish = Publish::Shown(Box::new(match *shown_now {
+                Shown::View(view) => Shown::View(view.with_publication(shown)),
+                other => other,
+            }));
+        }
+    }
     m.next_due = match next {
         Next::At(due) => due,
         Next::After(wait) => after(Timestamp::now(), wait),

@@ -55,6 +55,9 @@ pub struct Config {
     pub default_policy: Option<PolicyRef>,
     /// `--propagation-grace`: added to every retired key's retention.
     pub propagation_grace: Duration,
+    /// `--publish-verify-interval`: how often each `spec.publish` copy is
+    /// read back.
+    pub publish_verify_interval: Duration,
 }
 
 /// Runs standalone mode until `shutdown` is triggered. Fails only at startup:
@@ -78,7 +81,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let state = SharedState::new(config.default_policy.clone(), metrics);
     let servers = http::start_listeners(&config.listeners, &state, &shutdown).await?;
     let mut engine = Engine::new(store, state.clone(), config.public_base_url.clone())
-        .with_propagation_grace(config.propagation_grace);
+        .with_propagation_grace(config.propagation_grace)
+        .with_publish_verify_interval(config.publish_verify_interval);
     engine.apply_files(files, Timestamp::now());
     engine.reconcile_due(&shutdown).await;
     state.set_ready(true);

@@ -15,9 +15,11 @@ use serde_json::Value;
 
 // One source for the JWK Set reader and the test certificates: a test that
 // includes both `common` and `support` compiles these files twice.
+pub mod azurite;
 #[allow(clippy::duplicate_mod)]
 #[path = "../support/jwks.rs"]
 mod jwks;
+pub mod moto;
 #[allow(clippy::duplicate_mod)]
 #[path = "../support/pki.rs"]
 pub mod pki;

@@ -24,6 +24,7 @@ use super::model::{
     Deferral, KeySet, KeySource, KeyState, LifecycleEvent, LifecycleKey, ManagedKey, Plan,
     PlanError, Policy, RotationReason, after, before, retention,
 };
+use super::publication::PublicationGate;
 use crate::keys::alg::KeyParams;
 use crate::reasons;
 
@@ -43,8 +44,26 @@ where
     K: LifecycleKey,
     S: KeySource<K>,
 {
+    plan_with(policy, current, now, source, None)
+}
+
+/// [`plan`] under a publication gate (`spec.publish`): activation waits for
+/// every copy to be confirmed holding the key, and pruning for every copy
+/// to drop it (see [`PublicationGate`]). `None` plans exactly as [`plan`].
+pub fn plan_with<K, S>(
+    policy: &Policy,
+    current: &KeySet<K>,
+    now: impl Into<Now>,
+    source: &mut S,
+    publication: Option<&PublicationGate>,
+) -> Result<Plan<K>, PlanError>
+where
+    K: LifecycleKey,
+    S: KeySource<K>,
+{
     current.check()?;
     let mut w = Working::new(policy, current.clone(), now.into(), source);
+    w.publication = publication;
     for (_name, step) in steps::<K, S>() {
         step(&mut w)?;
     }
@@ -84,6 +103,9 @@ pub struct Working<'a, K, S> {
     pub deferred: Option<Deferral>,
     /// A revocation in this pass calls for a fresh signer at once.
     pub fresh_signer: bool,
+    /// What the published copies hold (`spec.publish`); `None` without
+    /// targets.
+    pub publication: Option<&'a PublicationGate>,
     source: &'a mut S,
 }
 
@@ -98,6 +120,7 @@ impl<'a, K: LifecycleKey, S> Working<'a, K, S> {
             events: Vec::new(),
             deferred: None,
             fresh_signer: false,
+            publication: None,
             source,
         }
     }
@@ -159,7 +182,13 @@ impl<'a, K: LifecycleKey, S> Working<'a, K, S> {
 
     /// The plan this working set has come to.
     pub fn finish(self) -> Plan<K> {
-        let next_due = next_due(self.policy, &self.set, &self.clock, self.deferred.is_some());
+        let next_due = next_due(
+            self.policy,
+            &self.set,
+            &self.clock,
+            self.deferred.is_some(),
+            self.publication,
+        );
         Plan {
             keys: self.set,
             events: self.events,
@@ -240,12 +269,17 @@ pub fn prune<K: LifecycleKey, S>(w: &mut Working<'_, K, S>) -> Result<(), PlanEr
             k.prune_after = Some(due);
         }
     }
-    let (clock, now, events) = (&w.clock, w.now, &mut w.events);
+    let (clock, now, events, gate) = (&w.clock, w.now, &mut w.events, w.publication);
     w.set.keys.retain(|k| {
+        let due = k
+            .prune_after
+            .zip(k.retired_at)
+            .map(|(p, r)| clock.on_current_clock(p, r))
+            .filter(|due| *due <= now);
+        // A published copy that still lists the key keeps it in the stored
+        // set (it leaves every copy first), up to the gate's deadline.
         let prune = k.state == KeyState::Retired
-            && k.prune_after
-                .zip(k.retired_at)
-                .is_some_and(|(p, r)| clock.on_current_clock(p, r) <= now);
+            && due.is_some_and(|due| !gate.is_some_and(|g| g.holds_back(k.kid(), due, now)));
         if prune {
             events.push(LifecycleEvent::Pruned {
                 kid: k.kid().to_owned(),
@@ -397,6 +431,15 @@ pub fn activate<K: LifecycleKey, S>(w: &mut Working<'_, K, S>) -> Result<(), Pla
     {
         return Ok(());
     }
+    // With published copies: every copy confirmed holding it, and
+    // `publishAhead` since. Until then the active key keeps signing.
+    if let Some(gate) = w.publication
+        && gate
+            .may_activate_at(pending.kid(), policy.publish_ahead)
+            .is_none_or(|at| now < at)
+    {
+        return Ok(());
+    }
     // Keep the schedule's rhythm when woken a little late; after a longer
     // outage restart it from now (catch up once), so the next
     // pre-publication is not already overdue.
@@ -442,11 +485,17 @@ fn retire<K: LifecycleKey>(
 
 /// The latest time the planner must run again: the next prune, the pending
 /// key's activation, or the next pre-publication (unless deferred).
+///
+/// Under a publication gate, a key held back by a copy is due again at the
+/// gate's deadline, and a pending key waiting for confirmation is not due
+/// before it is confirmed (the engine runs the policy again when a copy
+/// changes).
 fn next_due<K: LifecycleKey>(
     policy: &Policy,
     set: &KeySet<K>,
     clock: &Now,
     deferred: bool,
+    gate: Option<&PublicationGate>,
 ) -> Timestamp {
     let now = clock.wall;
     let prunes = set
@@ -455,10 +504,22 @@ fn next_due<K: LifecycleKey>(
         .filter(|k| k.state == KeyState::Retired)
         .filter_map(|k| {
             let (p, r) = k.prune_after.zip(k.retired_at)?;
-            Some(clock.on_current_clock(p, r))
+            let due = clock.on_current_clock(p, r);
+            match gate {
+                Some(g) if g.holds_back(k.kid(), due, now) => Some(after(due, g.removal_deadline)),
+                _ => Some(due),
+            }
         });
     let rotation = match (set.pending(), set.active()) {
-        (Some(p), _) => Some(clock.on_current_clock(p.activates_at, p.created_at)),
+        (Some(p), _) => {
+            let due = clock.on_current_clock(p.activates_at, p.created_at);
+            match gate {
+                None => Some(due),
+                Some(g) => g
+                    .may_activate_at(p.kid(), policy.publish_ahead)
+                    .map(|at| at.max(due)),
+            }
+        }
         (None, Some(a)) if !deferred => Some(before(
             after(a.activates_at, policy.rotation_interval),
             policy.publish_ahead,

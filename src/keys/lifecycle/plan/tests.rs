@@ -270,3 +270,74 @@ fn activate_waits_for_publish_ahead_then_retires_the_old_signer() {
     assert!(matches!(&events[0], LifecycleEvent::Retired { kid, .. } if kid == "a"));
     assert!(matches!(&events[1], LifecycleEvent::Activated { kid, .. } if kid == "n"));
 }
+
+// === publication gate (spec.publish) ===
+
+/// Runs `step` alone under the publication gate `gate`.
+fn run_gated(
+    keys: Vec<ManagedKey<TestKey>>,
+    now: i64,
+    gate: &PublicationGate,
+    step: Step<TestKey, Counter>,
+) -> (Vec<(String, KeyState)>, Vec<LifecycleEvent>, Timestamp) {
+    let p = policy();
+    let mut source = Counter::default();
+    let mut w = Working::new(&p, set(keys), t(now).into(), &mut source);
+    w.publication = Some(gate);
+    step(&mut w).unwrap();
+    let k = kids(&w);
+    let events = w.events.clone();
+    (k, events, w.finish().next_due)
+}
+
+fn gate(confirmed: &[(&str, i64)], listed: &[&str]) -> PublicationGate {
+    PublicationGate {
+        confirmed: confirmed
+            .iter()
+            .map(|(k, at)| ((*k).to_owned(), t(*at)))
+            .collect(),
+        listed: listed.iter().map(|k| (*k).to_owned()).collect(),
+        removal_deadline: secs(1000),
+    }
+}
+
+#[test]
+fn activate_under_publication_waits_for_every_copy_then_publish_ahead() {
+    let keys = || vec![key("n", Pending, 90, 100), key("a", Active, 0, 0)];
+    // Due at 110 without publication; no copy confirmed: the old key signs on.
+    let (kids, events, next) = run_gated(keys(), 500, &gate(&[], &["a", "n"]), activate);
+    assert_eq!(kids[0], ("n".into(), Pending));
+    assert!(events.is_empty());
+    assert!(next > t(500), "not busy-waiting for a confirmation: {next}");
+    // Every copy confirmed holding it at 495: signs at 495 + publishAhead (20).
+    let confirmed = gate(&[("n", 495), ("a", 0)], &["a", "n"]);
+    let (kids, _, next) = run_gated(keys(), 514, &confirmed, activate);
+    assert_eq!(kids[0], ("n".into(), Pending));
+    assert_eq!(next, t(515));
+    let (kids, events, _) = run_gated(keys(), 515, &confirmed, activate);
+    assert_eq!(kids, vec![("n".into(), Active), ("a".into(), Retired)]);
+    assert!(matches!(&events[1], LifecycleEvent::Activated { kid, .. } if kid == "n"));
+}
+
+#[test]
+fn prune_under_publication_waits_until_no_copy_lists_the_key_or_the_deadline() {
+    // "r" is due for pruning at 135 (see above).
+    let keys = || vec![key("a", Active, 100, 100), key("r", Retired, 0, 0)];
+    let listed = gate(&[], &["a", "r"]);
+    let (kids, events, next) = run_gated(keys(), 200, &listed, prune);
+    assert_eq!(kids.len(), 2, "a copy still lists r");
+    assert!(events.is_empty());
+    assert!(next <= t(1135), "due again at the deadline: {next}");
+    let (kids, events, _) = run_gated(keys(), 200, &gate(&[], &["a"]), prune);
+    assert_eq!(kids, vec![("a".into(), Active)]);
+    assert_eq!(events, vec![LifecycleEvent::Pruned { kid: "r".into() }]);
+    // Past the deadline (pruneAfter 135 + 1000) it goes anyway.
+    let (kids, _, _) = run_gated(keys(), 1135, &listed, prune);
+    assert_eq!(kids, vec![("a".into(), Active)]);
+}
+
+#[test]
+fn the_first_key_signs_at_once_under_publication_too() {
+    let (kids, _, _) = run_gated(vec![], 0, &gate(&[], &[]), ensure_signer);
+    assert_eq!(kids, vec![("k1".into(), Active)]);
+}
