@@ -18,7 +18,7 @@ bash scripts/gates.sh
 
 # Test-only tools, each installed by its own idempotent script.
 for installer in tests/interop/install.sh tests/interop/install-verifiers.sh tests/controlplane/build.sh \
-    tests/controlplane/cert-manager-crds.sh tests/controlplane/build-prometheus.sh scripts/install-node-deps.sh; do
+    tests/controlplane/cert-manager-crds.sh tests/controlplane/build-prometheus.sh scripts/install-node-deps.sh tests/providers/install.sh; do
   if [ -f "$installer" ]; then
     step "bash $installer"
     bash "$installer"

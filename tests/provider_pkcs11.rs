@@ -1,0 +1,229 @@
+//! The PKCS#11 key provider against SoftHSM2 (tests/providers/install.sh):
+//! keys are generated in the token, sign in JOSE format, verify with the
+//! public key the provider read back (and with jsonwebtoken, independently),
+//! and are destroyed; a wrong PIN and a missing token are clear errors
+//! that never carry the PIN.
+
+#[path = "common/softhsm.rs"]
+mod softhsm;
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jwks_operator::keys::alg::{Algorithm, KeyParams};
+use jwks_operator::keys::redacted::RedactedString;
+use jwks_operator::providers::ProviderError;
+use jwks_operator::providers::pkcs11::{Pkcs11Config, Pkcs11Provider, Pkcs11Uri};
+
+const PIN: &str = "1234";
+
+fn config(label: &str, pin: &str) -> Pkcs11Config {
+    Pkcs11Config {
+        module: PathBuf::from(softhsm::MODULE),
+        token_label: label.to_string(),
+        pin: RedactedString::new(pin.to_string()),
+    }
+}
+
+fn jsonwebtoken_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    alg.as_str().parse().unwrap()
+}
+
+/// Every algorithm SoftHSM 2.6 offers mechanisms for (all nine: `pkcs11-tool -M`).
+#[test]
+fn every_algorithm_generates_signs_verifies_and_is_destroyed() {
+    let label = softhsm::token("every-alg", PIN);
+    let provider = Pkcs11Provider::open(&config(&label, PIN)).unwrap();
+    for alg in Algorithm::ALL {
+        assert!(provider.supports(alg).unwrap(), "SoftHSM lacks {alg}");
+        let key = provider.generate(KeyParams::new(alg)).unwrap();
+        let jwk = key.verifying.public_jwk();
+        // The kid is the RFC 7638 thumbprint of the key read back.
+        assert_eq!(key.verifying.kid(), key.verifying.thumbprint(), "{alg}");
+        assert_eq!(key.uri.object.as_deref(), Some(key.verifying.kid()));
+        assert_eq!(key.uri.token, label);
+        for member in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(jwk.get(member).is_none(), "{alg}: public JWK has {member}");
+        }
+
+        // A JWS signed through the token verifies with an independent library.
+        let header = URL_SAFE_NO_PAD.encode(
+            serde_json::json!({"alg": alg.as_str(), "kid": key.verifying.kid(), "typ": "JWT"})
+                .to_string(),
+        );
+        let claims = URL_SAFE_NO_PAD.encode(r#"{"sub":"s","exp":4102444800}"#);
+        let signing_input = format!("{header}.{claims}");
+        let signature = provider.sign(&key, signing_input.as_bytes()).unwrap();
+        let expected_len = match alg {
+            Algorithm::ES256 | Algorithm::EdDSA => Some(64),
+            Algorithm::ES384 => Some(96),
+            _ => Some(256),
+        };
+        assert_eq!(
+            Some(signature.len()),
+            expected_len,
+            "{alg}: JOSE signature width"
+        );
+        let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&signature));
+        let decoding =
+            jsonwebtoken::DecodingKey::from_jwk(&serde_json::from_value(jwk.clone()).unwrap())
+                .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken_alg(alg));
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)
+            .unwrap_or_else(|e| panic!("{alg}: jsonwebtoken refused the token: {e}"));
+
+        // Adoption by reference reads back the same public key and kid.
+        let uri: Pkcs11Uri = key.uri.to_string().parse().unwrap();
+        let adopted = provider.load(&uri, alg).unwrap();
+        assert_eq!(adopted.verifying, key.verifying, "{alg}");
+
+        // Destroyed: both objects go, signing is refused, a second destroy is a no-op.
+        assert!(provider.exists(&key.uri).unwrap());
+        assert_eq!(
+            provider.destroy(&key.uri).unwrap(),
+            2,
+            "{alg}: public + private"
+        );
+        assert!(!provider.exists(&key.uri).unwrap());
+        let err = provider.sign(&key, b"x").unwrap_err();
+        assert!(
+            matches!(err, ProviderError::KeyNotFound { .. }),
+            "{alg}: {err}"
+        );
+        assert_eq!(provider.destroy(&key.uri).unwrap(), 0);
+    }
+}
+
+#[test]
+fn rsa_key_sizes_are_honoured() {
+    let label = softhsm::token("rsa-size", PIN);
+    let provider = Pkcs11Provider::open(&config(&label, PIN)).unwrap();
+    let key = provider
+        .generate(KeyParams::rsa(Algorithm::PS384, 3072))
+        .unwrap();
+    let n = key.verifying.public_jwk()["n"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(URL_SAFE_NO_PAD.decode(n).unwrap().len(), 384);
+    let signature = provider.sign(&key, b"message").unwrap();
+    assert_eq!(signature.len(), 384);
+    key.verifying
+        .verify_signature(b"message", &signature)
+        .unwrap();
+}
+
+#[test]
+fn the_private_key_stays_in_the_token() {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let label = softhsm::token("sensitive", PIN);
+    let provider = Pkcs11Provider::open(&config(&label, PIN)).unwrap();
+    let key = provider.generate(KeyParams::new(Algorithm::ES256)).unwrap();
+    // Look at the object with a session of our own.
+    let ctx = cryptoki::context::Pkcs11::new(softhsm::MODULE).unwrap();
+    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ));
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+        .unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    let private = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(key.uri.id.clone()),
+        ])
+        .unwrap();
+    assert_eq!(private.len(), 1);
+    let attrs = session
+        .get_attributes(
+            private[0],
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Token,
+                AttributeType::Label,
+            ],
+        )
+        .unwrap();
+    assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Token(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Label(key.verifying.kid().as_bytes().to_vec())));
+}
+
+#[test]
+fn a_wrong_pin_is_refused_without_showing_it() {
+    let label = softhsm::token("wrong-pin", PIN);
+    let wrong = "98765432";
+    let err = Pkcs11Provider::open(&config(&label, wrong)).unwrap_err();
+    assert!(matches!(err, ProviderError::PinRefused { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("PinIncorrect"), "{message}");
+    assert!(message.contains(&label), "{message}");
+    assert!(
+        !message.contains(wrong) && !format!("{err:?}").contains(wrong),
+        "{message}"
+    );
+    assert_eq!(err.provider(), "PKCS11");
+
+    // Once the token is logged in with the right PIN, another PIN for the
+    // same token is still refused.
+    Pkcs11Provider::open(&config(&label, PIN)).unwrap();
+    let err = Pkcs11Provider::open(&config(&label, wrong)).unwrap_err();
+    assert!(matches!(err, ProviderError::PinRefused { .. }), "{err:?}");
+    assert!(!err.to_string().contains(wrong));
+}
+
+#[test]
+fn a_missing_token_or_module_is_a_clear_error() {
+    // The process's SoftHSM is set up (and has tokens) before this looks.
+    softhsm::token("present", PIN);
+    let err = Pkcs11Provider::open(&config("no-such-token", PIN)).unwrap_err();
+    assert!(
+        matches!(err, ProviderError::TokenNotFound { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("no token labelled \"no-such-token\""),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(PIN));
+
+    let err = Pkcs11Provider::open(&Pkcs11Config {
+        module: PathBuf::from("/nonexistent/libpkcs11.so"),
+        ..config("x", PIN)
+    })
+    .unwrap_err();
+    assert!(matches!(err, ProviderError::ModuleLoad { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("/nonexistent/libpkcs11.so"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_reference_to_another_token_is_refused() {
+    let label = softhsm::token("other", PIN);
+    let provider = Pkcs11Provider::open(&config(&label, PIN)).unwrap();
+    let uri: Pkcs11Uri = "pkcs11:token=elsewhere;id=%01%02;type=private"
+        .parse()
+        .unwrap();
+    let err = provider.destroy(&uri).unwrap_err();
+    assert!(matches!(err, ProviderError::BadReference(_)), "{err:?}");
+    assert!(
+        provider
+            .load(&"pkcs11:token=x;id=%01".parse().unwrap(), Algorithm::ES256)
+            .is_err()
+    );
+    let missing: Pkcs11Uri = format!("pkcs11:token={label};id=%01%02").parse().unwrap();
+    let err = provider.load(&missing, Algorithm::ES256).unwrap_err();
+    assert!(matches!(err, ProviderError::KeyNotFound { .. }), "{err:?}");
+}
