@@ -753,6 +753,21 @@ impl KeyRotationPolicySpec {
                 format!("{issuer:?} is not an http(s) URL"),
             ));
         }
+        if let Some(provider) = &self.key_provider
+            && provider.kind != KeyProviderType::Secret
+        {
+            // The provider backends exist (src/providers/), but the engine
+            // does not generate, sign or prune through them yet: refusing is
+            // honest, generating keys into the Secret would not be.
+            return Err(SpecError::new(
+                "keyProvider",
+                format!(
+                    "type {} is not supported by this version of the operator yet: it would keep private keys in the Secret, which a {} provider exists to avoid (docs/key-providers.md)",
+                    provider.kind.as_str(),
+                    provider.kind.as_str()
+                ),
+            ));
+        }
         Ok(Policy {
             params,
             rotation_interval,
@@ -1023,6 +1038,14 @@ mod tests {
             ("secretName: Not_Valid", "secretName"),
             ("publicConfigMap: -x", "publicConfigMap"),
             ("maxKeys: 101", "maxKeys"),
+            (
+                "keyProvider: {type: PKCS11, module: /m.so, tokenLabel: t, pinFile: /p}",
+                "keyProvider",
+            ),
+            (
+                "algorithm: ES256\nkeyProvider: {type: AWSKMS, region: r}",
+                "keyProvider",
+            ),
         ];
         for (yaml, field) in cases {
             let err = spec(yaml).resolve(None).unwrap_err();
@@ -1182,6 +1205,7 @@ mod tests {
         }
         // Absent means the Secret provider, today's behaviour.
         assert_eq!(spec("{}").key_provider, None);
+        spec("keyProvider: {type: Secret}").resolve(None).unwrap();
         assert_eq!(KeyProvider::default().kind, KeyProviderType::Secret);
     }
 
