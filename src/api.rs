@@ -253,8 +253,8 @@ pub struct KeyProvider {
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("module must be an absolute path to the PKCS#11 module (.so)"))]
     pub module: Option<String>,
 
-    /// PKCS11: label of the token (`CKA_LABEL` of the token, as
-    /// `pkcs11-tool --list-slots` shows it) the keys are generated in.
+    /// PKCS11: the label of the token the keys are generated in (the
+    /// token's label in its `CK_TOKEN_INFO`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32))]
     pub token_label: Option<String>,
