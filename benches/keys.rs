@@ -300,9 +300,108 @@ fn mint(c: &mut Criterion) {
     g.finish();
 }
 
+/// Planning, the pure lifecycle step every reconcile runs: a key that is only
+/// an identity, so what is measured is the planner and not key generation.
+mod planning {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+    use jwks_operator::keys::lifecycle::{
+        DEFAULT_PROPAGATION_GRACE, KeySet, KeySource, LifecycleEvent, LifecycleKey, Policy, plan,
+    };
+    use jwks_operator::keys::{Algorithm, KeyParams};
+
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Key(String, KeyParams);
+
+    impl LifecycleKey for Key {
+        fn kid(&self) -> &str {
+            &self.0
+        }
+        fn params(&self) -> KeyParams {
+            self.1
+        }
+    }
+
+    #[derive(Default)]
+    pub struct Counter(u64);
+
+    impl KeySource<Key> for Counter {
+        type Error = std::convert::Infallible;
+        fn generate(&mut self, params: KeyParams) -> Result<Key, Self::Error> {
+            self.0 += 1;
+            Ok(Key(format!("k{}", self.0), params))
+        }
+    }
+
+    pub fn policy() -> Policy {
+        Policy {
+            params: KeyParams::new(Algorithm::ES256),
+            rotation_interval: Duration::from_secs(86_400),
+            publish_ahead: Duration::from_secs(3_600),
+            max_token_ttl: Duration::from_secs(3_600),
+            clock_skew: Duration::from_secs(60),
+            max_keys: 10,
+            revoked: BTreeSet::new(),
+            rotation_request: None,
+            propagation_grace: DEFAULT_PROPAGATION_GRACE,
+            rotate_on_revoke: false,
+            verifier_cache: Duration::from_secs(300),
+        }
+    }
+
+    /// Plans a policy from nothing through `rotations` rotations, each call
+    /// at the planner's own `next_due`: every step of the lifecycle runs.
+    pub fn lifecycle(rotations: usize, start: Timestamp) -> KeySet<Key> {
+        let policy = policy();
+        let mut source = Counter::default();
+        let mut set = KeySet::default();
+        let mut now = start;
+        let mut activations = 0;
+        while activations < rotations {
+            let p = plan(&policy, &set, now, &mut source).unwrap();
+            activations += p
+                .events
+                .iter()
+                .filter(|e| matches!(e, LifecycleEvent::Activated { .. }))
+                .count();
+            set = p.keys;
+            now = p.next_due;
+        }
+        set
+    }
+}
+
+fn plan(c: &mut Criterion) {
+    let start = Timestamp::from_second(NOW).unwrap();
+    let policy = planning::policy();
+    let steady = planning::lifecycle(5, start);
+    let quiet = Timestamp::from_second(NOW + 5 * 86_400 + 60).unwrap();
+    let mut g = c.benchmark_group("plan");
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("steady", |b| {
+        b.iter(|| {
+            let p = jwks_operator::keys::lifecycle::plan(
+                &policy,
+                black_box(&steady),
+                quiet,
+                &mut planning::Counter::default(),
+            )
+            .unwrap();
+            black_box(p.next_due)
+        })
+    });
+    g.bench_function("ten_rotations", |b| {
+        b.iter(|| black_box(planning::lifecycle(10, black_box(start))))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = criterion::Criterion::default().with_measurement(cpu_time::ThreadCpuTime);
-    targets = keygen, sign, verify, mint
+    targets = keygen, sign, verify, mint, plan
 }
 criterion_main!(benches);

@@ -17,10 +17,10 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::http::{PolicyInfo, PolicyRef};
 use crate::keys::alg::{Algorithm, DEFAULT_RSA_BITS, KeyParams, RSA_KEY_SIZES};
 use crate::keys::lifecycle::Policy;
 use crate::names::is_dns_subdomain;
+use crate::policy::{PolicyInfo, PolicyRef};
 
 /// API group of the custom resource.
 pub const GROUP: &str = "jwks.dev";
@@ -815,14 +815,14 @@ impl KeyRotationPolicySpec {
 
 impl KeyRotationPolicy {
     /// This policy's `namespace/name`; a missing namespace is
-    /// [`DEFAULT_NAMESPACE`](crate::http::DEFAULT_NAMESPACE).
+    /// [`DEFAULT_NAMESPACE`](crate::policy::DEFAULT_NAMESPACE).
     pub fn policy_ref(&self) -> PolicyRef {
         PolicyRef {
             namespace: self
                 .metadata
                 .namespace
                 .clone()
-                .unwrap_or_else(|| crate::http::DEFAULT_NAMESPACE.to_string()),
+                .unwrap_or_else(|| crate::policy::DEFAULT_NAMESPACE.to_string()),
             name: self.metadata.name.clone().unwrap_or_default(),
         }
     }

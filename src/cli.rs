@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::PolicyRef;
 use crate::keys::token::Expectations;
+pub use crate::logging::{LogFormat, init_logging};
 use crate::verify::JwksSource;
 
 /// Owns the whole life of JWT signing keys: generates them, publishes the
@@ -107,16 +108,6 @@ pub enum Command {
     Crd,
     /// Print the version.
     Version,
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Listener and publication flags shared by `run` and `standalone`.
@@ -459,19 +450,6 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<String> {
             args.kid, args.name
         ),
     })
-}
-
-/// Sets up logging: `RUST_LOG` filters (default `info`), `format` shapes.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -54,11 +54,11 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::http::PolicyRef;
 use crate::keys::lifecycle::{
     KeySet, KeySource, KeyState, LifecycleEvent, LifecycleKey, RotationReason,
 };
 use crate::keys::{Algorithm, KeyParams};
+use crate::policy::PolicyRef;
 
 /// Prefix of every metric name (`jwks_operator_...`).
 pub const PREFIX: &str = "jwks_operator";

@@ -40,13 +40,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::http::PolicyRef;
 use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, PlanError};
 use crate::keys::material::RngKeySource;
 use crate::metrics::{LostKeySet, Metrics, TimedKeySource, next_prune_time};
+use crate::policy::PolicyRef;
+pub use crate::problem::{Failure, Problem};
 use crate::reasons;
 use crate::store::{KeyStore, Loaded, StoredKeySet};
 
@@ -60,46 +60,6 @@ mod tests;
 /// How soon a write that lost a race is tried again (after one immediate
 /// re-read and retry within the pass failed too).
 pub const CONFLICT_RETRY: Duration = Duration::from_millis(100);
-
-/// Why a policy needs attention (its `Degraded` condition, its entry in
-/// `/policies`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Machine-readable reason (a condition reason, `CamelCase`).
-    pub reason: String,
-    /// What is wrong, for a person. Never holds key material.
-    pub message: String,
-}
-
-// === impl Problem ===
-
-impl Problem {
-    /// A problem from its parts.
-    pub fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// What the engine needs to know about a failed store or reporter operation.
-pub trait Failure: fmt::Display {
-    /// A short label for the `reconcile_errors_total` metric.
-    fn kind(&self) -> &'static str;
-    /// Whether someone else wrote first (re-read, plan again, retry).
-    fn is_conflict(&self) -> bool {
-        false
-    }
-    /// The problem to show as `Degraded`, or `None` when the failure is only
-    /// logged and retried.
-    fn problem(&self) -> Option<Problem>;
-    /// A fixed re-check interval instead of backoff, for stored state that
-    /// waits for a person (unreadable, not ours).
-    fn recheck(&self) -> Option<Duration> {
-        None
-    }
-}
 
 /// Something worth telling, in the order it happened.
 #[derive(Debug)]
@@ -289,17 +249,6 @@ pub fn event_kid(e: &LifecycleEvent) -> &str {
         | LifecycleEvent::Pruned { kid }
         | LifecycleEvent::Revoked { kid, .. }
         | LifecycleEvent::Discarded { kid, .. } => kid,
-    }
-}
-
-/// Reporting cannot fail (standalone publishes into memory).
-impl Failure for std::convert::Infallible {
-    fn kind(&self) -> &'static str {
-        match *self {}
-    }
-
-    fn problem(&self) -> Option<Problem> {
-        match *self {}
     }
 }
 

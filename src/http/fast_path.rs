@@ -27,10 +27,10 @@ use warp::reply::Response;
 
 use super::filters::record_answer;
 use super::handlers;
-use super::policy::PolicyRef;
 use super::snapshot::SharedState;
 use crate::metrics::Listener;
 use crate::names::{is_dns_label, is_dns_subdomain};
+use crate::policy::PolicyRef;
 
 const JWKS_SUFFIX: &str = "/.well-known/jwks.json";
 

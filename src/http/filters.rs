@@ -27,10 +27,10 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::BearerToken;
 use super::errors::{ApiError, handle_rejection};
 use super::handlers;
-use super::policy::PolicyRef;
 use super::snapshot::SharedState;
 use crate::metrics::{Listener, RouteClass};
 use crate::names::{is_dns_label, is_dns_subdomain};
+use crate::policy::PolicyRef;
 
 /// Largest request body accepted (64 KiB); larger is 413.
 pub const BODY_LIMIT: u64 = 64 * 1024;

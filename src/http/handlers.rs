@@ -13,10 +13,10 @@ use super::errors::{ApiError, JSON, NO_STORE, json_bytes, json_response};
 use super::models::{
     InvalidResponse, TokenResponse, VerifiedResponse, parse_token_request, parse_verify_request,
 };
-use super::policy::{PolicyRef, PublicPolicySummary};
 use super::snapshot::{Entry, PolicyView, SharedState};
 use crate::keys::token::mint_token;
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::policy::{PolicyRef, PublicPolicySummary};
 
 const JWK_SET: HeaderValue = HeaderValue::from_static("application/jwk-set+json");
 const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");

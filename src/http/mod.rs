@@ -56,7 +56,6 @@ pub mod fast_path;
 pub mod filters;
 pub mod handlers;
 pub mod models;
-pub mod policy;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
@@ -76,15 +75,15 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+pub use crate::policy::{
+    DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyInfo, PolicyRef, PolicySummary, Problem,
+    PublicPolicySummary, TOKEN_ENDPOINT_ON_ISSUER,
+};
 pub use auth::{BearerToken, TokenAuth, TokenAuthError, check_token_listener};
 pub use errors::ApiError;
 pub use filters::{
     BODY_LIMIT, JwksOptions, jwks_routes, jwks_routes_with, metrics_routes, token_routes,
     token_routes_with,
-};
-pub use policy::{
-    DEFAULT_NAMESPACE, InvalidPolicyRef, PolicyInfo, PolicyRef, PolicySummary, Problem,
-    PublicPolicySummary, TOKEN_ENDPOINT_ON_ISSUER,
 };
 pub use server::{Limits, ServeConfig, serve, serve_service};
 pub use snapshot::{PolicyView, SharedState, Snapshot, Update, random_jti, strong_etag};

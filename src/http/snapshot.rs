@@ -21,12 +21,12 @@ use jiff::Timestamp;
 use serde::Serialize;
 use warp::http::HeaderValue;
 
-use super::policy::{PolicyInfo, PolicyRef, PolicySummary, Problem};
 use crate::keys::Algorithm;
 use crate::keys::lifecycle::KeySet;
 use crate::keys::material::{SigningKey, VerifyingKey, public_jwks_json};
 use crate::keys::token::{Expectations, MintSettings, Verifier, mint_ttl_cap};
 use crate::metrics::Metrics;
+use crate::policy::{PolicyInfo, PolicyRef, PolicySummary, Problem};
 
 // === PolicyView ===
 

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::k8s::secret::secret_object;
+use crate::problem::Failure;
 use crate::store::testing::one_key_set;
 
 const SECRETS: &str = "/api/v1/namespaces/ns/secrets";

@@ -170,7 +170,7 @@ async fn control(
             let watched = reflector(
                 writer,
                 watcher::watcher(policies, watcher::Config::default())
-                    .modify(serving::forget_managed_fields),
+                    .modify(super::request::forget_managed_fields),
             )
             .applied_objects();
             Controller::for_stream(watched, reader)

@@ -16,6 +16,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::request::forget_managed_fields;
 use super::secret::{Decoder, Found};
 use super::store::SecretCache;
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
@@ -303,14 +304,6 @@ fn merged(
         );
     }
     stream::select_all(streams)
-}
-
-/// Drops `metadata.managedFields` of a watched object: nothing here reads
-/// them, and kept for every policy and Secret they were a large part of
-/// the index's memory (a Secret write never sends them back, see
-/// [`secret_object`](super::secret::secret_object)).
-pub fn forget_managed_fields<K: kube::Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
 }
 
 /// Objects of a re-list in progress, by scope.

@@ -15,9 +15,8 @@ use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
 use super::leader::WriteGate;
-use super::reconcile::{Error, MANAGER, is_conflict};
+use super::request::{Error, MANAGER, forget_managed_fields, is_conflict};
 use super::secret::{Decoder, Found, secret_object};
-use super::serving::forget_managed_fields;
 use tokio::sync::mpsc;
 
 use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};

@@ -832,8 +832,8 @@ pub struct SignerArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_poll)]
     pub poll_interval: Duration,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = crate::cli::LogFormat::Text, env = "JWKS_LOG_FORMAT")]
-    pub log_format: crate::cli::LogFormat,
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text, env = "JWKS_LOG_FORMAT")]
+    pub log_format: crate::logging::LogFormat,
 }
 
 fn parse_policy_ref(s: &str) -> Result<PolicyRef, String> {
@@ -851,7 +851,7 @@ fn parse_poll(s: &str) -> Result<Duration, String> {
 
 /// `jwks-operator signer`: logs, runs until SIGTERM/SIGINT, returns the exit code.
 pub fn main(args: SignerArgs) -> std::process::ExitCode {
-    crate::cli::init_logging(args.log_format);
+    crate::logging::init_logging(args.log_format);
     let config = Config {
         policies: args.policies,
         policy: args.policy,

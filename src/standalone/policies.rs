@@ -40,7 +40,7 @@ pub const KIND: &str = "KeyRotationPolicy";
 /// The fields a manifest may have at the top level.
 const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
 /// Namespace of a policy document without `metadata.namespace`.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub use crate::policy::DEFAULT_NAMESPACE;
 
 /// Where a document came from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

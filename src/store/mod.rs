@@ -26,8 +26,8 @@ pub mod layout;
 
 pub use layout::{DecodeError, EncodeError, StoredKeySet};
 
-use crate::engine::{Failure, Problem};
 use crate::keys::material::SigningKey;
+use crate::problem::{Failure, Problem};
 use crate::reasons;
 
 /// What a store holds for a policy.

@@ -20,6 +20,16 @@ pub(crate) struct TestKey {
     params: KeyParams,
 }
 
+impl TestKey {
+    /// A key `kid` with `params`.
+    pub(crate) fn new(kid: &str, params: KeyParams) -> Self {
+        TestKey {
+            kid: kid.into(),
+            params,
+        }
+    }
+}
+
 impl LifecycleKey for TestKey {
     fn kid(&self) -> &str {
         &self.kid
@@ -68,17 +78,17 @@ impl KeySource<TestKey> for Counter {
     }
 }
 
-fn secs(n: u64) -> Duration {
+pub(crate) fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-fn t(n: i64) -> Timestamp {
+pub(crate) fn t(n: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + n).unwrap()
 }
 
 /// A policy with round numbers: rotate every 100 s, publish 20 s ahead,
 /// tokens live 30 s, 5 s of skew.
-fn policy() -> Policy {
+pub(crate) fn policy() -> Policy {
     Policy {
         params: KeyParams::new(Algorithm::ES256),
         rotation_interval: secs(100),

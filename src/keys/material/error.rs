@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::MAX_KID_LEN;
+use super::encoding::MAX_KID_LEN;
 use crate::keys::alg::{Algorithm, KeyParams};
 
 /// Something went wrong generating, parsing, encoding or using a key.

@@ -31,25 +31,27 @@
 //!
 //! # Modules
 //!
-//! - [`error`]: [`KeyError`] and [`JwkProblem`];
-//! - `read`: reading one JWK's members and kind;
+//! A tree, each module importing only those listed below it:
+//!
+//! - `source`: the planner's view of a key and the OS-random key source;
+//!   `set`: parsing JWK Sets; `output`: writing JWKs and JWK Sets;
+//! - `signing`: what a [`SigningKey`] does (generate, parse, sign, PEM),
+//!   dispatching to
 //! - `rsa`, `ec`, `okp`: building keys of each type;
-//! - [`SigningKey`] (`signing`) and [`VerifyingKey`] (`verifying`);
-//! - `output`: writing JWKs and JWK Sets;
-//! - `set`: parsing JWK Sets;
-//! - `source`: the planner's view of a key and the OS-random key source.
-
-use ::rsa::BoxedUint;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use zeroize::Zeroizing;
-
-use super::redacted::{Redacted, RedactedBytes};
+//! - `key`: the [`SigningKey`] itself and its parsed signer;
+//! - `verifying`: [`VerifyingKey`] and the public members;
+//! - `read`: reading one JWK's members and kind;
+//! - `params`: the curves and the aws-lc parameters of each algorithm;
+//! - [`error`]: [`KeyError`] and [`JwkProblem`]; `encoding`: base64url and
+//!   big-integer helpers.
 
 mod ec;
+mod encoding;
 pub mod error;
+mod key;
 mod okp;
 mod output;
+mod params;
 mod read;
 mod rsa;
 mod set;
@@ -57,54 +59,13 @@ mod signing;
 mod source;
 mod verifying;
 
+pub use encoding::MAX_KID_LEN;
 pub use error::{JwkProblem, KeyError, KeyRef};
+pub use key::SigningKey;
 pub use output::{private_jwks_json, public_jwks_json};
 pub use set::{jwk_thumbprint, parse_private_jwks, parse_public_jwks};
-pub use signing::SigningKey;
 pub use source::RngKeySource;
 pub use verifying::VerifyingKey;
-
-/// Longest `kid` accepted from a parsed JWK. Our own kids are 43 characters.
-pub const MAX_KID_LEN: usize = 256;
-
-/// Smallest RSA modulus a [`VerifyingKey`] accepts (aws-lc's lower bound).
-const MIN_VERIFY_RSA_BITS: usize = 2048;
-/// Largest RSA modulus a [`VerifyingKey`] accepts (aws-lc's upper bound).
-const MAX_VERIFY_RSA_BITS: usize = 8192;
-
-// === base64url helpers ===
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Base64url-encodes private bytes into a buffer that is wiped on drop.
-fn b64_secret(bytes: &RedactedBytes) -> Zeroizing<String> {
-    let bytes = bytes.expose();
-    let mut out = Zeroizing::new(String::with_capacity(bytes.len().div_ceil(3) * 4));
-    URL_SAFE_NO_PAD.encode_string(bytes, &mut out);
-    out
-}
-
-fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
-    let zeros = v.iter().take_while(|b| **b == 0).count();
-    // Keep one byte for the value zero.
-    let zeros = zeros.min(v.len().saturating_sub(1));
-    v.drain(..zeros);
-    v
-}
-
-/// Big-endian bytes of a secret big integer, without leading zeros.
-fn secret_uint(x: &BoxedUint) -> RedactedBytes {
-    Redacted::new(strip_leading_zeros(x.to_be_bytes().into_vec()))
-}
-
-fn bit_len(be: &[u8]) -> usize {
-    match be.iter().position(|b| *b != 0) {
-        Some(i) => (be.len() - i) * 8 - be[i].leading_zeros() as usize,
-        None => 0,
-    }
-}
 
 /// Compile-time check: keys can be shared across threads behind an `Arc`.
 const _: () = {

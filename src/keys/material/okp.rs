@@ -3,7 +3,7 @@
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 
 use super::error::JwkProblem;
-use super::signing::{CachedSigner, PrivateParts, SigningKey, assemble};
+use super::key::{CachedSigner, PrivateParts, SigningKey, assemble};
 use super::verifying::PublicParts;
 use crate::keys::alg::Algorithm;
 use crate::keys::redacted::{Redacted, RedactedBytes};

@@ -5,9 +5,11 @@ use serde::Serialize;
 use serde::ser::Serializer;
 use zeroize::Zeroizing;
 
-use super::signing::{PrivateParts, SigningKey};
+use serde_json::Value;
+
+use super::encoding::{b64, b64_secret};
+use super::key::{PrivateParts, SigningKey};
 use super::verifying::{PublicParts, VerifyingKey};
-use super::{b64, b64_secret};
 use crate::keys::redacted::{Redacted, RedactedBytes};
 
 /// A base64url string of private bytes: serialized as a JSON string, wiped on drop.
@@ -113,6 +115,24 @@ impl<'a> JwkOut<'a> {
             PrivateParts::Scalar { d } => out.d = s(d),
         }
         out
+    }
+}
+
+impl VerifyingKey {
+    /// The public JWK: `kty`, `kid`, `use: "sig"`, `alg` and the public
+    /// members.
+    pub fn public_jwk(&self) -> Value {
+        serde_json::to_value(JwkOut::public(self)).expect("a JWK always serializes")
+    }
+}
+
+impl SigningKey {
+    /// The private JWK: the public JWK plus `d` (and `p q dp dq qi` for RSA).
+    ///
+    /// The returned `Value` is an ordinary JSON value: it is not redacted and
+    /// not wiped on drop. Prefer [`private_jwks_json`] for writing key sets.
+    pub fn private_jwk(&self) -> Value {
+        serde_json::to_value(JwkOut::private(self)).expect("a JWK always serializes")
     }
 }
 

@@ -5,9 +5,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-use super::ec::Curve;
+use super::encoding::{MAX_KID_LEN, strip_leading_zeros};
 use super::error::{JwkProblem, truncate};
-use super::{MAX_KID_LEN, strip_leading_zeros};
+use super::params::Curve;
 use crate::keys::alg::Algorithm;
 use crate::keys::redacted::{Redacted, RedactedBytes};
 

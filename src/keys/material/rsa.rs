@@ -5,11 +5,11 @@ use aws_lc_rs::signature::{self as lc, RsaKeyPair};
 use rsa::BoxedUint;
 use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
 
+use super::encoding::{bit_len, secret_uint};
 use super::error::JwkProblem;
+use super::key::{CachedSigner, PrivateParts, SigningKey, assemble};
 use super::read::JwkReader;
-use super::signing::{CachedSigner, PrivateParts, SigningKey, assemble};
 use super::verifying::PublicParts;
-use super::{bit_len, secret_uint};
 use crate::keys::alg::{Algorithm, RSA_KEY_SIZES};
 use crate::keys::redacted::{Redacted, RedactedBytes};
 
@@ -21,17 +21,6 @@ pub(super) fn rsa_encoding(alg: Algorithm) -> &'static dyn lc::RsaEncoding {
         Algorithm::PS384 => &lc::RSA_PSS_SHA384,
         Algorithm::PS512 => &lc::RSA_PSS_SHA512,
         _ => &lc::RSA_PKCS1_SHA256,
-    }
-}
-
-pub(super) fn rsa_parameters(alg: Algorithm) -> &'static lc::RsaParameters {
-    match alg {
-        Algorithm::RS384 => &lc::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &lc::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &lc::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &lc::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &lc::RSA_PSS_2048_8192_SHA512,
-        _ => &lc::RSA_PKCS1_2048_8192_SHA256,
     }
 }
 

@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::error::{JwkProblem, KeyError, KeyRef};
+use super::key::SigningKey;
 use super::read::JwkReader;
-use super::signing::SigningKey;
 use super::verifying::{PublicParts, VerifyingKey};
 
 pub(super) fn jwks_array(bytes: &[u8]) -> Result<Vec<Value>, KeyError> {

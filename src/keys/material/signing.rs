@@ -1,71 +1,26 @@
-//! One private signing key: generation, strict parsing of a private JWK,
-//! PEM/DER output, and signing with an aws-lc key pair parsed once.
+//! What a [`SigningKey`] does: generation, strict parsing of a private JWK,
+//! PEM/DER output, and signing with the aws-lc key pair parsed once. It
+//! dispatches to the per-family builders (`rsa`, `ec`, `okp`), which import
+//! only the key type (`key`) beneath them.
 
-use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-use aws_lc_rs::signature::{self as lc, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rand_core::CryptoRng;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::ec::{Curve, build_ec};
+use super::ec::build_ec;
 use super::error::{JwkProblem, KeyError, KeyRef};
+use super::key::{CachedSigner, SigningKey};
 use super::okp::build_ed25519;
-use super::output::JwkOut;
+use super::params::Curve;
 use super::read::JwkReader;
 use super::rsa::{build_rsa_from_key, read_rsa};
 use super::verifying::{PublicParts, VerifyingKey};
 use crate::keys::alg::{Algorithm, KeyParams, RSA_KEY_SIZES};
 use crate::keys::redacted::{Redacted, RedactedBytes, RedactedString};
-
-/// The private members of a key (besides the public ones).
-pub(super) enum PrivateParts {
-    Rsa {
-        d: RedactedBytes,
-        p: RedactedBytes,
-        q: RedactedBytes,
-        dp: RedactedBytes,
-        dq: RedactedBytes,
-        qi: RedactedBytes,
-    },
-    /// EC scalar or Ed25519 seed.
-    Scalar { d: RedactedBytes },
-}
-
-/// An aws-lc-rs key pair parsed once and reused for every signature.
-pub(super) enum CachedSigner {
-    Rsa {
-        pair: RsaKeyPair,
-        encoding: &'static dyn lc::RsaEncoding,
-    },
-    Ecdsa {
-        pair: EcdsaKeyPair,
-        curve: Curve,
-    },
-    Ed25519(Ed25519KeyPair),
-}
-
-/// One private signing key: its `kid`, [`KeyParams`], private members, and a
-/// parsed aws-lc-rs key pair ready to sign.
-///
-/// Cheap to share: wrap it in an `Arc`. Two `SigningKey`s are equal when
-/// their `kid`s are equal (the `kid` identifies key material). `Debug` never
-/// shows private material.
-pub struct SigningKey {
-    pub(super) public: VerifyingKey,
-    pub(super) params: KeyParams,
-    pub(super) private: PrivateParts,
-    pub(super) pkcs8: RedactedBytes,
-    pub(super) signer: CachedSigner,
-    /// The token layer's encoded JWS header for this key, filled on first
-    /// use (see [`SigningKey::jws_header`], defined with the tokens): encoding belongs to tokens,
-    /// the cache to the key it describes.
-    pub(super) jws_header: OnceLock<String>,
-}
 
 // === impl SigningKey ===
 
@@ -234,14 +189,6 @@ impl SigningKey {
         self.public.public_jwk()
     }
 
-    /// The private JWK: the public JWK plus `d` (and `p q dp dq qi` for RSA).
-    ///
-    /// The returned `Value` is an ordinary JSON value: it is not redacted and
-    /// not wiped on drop. Prefer [`private_jwks_json`] for writing key sets.
-    pub fn private_jwk(&self) -> Value {
-        serde_json::to_value(JwkOut::private(self)).expect("a JWK always serializes")
-    }
-
     /// The private key as a PKCS#8 PEM document (`-----BEGIN PRIVATE KEY-----`),
     /// for SPEC's `active.pem`.
     pub fn pkcs8_pem(&self) -> RedactedString {
@@ -295,54 +242,4 @@ impl SigningKey {
             }
         }
     }
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid())
-            .field("params", &self.params)
-            .field("private", &"<redacted>")
-            .finish()
-    }
-}
-
-impl PartialEq for SigningKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.kid() == other.kid()
-    }
-}
-
-impl Eq for SigningKey {}
-
-impl Hash for SigningKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.kid().hash(state);
-    }
-}
-
-impl AsRef<VerifyingKey> for SigningKey {
-    fn as_ref(&self) -> &VerifyingKey {
-        &self.public
-    }
-}
-
-pub(super) fn assemble(
-    kid: Option<String>,
-    alg: Algorithm,
-    rsa_bits: Option<u32>,
-    public: PublicParts,
-    private: PrivateParts,
-    pkcs8: RedactedBytes,
-    signer: CachedSigner,
-) -> Result<SigningKey, JwkProblem> {
-    let kid = kid.unwrap_or_else(|| public.thumbprint());
-    Ok(SigningKey {
-        public: VerifyingKey::new(kid, alg, public)?,
-        params: KeyParams { alg, rsa_bits },
-        private,
-        pkcs8,
-        signer,
-        jws_header: OnceLock::new(),
-    })
 }

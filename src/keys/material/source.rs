@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::error::KeyError;
-use super::signing::SigningKey;
+use super::key::SigningKey;
 use crate::keys::alg::KeyParams;
 use crate::keys::lifecycle::{KeySource, LifecycleKey};
 

@@ -6,12 +6,10 @@ use std::fmt;
 use aws_lc_rs::signature::{self as lc, ParsedPublicKey, RsaPublicKeyComponents};
 use serde_json::Value;
 
-use super::ec::Curve;
+use super::encoding::{MAX_VERIFY_RSA_BITS, MIN_VERIFY_RSA_BITS, b64, bit_len};
 use super::error::{JwkProblem, KeyError, KeyRef};
-use super::output::JwkOut;
+use super::params::{Curve, rsa_parameters};
 use super::read::{JwkReader, KeyKind};
-use super::rsa::rsa_parameters;
-use super::{MAX_VERIFY_RSA_BITS, MIN_VERIFY_RSA_BITS, b64, bit_len};
 use crate::keys::alg::Algorithm;
 
 /// The public members of a key.
@@ -179,12 +177,6 @@ impl VerifyingKey {
     /// operator generated).
     pub fn thumbprint(&self) -> String {
         self.public.thumbprint()
-    }
-
-    /// The public JWK: `kty`, `kid`, `use: "sig"`, `alg` and the public
-    /// members. Never any private member.
-    pub fn public_jwk(&self) -> Value {
-        serde_json::to_value(JwkOut::public(self)).expect("a JWK always serializes")
     }
 
     /// Checks a raw JWS signature (RSA, Ed25519, or ECDSA `r||s`) over `message`.

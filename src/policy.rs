@@ -1,6 +1,8 @@
-//! A policy as the HTTP layer knows it: its name ([`PolicyRef`]), what the
-//! adapters tell about it ([`PolicyInfo`]), and its entry in `GET /policies`
-//! ([`PolicySummary`]). No custom resource type here: the adapters convert.
+//! A policy as every layer knows it: its name ([`PolicyRef`]), what the
+//! adapters tell about it ([`PolicyInfo`]), and its status summary
+//! ([`PolicySummary`], the entry of `GET /policies`). The domain's names,
+//! beneath `api`, `http`, `metrics` and the engine: it imports only `keys`,
+//! `names` and `problem`. No custom resource type here: the adapters convert.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -81,7 +83,7 @@ impl FromStr for PolicyRef {
 
 // === Problem and PolicySummary ===
 
-pub use crate::engine::Problem;
+pub use crate::problem::Problem;
 
 /// One entry of `GET /policies`: the policy's status at a glance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
