@@ -227,3 +227,34 @@ fn a_reference_to_another_token_is_refused() {
     let err = provider.load(&missing, Algorithm::ES256).unwrap_err();
     assert!(matches!(err, ProviderError::KeyNotFound { .. }), "{err:?}");
 }
+
+/// Many callers at once share at most `MAX_IN_FLIGHT` sessions, and every
+/// signature still verifies.
+#[test]
+fn concurrent_signing_is_bounded() {
+    use jwks_operator::providers::pkcs11::MAX_IN_FLIGHT;
+    let label = softhsm::token("concurrent", PIN);
+    let provider = Pkcs11Provider::open(&config(&label, PIN)).unwrap();
+    let key = provider.generate(KeyParams::new(Algorithm::RS256)).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..24 {
+            let (provider, key) = (&provider, &key);
+            scope.spawn(move || {
+                for i in 0..5 {
+                    let message = format!("{t}-{i}");
+                    let signature = provider.sign(key, message.as_bytes()).unwrap();
+                    key.verifying
+                        .verify_signature(message.as_bytes(), &signature)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let opened = provider.sessions_opened();
+    assert!(
+        (1..=MAX_IN_FLIGHT).contains(&opened),
+        "{opened} sessions for 24 callers"
+    );
+    assert!(Pkcs11Provider::find_open(&label).is_some());
+    assert!(Pkcs11Provider::find_open("never-opened").is_none());
+}

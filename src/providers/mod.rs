@@ -19,6 +19,7 @@
 use std::fmt;
 
 use crate::keys::alg::Algorithm;
+use crate::keys::redacted::RedactedString;
 
 pub mod pkcs11;
 
@@ -48,6 +49,41 @@ impl fmt::Display for KeyReference {
 
 /// The API's name of the PKCS#11 provider.
 pub const PKCS11: &str = "PKCS11";
+
+/// Longest PIN file read: PINs are short; a larger file is not a PIN.
+const MAX_PIN_FILE: u64 = 1024;
+
+/// Reads a PIN from `path` (standalone and signer `pinFile`): the content
+/// without one trailing newline (`\n` or `\r\n`). Errors say which file and
+/// why, never what it holds.
+pub fn read_pin_file(path: &std::path::Path) -> Result<RedactedString, ProviderError> {
+    use std::io::Read as _;
+    let unreadable = |detail: String| ProviderError::PinUnreadable {
+        provider: PKCS11,
+        source_name: path.display().to_string(),
+        detail,
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.kind().to_string()))?;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    file.take(MAX_PIN_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(e.kind().to_string()))?;
+    if bytes.len() as u64 > MAX_PIN_FILE {
+        return Err(unreadable(format!("larger than {MAX_PIN_FILE} bytes")));
+    }
+    let mut end = bytes.len();
+    if bytes[..end].ends_with(b"\n") {
+        end -= 1;
+        if bytes[..end].ends_with(b"\r") {
+            end -= 1;
+        }
+    }
+    if end == 0 {
+        return Err(unreadable("empty".into()));
+    }
+    let text = std::str::from_utf8(&bytes[..end]).map_err(|_| unreadable("not UTF-8".into()))?;
+    Ok(RedactedString::new(text.to_owned()))
+}
 
 /// A provider failed or refused. Messages name the provider, the token or
 /// key and the operation; never a PIN, a credential or key material.
@@ -152,5 +188,36 @@ impl ProviderError {
             | ProviderError::BadOutput { provider, .. } => provider,
             ProviderError::BadReference(_) => PKCS11,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_files_lose_one_trailing_newline_and_errors_hide_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin");
+        for (content, pin) in [
+            ("1234\n", "1234"),
+            ("1234\r\n", "1234"),
+            ("12 34", "12 34"),
+            ("1234\n\n", "1234\n"),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            assert_eq!(read_pin_file(&path).unwrap().expose(), pin, "{content:?}");
+        }
+        for content in [&b""[..], b"\n", &[0xff, 0xfe][..], &[b'7'; 2000][..]] {
+            std::fs::write(&path, content).unwrap();
+            let err = read_pin_file(&path).unwrap_err();
+            assert!(
+                matches!(err, ProviderError::PinUnreadable { .. }),
+                "{err:?}"
+            );
+            assert!(!err.to_string().contains("7777"), "{err}");
+        }
+        let err = read_pin_file(&dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 }

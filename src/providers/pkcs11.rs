@@ -29,13 +29,18 @@
 //!   be exactly twice the curve size), `CKM_EDDSA` (pure Ed25519) for EdDSA.
 //! - Every signature is verified with the cached public key before it is
 //!   returned.
-//! - Calls are blocking FFI: callers run them on the blocking pool and
-//!   bound them with a timeout and a semaphore.
+//! - Calls are blocking FFI. At most [`MAX_IN_FLIGHT`] run at once per
+//!   token (so at most that many sessions are open); a call that cannot get
+//!   a place within [`QUEUE_TIMEOUT`] fails with `Busy` instead of queueing
+//!   past kube-apiserver's deadline. A call already inside the module
+//!   cannot be interrupted; async callers run calls on the blocking pool.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -92,6 +97,23 @@ impl Pkcs11Key {
     }
 }
 
+impl Pkcs11Config {
+    /// The configuration a policy's `keyProvider` names, with its PIN (read
+    /// by the adapter: a Secret in Kubernetes, `pinFile` otherwise).
+    /// `None` when the provider is not `PKCS11` or lacks a field (CEL
+    /// refuses that at admission).
+    pub fn from_spec(spec: &crate::api::KeyProvider, pin: RedactedString) -> Option<Self> {
+        if spec.kind != crate::api::KeyProviderType::Pkcs11 {
+            return None;
+        }
+        Some(Pkcs11Config {
+            module: PathBuf::from(spec.module.as_ref()?),
+            token_label: spec.token_label.clone()?,
+            pin,
+        })
+    }
+}
+
 // === module loading ===
 
 type Modules = Mutex<HashMap<PathBuf, Pkcs11>>;
@@ -137,6 +159,46 @@ fn code(e: &CkError) -> String {
 type Providers = Mutex<HashMap<(PathBuf, String), Arc<Pkcs11Provider>>>;
 static PROVIDERS: OnceLock<Providers> = OnceLock::new();
 
+/// Most calls in flight on one token; further calls wait for a place.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Longest a call waits for a place before it fails: well under the 10 s
+/// kube-apiserver gives its external signer and a token request's patience.
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A counting semaphore for blocking callers (calls are blocking FFI).
+#[derive(Default)]
+struct Gate {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Place<'a>(&'a Gate);
+
+impl Gate {
+    fn enter(&self, limit: usize, wait: Duration) -> Option<Place<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy >= limit {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            busy = self
+                .freed
+                .wait_timeout(busy, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *busy += 1;
+        Some(Place(self))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(|e| e.into_inner());
+        *busy -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// One logged-in token.
 pub struct Pkcs11Provider {
     ctx: Pkcs11,
@@ -150,6 +212,10 @@ pub struct Pkcs11Provider {
     idle: Mutex<Vec<Session>>,
     /// Private-key handles by `CKA_ID`.
     handles: Mutex<HashMap<Vec<u8>, ObjectHandle>>,
+    /// Bounds the calls in flight (and so the sessions open).
+    gate: Gate,
+    /// Sessions opened so far (besides the login session).
+    opened: AtomicUsize,
 }
 
 impl fmt::Debug for Pkcs11Provider {
@@ -239,12 +305,33 @@ impl Pkcs11Provider {
             _login: Mutex::new(session),
             idle: Mutex::new(Vec::new()),
             handles: Mutex::new(HashMap::new()),
+            gate: Gate::default(),
+            opened: AtomicUsize::new(0),
         })
     }
 
     /// The token's label.
     pub fn token_label(&self) -> &str {
         &self.token
+    }
+
+    /// The provider this process has logged in to the token labelled
+    /// `label` (whatever its module), if any: how a key read back from a
+    /// stored set finds the token its reference names.
+    pub fn find_open(label: &str) -> Option<Arc<Self>> {
+        PROVIDERS
+            .get()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|((_, l), _)| l == label)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// How many sessions this provider has opened (never more than
+    /// [`MAX_IN_FLIGHT`], however many callers sign at once).
+    pub fn sessions_opened(&self) -> usize {
+        self.opened.load(Ordering::Relaxed)
     }
 
     fn call_error(&self, op: &'static str) -> impl Fn(CkError) -> ProviderError + '_ {
@@ -263,13 +350,29 @@ impl Pkcs11Provider {
         op: &'static str,
         f: impl FnOnce(&Session) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
+        let _place = self
+            .gate
+            .enter(MAX_IN_FLIGHT, QUEUE_TIMEOUT)
+            .ok_or_else(|| ProviderError::Call {
+                provider: PKCS11,
+                token: self.token.clone(),
+                op,
+                code: format!(
+                    "Busy: {MAX_IN_FLIGHT} calls in flight for {}s",
+                    QUEUE_TIMEOUT.as_secs()
+                ),
+            })?;
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let session = match idle {
             Some(s) => s,
-            None => self
-                .ctx
-                .open_rw_session(self.slot)
-                .map_err(self.call_error(op))?,
+            None => {
+                let s = self
+                    .ctx
+                    .open_rw_session(self.slot)
+                    .map_err(self.call_error(op))?;
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                s
+            }
         };
         let out = f(&session);
         let broken = matches!(
