@@ -258,3 +258,112 @@ fn concurrent_signing_is_bounded() {
     assert!(Pkcs11Provider::find_open(&label).is_some());
     assert!(Pkcs11Provider::find_open("never-opened").is_none());
 }
+
+/// The lifecycle through the token: the planner generates every key in the
+/// token (pending → active → retired → pruned), the stored form holds no
+/// private material and reads back with the same kids, keys read back sign
+/// through the token, and a pruned key's objects are destroyed once it has
+/// left the set.
+#[test]
+fn a_full_rotation_keeps_private_keys_in_the_token() {
+    use jwks_operator::keys::lifecycle::{self, KeySet, KeyState, LifecycleEvent};
+    use jwks_operator::providers::pkcs11::Pkcs11KeySource;
+    use jwks_operator::store::layout::{self, Decoded};
+
+    let label = softhsm::token("rotation", PIN);
+    let provider = Pkcs11Provider::open(&config(&label, PIN)).unwrap();
+    let spec: jwks_operator::api::KeyRotationPolicySpec = jwks_operator::yaml::from_str(
+        "{algorithm: ES256, rotationInterval: 1h, publishAhead: 10m, maxTokenTTL: 5m, clockSkew: 0s}",
+    )
+    .unwrap();
+    let policy = spec.resolve(None).unwrap();
+    let mut source = Pkcs11KeySource(provider.clone());
+    let mut now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let mut set = KeySet::default();
+    let mut seen = Vec::new();
+    let mut pruned = None;
+    for _ in 0..40 {
+        let plan = lifecycle::plan(&policy, &set, now, &mut source).unwrap();
+        for k in &plan.keys.keys {
+            seen.push((k.kid().to_string(), k.state));
+        }
+        // Write, then destroy what the written set no longer holds.
+        let dropped = jwks_operator::providers::dropped_references(&set, &plan.keys);
+        let encoded = layout::encode(&plan.keys, 1).unwrap();
+        for reference in &dropped {
+            jwks_operator::providers::destroy(reference).unwrap();
+        }
+        if let Some(kid) = plan.events.iter().find_map(|e| match e {
+            LifecycleEvent::Pruned { kid } => Some(kid.clone()),
+            _ => None,
+        }) {
+            assert_eq!(dropped.len(), 1, "{dropped:?}");
+            let uri: Pkcs11Uri = dropped[0].parse().unwrap();
+            assert_eq!(uri.object.as_deref(), Some(kid.as_str()));
+            assert!(
+                !provider.exists(&uri).unwrap(),
+                "the pruned key's objects are destroyed"
+            );
+            pruned = Some(kid);
+        }
+
+        // The stored form: public JWKs and references only.
+        let entries = encoded.entries();
+        assert!(
+            entries.iter().all(|(k, _)| *k != layout::ACTIVE_PEM),
+            "no active.pem"
+        );
+        for (name, bytes) in &entries {
+            let text = std::str::from_utf8(bytes).unwrap();
+            assert!(!text.contains("\"d\""), "{name} holds a private member");
+            assert!(!text.contains("PRIVATE KEY"), "{name} holds a PEM");
+        }
+        let lifecycle_json: serde_json::Value = serde_json::from_slice(&encoded.lifecycle).unwrap();
+        for record in lifecycle_json["keys"].as_array().unwrap() {
+            let reference = record["keyRef"].as_str().unwrap();
+            assert!(
+                reference.starts_with(&format!("pkcs11:token={label};id=%")),
+                "{reference}"
+            );
+        }
+
+        // Read back (a restart): same kids, and the active key signs through the token.
+        let decoded =
+            layout::decode(|k| entries.iter().find(|(name, _)| *name == k).map(|(_, b)| *b))
+                .unwrap();
+        let Decoded::Keys { set: back, .. } = decoded else {
+            panic!("not a key set")
+        };
+        let kids = |s: &KeySet<_>| {
+            s.keys
+                .iter()
+                .map(|k| k.kid().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kids(&back), kids(&plan.keys));
+        let active = back.active().unwrap();
+        let signature = active.key.sign(b"after a restart").unwrap();
+        active
+            .key
+            .verifying_key()
+            .verify_signature(b"after a restart", &signature)
+            .unwrap();
+
+        set = back;
+        // The first key starts Active; stop once a key that began Pending is pruned.
+        if pruned
+            .as_ref()
+            .is_some_and(|kid| seen.contains(&(kid.clone(), KeyState::Pending)))
+        {
+            break;
+        }
+        now = plan.next_due;
+    }
+    let pruned = pruned.expect("a key was pruned within 40 passes");
+    for state in [KeyState::Pending, KeyState::Active, KeyState::Retired] {
+        assert!(
+            seen.contains(&(pruned.clone(), state)),
+            "{pruned} was never {state:?}"
+        );
+    }
+}

@@ -17,8 +17,11 @@
 //! token or key reference, the operation and the provider's return code.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::keys::alg::Algorithm;
+use crate::keys::lifecycle::KeySet;
+use crate::keys::material::{RemoteSigner, SigningKey, VerifyingKey};
 use crate::keys::redacted::RedactedString;
 
 pub mod pkcs11;
@@ -45,6 +48,75 @@ impl fmt::Display for KeyReference {
             KeyReference::Pkcs11(uri) => uri.fmt(f),
         }
     }
+}
+
+/// The signer for a key read back from a stored set: its `keyRef`
+/// (`reference`) and its public JWK. Only parses the reference: the
+/// provider is reached when the key first signs.
+pub fn bind(
+    reference: &str,
+    public: &VerifyingKey,
+) -> Result<Arc<dyn RemoteSigner>, ProviderError> {
+    if reference.starts_with("pkcs11:") {
+        let uri: pkcs11::Pkcs11Uri = reference.parse()?;
+        if uri.object.as_deref().is_some_and(|o| o != public.kid()) {
+            return Err(ProviderError::BadReference(format!(
+                "{reference} names object {:?}, not the key's kid {:?}",
+                uri.object.as_deref().unwrap_or_default(),
+                public.kid()
+            )));
+        }
+        return Ok(Arc::new(pkcs11::Pkcs11Signer::unbound(pkcs11::Pkcs11Key {
+            uri,
+            verifying: public.clone(),
+        })));
+    }
+    Err(ProviderError::BadReference(format!(
+        "{:?} is neither a pkcs11: URI nor a KMS key ARN",
+        reference.chars().take(64).collect::<String>()
+    )))
+}
+
+/// The references of provider-held keys in `before` that `after` no
+/// longer holds (pruned, revoked or discarded): what to destroy once the
+/// write of `after` has landed, and not before (a key leaves the provider
+/// only after it has left the stored and published set).
+pub fn dropped_references(
+    before: &KeySet<Arc<SigningKey>>,
+    after: &KeySet<Arc<SigningKey>>,
+) -> Vec<String> {
+    let kept: std::collections::BTreeSet<&str> = after
+        .keys
+        .iter()
+        .filter_map(|k| k.key.key_reference())
+        .collect();
+    before
+        .keys
+        .iter()
+        .filter_map(|k| k.key.key_reference())
+        .filter(|r| !kept.contains(r))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Destroys the key `reference` names in its provider (which this process
+/// must have opened). A key already gone is not an error.
+pub fn destroy(reference: &str) -> Result<(), ProviderError> {
+    if reference.starts_with("pkcs11:") {
+        let uri: pkcs11::Pkcs11Uri = reference.parse()?;
+        let provider =
+            pkcs11::Pkcs11Provider::find_open(&uri.token).ok_or_else(|| ProviderError::Call {
+                provider: PKCS11,
+                token: uri.token.clone(),
+                op: "destroy a key",
+                code: "the token is not open in this process".into(),
+            })?;
+        return provider.destroy(&uri).map(|_| ());
+    }
+    Err(ProviderError::BadReference(format!(
+        "{:?} is neither a pkcs11: URI nor a KMS key ARN",
+        reference.chars().take(64).collect::<String>()
+    )))
 }
 
 /// The API's name of the PKCS#11 provider.

@@ -55,7 +55,8 @@ use serde_json::{Value, json};
 
 use super::{KeyReference, PKCS11, ProviderError};
 use crate::keys::alg::{Algorithm, KeyParams};
-use crate::keys::material::{VerifyingKey, jwk_thumbprint};
+use crate::keys::lifecycle::KeySource;
+use crate::keys::material::{RemoteSigner, SigningKey, VerifyingKey, jwk_thumbprint};
 use crate::keys::redacted::RedactedString;
 
 /// Longest `pkcs11:` URI accepted from a stored set.
@@ -111,6 +112,77 @@ impl Pkcs11Config {
             token_label: spec.token_label.clone()?,
             pin,
         })
+    }
+}
+
+// === impl Pkcs11Signer ===
+
+/// A token-held key as the key domain signs with it
+/// ([`RemoteSigner`]): the key's reference and cached public half, and the
+/// logged-in token (found by label among the tokens this process has opened
+/// when the key was read back from a stored set).
+pub struct Pkcs11Signer {
+    key: Pkcs11Key,
+    reference: String,
+    provider: OnceLock<Arc<Pkcs11Provider>>,
+}
+
+impl Pkcs11Signer {
+    /// A signer for `key` on `provider` (a key just generated there).
+    pub fn on(provider: Arc<Pkcs11Provider>, key: Pkcs11Key) -> Self {
+        let signer = Self::unbound(key);
+        let _ = signer.provider.set(provider);
+        signer
+    }
+
+    /// A signer for `key` that finds its token when it first signs.
+    pub fn unbound(key: Pkcs11Key) -> Self {
+        Pkcs11Signer {
+            reference: key.uri.to_string(),
+            key,
+            provider: OnceLock::new(),
+        }
+    }
+
+    fn provider(&self) -> Result<&Arc<Pkcs11Provider>, ProviderError> {
+        if let Some(p) = self.provider.get() {
+            return Ok(p);
+        }
+        let found = Pkcs11Provider::find_open(&self.key.uri.token).ok_or_else(|| {
+            ProviderError::Call {
+                provider: PKCS11,
+                token: self.key.uri.token.clone(),
+                op: "sign",
+                code: "the token is not open in this process (the policy's keyProvider was not set up)".into(),
+            }
+        })?;
+        Ok(self.provider.get_or_init(|| found))
+    }
+}
+
+impl RemoteSigner for Pkcs11Signer {
+    fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.provider()
+            .and_then(|p| p.sign(&self.key, message))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The planner's key source for a policy whose keys live in a token.
+pub struct Pkcs11KeySource(pub Arc<Pkcs11Provider>);
+
+impl KeySource<Arc<SigningKey>> for Pkcs11KeySource {
+    type Error = ProviderError;
+
+    fn generate(&mut self, params: KeyParams) -> Result<Arc<SigningKey>, ProviderError> {
+        let key = self.0.generate(params)?;
+        let public = key.verifying.clone();
+        let signer = Arc::new(Pkcs11Signer::on(self.0.clone(), key));
+        Ok(Arc::new(SigningKey::remote(params, public, signer)))
     }
 }
 
