@@ -754,18 +754,14 @@ impl KeyRotationPolicySpec {
             ));
         }
         if let Some(provider) = &self.key_provider
-            && provider.kind != KeyProviderType::Secret
+            && provider.kind == KeyProviderType::AwsKms
         {
-            // The provider backends exist (src/providers/), but the engine
-            // does not generate, sign or prune through them yet: refusing is
-            // honest, generating keys into the Secret would not be.
+            // No KMS backend yet: refusing is honest, generating keys into
+            // the Secret would not be. (PKCS11 is refused by the adapters
+            // that cannot use it yet: Kubernetes mode and the signer.)
             return Err(SpecError::new(
                 "keyProvider",
-                format!(
-                    "type {} is not supported by this version of the operator yet: it would keep private keys in the Secret, which a {} provider exists to avoid (docs/key-providers.md)",
-                    provider.kind.as_str(),
-                    provider.kind.as_str()
-                ),
+                "type AWSKMS is not supported by this version of the operator yet: it would keep private keys in the Secret, which an AWSKMS provider exists to avoid (docs/key-providers.md)",
             ));
         }
         Ok(Policy {
@@ -1038,10 +1034,6 @@ mod tests {
             ("secretName: Not_Valid", "secretName"),
             ("publicConfigMap: -x", "publicConfigMap"),
             ("maxKeys: 101", "maxKeys"),
-            (
-                "keyProvider: {type: PKCS11, module: /m.so, tokenLabel: t, pinFile: /p}",
-                "keyProvider",
-            ),
             (
                 "algorithm: ES256\nkeyProvider: {type: AWSKMS, region: r}",
                 "keyProvider",

@@ -187,6 +187,37 @@ pub struct Pass<'a> {
     /// although the policy had keys, this set is written back rather than a
     /// fresh one: tokens signed by its keys keep verifying.
     pub remembered: Option<&'a StoredKeySet>,
+    /// Where new keys are generated (`spec.keyProvider`).
+    pub home: KeyHome,
+}
+
+/// Where a policy's new keys are generated and its private keys live.
+#[derive(Clone, Debug, Default)]
+pub enum KeyHome {
+    /// Here, from the OS generator (the `Secret` provider).
+    #[default]
+    Here,
+    /// In a logged-in PKCS#11 token.
+    Pkcs11(Arc<crate::providers::pkcs11::Pkcs11Provider>),
+    /// The policy names a provider this process cannot use now. Planning
+    /// still runs, so the current key keeps signing; a key that has to be
+    /// generated fails with this error (`Degraded`, a reason naming the
+    /// provider), and no key is generated anywhere else instead.
+    Unavailable(crate::providers::ProviderError),
+}
+
+/// A key source that refuses, for [`KeyHome::Unavailable`].
+struct Refusing(crate::providers::ProviderError);
+
+impl lifecycle::KeySource<Arc<crate::keys::SigningKey>> for Refusing {
+    type Error = crate::providers::ProviderError;
+
+    fn generate(
+        &mut self,
+        _: crate::keys::alg::KeyParams,
+    ) -> Result<Arc<crate::keys::SigningKey>, Self::Error> {
+        Err(self.0.clone())
+    }
 }
 
 /// A failure inside a pass, already described for the engine.
@@ -213,6 +244,13 @@ impl Failed {
         let (reason, kind) = match e {
             PlanError::Inconsistent(_) => {
                 (reasons::STATE_INCONSISTENT, reasons::KIND_PARSE_KEY_SET)
+            }
+            PlanError::Generate { source, .. }
+                if source
+                    .downcast_ref::<crate::providers::ProviderError>()
+                    .is_some_and(|p| p.provider() == crate::providers::PKCS11) =>
+            {
+                (reasons::PKCS11_FAILED, reasons::KIND_GENERATE_KEY)
             }
             PlanError::Generate { .. } => {
                 (reasons::KEY_GENERATION_FAILED, reasons::KIND_GENERATE_KEY)
@@ -301,6 +339,10 @@ where
         }
         match store.save(&planned.keys, version.as_ref()).await {
             Ok(version) => {
+                // The write has landed: the keys it dropped have left the
+                // stored (and so the served) set; only now do they leave
+                // their provider.
+                destroy_dropped(pass, &current, &planned.keys).await;
                 if tracked.unsaved && gathered == Gathered::Stored {
                     reporter
                         .note(Note::Adopted {
@@ -464,7 +506,34 @@ fn held<V>(pass: &Pass<'_>, tracked: &Tracked<V>) -> Option<StoredKeySet> {
         .cloned()
 }
 
-/// Plans on the blocking pool with keys from the OS generator.
+/// Destroys, in their provider, the provider-held keys `before` had and
+/// `after` (just written) does not. A failure is logged with the
+/// reference; the key no longer signs or verifies anything.
+async fn destroy_dropped(pass: &Pass<'_>, before: &StoredKeySet, after: &StoredKeySet) {
+    let dropped = crate::providers::dropped_references(before, after);
+    if dropped.is_empty() {
+        return;
+    }
+    let policy = pass.policy.to_string();
+    let _ = tokio::task::spawn_blocking(move || {
+        for reference in dropped {
+            match crate::providers::destroy(&reference) {
+                Ok(()) => {
+                    tracing::info!(policy, reference, "destroyed a pruned key in its provider")
+                }
+                Err(e) => tracing::warn!(
+                    policy,
+                    reference,
+                    "could not destroy a pruned key in its provider: {e}"
+                ),
+            }
+        }
+    })
+    .await;
+}
+
+/// Plans on the blocking pool with keys from the OS generator, or from the
+/// policy's key provider.
 async fn plan_blocking(
     pass: &Pass<'_>,
     current: StoredKeySet,
@@ -472,10 +541,21 @@ async fn plan_blocking(
 ) -> Result<lifecycle::Plan<Arc<crate::keys::SigningKey>>, Failed> {
     let resolved = pass.resolved.clone();
     let metrics = pass.metrics.clone();
-    let planned = tokio::task::spawn_blocking(move || {
-        let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
-        let mut source = TimedKeySource::new(rng, &metrics);
-        lifecycle::plan(&resolved, &current, now, &mut source)
+    let home = pass.home.clone();
+    let planned = tokio::task::spawn_blocking(move || match home {
+        KeyHome::Here => {
+            let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
+            let mut source = TimedKeySource::new(rng, &metrics);
+            lifecycle::plan(&resolved, &current, now, &mut source)
+        }
+        KeyHome::Pkcs11(provider) => {
+            let token = crate::providers::pkcs11::Pkcs11KeySource(provider);
+            let mut source = TimedKeySource::new(token, &metrics);
+            lifecycle::plan(&resolved, &current, now, &mut source)
+        }
+        KeyHome::Unavailable(error) => {
+            lifecycle::plan(&resolved, &current, now, &mut Refusing(error))
+        }
     })
     .await;
     match planned {

@@ -276,6 +276,7 @@ impl Fixture {
             metrics: &self.metrics,
             had_keys,
             remembered: None,
+            home: KeyHome::Here,
         }
     }
 
@@ -526,6 +527,7 @@ async fn an_emptied_store_is_the_same_as_a_deleted_one_and_is_written_under_its_
     let mut report = Recorder::default();
     let pass = Pass {
         remembered: Some(&last_good),
+        home: KeyHome::Here,
         ..f.pass(true)
     };
     let next = run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;
@@ -551,6 +553,7 @@ async fn an_empty_store_is_refilled_with_the_set_in_memory_not_a_fresh_one() {
     let mut report = Recorder::default();
     let pass = Pass {
         remembered: Some(&last_good),
+        home: KeyHome::Here,
         ..f.pass(true)
     };
 
@@ -568,6 +571,7 @@ async fn an_empty_store_is_refilled_with_the_set_in_memory_not_a_fresh_one() {
     let store = MemStore::new(Stored::Nothing);
     let pass = Pass {
         remembered: Some(&last_good),
+        home: KeyHome::Here,
         ..f.pass(false)
     };
     run_pass(&pass, &mut Tracked::default(), &store, &mut report).await;

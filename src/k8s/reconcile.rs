@@ -385,6 +385,19 @@ async fn reconcile_inner(
         r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
         return Ok(Action::await_change());
     }
+    if let Some(provider) = policy
+        .spec
+        .key_provider
+        .as_ref()
+        .filter(|p| p.kind != crate::api::KeyProviderType::Secret)
+    {
+        let message = format!(
+            "spec.keyProvider: type {} is not supported in Kubernetes mode yet (standalone mode supports PKCS11 with pinFile); no key is generated into the Secret instead (docs/key-providers.md)",
+            provider.kind.as_str()
+        );
+        r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
+        return Ok(Action::await_change());
+    }
     r.resolved = Some(&resolved);
 
     let policy_ref = policy.policy_ref();
@@ -398,6 +411,8 @@ async fn reconcile_inner(
             .as_ref()
             .is_some_and(|s| s.active_key_id.is_some()),
         remembered: remembered.as_ref(),
+        // Refused above for any other provider.
+        home: crate::engine::KeyHome::Here,
     };
     let store = SecretStore::new(
         ctx.client.clone(),

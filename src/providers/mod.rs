@@ -119,6 +119,66 @@ pub fn destroy(reference: &str) -> Result<(), ProviderError> {
     )))
 }
 
+/// The engine's [`KeyHome`](crate::engine::KeyHome) for an adapter that
+/// cannot use key providers (yet): here for the `Secret` provider, else
+/// unavailable with an error saying so, so no key is generated anywhere
+/// else instead.
+pub fn unsupported_here(
+    spec: Option<&crate::api::KeyProvider>,
+    adapter: &str,
+) -> crate::engine::KeyHome {
+    match spec.map(|p| p.kind) {
+        None | Some(crate::api::KeyProviderType::Secret) => crate::engine::KeyHome::Here,
+        Some(kind) => crate::engine::KeyHome::Unavailable(ProviderError::Call {
+            provider: if kind == crate::api::KeyProviderType::Pkcs11 {
+                PKCS11
+            } else {
+                "AWSKMS"
+            },
+            token: String::new(),
+            op: "set up the key provider",
+            code: format!(
+                "{} does not support keyProvider type {} yet",
+                adapter,
+                kind.as_str()
+            ),
+        }),
+    }
+}
+
+/// The engine's [`KeyHome`](crate::engine::KeyHome) for a standalone
+/// policy: the logged-in token of a `PKCS11` provider with `pinFile`
+/// (opened once per process and token), or unavailable with the reason.
+/// Blocking (module loading, login): call it on the blocking pool.
+pub fn standalone_home(spec: Option<&crate::api::KeyProvider>) -> crate::engine::KeyHome {
+    use crate::api::KeyProviderType;
+    use crate::engine::KeyHome;
+    let Some(spec) = spec.filter(|p| p.kind != KeyProviderType::Secret) else {
+        return KeyHome::Here;
+    };
+    if spec.kind != KeyProviderType::Pkcs11 {
+        return unsupported_here(Some(spec), "standalone mode");
+    }
+    let Some(pin_file) = &spec.pin_file else {
+        return KeyHome::Unavailable(ProviderError::PinUnreadable {
+            provider: PKCS11,
+            source_name: "spec.keyProvider".into(),
+            detail: "standalone mode reads the PIN from pinFile; pinSecret is for Kubernetes"
+                .into(),
+        });
+    };
+    let opened = read_pin_file(std::path::Path::new(pin_file)).and_then(|pin| {
+        let config = pkcs11::Pkcs11Config::from_spec(spec, pin).ok_or_else(|| {
+            ProviderError::BadReference("keyProvider PKCS11 needs module and tokenLabel".into())
+        })?;
+        pkcs11::Pkcs11Provider::open(&config)
+    });
+    match opened {
+        Ok(provider) => KeyHome::Pkcs11(provider),
+        Err(e) => KeyHome::Unavailable(e),
+    }
+}
+
 /// The API's name of the PKCS#11 provider.
 pub const PKCS11: &str = "PKCS11";
 

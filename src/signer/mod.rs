@@ -467,6 +467,12 @@ impl Signer {
             // The engine writes back what it holds in `tracked` (this
             // signer's own, or what it served as a follower).
             remembered: None,
+            // Key providers are not wired into the signer yet: a policy
+            // naming one gets no key generated anywhere else.
+            home: crate::providers::unsupported_here(
+                self.doc.policy.spec.key_provider.as_ref(),
+                "the signer",
+            ),
         };
         let mut report = Report {
             policy: &self.config.policy,

@@ -331,12 +331,25 @@ fn log_bad_document(bad: &BadDocument) {
 /// state directory as its store and `/policies` plus the log as its reporter.
 async fn reconcile(m: &mut Managed, state: &SharedState, base_url: Option<&str>) -> Publish {
     let metrics = state.metrics_arc();
+    let spec = m.doc.policy.spec.key_provider.clone();
+    let home =
+        tokio::task::spawn_blocking(move || crate::providers::standalone_home(spec.as_ref()))
+            .await
+            .unwrap_or_else(|e| {
+                crate::engine::KeyHome::Unavailable(crate::providers::ProviderError::Call {
+                    provider: crate::providers::PKCS11,
+                    token: String::new(),
+                    op: "set up the key provider",
+                    code: e.to_string(),
+                })
+            });
     let pass = Pass {
         policy: &m.policy_ref,
         resolved: &m.doc.resolved,
         metrics: &metrics,
         had_keys: false,
         remembered: None,
+        home,
     };
     let mut reporter = Report {
         policy: &m.policy_ref,
