@@ -225,3 +225,45 @@ fn a_wrong_pin_degrades_the_policy_and_makes_no_key() {
         &op.log().iter().map(|l| l.to_string()).collect::<String>(),
     );
 }
+
+/// Revoking the active key: a fresh key from the token signs at once, the
+/// revoked key leaves the JWKS and then the token, and its tokens fail.
+#[test]
+fn a_revoked_key_leaves_the_set_and_then_the_token() {
+    let hsm = softhsm::SoftHsm::new_dir();
+    let label = "revoke";
+    hsm.init_token_with_util(label, PIN);
+    let ws = Workspace::new();
+    let pin_file = ws.dir.path().join("pin");
+    std::fs::write(&pin_file, PIN).unwrap();
+    let spec =
+        provider_spec(label, &pin_file).replace("rotationInterval: 6s", "rotationInterval: 1h");
+    let spec = spec.replace("publishAhead: 3s", "publishAhead: 10m");
+    ws.write_policy("p.yaml", &manifest("hsm", "", &spec));
+    let conf = hsm.conf();
+    let env = [("SOFTHSM2_CONF", conf.as_os_str())];
+    let mut op = Operator::launch_env(&ws.policies(), &ws.state(), &[], &env);
+    op.wait_for_log(|l| l["message"] == "standalone mode ready", 20 * SEC);
+    let p = "default/hsm";
+    let (token, k1) = op.mint(p, &json!({"sub": "before"}));
+    assert!(token_labels(&hsm, label).contains(&k1));
+
+    ws.write_policy(
+        "p.yaml",
+        &manifest("hsm", "", &format!("{spec}  revokedKeyIDs: [{k1}]\n")),
+    );
+    op.reload();
+    let k2 = eventually("a fresh key replaces the revoked one", 5 * SEC, || {
+        let kids = op.kids(p);
+        (!kids.contains(&k1) && kids.len() == 1).then(|| kids[0].clone())
+    });
+    assert_eq!(op.summary(p)["activeKeyID"], k2.as_str());
+    assert!(op.verify(p, &token).is_err(), "a revoked key's token fails");
+    eventually("the revoked key's objects leave the token", 5 * SEC, || {
+        let labels = token_labels(&hsm, label);
+        (!labels.contains(&k1) && labels.contains(&k2)).then_some(())
+    });
+    let (token, kid) = op.mint(p, &json!({"sub": "after"}));
+    assert_eq!(kid, k2);
+    assert_eq!(op.verify(p, &token).as_deref(), Ok(k2.as_str()));
+}
