@@ -580,73 +580,46 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     crate::standalone::run(config, shutdown).await
 }
 
+/// Runs `task` on a fresh runtime: its output goes to `show` (exit 0), its
+/// error to stderr (exit 1).
+fn block_on<T>(
+    task: impl std::future::Future<Output = anyhow::Result<T>>,
+    show: impl FnOnce(T),
+) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("starting the async runtime: {e}")),
+    };
+    match rt.block_on(task) {
+        Ok(out) => {
+            show(out);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             init_logging(args.serve.log_format);
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("starting the async runtime: {e}")),
-            };
-            match rt.block_on(run(*args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(format!("{e:#}")),
-            }
+            block_on(run(*args), |()| {})
         }
         Command::Rotate(args) => {
             let name = args.name.clone();
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("starting the async runtime: {e}")),
-            };
-            match rt.block_on(rotate(args)) {
-                Ok((ns, value)) => {
-                    println!(
-                        "rotation of {ns}/{name} requested ({}={value})",
-                        crate::api::ROTATE_ANNOTATION
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(format!("{e:#}")),
-            }
+            block_on(rotate(args), |(ns, value)| {
+                println!(
+                    "rotation of {ns}/{name} requested ({}={value})",
+                    crate::api::ROTATE_ANNOTATION
+                );
+            })
         }
-        Command::Status(args) => {
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("starting the async runtime: {e}")),
-            };
-            match rt.block_on(status(args)) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(format!("{e:#}")),
-            }
-        }
-        Command::Revoke(args) => {
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("starting the async runtime: {e}")),
-            };
-            match rt.block_on(revoke(args)) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(format!("{e:#}")),
-            }
-        }
+        Command::Status(args) => block_on(status(args), |text| print!("{text}")),
+        Command::Revoke(args) => block_on(revoke(args), |text| println!("{text}")),
         Command::Standalone(args) => {
             init_logging(args.serve.log_format);
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("starting the async runtime: {e}")),
-            };
-            match rt.block_on(standalone(*args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(format!("{e:#}")),
-            }
+            block_on(standalone(*args), |()| {})
         }
         Command::Signer(args) => crate::signer::main(*args),
         Command::Verify(args) => match runtime() {

@@ -45,6 +45,16 @@ pub fn restored_message(keys: usize) -> String {
     )
 }
 
+/// Logs `note` ([`note`]) and keeps the warning it carries ([`warning`]) in
+/// `kept`: standalone and the signer show it in `/policies` until they
+/// restart, where Kubernetes raises a Warning Event.
+pub fn note_and_keep_warning(policy: &PolicyRef, n: &Note<'_>, kept: &mut Option<Problem>) {
+    note(policy, n);
+    if let Some(w) = warning(n) {
+        *kept = Some(w);
+    }
+}
+
 /// The warning a reporter without Events keeps showing (in `/policies`)
 /// for a restored or recreated set; `None` for other notes.
 pub fn warning(note: &Note<'_>) -> Option<Problem> {

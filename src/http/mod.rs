@@ -60,6 +60,7 @@ pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod view;
 
 #[cfg(test)]
 mod server_tests;
@@ -86,7 +87,7 @@ pub use filters::{
     token_routes_with,
 };
 pub use server::{Limits, ServeConfig, serve, serve_service};
-pub use snapshot::{PolicyView, SharedState, Snapshot, Update, random_jti, strong_etag};
+pub use snapshot::{PolicyView, SharedState, Shown, Snapshot, Update, random_jti, strong_etag};
 pub use tls::{ServerTls, TlsError, TlsFiles};
 
 /// Resolves when the process is asked to stop: SIGTERM (what Kubernetes

@@ -199,6 +199,25 @@ impl Decoder {
     }
 }
 
+/// What a Secret that is ours (`how`: the operator "manages" or "adopted"
+/// it) holds: its set, nothing (emptied by hand: lost, like a deleted
+/// Secret), or something that cannot be read (never overwritten).
+fn ours(decoded: Result<Decoded, DecodeError>, resource_version: String, how: &str) -> Found {
+    match decoded {
+        Ok(Decoded::Keys { set, generation }) => Found::Ours {
+            set,
+            generation,
+            resource_version,
+        },
+        Ok(Decoded::Empty) => Found::Emptied { resource_version },
+        Ok(Decoded::Adoptable(_)) => Found::Corrupt(DecodeError {
+            data_key: layout::LIFECYCLE,
+            problem: format!("missing from a Secret this operator {how}"),
+        }),
+        Err(e) => Found::Corrupt(e),
+    }
+}
+
 fn classify_with(
     secret: Option<&Secret>,
     policy: &KeyRotationPolicy,
@@ -212,21 +231,7 @@ fn classify_with(
     let name = secret.name_any();
     let meta = &secret.metadata;
     if owned_by(meta, policy) {
-        return match decoded {
-            Ok(Decoded::Keys { set, generation }) => Found::Ours {
-                set,
-                generation,
-                resource_version,
-            },
-            // Ours but emptied (all data keys removed by hand): lost, like
-            // a deleted Secret.
-            Ok(Decoded::Empty) => Found::Emptied { resource_version },
-            Ok(Decoded::Adoptable(_)) => Found::Corrupt(DecodeError {
-                data_key: layout::LIFECYCLE,
-                problem: "missing from a Secret this operator manages".into(),
-            }),
-            Err(e) => Found::Corrupt(e),
-        };
+        return ours(decoded, resource_version, "manages");
     }
     if labelled_ours(meta) && owned_by_a_policy(meta) {
         return Found::Foreign(format!(
@@ -252,19 +257,7 @@ fn classify_with(
     }
     // Adopted earlier: ours, without an ownerReference.
     if labelled_for(meta, policy) {
-        return match decoded {
-            Ok(Decoded::Keys { set, generation }) => Found::Ours {
-                set,
-                generation,
-                resource_version,
-            },
-            Ok(Decoded::Empty) => Found::Emptied { resource_version },
-            Ok(Decoded::Adoptable(_)) => Found::Corrupt(DecodeError {
-                data_key: layout::LIFECYCLE,
-                problem: "missing from a Secret this operator adopted".into(),
-            }),
-            Err(e) => Found::Corrupt(e),
-        };
+        return ours(decoded, resource_version, "adopted");
     }
     match decoded {
         Ok(Decoded::Adoptable(keys)) => Found::Adoptable {

@@ -67,7 +67,7 @@ use self::announced::Announced;
 use self::service::{Lifetimes, Service, SignerState, refresh_hint};
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
 use crate::http::PolicySummary;
-use crate::http::{self, PolicyRef, PolicyView, SharedState, Shutdown};
+use crate::http::{self, PolicyRef, PolicyView, SharedState, Shown, Shutdown};
 use crate::keys::SigningKey;
 use crate::keys::lifecycle::{Policy, after};
 use crate::metrics::Metrics;
@@ -255,10 +255,7 @@ impl Reporter for Report<'_> {
     }
 
     async fn note(&mut self, note: Note<'_>) {
-        engine::log::note(self.policy, &note);
-        if let Some(warning) = engine::log::warning(&note) {
-            *self.warning = Some(warning);
-        }
+        engine::log::note_and_keep_warning(self.policy, &note, self.warning);
     }
 
     async fn healthy(
@@ -267,9 +264,9 @@ impl Reporter for Report<'_> {
         problem: Option<Problem>,
     ) -> Result<(), Self::Error> {
         engine::log::healthy(self.policy, self.problem, &problem);
-        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url)
-            .with_warning(self.warning.clone());
-        self.http.upsert(view.with_problem(problem));
+        let info = self.doc.policy.info();
+        let shown = Shown::healthy(&info, keys, self.base_url, problem, self.warning.clone());
+        self.http.show(self.policy, shown);
         Ok(())
     }
 
@@ -284,20 +281,14 @@ impl Reporter for Report<'_> {
             &problem,
             "; still serving the last good key set",
         );
-        match held.filter(|k| !k.keys.is_empty()) {
-            // Served again for the policy as it is now: a kid it revokes
-            // leaves FetchKeys and stops signing although no write recorded it.
-            Some(keys) => {
-                self.publish(keys).await?;
-                let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url);
-                self.http.upsert(view.with_problem(Some(problem)));
-            }
-            None => self.http.set_problem(
-                self.policy,
-                PolicySummary::for_policy(&self.doc.policy.info()),
-                Some(problem),
-            ),
+        // Served again for the policy as it is now: a kid it revokes
+        // leaves FetchKeys and stops signing although no write recorded it.
+        let held = held.filter(|k| !k.keys.is_empty());
+        if let Some(keys) = held {
+            self.publish(keys).await?;
         }
+        let shown = Shown::degraded(&self.doc.policy.info(), held, self.base_url, problem);
+        self.http.show(self.policy, shown);
         Ok(())
     }
 

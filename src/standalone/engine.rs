@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 use super::policies::{BadDocument, PolicyDoc, PolicyFiles};
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, run_pass};
-use crate::http::{PolicyRef, PolicySummary, PolicyView, SharedState, Shutdown};
+use crate::http::{PolicyRef, PolicySummary, SharedState, Shown, Shutdown};
 use crate::keys::lifecycle::after;
 use crate::reasons;
 use crate::store::StoredKeySet;
@@ -71,8 +71,7 @@ pub struct Engine {
 
 /// The outcome of one pass over a policy, to publish.
 enum Publish {
-    View(PolicyView),
-    Problem(PolicySummary, Option<Problem>),
+    Shown(Shown),
     Nothing,
 }
 
@@ -300,8 +299,10 @@ impl Engine {
             .unwrap_or_else(Instant::now);
         while let Some((r, m, publish)) = passes.next().await {
             match publish {
-                Publish::View(view) => batch.push(view),
-                Publish::Problem(summary, problem) => state.set_problem(&r, summary, problem),
+                Publish::Shown(Shown::View(view)) => batch.push(view),
+                Publish::Shown(Shown::Summary(summary, problem)) => {
+                    state.set_problem(&r, summary, problem)
+                }
                 Publish::Nothing => {}
             }
             self.policies.insert(r, m);
@@ -400,10 +401,7 @@ impl Reporter for Report<'_> {
         if let Note::Loaded { keys, .. } | Note::Adopting { keys } = note {
             self.served = keys > 0;
         }
-        engine::log::note(self.policy, &note);
-        if let Some(warning) = engine::log::warning(&note) {
-            *self.warning = Some(warning);
-        }
+        engine::log::note_and_keep_warning(self.policy, &note, self.warning);
     }
 
     async fn healthy(
@@ -416,9 +414,9 @@ impl Reporter for Report<'_> {
             info!(policy = %r, jwks = %r.jwks_path(), "serving the key set");
         }
         engine::log::healthy(r, self.problem, &problem);
-        let view = PolicyView::build(&self.doc.policy.info(), keys, self.base_url)
-            .with_warning(self.warning.clone());
-        self.publish = Publish::View(view.with_problem(problem));
+        let info = self.doc.policy.info();
+        let shown = Shown::healthy(&info, keys, self.base_url, problem, self.warning.clone());
+        self.publish = Publish::Shown(shown);
         Ok(())
     }
 
@@ -431,12 +429,7 @@ impl Reporter for Report<'_> {
         let info = self.doc.policy.info();
         // The last good set keeps being served, rebuilt for the policy as it
         // is now: a kid it revokes is withheld although no write recorded it.
-        self.publish = match held.filter(|k| !k.keys.is_empty()) {
-            Some(keys) => Publish::View(
-                PolicyView::build(&info, keys, self.base_url).with_problem(Some(problem)),
-            ),
-            None => Publish::Problem(PolicySummary::for_policy(&info), Some(problem)),
-        };
+        self.publish = Publish::Shown(Shown::degraded(&info, held, self.base_url, problem));
         Ok(())
     }
 
