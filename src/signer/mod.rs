@@ -331,6 +331,25 @@ struct Signer {
     read_at: Option<std::time::Instant>,
     /// The files' stamp at that read.
     read_stamp: Option<Stamp>,
+    /// Where keys are generated: the token of a `PKCS11` provider, opened
+    /// at start and on reload, so a follower's keys sign through it too.
+    home: engine::KeyHome,
+}
+
+/// Opens the policy's key provider (blocking: module loading and login).
+async fn key_home(doc: &PolicyDoc) -> engine::KeyHome {
+    let spec = doc.policy.spec.key_provider.clone();
+    let home =
+        tokio::task::spawn_blocking(move || crate::providers::standalone_home(spec.as_ref()))
+            .await
+            .unwrap_or_default();
+    if let engine::KeyHome::Unavailable(e) = &home {
+        warn!(
+            reason = crate::reasons::PKCS11_FAILED,
+            "the policy's key provider cannot be used: {e}"
+        );
+    }
+    home
 }
 
 impl Signer {
@@ -458,12 +477,7 @@ impl Signer {
             // The engine writes back what it holds in `tracked` (this
             // signer's own, or what it served as a follower).
             remembered: None,
-            // Key providers are not wired into the signer yet: a policy
-            // naming one gets no key generated anywhere else.
-            home: crate::providers::unsupported_here(
-                self.doc.policy.spec.key_provider.as_ref(),
-                "the signer",
-            ),
+            home: self.home.clone(),
         };
         let mut report = Report {
             policy: &self.config.policy,
@@ -556,6 +570,9 @@ impl Signer {
             sign_cap: cap,
             clock_skew: doc.resolved.clock_skew,
         });
+        // The token stays open once opened (cached per process): this only
+        // reads the PIN file and compares it, unless the token changed.
+        self.home = crate::providers::standalone_home(doc.policy.spec.key_provider.as_ref());
         self.doc = doc;
         // The refresh hint may have changed with publishAhead.
         self.seen = None;
@@ -649,6 +666,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         servers.push(server);
     }
 
+    let home = key_home(&doc).await;
     let mut signer = Signer {
         config,
         doc,
@@ -665,6 +683,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         warning: None,
         read_at: None,
         read_stamp: None,
+        home,
     };
     let mut role = Role::Follower;
     state.metrics().set_leader(false);
