@@ -71,7 +71,7 @@ pub struct Engine {
 
 /// The outcome of one pass over a policy, to publish.
 enum Publish {
-    Shown(Shown),
+    Shown(Box<Shown>),
     Nothing,
 }
 
@@ -299,10 +299,10 @@ impl Engine {
             .unwrap_or_else(Instant::now);
         while let Some((r, m, publish)) = passes.next().await {
             match publish {
-                Publish::Shown(Shown::View(view)) => batch.push(view),
-                Publish::Shown(Shown::Summary(summary, problem)) => {
-                    state.set_problem(&r, summary, problem)
-                }
+                Publish::Shown(shown) => match *shown {
+                    Shown::View(view) => batch.push(view),
+                    Shown::Summary(summary, problem) => state.set_problem(&r, summary, problem),
+                },
                 Publish::Nothing => {}
             }
             self.policies.insert(r, m);
@@ -416,7 +416,7 @@ impl Reporter for Report<'_> {
         engine::log::healthy(r, self.problem, &problem);
         let info = self.doc.policy.info();
         let shown = Shown::healthy(&info, keys, self.base_url, problem, self.warning.clone());
-        self.publish = Publish::Shown(shown);
+        self.publish = Publish::Shown(Box::new(shown));
         Ok(())
     }
 
@@ -429,7 +429,12 @@ impl Reporter for Report<'_> {
         let info = self.doc.policy.info();
         // The last good set keeps being served, rebuilt for the policy as it
         // is now: a kid it revokes is withheld although no write recorded it.
-        self.publish = Publish::Shown(Shown::degraded(&info, held, self.base_url, problem));
+        self.publish = Publish::Shown(Box::new(Shown::degraded(
+            &info,
+            held,
+            self.base_url,
+            problem,
+        )));
         Ok(())
     }
 

@@ -29,8 +29,10 @@ if ((${#missing[@]})); then
   log "installing ${missing[*]} from Debian ..."
   start=$SECONDS
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # Waits for dpkg's lock: scripts/test.sh runs the installers in parallel,
+  # and scripts/install-node-deps.sh may be using apt at the same time.
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
   log "installed in $((SECONDS - start))s"
 else
   log "softhsm2, opensc: present"

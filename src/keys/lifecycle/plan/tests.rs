@@ -34,6 +34,15 @@ fn kids(w: &Working<'_, TestKey, Counter>) -> Vec<(String, KeyState)> {
         .collect()
 }
 
+/// The set's kids and states, the events, the deferral and whether a fresh
+/// signer was asked for, after one step.
+type After = (
+    Vec<(String, KeyState)>,
+    Vec<LifecycleEvent>,
+    Option<Deferral>,
+    bool,
+);
+
 /// Runs `step` alone over `keys` at `now`.
 fn run(
     policy: &Policy,
@@ -41,12 +50,7 @@ fn run(
     now: i64,
     source: &mut Counter,
     step: Step<TestKey, Counter>,
-) -> (
-    Vec<(String, KeyState)>,
-    Vec<LifecycleEvent>,
-    Option<Deferral>,
-    bool,
-) {
+) -> After {
     let mut w = Working::new(policy, set(keys), t(now).into(), source);
     step(&mut w).unwrap();
     (
