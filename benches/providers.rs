@@ -24,7 +24,6 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
 #[path = "../tests/common/softhsm.rs"]
-#[allow(dead_code)]
 mod softhsm;
 
 fn settings() -> MintSettings {

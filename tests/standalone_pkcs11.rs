@@ -87,7 +87,7 @@ fn a_full_rotation_through_the_token_keeps_private_keys_out_of_everything() {
         .as_str()
         .expect("an active key")
         .to_string();
-    assert_eq!(op.kids(p), [first.clone()]);
+    assert_eq!(op.kids(p), std::slice::from_ref(&first));
     assert!(
         token_labels(&hsm, label).contains(&first),
         "the key is in the token"
