@@ -367,3 +367,81 @@ fn a_full_rotation_keeps_private_keys_in_the_token() {
         );
     }
 }
+
+/// A stored provider set that was tampered with is refused when read, with
+/// the data key named: a private member beside a `keyRef`, an `active.pem`
+/// beside a token-held signer, a reference that is not one.
+#[test]
+fn a_tampered_provider_set_is_refused() {
+    use jwks_operator::keys::lifecycle::{self, KeySet};
+    use jwks_operator::providers::pkcs11::Pkcs11KeySource;
+    use jwks_operator::store::layout;
+
+    let label = softhsm::token("tamper", PIN);
+    let provider = Pkcs11Provider::open(&config(&label, PIN)).unwrap();
+    let policy = jwks_operator::yaml::from_str::<jwks_operator::api::KeyRotationPolicySpec>(
+        "{algorithm: ES256}",
+    )
+    .unwrap()
+    .resolve(None)
+    .unwrap();
+    let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let plan = lifecycle::plan(
+        &policy,
+        &KeySet::default(),
+        now,
+        &mut Pkcs11KeySource(provider),
+    )
+    .unwrap();
+    let encoded = layout::encode(&plan.keys, 1).unwrap();
+    let entries: Vec<(&'static str, Vec<u8>)> = encoded
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_vec()))
+        .collect();
+    let decode = |entries: &[(&str, Vec<u8>)]| {
+        layout::decode(|k| {
+            entries
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, b)| b.as_slice())
+        })
+    };
+    assert!(decode(&entries).is_ok());
+    let with = |key: &'static str, f: &dyn Fn(&mut Vec<u8>)| {
+        let mut e = entries.clone();
+        match e.iter_mut().find(|(n, _)| *n == key) {
+            Some((_, v)) => f(v),
+            None => {
+                let mut v = Vec::new();
+                f(&mut v);
+                e.push((key, v));
+            }
+        }
+        e
+    };
+
+    let private_member = with(layout::JWKS, &|v| {
+        let mut doc: serde_json::Value = serde_json::from_slice(v).unwrap();
+        doc["keys"][0]["d"] = "AAAA".into();
+        *v = serde_json::to_vec(&doc).unwrap();
+    });
+    let err = decode(&private_member).unwrap_err();
+    assert_eq!(err.data_key, layout::JWKS);
+    assert!(err.problem.contains("private member \"d\""), "{err}");
+
+    let pem = with(layout::ACTIVE_PEM, &|v| {
+        *v = b"-----BEGIN PRIVATE KEY-----\n".to_vec()
+    });
+    let err = decode(&pem).unwrap_err();
+    assert_eq!(err.data_key, layout::ACTIVE_PEM);
+
+    let bad_ref = with(layout::LIFECYCLE, &|v| {
+        let mut doc: serde_json::Value = serde_json::from_slice(v).unwrap();
+        doc["keys"][0]["keyRef"] = "arn:aws:kms:nowhere".into();
+        *v = serde_json::to_vec(&doc).unwrap();
+    });
+    let err = decode(&bad_ref).unwrap_err();
+    assert_eq!(err.data_key, layout::LIFECYCLE);
+    assert!(err.problem.contains("neither a pkcs11: URI"), "{err}");
+}
