@@ -27,9 +27,9 @@ if ((${#missing[@]})); then
   log "installing ${missing[*]} from Debian ..."
   start=$SECONDS
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
   # No recommends: containerd would pull in nothing the tests need.
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
   log "installed in $((SECONDS - start))s"
 else
   log "containerd, runc, iptables: present"

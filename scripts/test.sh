@@ -25,7 +25,7 @@ bash scripts/gates.sh
 # Each one's output goes to a log, printed when it fails.
 installers=(tests/interop/install.sh tests/interop/install-verifiers.sh tests/controlplane/build.sh
   tests/controlplane/cert-manager-crds.sh tests/controlplane/build-prometheus.sh scripts/install-node-deps.sh
-  tests/publish/install.sh)
+  tests/publish/install.sh tests/providers/install.sh)
 install_logs=${INSTALL_LOG_DIR:-logs/install}
 mkdir -p "$install_logs"
 step "installers, in parallel: ${installers[*]} (logs in $install_logs/)"

@@ -95,6 +95,8 @@ pub const MANAGED_BY: &str = "jwks-operator";
 #[x_kube(
     validation = Rule::new("!has(self.keySize) || self.algorithm.startsWith('RS') || self.algorithm.startsWith('PS')").message("keySize applies only to RSA algorithms (RS256/384/512, PS256/384/512); remove it for ES256, ES384 and EdDSA"),
     validation = Rule::new("!has(self.publishAhead) || duration(self.publishAhead) < duration(self.rotationInterval)").message("publishAhead must be shorter than rotationInterval, so each key is published before it signs and still signs for a while"),
+    validation = Rule::new("!has(self.keyProvider) || self.keyProvider.type != 'AWSKMS' || self.algorithm != 'EdDSA'").message("keyProvider AWSKMS cannot do EdDSA: AWS KMS has no Ed25519 signing keys; use ES256, ES384, RS256/384/512 or PS256/384/512, or the Secret or PKCS11 provider for EdDSA (docs/key-providers.md)"),
+    validation = Rule::new("(has(self.keyProvider) ? self.keyProvider.type : 'Secret') == (has(oldSelf.keyProvider) ? oldSelf.keyProvider.type : 'Secret') && (has(self.keyProvider) && has(self.keyProvider.tokenLabel) ? self.keyProvider.tokenLabel : '') == (has(oldSelf.keyProvider) && has(oldSelf.keyProvider.tokenLabel) ? oldSelf.keyProvider.tokenLabel : '') && (has(self.keyProvider) && has(self.keyProvider.region) ? self.keyProvider.region : '') == (has(oldSelf.keyProvider) && has(oldSelf.keyProvider.region) ? oldSelf.keyProvider.region : '')").message("keyProvider.type, tokenLabel and region cannot be changed: keys already in the set live in that provider, token or region and still verify issued tokens; to move keys elsewhere, create a new KeyRotationPolicy").reason(kube::core::Reason::FieldValueForbidden).field_path(".keyProvider.type"),
     validation = Rule::new("!has(self.verifierRefreshInterval) || (has(self.publishAhead) ? duration(self.publishAhead) >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) : (duration('1h') >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) && duration(self.rotationInterval) >= duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew) + duration(self.verifierRefreshInterval) + duration(self.clockSkew)))").message("publishAhead (default: the smaller of 1h and rotationInterval/4) must be at least verifierRefreshInterval + clockSkew, or a verifier can meet a key it has not fetched yet; lengthen publishAhead (and rotationInterval) or shorten verifierRefreshInterval"),
     validation = Rule::new("!has(self.publish) || self.publish.all(a, self.publish.exists_one(b, b.url == a.url))").message("each publish[].url may appear only once"),
     validation = Rule::new("!has(self.publish) || has(self.issuer) || self.publish.all(t, !has(t.discovery) || !t.discovery)").message("publish[].discovery needs spec.issuer: the discovery document's issuer is spec.issuer"),
@@ -232,6 +234,111 @@ pub struct KeyRotationPolicySpec {
     /// Test-only token endpoints for this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<TokenEndpoint>,
+
+    /// Where the private keys live. Default `{type: Secret}`: in the key
+    /// set's Secret (standalone: the state directory). With `PKCS11` or
+    /// `AWSKMS` the private keys are generated inside the provider and never
+    /// leave it; the stored set holds public JWKs and a key reference per
+    /// kid. The type, token label and region cannot be changed after
+    /// creation (the module path, PIN and credentials can). See
+    /// docs/key-providers.md for what each provider can sign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_provider: Option<KeyProvider>,
+}
+
+/// Where a policy's private keys live, and how to reach them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("self.type != 'PKCS11' || (has(self.module) && has(self.tokenLabel))").message("keyProvider PKCS11 needs module (the path of the PKCS#11 .so) and tokenLabel"),
+    validation = Rule::new("self.type != 'PKCS11' || (has(self.pinSecret) ? !has(self.pinFile) : has(self.pinFile))").message("keyProvider PKCS11 needs exactly one of pinSecret (Kubernetes) or pinFile (standalone and signer)"),
+    validation = Rule::new("self.type == 'PKCS11' || !(has(self.module) || has(self.tokenLabel) || has(self.pinSecret) || has(self.pinFile))").message("module, tokenLabel, pinSecret and pinFile apply only to keyProvider type PKCS11"),
+    validation = Rule::new("self.type != 'AWSKMS' || has(self.region)").message("keyProvider AWSKMS needs region, such as eu-west-1"),
+    validation = Rule::new("self.type == 'AWSKMS' || !(has(self.region) || has(self.credentialsSecret) || has(self.endpoint))").message("region, credentialsSecret and endpoint apply only to keyProvider type AWSKMS")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyProvider {
+    /// `Secret` (default: private keys in the key set's Secret or state
+    /// directory), `PKCS11` (a token reached through a PKCS#11 module: an
+    /// HSM, a TPM through tpm2-pkcs11, SoftHSM) or `AWSKMS`.
+    #[serde(rename = "type", default)]
+    pub kind: KeyProviderType,
+
+    /// PKCS11: absolute path of the PKCS#11 module (`.so`) on the
+    /// operator's file system, such as `/usr/lib/softhsm/libsofthsm2.so`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("module must be an absolute path to the PKCS#11 module (.so)"))]
+    pub module: Option<String>,
+
+    /// PKCS11: the label of the token the keys are generated in (the
+    /// token's label in its `CK_TOKEN_INFO`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub token_label: Option<String>,
+
+    /// PKCS11, Kubernetes mode: name of a Secret in the policy's namespace
+    /// whose data key `pin` holds the token's user PIN. The operator needs
+    /// `get` on it (docs/key-providers.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub pin_secret: Option<String>,
+
+    /// PKCS11, standalone and signer modes: path of a file holding the
+    /// token's user PIN (a trailing newline is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub pin_file: Option<String>,
+
+    /// AWSKMS: the AWS region of the keys, such as `eu-west-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+
+    /// AWSKMS, Kubernetes mode: name of a Secret in the policy's namespace
+    /// with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    /// `AWS_SESSION_TOKEN`. Without it the ambient credentials are used
+    /// (environment, web identity, instance profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub credentials_secret: Option<String>,
+
+    /// AWSKMS: another endpoint URL than the region's (a VPC endpoint, or a
+    /// local KMS in tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))").message("endpoint must be an http(s) URL"))]
+    pub endpoint: Option<String>,
+}
+
+/// The kind of a [`KeyProvider`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyProviderType {
+    /// Private keys in the key set's Secret (standalone: the state directory).
+    #[default]
+    Secret,
+    /// Private keys in a PKCS#11 token.
+    #[serde(rename = "PKCS11")]
+    Pkcs11,
+    /// Private keys in AWS KMS.
+    #[serde(rename = "AWSKMS")]
+    AwsKms,
+}
+
+impl KeyProviderType {
+    /// The name used in the API and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyProviderType::Secret => "Secret",
+            KeyProviderType::Pkcs11 => "PKCS11",
+            KeyProviderType::AwsKms => "AWSKMS",
+        }
+    }
 }
 
 /// Opt-in for the mint/verify endpoints of the token listener.
@@ -643,6 +750,7 @@ impl Default for KeyRotationPolicySpec {
             token_endpoint: None,
             verifier_refresh_interval: None,
             publish: Vec::new(),
+            key_provider: None,
         }
     }
 }
@@ -745,6 +853,17 @@ impl KeyRotationPolicySpec {
             return Err(SpecError::new(
                 "issuer",
                 format!("{issuer:?} is not an http(s) URL"),
+            ));
+        }
+        if let Some(provider) = &self.key_provider
+            && provider.kind == KeyProviderType::AwsKms
+        {
+            // No KMS backend yet: refusing is honest, generating keys into
+            // the Secret would not be. (PKCS11 is refused by the adapters
+            // that cannot use it yet: Kubernetes mode and the signer.)
+            return Err(SpecError::new(
+                "keyProvider",
+                "type AWSKMS is not supported by this version of the operator yet: it would keep private keys in the Secret, which an AWSKMS provider exists to avoid (docs/key-providers.md)",
             ));
         }
         Ok(Policy {
@@ -1017,6 +1136,10 @@ mod tests {
             ("secretName: Not_Valid", "secretName"),
             ("publicConfigMap: -x", "publicConfigMap"),
             ("maxKeys: 101", "maxKeys"),
+            (
+                "algorithm: ES256\nkeyProvider: {type: AWSKMS, region: r}",
+                "keyProvider",
+            ),
         ];
         for (yaml, field) in cases {
             let err = spec(yaml).resolve(None).unwrap_err();
@@ -1150,6 +1273,126 @@ mod tests {
         ] {
             validate(&format!("{HEAD}spec: {spec}")).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
         }
+    }
+
+    #[test]
+    fn key_providers_parse_and_pass_the_cel_rules() {
+        for spec in [
+            "{keyProvider: {type: Secret}}",
+            "{keyProvider: {type: PKCS11, module: /usr/lib/softhsm/libsofthsm2.so, tokenLabel: jwks, pinSecret: hsm-pin}}",
+            "{algorithm: EdDSA, keyProvider: {type: PKCS11, module: /m.so, tokenLabel: jwks, pinFile: /etc/jwks/pin}}",
+            "{algorithm: ES256, keyProvider: {type: AWSKMS, region: eu-west-1}}",
+            "{algorithm: PS256, keyProvider: {type: AWSKMS, region: eu-west-1, credentialsSecret: kms, endpoint: 'http://127.0.0.1:4566'}}",
+        ] {
+            validate(&format!("{HEAD}spec: {spec}")).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+        }
+        let s = spec("keyProvider: {type: PKCS11, module: /m.so, tokenLabel: t, pinSecret: p}");
+        let provider = s.key_provider.unwrap();
+        assert_eq!(provider.kind, KeyProviderType::Pkcs11);
+        assert_eq!(provider.token_label.as_deref(), Some("t"));
+        let v = serde_json::to_value(&provider).unwrap();
+        for key in ["type", "module", "tokenLabel", "pinSecret"] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["type"], "PKCS11");
+        let kms = spec(
+            "keyProvider: {type: AWSKMS, region: r, credentialsSecret: c, endpoint: 'http://e'}",
+        )
+        .key_provider
+        .unwrap();
+        let v = serde_json::to_value(&kms).unwrap();
+        assert_eq!(v["type"], "AWSKMS");
+        for key in ["region", "credentialsSecret", "endpoint"] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        // Absent means the Secret provider, today's behaviour.
+        assert_eq!(spec("{}").key_provider, None);
+        spec("keyProvider: {type: Secret}").resolve(None).unwrap();
+        assert_eq!(KeyProvider::default().kind, KeyProviderType::Secret);
+    }
+
+    #[test]
+    fn key_provider_cel_rules_reject_what_a_provider_cannot_do() {
+        let cases = [
+            (
+                "{algorithm: EdDSA, keyProvider: {type: AWSKMS, region: eu-west-1}}",
+                "keyProvider AWSKMS cannot do EdDSA",
+            ),
+            (
+                "{keyProvider: {type: PKCS11, tokenLabel: t, pinFile: /p}}",
+                "keyProvider PKCS11 needs module",
+            ),
+            (
+                "{keyProvider: {type: PKCS11, module: /m.so, pinFile: /p}}",
+                "keyProvider PKCS11 needs module",
+            ),
+            (
+                "{keyProvider: {type: PKCS11, module: /m.so, tokenLabel: t}}",
+                "needs exactly one of pinSecret",
+            ),
+            (
+                "{keyProvider: {type: PKCS11, module: /m.so, tokenLabel: t, pinSecret: s, pinFile: /p}}",
+                "needs exactly one of pinSecret",
+            ),
+            (
+                "{keyProvider: {type: PKCS11, module: m.so, tokenLabel: t, pinFile: /p}}",
+                "module must be an absolute path",
+            ),
+            (
+                "{keyProvider: {type: Secret, tokenLabel: t}}",
+                "apply only to keyProvider type PKCS11",
+            ),
+            (
+                "{keyProvider: {type: AWSKMS, region: r, module: /m.so}}",
+                "apply only to keyProvider type PKCS11",
+            ),
+            (
+                "{keyProvider: {type: AWSKMS}}",
+                "keyProvider AWSKMS needs region",
+            ),
+            (
+                "{keyProvider: {type: PKCS11, module: /m.so, tokenLabel: t, pinFile: /p, region: r}}",
+                "apply only to keyProvider type AWSKMS",
+            ),
+            (
+                "{keyProvider: {type: AWSKMS, region: r, endpoint: 'not a url'}}",
+                "endpoint must be an http(s) URL",
+            ),
+        ];
+        for (spec, needle) in cases {
+            let errs = validate(&format!("{HEAD}spec: {spec}")).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.contains(needle)),
+                "{spec}: expected {needle:?} in {errs:?}"
+            );
+        }
+    }
+
+    /// The type is immutable: the API server checks it against the old
+    /// object (a transition rule, which only an update has).
+    #[test]
+    fn key_provider_type_cannot_change() {
+        let crd = serde_json::to_value(KeyRotationPolicy::crd()).unwrap();
+        let rules = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["x-kubernetes-validations"]
+            .as_array()
+            .unwrap();
+        let rule = rules
+            .iter()
+            .find(|r| {
+                r["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("keyProvider.type, tokenLabel and region cannot be changed")
+            })
+            .expect("the immutability rule");
+        assert!(
+            rule["rule"]
+                .as_str()
+                .unwrap()
+                .contains("oldSelf.keyProvider")
+        );
+        assert_eq!(rule["reason"], "FieldValueForbidden");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!   state directory (`standalone`).
 //! - [`signer`]: kube-apiserver's external service-account token signer
 //!   (`signer`), on the standalone engine.
+//! - [`providers`]: key providers holding private keys outside the
+//!   stored set (PKCS#11 tokens).
 //! - [`names`]: Kubernetes name rules (RFC 1123), shared by every layer.
 //! - [`reasons`]: every condition reason and error kind a problem is reported under.
 //! - [`verify`]: checking a JWT against a JWK Set from a URL or file (`verify`).
@@ -36,6 +38,7 @@ pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod problem;
+pub mod providers;
 pub mod publish;
 pub mod reasons;
 pub mod signer;

@@ -38,6 +38,10 @@ pub const MAX_KEYS_REACHED: &str = "MaxKeysReached";
 pub const STATE_INCONSISTENT: &str = "StateInconsistent";
 /// Generating a new key failed.
 pub const KEY_GENERATION_FAILED: &str = "KeyGenerationFailed";
+/// The PKCS#11 key provider failed or refused: the module, the token, the
+/// PIN, or a call (generation, destruction). The current key keeps signing
+/// if it can.
+pub const PKCS11_FAILED: &str = "PKCS11Failed";
 /// A state directory's file cannot be parsed.
 pub const STATE_CORRUPT: &str = "StateCorrupt";
 /// The state directory changed under us (another writer).
@@ -90,6 +94,7 @@ pub const STANDALONE: &[&str] = &[
     KEY_GENERATION_FAILED,
     PUBLICATION_PENDING,
     PUBLICATION_TARGET_INVALID,
+    PKCS11_FAILED,
 ];
 
 // === Error kinds (`reconcile_errors_total{kind}`) ===

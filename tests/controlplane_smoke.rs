@@ -165,6 +165,96 @@ async fn cel_rules_reject_bad_policies_with_our_messages() {
         .expect("eight publication targets are accepted");
 }
 
+/// `spec.keyProvider` (issue #22): the API server refuses what a provider
+/// cannot do or lacks, and refuses changing the provider type of a policy
+/// (its keys live in the old provider), with the CRD's messages.
+#[tokio::test]
+async fn key_provider_rules_are_enforced_by_the_api_server() {
+    let cp = control_plane().await;
+    let _dump = DumpOnFailure(cp);
+    let client = cp.admin_client().await;
+    cp.install_crd(&client).await;
+    let ns = cp.namespace(&client, "smoke-provider").await;
+    let policies: Api<KeyRotationPolicy> = Api::namespaced(client, &ns);
+    let refused = |e: kube::Error, needle: &str| match e {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(
+                status.message.contains(needle),
+                "expected {needle:?} in {:?}",
+                status.message
+            );
+        }
+        other => panic!("unexpected error {other}"),
+    };
+    let cases = [
+        (
+            serde_json::json!({"algorithm": "EdDSA", "keyProvider": {"type": "AWSKMS", "region": "eu-west-1"}}),
+            "keyProvider AWSKMS cannot do EdDSA",
+        ),
+        (
+            serde_json::json!({"keyProvider": {"type": "PKCS11", "module": "/m.so", "tokenLabel": "t"}}),
+            "needs exactly one of pinSecret",
+        ),
+        (
+            serde_json::json!({"keyProvider": {"type": "AWSKMS"}}),
+            "keyProvider AWSKMS needs region",
+        ),
+    ];
+    for (i, (spec, needle)) in cases.into_iter().enumerate() {
+        let err = policies
+            .create(&PostParams::default(), &policy(&format!("bad-{i}"), spec))
+            .await
+            .expect_err("the API server rejects it");
+        refused(err, needle);
+    }
+    let created = policies
+        .create(
+            &PostParams::default(),
+            &policy(
+                "hsm",
+                serde_json::json!({"algorithm": "ES256", "keyProvider": {"type": "PKCS11", "module": "/usr/lib/softhsm/libsofthsm2.so", "tokenLabel": "jwks", "pinSecret": "hsm-pin"}}),
+            ),
+        )
+        .await
+        .expect("a complete PKCS11 provider is accepted");
+    assert_eq!(
+        created.spec.key_provider.as_ref().map(|p| p.kind.as_str()),
+        Some("PKCS11")
+    );
+    // Changing the type is refused on update (a transition rule)...
+    let mut changed = created.clone();
+    changed.spec.key_provider = None;
+    let err = policies
+        .replace("hsm", &PostParams::default(), &changed)
+        .await
+        .expect_err("changing the provider type is refused");
+    refused(
+        err,
+        "keyProvider.type, tokenLabel and region cannot be changed",
+    );
+    // ...and so is moving to another token, where the set's keys are not...
+    let mut relabelled = created.clone();
+    relabelled.spec.key_provider.as_mut().unwrap().token_label = Some("jwks-2".into());
+    let err = policies
+        .replace("hsm", &PostParams::default(), &relabelled)
+        .await
+        .expect_err("changing the token is refused");
+    refused(
+        err,
+        "keyProvider.type, tokenLabel and region cannot be changed",
+    );
+    // ...while the module path and the PIN's Secret may change.
+    let mut moved = created;
+    let provider = moved.spec.key_provider.as_mut().unwrap();
+    provider.module = Some("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so".into());
+    provider.pin_secret = Some("hsm-pin-2".into());
+    policies
+        .replace("hsm", &PostParams::default(), &moved)
+        .await
+        .expect("another module path and PIN Secret are accepted");
+}
+
 #[tokio::test]
 async fn deleting_a_policy_garbage_collects_its_owned_secret() {
     let (_dump, client, ns, policies) = with_crd("smoke-gc").await;

@@ -16,6 +16,8 @@
 //! say so: they are never skipped silently.
 
 mod common;
+#[path = "common/softhsm.rs"]
+mod softhsm;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
@@ -231,6 +233,58 @@ fn tokens_we_mint_verify_in_pyjwt_and_jose_across_a_rotation() {
     let forged = format!("{}x", &after[..after.len() - 2]);
     for v in &mut verifiers {
         assert_eq!(v.check(&url, &forged)["ok"], false, "{}", v.name);
+    }
+}
+
+/// The provider dimension: tokens whose keys live in a PKCS#11 token
+/// (SoftHSM, tests/providers/install.sh) verify in PyJWT and jose, for an
+/// algorithm of each family.
+#[test]
+fn tokens_signed_in_a_pkcs11_token_verify_in_pyjwt_and_jose() {
+    let mut verifiers = [Verifier::pyjwt(), Verifier::jose()];
+    let hsm = softhsm::SoftHsm::new_dir();
+    hsm.init_token_with_util("interop", "4321");
+    let ws = Workspace::new();
+    let pin = ws.dir.path().join("pin");
+    std::fs::write(&pin, "4321").unwrap();
+    let algs = ["ES256", "ES384", "RS256", "PS256", "EdDSA"];
+    for alg in algs {
+        ws.write_policy(
+            &format!("{alg}.yaml"),
+            &manifest(
+                &alg.to_lowercase(),
+                "",
+                &format!(
+                    "  algorithm: {alg}\n  tokenEndpoint: {{enabled: true}}\n  keyProvider: {{type: PKCS11, module: {}, tokenLabel: interop, pinFile: {}}}\n",
+                    softhsm::MODULE,
+                    pin.display()
+                ),
+            ),
+        );
+    }
+    let conf = hsm.conf();
+    let mut op = Operator::launch_env(
+        &ws.policies(),
+        &ws.state(),
+        &[],
+        &[("SOFTHSM2_CONF", conf.as_os_str())],
+    );
+    op.wait_for_log(
+        |l| l["message"] == "standalone mode ready",
+        Duration::from_secs(30),
+    );
+    for alg in algs {
+        let p = format!("default/{}", alg.to_lowercase());
+        assert!(
+            !ws.policy_state(&p).join("active.pem").exists(),
+            "{alg}: the key is in the token"
+        );
+        let url = op.jwks_url(&p);
+        let (token, kid) = op.mint(&p, &json!({"sub": alg}));
+        for v in &mut verifiers {
+            let verdict = v.assert_valid(&url, &token, &kid);
+            assert_eq!(verdict["claims"]["sub"], alg, "{}", v.name);
+        }
     }
 }
 

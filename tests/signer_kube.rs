@@ -10,6 +10,8 @@
 //!
 //! The tests run one at a time (kube-apiservers are heavy on a small machine).
 
+#[path = "common/softhsm.rs"]
+mod softhsm;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -129,6 +131,18 @@ impl Signer {
         state: &Path,
         extra: &[&str],
     ) -> Signer {
+        Self::start_env(work, name, policies, state, extra, &[]).await
+    }
+
+    /// [`Signer::start`] with extra environment variables.
+    async fn start_env(
+        work: &Path,
+        name: &str,
+        policies: &Path,
+        state: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Signer {
         let socket = work.join(format!("{name}.sock"));
         let mut argv: Vec<String> = vec![
             env!("CARGO_BIN_EXE_jwks-operator").into(),
@@ -149,7 +163,7 @@ impl Signer {
             &format!("signer {name}"),
             &argv,
             work.join(format!("{name}.log")),
-            &[("RUST_LOG", "info")],
+            &[&[("RUST_LOG", "info")], env].concat(),
         );
         let signer = Signer { proc, socket };
         let deadline = Instant::now() + 30 * SEC;
@@ -1079,4 +1093,95 @@ async fn a_lost_state_is_written_back_from_memory_and_a_re_key_is_said_loudly() 
     );
     assert_eq!(metric_on(&mc, recreated).as_deref(), Some("1"));
     assert_eq!(metric_on(&mc, restored), None);
+}
+
+/// The service-account signer with its keys in a PKCS#11 token (SoftHSM,
+/// tests/providers/install.sh): kube-apiserver issues and authenticates
+/// tokens signed in the token, across a rotation; the state directory holds
+/// no private key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pkcs11_signer_keeps_the_cluster_keys_in_the_token_across_a_rotation() {
+    let _serial = SERIAL.lock().await;
+    let cp = controlplane::control_plane().await;
+    let _dump = DumpOnFailure(cp);
+    let work = Work::new();
+    let hsm = softhsm::SoftHsm::new_dir();
+    hsm.init_token_with_util("cluster-sa", "7777");
+    let pin = work.path().join("pin");
+    std::fs::write(&pin, "7777\n").unwrap();
+    // publishAhead 60s: kube-apiserver refreshes every 30s.
+    let spec = format!(
+        "{}  keyProvider: {{type: PKCS11, module: {}, tokenLabel: cluster-sa, pinFile: {}}}\n",
+        SPEC.replace("publishAhead: 40s", "publishAhead: 60s"),
+        softhsm::MODULE,
+        pin.display()
+    );
+    work.write_policy(&policy_yaml("sa", "", &spec));
+    let conf = hsm.conf().display().to_string();
+    let env = [("SOFTHSM2_CONF", conf.as_str())];
+    let signer =
+        Signer::start_env(work.path(), "h", &work.policies(), &work.state(), &[], &env).await;
+    let api = ApiServer::start(cp, work.path(), "h", &signer.socket).await;
+    let ns = cp.namespace(&api.client, "pkcs11").await;
+    create_sa(&api.client, &ns, "demo").await;
+
+    let k1 = active_kid(&work.state());
+    let t1 = api.token(&ns, "demo").await;
+    assert_eq!(kid_of(&t1), k1);
+    assert_eq!(
+        api.review(&t1).await.as_deref(),
+        Some(format!("system:serviceaccount:{ns}:demo").as_str())
+    );
+    let dir = work.state().join("kube-system/sa");
+    assert!(!dir.join("active.pem").exists(), "no private key file");
+    let lifecycle = std::fs::read_to_string(dir.join("lifecycle.json")).unwrap();
+    assert!(
+        lifecycle.contains("\"keyRef\": \"pkcs11:token=cluster-sa;id=%"),
+        "{lifecycle}"
+    );
+    for name in ["jwks.json", "jwks.public.json", "lifecycle.json"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(!text.contains("\"d\""), "{name} holds a private member");
+    }
+
+    // A rotation: the next key is generated in the token, published, then signs.
+    work.write_policy(&policy_yaml(
+        "sa",
+        "jwks.dev/rotate-requested-at: \"1\"",
+        &spec,
+    ));
+    signer.proc.signal("HUP");
+    let k2 = eventually("the next key in FetchKeys", 10 * SEC, || async {
+        signer.fetch().await.into_iter().find(|k| *k != k1)
+    })
+    .await;
+    let t2 = eventually("tokens signed by the next key", 150 * SEC, || async {
+        let t = api.token(&ns, "demo").await;
+        (kid_of(&t) == k2).then_some(t)
+    })
+    .await;
+    assert!(
+        api.review(&t2).await.is_some(),
+        "a token of the new key authenticates"
+    );
+    assert!(
+        api.review(&t1).await.is_some(),
+        "the old key's token still authenticates"
+    );
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .args([
+            "--module",
+            softhsm::MODULE,
+            "--token-label",
+            "cluster-sa",
+            "--login",
+            "--pin",
+            "7777",
+            "--list-objects",
+        ])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains(&k1) && listing.contains(&k2), "{listing}");
 }

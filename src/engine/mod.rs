@@ -49,6 +49,7 @@ use crate::keys::material::RngKeySource;
 use crate::metrics::{LostKeySet, Metrics, TimedKeySource, next_prune_time};
 use crate::policy::PolicyRef;
 pub use crate::problem::{Failure, Problem};
+use crate::providers::{self, KeyHome, Refusing};
 use crate::publish::Tracker;
 use crate::reasons;
 use crate::store::{KeyStore, Loaded, StoredKeySet};
@@ -197,6 +198,8 @@ pub struct Pass<'a> {
     /// The policy's `spec.publish` copies, when it has any and this process
     /// writes (the publish step, and the planner's publication gate).
     pub publication: Option<&'a publish::Publication>,
+    /// Where new keys are generated (`spec.keyProvider`).
+    pub home: KeyHome,
 }
 
 /// A failure inside a pass, already described for the engine.
@@ -223,6 +226,13 @@ impl Failed {
         let (reason, kind) = match e {
             PlanError::Inconsistent(_) => {
                 (reasons::STATE_INCONSISTENT, reasons::KIND_PARSE_KEY_SET)
+            }
+            PlanError::Generate { source, .. }
+                if source
+                    .downcast_ref::<providers::ProviderError>()
+                    .is_some_and(|p| p.provider() == providers::PKCS11) =>
+            {
+                (reasons::PKCS11_FAILED, reasons::KIND_GENERATE_KEY)
             }
             PlanError::Generate { .. } => {
                 (reasons::KEY_GENERATION_FAILED, reasons::KIND_GENERATE_KEY)
@@ -314,6 +324,10 @@ where
         }
         match store.save(&planned.keys, version.as_ref()).await {
             Ok(version) => {
+                // The write has landed: the keys it dropped have left the
+                // stored (and so the served) set; only now do they leave
+                // their provider.
+                destroy_dropped(pass, &current, &planned.keys).await;
                 if tracked.unsaved && gathered == Gathered::Stored {
                     reporter
                         .note(Note::Adopted {
@@ -519,7 +533,34 @@ fn held<V>(pass: &Pass<'_>, tracked: &Tracked<V>) -> Option<StoredKeySet> {
         .cloned()
 }
 
-/// Plans on the blocking pool with keys from the OS generator.
+/// Destroys, in their provider, the provider-held keys `before` had and
+/// `after` (just written) does not. A failure is logged with the
+/// reference; the key no longer signs or verifies anything.
+async fn destroy_dropped(pass: &Pass<'_>, before: &StoredKeySet, after: &StoredKeySet) {
+    let dropped = providers::dropped_references(before, after);
+    if dropped.is_empty() {
+        return;
+    }
+    let policy = pass.policy.to_string();
+    let _ = tokio::task::spawn_blocking(move || {
+        for reference in dropped {
+            match providers::destroy(&reference) {
+                Ok(()) => {
+                    tracing::info!(policy, reference, "destroyed a pruned key in its provider")
+                }
+                Err(e) => tracing::warn!(
+                    policy,
+                    reference,
+                    "could not destroy a pruned key in its provider: {e}"
+                ),
+            }
+        }
+    })
+    .await;
+}
+
+/// Plans on the blocking pool with keys from the OS generator, or from the
+/// policy's key provider.
 async fn plan_blocking(
     pass: &Pass<'_>,
     current: StoredKeySet,
@@ -528,10 +569,25 @@ async fn plan_blocking(
 ) -> Result<lifecycle::Plan<Arc<keys::SigningKey>>, Failed> {
     let resolved = pass.resolved.clone();
     let metrics = pass.metrics.clone();
-    let planned = tokio::task::spawn_blocking(move || {
-        let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
-        let mut source = TimedKeySource::new(rng, &metrics.engine);
-        lifecycle::plan_with(&resolved, &current, now, &mut source, gate.as_ref())
+    let home = pass.home.clone();
+    let planned = tokio::task::spawn_blocking(move || match home {
+        KeyHome::Here => {
+            let rng = RngKeySource(rand_core::UnwrapErr(rand::rngs::SysRng));
+            let mut source = TimedKeySource::new(rng, &metrics.engine);
+            lifecycle::plan_with(&resolved, &current, now, &mut source, gate.as_ref())
+        }
+        KeyHome::Pkcs11(provider) => {
+            let token = providers::pkcs11::Pkcs11KeySource(provider);
+            let mut source = TimedKeySource::new(token, &metrics.engine);
+            lifecycle::plan_with(&resolved, &current, now, &mut source, gate.as_ref())
+        }
+        KeyHome::Unavailable(error) => lifecycle::plan_with(
+            &resolved,
+            &current,
+            now,
+            &mut Refusing(error),
+            gate.as_ref(),
+        ),
     })
     .await;
     match planned {

@@ -277,6 +277,7 @@ impl Fixture {
             had_keys,
             remembered: None,
             publication: None,
+            home: KeyHome::Here,
         }
     }
 

@@ -22,6 +22,7 @@ use super::secret::{Decoder, config_map_is_ours, config_map_object};
 use super::serving::LastGood;
 use super::status::{Observed, WrittenStatus, desired_status, new_warnings};
 use super::store::{SecretCache, SecretStore, post_params};
+use crate::api;
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, backoff, run_pass};
 use crate::http::PolicyRef;
@@ -29,6 +30,7 @@ use crate::keys;
 use crate::keys::lifecycle::{self, LifecycleEvent};
 use crate::metrics::Metrics;
 use crate::names::is_dns_subdomain;
+use crate::providers;
 use crate::reasons;
 use crate::store::layout::{self, StoredKeySet};
 
@@ -388,6 +390,19 @@ async fn reconcile_inner(
         r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
         return Ok(Action::await_change());
     }
+    if let Some(provider) = policy
+        .spec
+        .key_provider
+        .as_ref()
+        .filter(|p| p.kind != api::KeyProviderType::Secret)
+    {
+        let message = format!(
+            "spec.keyProvider: type {} is not supported in Kubernetes mode yet (standalone mode supports PKCS11 with pinFile); no key is generated into the Secret instead (docs/key-providers.md)",
+            provider.kind.as_str()
+        );
+        r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
+        return Ok(Action::await_change());
+    }
     r.resolved = Some(&resolved);
 
     let policy_ref = policy.policy_ref();
@@ -410,6 +425,8 @@ async fn reconcile_inner(
             .is_some_and(|s| s.active_key_id.is_some()),
         remembered: remembered.as_ref(),
         publication: publication.as_ref(),
+        // Refused above for any other provider.
+        home: providers::KeyHome::Here,
     };
     let store = SecretStore::new(
         ctx.client.clone(),

@@ -477,3 +477,45 @@ fn with_status_of(stored: &Value) -> Arc<KeyRotationPolicy> {
     policy["status"] = json!({"activeKeyID": set.active().map(|k| k.key.kid().to_owned())});
     Arc::new(serde_json::from_value(policy).unwrap())
 }
+
+/// Kubernetes mode cannot use a key provider yet: a policy naming one is
+/// `Degraded/InvalidSpec` with an Event, and no key is generated into a
+/// Secret instead (the Secret is never even read).
+#[tokio::test]
+async fn a_key_provider_policy_is_refused_and_no_secret_is_written() {
+    let server = Arc::new(Mutex::new(Server::default()));
+    let ctx = context(&server);
+    let mut json = policy_json();
+    json["spec"]["keyProvider"] = json!({
+        "type": "PKCS11",
+        "module": "/usr/lib/softhsm/libsofthsm2.so",
+        "tokenLabel": "t",
+        "pinSecret": "pin",
+    });
+    let policy: Arc<KeyRotationPolicy> = Arc::new(serde_json::from_value(json).unwrap());
+    reconcile(policy, ctx.clone()).await.unwrap();
+    assert_eq!(requests(&server), [format!("PATCH {STATUS}")]);
+    let status = server.lock().unwrap().status.clone().unwrap();
+    let degraded = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.keyProvider: type PKCS11 is not supported in Kubernetes mode"),
+        "{degraded}"
+    );
+    assert!(
+        server
+            .lock()
+            .unwrap()
+            .events
+            .contains(&"InvalidSpec".into())
+    );
+}

@@ -57,6 +57,10 @@ pub fn check_policy(alg: Algorithm, max_token_ttl: Duration) -> Result<(), Strin
 /// `x509.MarshalPKIXPublicKey` writes it. `None` for keys kube-apiserver
 /// cannot use (see [`kube_alg_ok`]).
 pub fn spki_der(key: &SigningKey) -> Option<Vec<u8>> {
+    if key.key_reference().is_some() {
+        // A provider holds the private key: build it from the public JWK.
+        return public_spki_der(key);
+    }
     let pkcs8 = key.pkcs8_der().expose();
     let der = match key.alg() {
         Algorithm::RS256 => {
@@ -75,6 +79,66 @@ pub fn spki_der(key: &SigningKey) -> Option<Vec<u8>> {
         _ => return None,
     };
     Some(der)
+}
+
+/// DER SubjectPublicKeyInfo from a key's public JWK (for keys without a
+/// PKCS#8 form: those a key provider holds).
+fn public_spki_der(key: &SigningKey) -> Option<Vec<u8>> {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    fn integer(be: &[u8]) -> Vec<u8> {
+        let be: Vec<u8> = be.iter().copied().skip_while(|b| *b == 0).collect();
+        let mut content = Vec::with_capacity(be.len() + 1);
+        if be.first().is_none_or(|b| b & 0x80 != 0) {
+            content.push(0);
+        }
+        content.extend(be);
+        tlv(0x02, &content)
+    }
+    let jwk = key.public_jwk();
+    let member = |m: &str| URL_SAFE_NO_PAD.decode(jwk.get(m)?.as_str()?).ok();
+    // OIDs: id-ecPublicKey, prime256v1, secp384r1, rsaEncryption.
+    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+    const RSA: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let (algorithm, key_bits) = match key.alg() {
+        Algorithm::RS256 => {
+            let mut rsa_key = integer(&member("n")?);
+            rsa_key.extend(integer(&member("e")?));
+            (RSA.to_vec(), tlv(0x30, &rsa_key))
+        }
+        alg @ (Algorithm::ES256 | Algorithm::ES384) => {
+            let curve = if alg == Algorithm::ES256 { P256 } else { P384 };
+            let mut point = vec![0x04];
+            point.extend(member("x")?);
+            point.extend(member("y")?);
+            ([EC_PUBLIC_KEY, curve].concat(), point)
+        }
+        _ => return None,
+    };
+    let mut bits = vec![0x00];
+    bits.extend(key_bits);
+    let mut spki = tlv(0x30, &algorithm);
+    spki.extend(tlv(0x03, &bits));
+    Some(tlv(0x30, &spki))
 }
 
 /// The kid kube-apiserver derives for a public key: unpadded base64url of

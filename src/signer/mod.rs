@@ -75,6 +75,7 @@ use crate::keys::lifecycle::{Policy, after};
 use crate::logging;
 use crate::metrics;
 use crate::metrics::Metrics;
+use crate::providers;
 use crate::publish;
 use crate::reasons;
 use crate::standalone::policies::{self, PolicyDoc};
@@ -343,6 +344,24 @@ struct Signer {
     read_at: Option<std::time::Instant>,
     /// The files' stamp at that read.
     read_stamp: Option<Stamp>,
+    /// Where keys are generated: the token of a `PKCS11` provider, opened
+    /// at start and on reload, so a follower's keys sign through it too.
+    home: providers::KeyHome,
+}
+
+/// Opens the policy's key provider (blocking: module loading and login).
+async fn key_home(doc: &PolicyDoc) -> providers::KeyHome {
+    let spec = doc.policy.spec.key_provider.clone();
+    let home = tokio::task::spawn_blocking(move || providers::standalone_home(spec.as_ref()))
+        .await
+        .unwrap_or_default();
+    if let providers::KeyHome::Unavailable(e) = &home {
+        warn!(
+            reason = reasons::PKCS11_FAILED,
+            "the policy's key provider cannot be used: {e}"
+        );
+    }
+    home
 }
 
 impl Signer {
@@ -479,6 +498,7 @@ impl Signer {
             // signer's own, or what it served as a follower).
             remembered: None,
             publication: publication.as_ref(),
+            home: self.home.clone(),
         };
         let mut report = Report {
             policy: &self.config.policy,
@@ -571,6 +591,9 @@ impl Signer {
             sign_cap: cap,
             clock_skew: doc.resolved.clock_skew,
         });
+        // The token stays open once opened (cached per process): this only
+        // reads the PIN file and compares it, unless the token changed.
+        self.home = providers::standalone_home(doc.policy.spec.key_provider.as_ref());
         self.doc = doc;
         // The refresh hint may have changed with publishAhead.
         self.seen = None;
@@ -664,6 +687,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         servers.push(server);
     }
 
+    let home = key_home(&doc).await;
     let mut signer = Signer {
         config,
         doc,
@@ -680,6 +704,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         warning: None,
         read_at: None,
         read_stamp: None,
+        home,
     };
     let mut role = Role::Follower;
     state.metrics().set_leader(false);

@@ -761,6 +761,7 @@ async fn a_follower_that_cannot_read_the_stored_set_past_its_bound_stops_signing
         warning: None,
         read_at: None,
         read_stamp: None,
+        home: crate::providers::KeyHome::Here,
     };
     let service = Service::new(state.clone());
     let now = Timestamp::now().as_second();
@@ -829,4 +830,30 @@ async fn a_follower_that_cannot_read_the_stored_set_past_its_bound_stops_signing
     // The leader writes the set: it is never stale.
     follower.check_freshness(std::time::Instant::now() + bound * 10, true);
     assert!(sign().await.is_ok());
+}
+
+/// FetchKeys for a provider-held key (no PKCS#8 form) carries the same DER
+/// SubjectPublicKeyInfo as for the same key held here.
+#[test]
+fn spki_from_the_public_jwk_matches_the_pkcs8_one() {
+    struct NoSign(String);
+    impl crate::keys::material::RemoteSigner for NoSign {
+        fn reference(&self) -> &str {
+            &self.0
+        }
+        fn sign(&self, _: &[u8]) -> Result<Vec<u8>, String> {
+            Err("not in this test".into())
+        }
+    }
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([3; 32]);
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::ES384] {
+        let local = SigningKey::generate(crate::keys::KeyParams::new(alg), &mut rng).unwrap();
+        let remote = SigningKey::remote(
+            local.params(),
+            local.verifying_key().clone(),
+            Arc::new(NoSign("pkcs11:token=t;id=%01".into())),
+        );
+        assert_eq!(spki_der(&remote), spki_der(&local), "{alg}");
+        assert!(spki_der(&local).is_some());
+    }
 }

@@ -35,6 +35,7 @@ use crate::store::StoredKeySet;
 use crate::store::files::{FileStore, FileVersion, PolicyDir};
 
 use crate::keys;
+use crate::providers;
 use crate::publish;
 pub use crate::store::CORRUPT_RECHECK;
 /// Policies planned and saved at the same time in one pass.
@@ -357,6 +358,17 @@ async fn reconcile(
         verify_interval,
     )
     .await;
+    let spec = m.doc.policy.spec.key_provider.clone();
+    let home = tokio::task::spawn_blocking(move || providers::standalone_home(spec.as_ref()))
+        .await
+        .unwrap_or_else(|e| {
+            providers::KeyHome::Unavailable(providers::ProviderError::Call {
+                provider: providers::PKCS11,
+                token: String::new(),
+                op: "set up the key provider",
+                code: e.to_string(),
+            })
+        });
     let pass = Pass {
         policy: &m.policy_ref,
         resolved: &m.doc.resolved,
@@ -364,6 +376,7 @@ async fn reconcile(
         had_keys: false,
         remembered: None,
         publication: publication.as_ref(),
+        home,
     };
     let mut reporter = Report {
         policy: &m.policy_ref,

@@ -53,8 +53,11 @@ use crate::api;
 use crate::api::fmt_duration;
 use crate::keys::alg::{Algorithm, KeyParams};
 use crate::keys::lifecycle::{KeySet, KeyState, LifecycleKey, ManagedKey, RotationReason};
-use crate::keys::material::{SigningKey, parse_private_jwks, private_jwks_json, public_jwks_json};
+use crate::keys::material::{
+    SigningKey, VerifyingKey, parse_private_jwks, private_jwks_json, public_jwks_json,
+};
 use crate::keys::redacted::RedactedBytes;
+use crate::providers;
 
 /// Data key of the private JWK Set.
 pub const JWKS: &str = "jwks.json";
@@ -129,8 +132,9 @@ pub struct Encoded {
     pub public_jwks: Vec<u8>,
     /// `active.kid`: the signer's kid (no trailing newline).
     pub active_kid: Vec<u8>,
-    /// `active.pem`: the signer's PKCS#8 PEM.
-    pub active_pem: RedactedBytes,
+    /// `active.pem`: the signer's PKCS#8 PEM; `None` when a key provider
+    /// holds the signer (there is no private material to write).
+    pub active_pem: Option<RedactedBytes>,
     /// `lifecycle.json`: lifecycle records, pretty-printed.
     pub lifecycle: Vec<u8>,
 }
@@ -138,16 +142,21 @@ pub struct Encoded {
 // === impl Encoded ===
 
 impl Encoded {
-    /// `(data key, bytes)` for all five, in [`DATA_KEYS`] order. The bytes of
-    /// `jwks.json` and `active.pem` are private: write them, never log them.
-    pub fn entries(&self) -> [(&'static str, &[u8]); 5] {
-        [
+    /// `(data key, bytes)` for the data keys present (all five, or four
+    /// without `active.pem` for a provider-held signer), in [`DATA_KEYS`]
+    /// order. The bytes of `jwks.json` and `active.pem` are private: write
+    /// them, never log them.
+    pub fn entries(&self) -> Vec<(&'static str, &[u8])> {
+        let mut out = vec![
             (JWKS, self.jwks.expose().as_slice()),
-            (PUBLIC_JWKS, &self.public_jwks),
-            (ACTIVE_KID, &self.active_kid),
-            (ACTIVE_PEM, self.active_pem.expose().as_slice()),
-            (LIFECYCLE, &self.lifecycle),
-        ]
+            (PUBLIC_JWKS, self.public_jwks.as_slice()),
+            (ACTIVE_KID, self.active_kid.as_slice()),
+        ];
+        if let Some(pem) = &self.active_pem {
+            out.push((ACTIVE_PEM, pem.expose().as_slice()));
+        }
+        out.push((LIFECYCLE, self.lifecycle.as_slice()));
+        out
     }
 }
 
@@ -224,6 +233,11 @@ struct KeyRecord {
     reason: Option<RotationReason>,
     #[serde(rename = "maxTokenTTL", with = "go_duration")]
     max_token_ttl: Duration,
+    /// Where a provider-held key's private half is (`pkcs11:` URI, KMS
+    /// ARN); absent for a key held in `jwks.json`, so sets of the Secret
+    /// provider are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_ref: Option<String>,
 }
 
 /// Durations as Go/Kubernetes strings (`1h30m`), exact to the nanosecond.
@@ -275,7 +289,11 @@ pub fn encode(set: &StoredKeySet, generation: u64) -> Result<Encoded, EncodeErro
         jwks: private_jwks_json(set.keys.iter().map(|k| k.key.as_ref())),
         public_jwks: public_jwks(set),
         active_kid: active.kid().as_bytes().to_vec(),
-        active_pem: RedactedBytes::new(active.key.pkcs8_pem().expose().as_bytes().to_vec()),
+        active_pem: active
+            .key
+            .key_reference()
+            .is_none()
+            .then(|| RedactedBytes::new(active.key.pkcs8_pem().expose().as_bytes().to_vec())),
         lifecycle,
     })
 }
@@ -299,6 +317,7 @@ fn record(k: &ManagedKey<Arc<SigningKey>>) -> KeyRecord {
         prune_after: k.prune_after,
         reason: k.reason,
         max_token_ttl: k.max_token_ttl,
+        key_ref: k.key.key_reference().map(str::to_owned),
     }
 }
 
@@ -321,9 +340,28 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
         return Ok(Decoded::Empty);
     }
     let jwks = get(JWKS).ok_or_else(|| DecodeError::missing(JWKS))?;
-    let keys = parse_private_jwks(jwks).map_err(|e| DecodeError::new(JWKS, e.to_string()))?;
-    let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
-    let Some(lifecycle) = get(LIFECYCLE) else {
+    let doc = get(LIFECYCLE).map(parse_lifecycle).transpose()?;
+    let referenced: BTreeMap<&str, (&str, KeyParams)> = doc
+        .iter()
+        .flat_map(|d| &d.keys)
+        .filter_map(|r| {
+            let params = KeyParams {
+                alg: r.alg,
+                rsa_bits: r.key_size,
+            };
+            Some((r.kid.as_str(), (r.key_ref.as_deref()?, params)))
+        })
+        .collect();
+    let keys = if referenced.is_empty() {
+        parse_private_jwks(jwks)
+            .map_err(|e| DecodeError::new(JWKS, e.to_string()))?
+            .into_iter()
+            .map(Arc::new)
+            .collect()
+    } else {
+        parse_provider_jwks(jwks, &referenced)?
+    };
+    let Some(doc) = doc else {
         if get(ACTIVE_KID).is_some() {
             // Written by this operator, then lost its lifecycle: adopting it
             // would activate a key that may still be waiting to be published.
@@ -332,7 +370,6 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
         return Ok(Decoded::Adoptable(keys));
     };
 
-    let doc = parse_lifecycle(lifecycle)?;
     let managed = match_records(&doc, &keys)?;
     let set = KeySet {
         keys: managed,
@@ -445,6 +482,20 @@ fn check_derived<'a>(
             ),
         ));
     }
+    if let Some(reference) = active.key.key_reference() {
+        // A provider holds the signer: nothing private may be here.
+        if get(ACTIVE_PEM).is_some() {
+            return Err(DecodeError::new(
+                ACTIVE_PEM,
+                format!(
+                    "is present, but the Active key {:?} is held by a key provider ({reference})",
+                    active.kid()
+                ),
+            ));
+        }
+        let public = get(PUBLIC_JWKS).ok_or_else(|| DecodeError::missing(PUBLIC_JWKS))?;
+        return check_public(public, set);
+    }
     let pem = get(ACTIVE_PEM).ok_or_else(|| DecodeError::missing(ACTIVE_PEM))?;
     if pem != active.key.pkcs8_pem().expose().as_bytes() {
         return Err(DecodeError::new(
@@ -454,6 +505,52 @@ fn check_derived<'a>(
     }
     let public = get(PUBLIC_JWKS).ok_or_else(|| DecodeError::missing(PUBLIC_JWKS))?;
     check_public(public, set)
+}
+
+/// `jwks.json` of a set with provider-held keys: a key with a `keyRef`
+/// record is a public JWK (a private member there is refused, so no
+/// private material hides in it) bound to its provider
+/// ([`crate::providers::bind`]); any other key is a private JWK as usual.
+fn parse_provider_jwks(
+    bytes: &[u8],
+    referenced: &BTreeMap<&str, (&str, KeyParams)>,
+) -> Result<Vec<Arc<SigningKey>>, DecodeError> {
+    let bad = |problem: String| DecodeError::new(JWKS, problem);
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Some(list) = doc.get("keys").and_then(Value::as_array) else {
+        return Err(bad("not a JWK Set (no `keys` array)".into()));
+    };
+    let mut keys = Vec::with_capacity(list.len());
+    for (i, jwk) in list.iter().enumerate() {
+        let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or_default();
+        let Some((reference, params)) = referenced.get(kid) else {
+            let key =
+                SigningKey::from_private_jwk(jwk).map_err(|e| bad(format!("key #{i}: {e}")))?;
+            keys.push(Arc::new(key));
+            continue;
+        };
+        if let Some(member) = ["d", "p", "q", "dp", "dq", "qi"]
+            .iter()
+            .find(|m| jwk.get(**m).is_some())
+        {
+            return Err(bad(format!(
+                "key #{i} ({kid:?}) is held by a key provider but has the private member {member:?}"
+            )));
+        }
+        let public =
+            VerifyingKey::from_public_jwk(jwk).map_err(|e| bad(format!("key #{i}: {e}")))?;
+        if public.alg() != params.alg {
+            return Err(bad(format!(
+                "key #{i} ({kid:?}) is {} but {LIFECYCLE} records {}",
+                public.alg(),
+                params.alg
+            )));
+        }
+        let signer = providers::bind(reference, &public)
+            .map_err(|e| DecodeError::new(LIFECYCLE, format!("kid {kid:?}: {e}")))?;
+        keys.push(Arc::new(SigningKey::remote(*params, public, signer)));
+    }
+    Ok(keys)
 }
 
 fn parse_lifecycle(bytes: &[u8]) -> Result<LifecycleDoc, DecodeError> {

@@ -56,7 +56,19 @@ impl Operator {
     /// Starts standalone mode with extra arguments and returns as soon as
     /// the listeners are bound (policies may still be loading).
     pub fn launch(policies: &Path, state_dir: &Path, extra: &[&str]) -> Operator {
+        Self::launch_env(policies, state_dir, extra, &[])
+    }
+
+    /// [`Operator::launch`] with extra environment variables (such as
+    /// `SOFTHSM2_CONF`).
+    pub fn launch_env(
+        policies: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Operator {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(["standalone", "--policies"])
             .arg(policies)
             .arg("--state-dir")

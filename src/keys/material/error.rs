@@ -42,6 +42,14 @@ pub enum KeyError {
         /// The key that failed.
         kid: String,
     },
+    /// The key provider holding the key failed to sign.
+    #[error("signing with key {kid:?} failed: {message}")]
+    Provider {
+        /// The key that failed.
+        kid: String,
+        /// What the provider said (names the provider; never a secret).
+        message: String,
+    },
     /// A signature did not verify under the key.
     #[error("signature does not verify under key {kid:?}")]
     BadSignature {

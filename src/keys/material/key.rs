@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::signature::{self as lc, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 
@@ -27,6 +27,22 @@ pub(super) enum PrivateParts {
     },
     /// EC scalar or Ed25519 seed.
     Scalar { d: RedactedBytes },
+    /// None here: the private key is held by a key provider.
+    Remote,
+}
+
+/// Signs with a private key held outside this process: in a PKCS#11 token
+/// or a KMS (`providers/`). The key domain knows only this interface.
+pub trait RemoteSigner: Send + Sync {
+    /// The key reference recorded in `lifecycle.json`: an RFC 7512
+    /// `pkcs11:` URI or a KMS key ARN. Not secret.
+    fn reference(&self) -> &str;
+
+    /// The JWS signature over `message` (ECDSA as fixed-width `r‖s`),
+    /// already verified by the provider against the key's public half. The
+    /// error is a message naming the provider and the failure, never key
+    /// material or a PIN.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
 }
 
 /// An aws-lc-rs key pair parsed once and reused for every signature.
@@ -40,6 +56,8 @@ pub(super) enum CachedSigner {
         curve: Curve,
     },
     Ed25519(Ed25519KeyPair),
+    /// Signed by a key provider.
+    Remote(Arc<dyn RemoteSigner>),
 }
 
 /// One private signing key: its `kid`, [`KeyParams`], private members, and a

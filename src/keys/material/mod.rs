@@ -61,7 +61,7 @@ mod verifying;
 
 pub use encoding::MAX_KID_LEN;
 pub use error::{JwkProblem, KeyError, KeyRef};
-pub use key::SigningKey;
+pub use key::{RemoteSigner, SigningKey};
 pub use output::{private_jwks_json, public_jwks_json};
 pub use set::{jwk_thumbprint, parse_private_jwks, parse_public_jwks};
 pub use source::RngKeySource;

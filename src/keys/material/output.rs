@@ -113,6 +113,8 @@ impl<'a> JwkOut<'a> {
                 out.qi = s(qi);
             }
             PrivateParts::Scalar { d } => out.d = s(d),
+            // A provider-held key is written as its public JWK only.
+            PrivateParts::Remote => {}
         }
         out
     }

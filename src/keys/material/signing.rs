@@ -3,7 +3,7 @@
 //! dispatches to the per-family builders (`rsa`, `ec`, `okp`), which import
 //! only the key type (`key`) beneath them.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::ec::build_ec;
 use super::error::{JwkProblem, KeyError, KeyRef};
-use super::key::{CachedSigner, SigningKey};
+use super::key::{CachedSigner, PrivateParts, RemoteSigner, SigningKey};
 use super::okp::build_ed25519;
 use super::params::Curve;
 use super::read::JwkReader;
@@ -240,6 +240,37 @@ impl SigningKey {
             CachedSigner::Ed25519(pair) => {
                 Ok(pair.try_sign(message).map_err(fail)?.as_ref().to_vec())
             }
+            CachedSigner::Remote(remote) => {
+                remote.sign(message).map_err(|message| KeyError::Provider {
+                    kid: self.kid().to_string(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// A key whose private half a key provider holds: `public` is its
+    /// public key as read back from the provider (kid = the RFC 7638
+    /// thumbprint for generated keys), `signer` signs through the provider.
+    /// It has no private members, no PKCS#8 form (`active.pem` is not
+    /// written for it), and its private JWK is its public JWK.
+    pub fn remote(params: KeyParams, public: VerifyingKey, signer: Arc<dyn RemoteSigner>) -> Self {
+        SigningKey {
+            params,
+            public,
+            private: PrivateParts::Remote,
+            pkcs8: RedactedBytes::new(Vec::new()),
+            signer: CachedSigner::Remote(signer),
+            jws_header: OnceLock::new(),
+        }
+    }
+
+    /// The provider's reference of a provider-held key (`pkcs11:` URI, KMS
+    /// ARN); `None` for a key held here.
+    pub fn key_reference(&self) -> Option<&str> {
+        match &self.signer {
+            CachedSigner::Remote(remote) => Some(remote.reference()),
+            _ => None,
         }
     }
 }

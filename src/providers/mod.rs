@@ -1,0 +1,247 @@
+//! Key providers with I/O: where the private half of a key lives when it
+//! is not in the key set's Secret or state directory.
+//!
+//! A provider-held key is a public JWK (cached in the stored set, never
+//! fetched per signature) plus a [`KeyReference`] that pins the exact
+//! object in the provider: an RFC 7512 `pkcs11:` URI naming the token and
+//! the object's `CKA_ID`, or a full AWS KMS key ARN. Signing always goes
+//! through the provider with that reference, and every signature is checked
+//! with the cached public key before it is returned, so a key swapped or
+//! damaged behind our back can never make a token the JWK Set does not
+//! verify.
+//!
+//! - [`pkcs11`]: tokens reached through a PKCS#11 module (an HSM, a TPM
+//!   through tpm2-pkcs11, SoftHSM in tests), with the `cryptoki` crate.
+//!
+//! Errors never carry a PIN or key material: they name the provider, the
+//! token or key reference, the operation and the provider's return code.
+
+use std::sync::Arc;
+
+use crate::api;
+use crate::keys::alg::KeyParams;
+use crate::keys::lifecycle::{KeySet, KeySource};
+use crate::keys::material::{RemoteSigner, SigningKey, VerifyingKey};
+use crate::keys::redacted::RedactedString;
+
+pub mod pkcs11;
+mod reference;
+
+pub use reference::{KeyReference, PKCS11, Pkcs11Uri, ProviderError};
+
+/// The signer for a key read back from a stored set: its `keyRef`
+/// (`reference`) and its public JWK. Only parses the reference: the
+/// provider is reached when the key first signs.
+pub fn bind(
+    reference: &str,
+    public: &VerifyingKey,
+) -> Result<Arc<dyn RemoteSigner>, ProviderError> {
+    if reference.starts_with("pkcs11:") {
+        let uri: Pkcs11Uri = reference.parse()?;
+        if uri.object.as_deref().is_some_and(|o| o != public.kid()) {
+            return Err(ProviderError::BadReference(format!(
+                "{reference} names object {:?}, not the key's kid {:?}",
+                uri.object.as_deref().unwrap_or_default(),
+                public.kid()
+            )));
+        }
+        return Ok(Arc::new(pkcs11::Pkcs11Signer::unbound(pkcs11::Pkcs11Key {
+            uri,
+            verifying: public.clone(),
+        })));
+    }
+    Err(ProviderError::BadReference(format!(
+        "{:?} is neither a pkcs11: URI nor a KMS key ARN",
+        reference.chars().take(64).collect::<String>()
+    )))
+}
+
+/// The references of provider-held keys in `before` that `after` no
+/// longer holds (pruned, revoked or discarded): what to destroy once the
+/// write of `after` has landed, and not before (a key leaves the provider
+/// only after it has left the stored and published set).
+pub fn dropped_references(
+    before: &KeySet<Arc<SigningKey>>,
+    after: &KeySet<Arc<SigningKey>>,
+) -> Vec<String> {
+    let kept: std::collections::BTreeSet<&str> = after
+        .keys
+        .iter()
+        .filter_map(|k| k.key.key_reference())
+        .collect();
+    before
+        .keys
+        .iter()
+        .filter_map(|k| k.key.key_reference())
+        .filter(|r| !kept.contains(r))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Destroys the key `reference` names in its provider (which this process
+/// must have opened). A key already gone is not an error.
+pub fn destroy(reference: &str) -> Result<(), ProviderError> {
+    if reference.starts_with("pkcs11:") {
+        let uri: Pkcs11Uri = reference.parse()?;
+        let provider =
+            pkcs11::Pkcs11Provider::find_open(&uri.token).ok_or_else(|| ProviderError::Call {
+                provider: PKCS11,
+                token: uri.token.clone(),
+                op: "destroy a key",
+                code: "the token is not open in this process".into(),
+            })?;
+        return provider.destroy(&uri).map(|_| ());
+    }
+    Err(ProviderError::BadReference(format!(
+        "{:?} is neither a pkcs11: URI nor a KMS key ARN",
+        reference.chars().take(64).collect::<String>()
+    )))
+}
+
+/// Where a policy's new keys are generated and its private keys live.
+#[derive(Clone, Debug, Default)]
+pub enum KeyHome {
+    /// Here, from the OS generator (the `Secret` provider).
+    #[default]
+    Here,
+    /// In a logged-in PKCS#11 token.
+    Pkcs11(Arc<pkcs11::Pkcs11Provider>),
+    /// The policy names a provider this process cannot use now. Planning
+    /// still runs, so the current key keeps signing; a key that has to be
+    /// generated fails with this error (`Degraded`, a reason naming the
+    /// provider), and no key is generated anywhere else instead.
+    Unavailable(ProviderError),
+}
+
+/// A key source that refuses, for [`KeyHome::Unavailable`].
+pub struct Refusing(pub ProviderError);
+
+impl KeySource<Arc<SigningKey>> for Refusing {
+    type Error = ProviderError;
+
+    fn generate(&mut self, _: KeyParams) -> Result<Arc<SigningKey>, Self::Error> {
+        Err(self.0.clone())
+    }
+}
+
+/// The engine's [`KeyHome`] for an adapter that
+/// cannot use key providers (yet): here for the `Secret` provider, else
+/// unavailable with an error saying so, so no key is generated anywhere
+/// else instead.
+pub fn unsupported_here(spec: Option<&api::KeyProvider>, adapter: &str) -> KeyHome {
+    match spec.map(|p| p.kind) {
+        None | Some(api::KeyProviderType::Secret) => KeyHome::Here,
+        Some(kind) => KeyHome::Unavailable(ProviderError::Call {
+            provider: if kind == api::KeyProviderType::Pkcs11 {
+                PKCS11
+            } else {
+                "AWSKMS"
+            },
+            token: String::new(),
+            op: "set up the key provider",
+            code: format!(
+                "{} does not support keyProvider type {} yet",
+                adapter,
+                kind.as_str()
+            ),
+        }),
+    }
+}
+
+/// The engine's [`KeyHome`] for a standalone
+/// policy: the logged-in token of a `PKCS11` provider with `pinFile`
+/// (opened once per process and token), or unavailable with the reason.
+/// Blocking (module loading, login): call it on the blocking pool.
+pub fn standalone_home(spec: Option<&api::KeyProvider>) -> KeyHome {
+    use crate::api::KeyProviderType;
+    let Some(spec) = spec.filter(|p| p.kind != KeyProviderType::Secret) else {
+        return KeyHome::Here;
+    };
+    if spec.kind != KeyProviderType::Pkcs11 {
+        return unsupported_here(Some(spec), "standalone mode");
+    }
+    let Some(pin_file) = &spec.pin_file else {
+        return KeyHome::Unavailable(ProviderError::PinUnreadable {
+            provider: PKCS11,
+            source_name: "spec.keyProvider".into(),
+            detail: "standalone mode reads the PIN from pinFile; pinSecret is for Kubernetes"
+                .into(),
+        });
+    };
+    let opened = read_pin_file(std::path::Path::new(pin_file)).and_then(|pin| {
+        let config = pkcs11::Pkcs11Config::from_spec(spec, pin).ok_or_else(|| {
+            ProviderError::BadReference("keyProvider PKCS11 needs module and tokenLabel".into())
+        })?;
+        pkcs11::Pkcs11Provider::open(&config)
+    });
+    match opened {
+        Ok(provider) => KeyHome::Pkcs11(provider),
+        Err(e) => KeyHome::Unavailable(e),
+    }
+}
+
+/// Longest PIN file read: PINs are short; a larger file is not a PIN.
+const MAX_PIN_FILE: u64 = 1024;
+
+/// Reads a PIN from `path` (standalone and signer `pinFile`): the content
+/// without one trailing newline (`\n` or `\r\n`). Errors say which file and
+/// why, never what it holds.
+pub fn read_pin_file(path: &std::path::Path) -> Result<RedactedString, ProviderError> {
+    use std::io::Read as _;
+    let unreadable = |detail: String| ProviderError::PinUnreadable {
+        provider: PKCS11,
+        source_name: path.display().to_string(),
+        detail,
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.kind().to_string()))?;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    file.take(MAX_PIN_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(e.kind().to_string()))?;
+    if bytes.len() as u64 > MAX_PIN_FILE {
+        return Err(unreadable(format!("larger than {MAX_PIN_FILE} bytes")));
+    }
+    let mut end = bytes.len();
+    if bytes[..end].ends_with(b"\n") {
+        end -= 1;
+        if bytes[..end].ends_with(b"\r") {
+            end -= 1;
+        }
+    }
+    if end == 0 {
+        return Err(unreadable("empty".into()));
+    }
+    let text = std::str::from_utf8(&bytes[..end]).map_err(|_| unreadable("not UTF-8".into()))?;
+    Ok(RedactedString::new(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_files_lose_one_trailing_newline_and_errors_hide_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin");
+        for (content, pin) in [
+            ("1234\n", "1234"),
+            ("1234\r\n", "1234"),
+            ("12 34", "12 34"),
+            ("1234\n\n", "1234\n"),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            assert_eq!(read_pin_file(&path).unwrap().expose(), pin, "{content:?}");
+        }
+        for content in [&b""[..], b"\n", &[0xff, 0xfe][..], &[b'7'; 2000][..]] {
+            std::fs::write(&path, content).unwrap();
+            let err = read_pin_file(&path).unwrap_err();
+            assert!(
+                matches!(err, ProviderError::PinUnreadable { .. }),
+                "{err:?}"
+            );
+            assert!(!err.to_string().contains("7777"), "{err}");
+        }
+        let err = read_pin_file(&dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}
