@@ -152,7 +152,7 @@ probes[${npm_registry:-https://registry.npmjs.org/}]="npm jose and node-jose|$( 
 pip_index=${PIP_INDEX_URL:-https://pypi.org/simple/}
 probes[$pip_index]="PyJWT and cryptography|$( [[ -x "$CACHE/venv/bin/python" ]] && echo 1 || echo 0)"
 node_pkgs_missing=0
-for pkg in containerd runc iptables softhsm2 opensc; do
+for pkg in containerd runc iptables softhsm2 opensc graphviz; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || node_pkgs_missing=1
 done
 if ((node_pkgs_missing)) && command -v apt-get >/dev/null 2>&1; then
@@ -160,7 +160,7 @@ if ((node_pkgs_missing)) && command -v apt-get >/dev/null 2>&1; then
   deb=$(grep -hE '^[[:space:]]*(deb|URIs:)[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
     | grep -oE 'https?://[^ ]+' | head -n1)
   [[ -n "$deb" ]] && deb=${deb%/}/
-  probes[${deb:-http://deb.debian.org/debian/}]="containerd, runc, iptables (scripts/install-node-deps.sh), softhsm2 and opensc (tests/providers/install.sh) from Debian (apt-get)|0"
+  probes[${deb:-http://deb.debian.org/debian/}]="containerd, runc, iptables (scripts/install-node-deps.sh), softhsm2 and opensc (tests/providers/install.sh), graphviz (scripts/modules.sh) from Debian (apt-get)|0"
 fi
 # In parallel: a few seconds at most, whatever answers.
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
