@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: every subcommand's flags and its dispatch in one
+// place, so `--help`, the README's flag tables and tests/docs_match_code.rs
+// read one file.
+
 //! Command-line interface (clap). `main.rs` parses, this module dispatches.
 
 use std::net::SocketAddr;

@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: the watch loop and the index it feeds (policies,
+// Secrets, re-lists, readiness per stream, staleness) are one state machine
+// over the same maps, read top to bottom; its tests follow it.
+
 //! What every replica serves: watches of KeyRotationPolicies and of the
 //! operator's Secrets feed the in-memory snapshot behind the HTTP routes
 //! (no API call per request). Leader or not, every replica runs this.

@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: one binding of the PKCS#11 interface (module
+// loading, sessions, key templates, mechanisms, reading a public key back)
+// whose calls share the token's handles and its in-flight limit.
+
 //! The PKCS#11 key provider: keys generated inside a token (an HSM, a TPM
 //! through tpm2-pkcs11, SoftHSM) and used there, through the `cryptoki`
 //! crate. The private half never leaves the token: it is created

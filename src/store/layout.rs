@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: encoding and decoding the five data keys are the
+// two directions of one format, side by side so a field added to one is added
+// to the other; its tests are in layout_tests.rs.
+
 //! The SPEC "Secret layout": how a policy's key set is written as five data
 //! keys, the same in a Kubernetes Secret and in a standalone state directory.
 //!
