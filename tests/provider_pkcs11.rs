@@ -13,8 +13,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwks_operator::keys::alg::{Algorithm, KeyParams};
 use jwks_operator::keys::redacted::RedactedString;
-use jwks_operator::providers::{Pkcs11Uri, ProviderError};
 use jwks_operator::providers::pkcs11::{Pkcs11Config, Pkcs11Provider};
+use jwks_operator::providers::{Pkcs11Uri, ProviderError};
 
 const PIN: &str = "1234";
 
