@@ -1042,18 +1042,34 @@ async fn a_lost_state_is_written_back_from_memory_and_a_re_key_is_said_loudly() 
         }
     };
 
+    // Deletes the state and waits for a signer to write the same set back:
+    // the same private keys, the same signer, counted as restored on `metrics`.
+    let lose_and_see_written_back = |who: &'static str, metrics: String| {
+        let (dir, work_state, private_set, active) = (
+            dir.clone(),
+            work.state(),
+            private_set.clone(),
+            active.clone(),
+        );
+        let written_back = written_back.clone();
+        async move {
+            std::fs::remove_dir_all(&dir).unwrap();
+            // Deadlines are generous: a slow write-back is not what this
+            // checks (other keys, or none, would be); one run under load
+            // took over 10 s.
+            let again = eventually(who, 30 * SEC, written_back).await;
+            // Compared, never printed: the private key set.
+            assert!(
+                again == private_set,
+                "the state was refilled with other keys"
+            );
+            assert_eq!(active_kid(&work_state), active);
+            assert_eq!(metric_on(&metrics, restored).as_deref(), Some("1"));
+        }
+    };
+
     // 1. Deleted under the leader: it writes back the set it holds.
-    std::fs::remove_dir_all(&dir).unwrap();
-    // Deadlines are generous: a slow write-back is not what this checks
-    // (other keys, or none, would be); one run under load took over 10 s.
-    let again = eventually("the leader writes the set back", 30 * SEC, written_back).await;
-    // Compared, never printed: the private key set.
-    assert!(
-        again == private_set,
-        "the state was refilled with other keys"
-    );
-    assert_eq!(active_kid(&work.state()), active);
-    assert_eq!(metric_on(&ma, restored).as_deref(), Some("1"));
+    lose_and_see_written_back("the leader writes the set back", ma.clone()).await;
     assert!(
         a.proc.tail(200).contains("KeySetRestored"),
         "{}",
@@ -1065,18 +1081,11 @@ async fn a_lost_state_is_written_back_from_memory_and_a_re_key_is_said_loudly() 
     // 2. The leader exits and the state is deleted: the follower takes over
     // and writes back the set it served.
     a.proc.stop();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let again = eventually("the new leader writes the set back", 30 * SEC, written_back).await;
-    assert!(
-        again == private_set,
-        "the state was refilled with other keys"
-    );
-    assert_eq!(active_kid(&work.state()), active);
+    lose_and_see_written_back("the new leader writes the set back", mb.clone()).await;
     assert_eq!(
         metric_on(&mb, "jwks_operator_signer_leader ").as_deref(),
         Some("1")
     );
-    assert_eq!(metric_on(&mb, restored).as_deref(), Some("1"));
     assert_eq!(b.fetch().await, kids);
 
     // 3. Lost while no signer runs: nothing holds the keys, so a fresh set
