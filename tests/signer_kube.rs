@@ -1051,7 +1051,6 @@ async fn a_lost_state_is_written_back_from_memory_and_a_re_key_is_said_loudly() 
             private_set.clone(),
             active.clone(),
         );
-        let written_back = written_back.clone();
         async move {
             std::fs::remove_dir_all(&dir).unwrap();
             // Deadlines are generous: a slow write-back is not what this
