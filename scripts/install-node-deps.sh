@@ -12,28 +12,7 @@ COMMANDS=(containerd containerd-shim-runc-v2 ctr runc iptables)
 
 log() { printf '[node-deps] %s\n' "$*" >&2; }
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$pkg")
-  fi
-done
-
-if ((${#missing[@]})); then
-  if [[ $(id -u) != 0 ]]; then
-    log "missing Debian packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}"
-    exit 1
-  fi
-  log "installing ${missing[*]} from Debian ..."
-  start=$SECONDS
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-  # No recommends: containerd would pull in nothing the tests need.
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
-  log "installed in $((SECONDS - start))s"
-else
-  log "containerd, runc, iptables: present"
-fi
+bash "$(dirname "$0")/apt-install.sh" node-deps "${PACKAGES[@]}"
 
 PATH=$PATH:/usr/sbin:/sbin
 for cmd in "${COMMANDS[@]}"; do

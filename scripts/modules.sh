@@ -24,10 +24,7 @@ BEGIN='<!-- modules.sh layers: begin -->'
 END='<!-- modules.sh layers: end -->'
 
 if ! command -v acyclic >/dev/null || ! command -v sccmap >/dev/null || ! command -v dot >/dev/null; then
-  echo "[modules] installing graphviz (apt, once)" >&2
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo=sudo; fi
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends graphviz >&2 \
-    || { $sudo apt-get update >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends graphviz >&2; }
+  bash scripts/apt-install.sh modules graphviz
 fi
 bin=$(bash scripts/install-cargo-tool.sh cargo-modules "$CARGO_MODULES_VERSION")
 

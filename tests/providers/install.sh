@@ -14,29 +14,7 @@ MODULE=/usr/lib/softhsm/libsofthsm2.so
 
 log() { printf '[providers] %s\n' "$*" >&2; }
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$pkg")
-  fi
-done
-
-if ((${#missing[@]})); then
-  if [[ $(id -u) != 0 ]]; then
-    log "missing Debian packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}"
-    exit 1
-  fi
-  log "installing ${missing[*]} from Debian ..."
-  start=$SECONDS
-  export DEBIAN_FRONTEND=noninteractive
-  # Waits for dpkg's lock: scripts/test.sh runs the installers in parallel,
-  # and scripts/install-node-deps.sh may be using apt at the same time.
-  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
-  log "installed in $((SECONDS - start))s"
-else
-  log "softhsm2, opensc: present"
-fi
+bash "$(dirname "$0")/../../scripts/apt-install.sh" providers "${PACKAGES[@]}"
 
 [[ -f $MODULE ]] || { log "ERROR: $MODULE missing after install"; exit 1; }
 for cmd in softhsm2-util pkcs11-tool; do
