@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, SamplingMode, criterion_group, criterion_main};
 use jiff::Timestamp;
-use jwks_operator::keys::token::{Expectations, MintSettings, TokenRequest, Verifier, mint_token};
+use jwks_operator::keys::token::{Expectations, Verifier, mint_token};
 use jwks_operator::keys::{Algorithm, KeyParams, SigningKey, parse_private_jwks};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -114,20 +114,9 @@ fn fixture_keys() -> Vec<SigningKey> {
     keys
 }
 
-fn settings() -> MintSettings {
-    MintSettings {
-        issuer: Some("https://issuer.example".into()),
-        audiences: vec!["api".into()],
-        max_ttl: Duration::from_secs(3600),
-    }
-}
-
-fn request() -> TokenRequest {
-    TokenRequest {
-        sub: Some("bench-user".into()),
-        ..TokenRequest::default()
-    }
-}
+#[path = "common/mint.rs"]
+mod mint_claims;
+use mint_claims::{request, settings};
 
 fn keygen(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(42);

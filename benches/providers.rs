@@ -17,7 +17,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use jiff::Timestamp;
 use jwks_operator::keys::lifecycle::KeySource as _;
 use jwks_operator::keys::redacted::RedactedString;
-use jwks_operator::keys::token::{MintSettings, TokenRequest, mint_token};
+use jwks_operator::keys::token::mint_token;
 use jwks_operator::keys::{Algorithm, KeyParams, SigningKey};
 use jwks_operator::providers::pkcs11::{Pkcs11Config, Pkcs11KeySource, Pkcs11Provider};
 use rand_chacha::ChaCha20Rng;
@@ -26,20 +26,9 @@ use rand_chacha::rand_core::SeedableRng;
 #[path = "../tests/common/softhsm.rs"]
 mod softhsm;
 
-fn settings() -> MintSettings {
-    MintSettings {
-        issuer: Some("https://issuer.example".into()),
-        audiences: vec!["api".into()],
-        max_ttl: Duration::from_secs(3600),
-    }
-}
-
-fn request() -> TokenRequest {
-    TokenRequest {
-        sub: Some("bench-user".into()),
-        ..TokenRequest::default()
-    }
-}
+#[path = "common/mint.rs"]
+mod mint_claims;
+use mint_claims::{request, settings};
 
 fn mint(c: &mut Criterion) {
     let label = softhsm::token("bench", "1234");
