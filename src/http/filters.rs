@@ -389,7 +389,7 @@ pub fn token_routes_with(
         .and(allow(POST, "POST"))
         .and_then(lookup.clone())
         .and(json_body())
-        .map(move |view: std::sync::Arc<_>, body: Bytes| handlers::token(&s, &view, &body));
+        .then(move |view: std::sync::Arc<_>, body: Bytes| handlers::token(s.clone(), view, body));
     let s = state.clone();
     let verify = warp::path!(Namespace / Name / "verify")
         .and(allow(POST, "POST"))

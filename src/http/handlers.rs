@@ -3,6 +3,8 @@
 //! as JSON ([`ApiError`]) rather than rejected, so the common path never
 //! goes through warp's rejection machinery.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Serialize;
 use warp::Reply;
@@ -14,7 +16,8 @@ use super::models::{
     InvalidResponse, TokenResponse, VerifiedResponse, parse_token_request, parse_verify_request,
 };
 use super::snapshot::{Entry, PolicyView, SharedState};
-use crate::keys::token::mint_token;
+use crate::keys::material::sign_off_workers;
+use crate::keys::token::{TokenError, mint_token};
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::policy::{PolicyRef, PublicPolicySummary};
 
@@ -213,8 +216,12 @@ pub fn token_policy(
     }
 }
 
-/// `POST /{namespace}/{name}/token`.
-pub fn token(state: &SharedState, view: &PolicyView, body: &[u8]) -> Response {
+/// `POST /{namespace}/{name}/token`. A provider-held key signs on the
+/// blocking pool ([`sign_off_workers`]), so a slow token or KMS never holds
+/// an async worker.
+pub async fn token(state: SharedState, view: Arc<PolicyView>, body: Bytes) -> Response {
+    let view = &*view;
+    let body = &body[..];
     let Some(side) = view.token_side() else {
         return not_served(view.policy()).into_response();
     };
@@ -222,7 +229,7 @@ pub fn token(state: &SharedState, view: &PolicyView, body: &[u8]) -> Response {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let Some(signer) = side.signer.as_deref() else {
+    let Some(signer) = &side.signer else {
         if let Some(why) = &side.stale {
             return ApiError::unavailable("key_set_stale", why.clone()).into_response();
         }
@@ -243,17 +250,43 @@ pub fn token(state: &SharedState, view: &PolicyView, body: &[u8]) -> Response {
             return ApiError::internal("cannot generate a token id").into_response();
         }
     };
-    match mint_token(signer, &req, &side.mint, state.now(), &jti) {
-        Ok(minted) => json_response(
-            StatusCode::OK,
-            &TokenResponse {
-                token: &minted.token,
-                kid: &minted.kid,
-                expires_at: minted.expires_at,
-            },
-        ),
+    let (mint, now) = (side.mint.clone(), state.now());
+    let minted = sign_off_workers(signer, move |key| mint_token(key, &req, &mint, now, &jti))
+        .await
+        .map_err(TokenError::Signing)
+        .and_then(|minted| minted);
+    let remote = signer.is_remote();
+    match minted {
+        Ok(minted) => {
+            if remote && state.provider_signed(view.policy()) {
+                tracing::info!(policy = %view.policy(), "the key provider signs tokens again");
+            }
+            json_response(
+                StatusCode::OK,
+                &TokenResponse {
+                    token: &minted.token,
+                    kid: &minted.kid,
+                    expires_at: minted.expires_at,
+                },
+            )
+        }
         Err(e) if e.is_client_error() => {
             ApiError::bad_request(e.code(), e.to_string()).into_response()
+        }
+        Err(e) if remote => {
+            // The provider (a token, a KMS) is down or refuses: neither the
+            // client's fault nor a bug here. Logged once per burst.
+            if state.provider_failed(view.policy()) {
+                tracing::warn!(policy = %view.policy(), error = %e, "the key provider cannot sign tokens; answering 503 key_provider_unavailable until it can");
+            }
+            ApiError::unavailable(
+                "key_provider_unavailable",
+                format!(
+                    "the key provider of policy {} cannot sign now; retry later",
+                    view.policy()
+                ),
+            )
+            .into_response()
         }
         Err(e) => {
             tracing::error!(policy = %view.policy(), error = %e, "signing failed");

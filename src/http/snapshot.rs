@@ -8,10 +8,10 @@
 //! ready-made [`Verifier`]. Requests only `load()` the [`ArcSwap`] and clone
 //! `Bytes`; writers copy the (small) map of `Arc`s and swap it in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
@@ -102,6 +102,12 @@ struct Shared {
     default_policy: Option<Arc<PolicyRef>>,
     clock: Arc<Clock>,
     jti: Arc<JtiSource>,
+    /// Policies whose key provider failed the last token it was asked to
+    /// sign: a burst of failures is logged once, at its start and end.
+    provider_failing: Arc<Mutex<HashSet<PolicyRef>>>,
+    /// How many policies `provider_failing` holds (read without the lock
+    /// on every provider-signed token).
+    provider_failing_count: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for SharedState {
@@ -185,6 +191,8 @@ impl SharedState {
                 default_policy: default_policy.map(Arc::new),
                 clock: Arc::new(Timestamp::now),
                 jti: Arc::new(random_jti),
+                provider_failing: Arc::default(),
+                provider_failing_count: Arc::default(),
             }),
         }
     }
@@ -202,6 +210,40 @@ impl SharedState {
     ) -> Self {
         Arc::make_mut(&mut self.inner).jti = Arc::new(jti);
         self
+    }
+
+    /// Records that `policy`'s key provider failed to sign a token; `true`
+    /// when this starts a burst (the first failure since the last success),
+    /// the one failure of the burst worth a WARN line.
+    pub fn provider_failed(&self, policy: &PolicyRef) -> bool {
+        let mut failing = self
+            .inner
+            .provider_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let started = failing.insert(policy.clone());
+        self.inner
+            .provider_failing_count
+            .store(failing.len(), Ordering::Relaxed);
+        started
+    }
+
+    /// Records that `policy`'s key provider signed a token; `true` when this
+    /// ends a burst of failures. Lock-free while no provider is failing.
+    pub fn provider_signed(&self, policy: &PolicyRef) -> bool {
+        if self.inner.provider_failing_count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let mut failing = self
+            .inner
+            .provider_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let ended = failing.remove(policy);
+        self.inner
+            .provider_failing_count
+            .store(failing.len(), Ordering::Relaxed);
+        ended
     }
 
     fn update(&self, f: impl Fn(&mut HashMap<Arc<PolicyRef>, Entry>)) {

@@ -1858,3 +1858,82 @@ fn a_public_only_view_leaves_revoked_kids_out_too() {
     assert_eq!(kids, [keys.keys[1].kid()]);
     assert_eq!(view.summary().key_count, 1);
 }
+
+/// The fixture's `team-a/api` with its active key replaced by a
+/// provider-held copy whose signatures wait for the test's go-ahead.
+fn api_with_gated_key(
+    f: &Fixture,
+) -> (
+    Arc<crate::keys::testing::Gated>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let mut keys = f.api_keys.clone();
+    let active = keys
+        .keys
+        .iter_mut()
+        .find(|k| k.state == crate::keys::lifecycle::KeyState::Active)
+        .unwrap();
+    let (remote, gated, go) = crate::keys::testing::Gated::wrap(&active.key);
+    active.key = remote;
+    f.state.upsert(PolicyView::build(
+        &api_policy().info(),
+        &keys,
+        Some(BASE_URL),
+    ));
+    (gated, go)
+}
+
+/// A provider call may wait seconds on a token or a KMS: it runs off the
+/// async workers, so even a single-threaded runtime answers other requests
+/// while it waits. (Were it signed on the worker, the JWKS request below
+/// could only be answered after the signature gave up, and the token would
+/// fail.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_provider_signature_does_not_hold_the_async_worker() {
+    let f = fixture();
+    let (gated, go) = api_with_gated_key(&f);
+    let token_routes = f.token.clone();
+    let minting =
+        tokio::spawn(async move { post_json(API_TOKEN, "{}").reply(&token_routes).await });
+    gated.wait_entered().await;
+    // The signature has started and waits; the runtime still answers.
+    let res = send(&f.jwks, get(API_JWKS)).await;
+    assert_eq!(res.status(), 200);
+    go.send(()).unwrap();
+    let res = minting.await.unwrap();
+    assert_eq!(res.status(), 200, "{}", String::from_utf8_lossy(res.body()));
+    let token = body_json(&res)["token"].as_str().unwrap().to_owned();
+    assert_eq!(verify_via_api(&f, &token).await.status(), 200);
+}
+
+/// A key provider that cannot sign is neither the client's fault nor a bug
+/// here: 503 `key_provider_unavailable` with `Retry-After`, like a revoked
+/// key, and the failure is logged once per burst, not per request.
+#[tokio::test]
+async fn a_provider_that_cannot_sign_answers_503_key_provider_unavailable() {
+    let f = fixture();
+    let (_, go) = api_with_gated_key(&f);
+    drop(go); // every signature fails at once: the provider is gone
+    for _ in 0..2 {
+        let res = send(&f.token, post_json(API_TOKEN, "{}")).await;
+        assert_eq!(res.status(), 503);
+        assert_eq!(error_code(&res), "key_provider_unavailable");
+        assert!(res.headers().contains_key("retry-after"));
+    }
+    let api = PolicyRef::new("team-a", "api");
+    assert!(
+        !f.state.provider_failed(&api),
+        "the burst began with the first failure"
+    );
+
+    // The provider is back: tokens are minted, and the burst is over.
+    let (gated, go) = api_with_gated_key(&f);
+    go.send(()).unwrap();
+    let res = send(&f.token, post_json(API_TOKEN, "{}")).await;
+    assert_eq!(res.status(), 200);
+    drop(gated);
+    assert!(
+        f.state.provider_failed(&api),
+        "a new failure starts a new burst"
+    );
+}

@@ -22,6 +22,7 @@ use super::kube::{kube_alg_ok, spki_der};
 use super::pb;
 use crate::keys::SigningKey;
 use crate::keys::lifecycle::KeyState;
+use crate::keys::material::sign_off_workers;
 use crate::store::StoredKeySet;
 
 /// Longest base64url claims string Sign accepts (kube-apiserver's are a
@@ -312,7 +313,7 @@ impl Service {
         pb::external_jwt_signer_server::ExternalJwtSignerServer::new(self)
     }
 
-    fn sign_inner(&self, claims: &str) -> Result<pb::SignJwtResponse, Status> {
+    async fn sign_inner(&self, claims: &str) -> Result<pb::SignJwtResponse, Status> {
         check_claims(claims, &self.state.lifetimes(), Timestamp::now())?;
         if let Some(why) = self.state.stale.load_full() {
             return Err(Status::unavailable(why.to_string()));
@@ -334,8 +335,9 @@ impl Service {
         message.extend_from_slice(header.as_bytes());
         message.push(b'.');
         message.extend_from_slice(claims.as_bytes());
-        let signature = key
-            .sign(&message)
+        let signature = sign_off_workers(key, move |key| key.sign(&message))
+            .await
+            .and_then(|signed| signed)
             .map_err(|e| Status::internal(e.to_string()))?;
         debug!(kid = key.kid(), "signed a service-account token");
         Ok(pb::SignJwtResponse {
@@ -467,7 +469,7 @@ impl pb::external_jwt_signer_server::ExternalJwtSigner for Service {
         &self,
         request: Request<pb::SignJwtRequest>,
     ) -> Result<Response<pb::SignJwtResponse>, Status> {
-        let result = self.sign_inner(&request.get_ref().claims);
+        let result = self.sign_inner(&request.get_ref().claims).await;
         self.state
             .metrics
             .count("Sign", &result.as_ref().map(|_| ()).map_err(Clone::clone));

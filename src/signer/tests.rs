@@ -495,6 +495,31 @@ async fn sign_with(alg: Algorithm) {
     let _ = h.stop.send(());
 }
 
+/// A Sign through a provider may wait seconds on a token or a KMS: it runs
+/// off the async workers, so even a single-threaded runtime answers
+/// FetchKeys meanwhile (were it signed on the worker, FetchKeys could only
+/// be answered after the signature gave up, and Sign would fail).
+#[tokio::test(flavor = "current_thread")]
+async fn a_provider_signature_does_not_hold_the_async_worker() {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let (active, gated, go) = crate::keys::testing::Gated::wrap(&fixture(Algorithm::ES256));
+    h.publish(&set_of(vec![(active.clone(), KeyState::Active)]));
+    let mut client = h.client.clone();
+    let signing = tokio::spawn(async move {
+        client
+            .sign(SignJwtRequest {
+                claims: claims(now_s(), now_s() + 60),
+            })
+            .await
+    });
+    gated.wait_entered().await;
+    assert_eq!(h.kids().await, [active.kid()]);
+    go.send(()).unwrap();
+    let signed = signing.await.unwrap().unwrap().into_inner();
+    assert!(!signed.signature.is_empty());
+    let _ = h.stop.send(());
+}
+
 #[tokio::test]
 async fn sign_uses_the_active_rs256_key() {
     sign_with(Algorithm::RS256).await;

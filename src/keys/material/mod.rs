@@ -64,6 +64,7 @@ pub use error::{JwkProblem, KeyError, KeyRef};
 pub use key::{RemoteSigner, SigningKey};
 pub use output::{private_jwks_json, public_jwks_json};
 pub use set::{jwk_thumbprint, parse_private_jwks, parse_public_jwks};
+pub use signing::sign_off_workers;
 pub use source::RngKeySource;
 pub use verifying::VerifyingKey;
 

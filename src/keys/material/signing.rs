@@ -273,4 +273,37 @@ impl SigningKey {
             _ => None,
         }
     }
+
+    /// Whether a signature with this key is a call into a key provider
+    /// (blocking FFI or a network round trip) rather than CPU work here.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.signer, CachedSigner::Remote(_))
+    }
+}
+
+/// Runs `work`, which signs with `key`, where a signature belongs on an
+/// async runtime: inline for a key held here (tens of microseconds of CPU,
+/// cheaper than a thread hand-off), on tokio's blocking pool for a
+/// provider-held key, whose call may wait seconds on a token or a KMS and
+/// must not hold an async worker meanwhile. Every async caller that signs
+/// (the token endpoint, the signer's Sign) goes through here, so every
+/// provider gets the same treatment.
+///
+/// The error is for a blocking task that did not finish (it panicked or the
+/// runtime is shutting down).
+pub async fn sign_off_workers<T, F>(key: &Arc<SigningKey>, work: F) -> Result<T, KeyError>
+where
+    T: Send + 'static,
+    F: FnOnce(&SigningKey) -> T + Send + 'static,
+{
+    if !key.is_remote() {
+        return Ok(work(key));
+    }
+    let held = key.clone();
+    tokio::task::spawn_blocking(move || work(&held))
+        .await
+        .map_err(|e| KeyError::Provider {
+            kid: key.kid().to_string(),
+            message: format!("the signing task did not finish: {e}"),
+        })
 }
