@@ -34,6 +34,7 @@
 //! (`standalone::engine`) stores in a state directory and reports through
 //! `/policies` and logs.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -153,6 +154,11 @@ pub struct Tracked<V> {
     pub failures: u32,
     /// What each `spec.publish` copy was last confirmed to hold.
     pub publication: Tracker,
+    /// References of provider-held keys that have left the stored set but
+    /// whose destruction in their provider has not succeeded yet: tried
+    /// again every pass (and shown as a problem) until it does. Kept in
+    /// memory only: a restart forgets them (docs/key-providers.md).
+    pub undestroyed: BTreeSet<String>,
 }
 
 impl<V> Default for Tracked<V> {
@@ -163,6 +169,7 @@ impl<V> Default for Tracked<V> {
             unsaved: false,
             failures: 0,
             publication: Tracker::default(),
+            undestroyed: BTreeSet::new(),
         }
     }
 }
@@ -227,16 +234,12 @@ impl Failed {
             PlanError::Inconsistent(_) => {
                 (reasons::STATE_INCONSISTENT, reasons::KIND_PARSE_KEY_SET)
             }
-            PlanError::Generate { source, .. }
-                if source
+            PlanError::Generate { source, .. } => (
+                source
                     .downcast_ref::<providers::ProviderError>()
-                    .is_some_and(|p| p.provider() == providers::PKCS11) =>
-            {
-                (reasons::PKCS11_FAILED, reasons::KIND_GENERATE_KEY)
-            }
-            PlanError::Generate { .. } => {
-                (reasons::KEY_GENERATION_FAILED, reasons::KIND_GENERATE_KEY)
-            }
+                    .map_or(reasons::KEY_GENERATION_FAILED, providers::failure_reason),
+                reasons::KIND_GENERATE_KEY,
+            ),
         };
         Failed {
             kind,
@@ -326,8 +329,10 @@ where
             Ok(version) => {
                 // The write has landed: the keys it dropped have left the
                 // stored (and so the served) set; only now do they leave
-                // their provider.
-                destroy_dropped(pass, &current, &planned.keys).await;
+                // their provider (below, with any earlier failed ones).
+                tracked
+                    .undestroyed
+                    .extend(providers::dropped_references(&current, &planned.keys));
                 if tracked.unsaved && gathered == Gathered::Stored {
                     reporter
                         .note(Note::Adopted {
@@ -416,9 +421,11 @@ where
     let (keys, _) = tracked.keys.as_ref().expect("just set");
     // A copy that is not confirmed is the more urgent news: the rotation
     // it holds back is the reason a deferral would show.
+    let undestroyed = destroy_dropped(pass, &mut tracked.undestroyed).await;
     let problem = published
         .problem
-        .or(planned.deferred.map(|d| Problem::new(d.reason, d.message)));
+        .or(planned.deferred.map(|d| Problem::new(d.reason, d.message)))
+        .or(undestroyed);
     let failing = problem
         .as_ref()
         .is_some_and(|p| p.reason == reasons::PUBLICATION_PENDING);
@@ -427,10 +434,13 @@ where
         .await
         .map_err(|e| Failed::of(&e))?;
     let next = match pass.publication {
+        None if !tracked.undestroyed.is_empty() => planned
+            .next_due
+            .min(keys::lifecycle::after(now, DESTROY_RETRY)),
         None => planned.next_due,
         Some(_) if replan => now,
         Some(p) => {
-            let check = if failing {
+            let check = if failing || !tracked.undestroyed.is_empty() {
                 publish::RETRY
             } else {
                 p.verify_interval
@@ -533,30 +543,61 @@ fn held<V>(pass: &Pass<'_>, tracked: &Tracked<V>) -> Option<StoredKeySet> {
         .cloned()
 }
 
-/// Destroys, in their provider, the provider-held keys `before` had and
-/// `after` (just written) does not. A failure is logged with the
-/// reference; the key no longer signs or verifies anything.
-async fn destroy_dropped(pass: &Pass<'_>, before: &StoredKeySet, after: &StoredKeySet) {
-    let dropped = providers::dropped_references(before, after);
-    if dropped.is_empty() {
-        return;
+/// How soon the destruction of a key that left the stored set is tried
+/// again after its provider failed it.
+pub const DESTROY_RETRY: Duration = Duration::from_secs(60);
+
+/// Destroys, in their provider, the provider-held keys that have left the
+/// stored set (`undestroyed`: just dropped by the write, or left over from
+/// an earlier failure). Those that fail stay in `undestroyed`, are counted
+/// (`jwks_operator_key_destroy_failures_total`), and make the problem
+/// returned (a reason naming the provider): the key no longer signs or
+/// verifies anything, but its private half is still in the provider.
+async fn destroy_dropped(pass: &Pass<'_>, undestroyed: &mut BTreeSet<String>) -> Option<Problem> {
+    if undestroyed.is_empty() {
+        return None;
     }
     let policy = pass.policy.to_string();
-    let _ = tokio::task::spawn_blocking(move || {
-        for reference in dropped {
+    let references: Vec<String> = undestroyed.iter().cloned().collect();
+    let failed = tokio::task::spawn_blocking(move || {
+        let mut failed = Vec::new();
+        for reference in references {
             match providers::destroy(&reference) {
                 Ok(()) => {
                     tracing::info!(policy, reference, "destroyed a pruned key in its provider")
                 }
-                Err(e) => tracing::warn!(
-                    policy,
-                    reference,
-                    "could not destroy a pruned key in its provider: {e}"
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        policy,
+                        reference,
+                        "could not destroy a pruned key in its provider (tried again later): {e}"
+                    );
+                    failed.push((reference, e));
+                }
             }
         }
+        failed
     })
-    .await;
+    .await
+    .unwrap_or_default();
+    undestroyed.retain(|r| failed.iter().any(|(f, _)| f == r));
+    let (reference, error) = failed.first()?;
+    for (_, e) in &failed {
+        pass.metrics
+            .engine
+            .inc_key_destroy_failure(pass.policy, e.provider());
+    }
+    let more = match failed.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Some(Problem::new(
+        providers::failure_reason(error),
+        format!(
+            "the pruned key {reference}{more} could not be destroyed in its provider, tried again every {}s: {error}",
+            DESTROY_RETRY.as_secs()
+        ),
+    ))
 }
 
 /// Plans on the blocking pool with keys from the OS generator, or from the

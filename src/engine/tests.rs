@@ -620,3 +620,55 @@ async fn a_revocation_whose_write_fails_says_it_is_not_recorded_and_hands_the_he
     let problem = Problem::new("WriteRefused", "the write was refused");
     assert_eq!(not_recorded(problem.clone(), &[]), problem);
 }
+
+/// A pruned provider-held key whose destruction fails is not forgotten: the
+/// pass says so with a reason naming the provider (and counts it), its
+/// reference is kept, and the destruction is tried again at the next pass,
+/// which comes soon.
+#[tokio::test]
+async fn a_pruned_key_the_provider_fails_to_destroy_is_shown_counted_and_retried() {
+    let (f, store, mut tracked, mut report) = after_a_first_pass().await;
+    let mut stored = store.set();
+    // A provider-held key retired long ago, due for pruning; its token is
+    // not open in this process, so destroying it fails.
+    let (remote, _gated, _go) = crate::keys::testing::Gated::wrap(&fixture(Algorithm::ES384));
+    let reference = remote.key_reference().unwrap().to_owned();
+    let now = Timestamp::now();
+    let ago = |h: i64| now - jiff::SignedDuration::from_hours(h);
+    stored.keys.push(lifecycle::ManagedKey {
+        key: remote,
+        state: lifecycle::KeyState::Retired,
+        created_at: ago(5),
+        activates_at: ago(5),
+        retired_at: Some(ago(4)),
+        prune_after: Some(ago(3)),
+        reason: Some(lifecycle::RotationReason::Scheduled),
+        max_token_ttl: Duration::from_secs(30),
+    });
+    *store.stored.lock().unwrap() = Stored::Set(stored, 7);
+    tracked.in_sync = false;
+
+    for pass in 1..=2 {
+        let next = run_pass(&f.pass(true), &mut tracked, &store, &mut report).await;
+        assert_eq!(store.set().keys.len(), 1, "the key has left the stored set");
+        let calls = report.take();
+        assert!(
+            calls.contains(&"healthy 1 PKCS11Failed".to_string()),
+            "pass {pass}: {calls:?}"
+        );
+        assert_eq!(
+            tracked.undestroyed.iter().collect::<Vec<_>>(),
+            [&reference],
+            "pass {pass}"
+        );
+        assert_eq!(
+            f.policy_counter("key_destroy_failures_total", "provider", "PKCS11"),
+            pass,
+        );
+        let soon = now + DESTROY_RETRY + Duration::from_secs(5);
+        assert!(
+            matches!(next, Next::At(t) if t <= soon),
+            "pass {pass}: {next:?}"
+        );
+    }
+}

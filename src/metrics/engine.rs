@@ -51,6 +51,16 @@ struct RotationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestroyLabels {
+    namespace: String,
+    name: String,
+    provider: &'static str,
+}
+
+/// The providers a key can be destroyed in, as labels.
+const DESTROY_PROVIDERS: [&str; 2] = ["PKCS11", "AWSKMS"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LostLabels {
     namespace: String,
     name: String,
@@ -164,6 +174,7 @@ pub struct EngineMetrics {
     not_ready: Family<PolicyLabels, Counter>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     key_set_lost: Family<LostLabels, Counter>,
+    key_destroy_failures: Family<DestroyLabels, Counter>,
     reconcile_duration: Histogram,
     error_kinds: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
     leader: Gauge,
@@ -264,6 +275,12 @@ impl EngineMetrics {
             "Times the stored key set was found deleted or emptied although the policy had keys, by outcome (restored: the set held in memory was written back; recreated: nothing held it, a fresh set was generated)",
             key_set_lost.clone(),
         );
+        let key_destroy_failures = Family::<DestroyLabels, Counter>::default();
+        registry.register(
+            "key_destroy_failures",
+            "Times a pruned key's destruction in its key provider failed (it is tried again every pass), by provider",
+            key_destroy_failures.clone(),
+        );
         // 1 ms .. ~16 s: a reconcile is an API round trip or three, plus key
         // generation when a key is due.
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
@@ -293,6 +310,7 @@ impl EngineMetrics {
             not_ready,
             reconcile_errors,
             key_set_lost,
+            key_destroy_failures,
             reconcile_duration,
             error_kinds: Mutex::new(HashMap::new()),
             leader,
@@ -455,6 +473,18 @@ impl EngineMetrics {
             .inc();
     }
 
+    /// Counts a failed destruction of a pruned key of `policy` in its
+    /// `provider` (`PKCS11`, `AWSKMS`).
+    pub fn inc_key_destroy_failure(&self, policy: &PolicyRef, provider: &'static str) {
+        self.key_destroy_failures
+            .get_or_create(&DestroyLabels {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                provider,
+            })
+            .inc();
+    }
+
     /// Sets the `policy_degraded` gauge (done by [`crate::http::SharedState`]
     /// whenever a policy's problem changes).
     /// Every known policy passes here, so this also creates its
@@ -496,6 +526,13 @@ impl EngineMetrics {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
                 outcome: outcome.as_str(),
+            });
+        }
+        for provider in DESTROY_PROVIDERS {
+            self.key_destroy_failures.remove(&DestroyLabels {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                provider,
             });
         }
         let labels = policy_labels(policy);

@@ -23,6 +23,7 @@ use crate::keys::alg::KeyParams;
 use crate::keys::lifecycle::{KeySet, KeySource};
 use crate::keys::material::{RemoteSigner, SigningKey, VerifyingKey};
 use crate::keys::redacted::RedactedString;
+use crate::reasons;
 
 pub mod pkcs11;
 mod reference;
@@ -96,6 +97,15 @@ pub fn destroy(reference: &str) -> Result<(), ProviderError> {
         "{:?} is neither a pkcs11: URI nor a KMS key ARN",
         reference.chars().take(64).collect::<String>()
     )))
+}
+
+/// The `Degraded` reason for a failure of the provider `error` is about:
+/// one naming the provider.
+pub fn failure_reason(error: &ProviderError) -> &'static str {
+    match error.provider() {
+        PKCS11 => reasons::PKCS11_FAILED,
+        _ => reasons::KEY_GENERATION_FAILED,
+    }
 }
 
 /// Where a policy's new keys are generated and its private keys live.
