@@ -253,7 +253,8 @@ pub struct KeyRotationPolicySpec {
     validation = Rule::new("self.type != 'PKCS11' || (has(self.pinSecret) ? !has(self.pinFile) : has(self.pinFile))").message("keyProvider PKCS11 needs exactly one of pinSecret (Kubernetes) or pinFile (standalone and signer)"),
     validation = Rule::new("self.type == 'PKCS11' || !(has(self.module) || has(self.tokenLabel) || has(self.pinSecret) || has(self.pinFile))").message("module, tokenLabel, pinSecret and pinFile apply only to keyProvider type PKCS11"),
     validation = Rule::new("self.type != 'AWSKMS' || has(self.region)").message("keyProvider AWSKMS needs region, such as eu-west-1"),
-    validation = Rule::new("self.type == 'AWSKMS' || !(has(self.region) || has(self.credentialsSecret) || has(self.endpoint))").message("region, credentialsSecret and endpoint apply only to keyProvider type AWSKMS")
+    validation = Rule::new("self.type == 'AWSKMS' || !(has(self.region) || has(self.credentialsSecret) || has(self.credentialsFile) || has(self.endpoint))").message("region, credentialsSecret, credentialsFile and endpoint apply only to keyProvider type AWSKMS"),
+    validation = Rule::new("!(has(self.credentialsSecret) && has(self.credentialsFile))").message("set credentialsSecret (Kubernetes) or credentialsFile (standalone, signer), not both")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KeyProvider {
@@ -307,6 +308,14 @@ pub struct KeyProvider {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub credentials_secret: Option<String>,
+
+    /// AWSKMS, standalone and signer modes: path of a file of `KEY=VALUE`
+    /// lines with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+    /// optionally `AWS_SESSION_TOKEN`. Without it the ambient credentials
+    /// are used. Not used in Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub credentials_file: Option<String>,
 
     /// AWSKMS: another endpoint URL than the region's (a VPC endpoint, or a
     /// local KMS in tests).

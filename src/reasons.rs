@@ -42,6 +42,10 @@ pub const KEY_GENERATION_FAILED: &str = "KeyGenerationFailed";
 /// PIN, or a call (generation, destruction). The current key keeps signing
 /// if it can.
 pub const PKCS11_FAILED: &str = "PKCS11Failed";
+/// The AWS KMS key provider failed or refused: the credentials, the
+/// endpoint, or a call (generation, signing, scheduling a deletion). The
+/// current key keeps signing if it can.
+pub const KMS_FAILED: &str = "KMSFailed";
 /// A state directory's file cannot be parsed.
 pub const STATE_CORRUPT: &str = "StateCorrupt";
 /// The state directory changed under us (another writer).
@@ -95,6 +99,7 @@ pub const STANDALONE: &[&str] = &[
     PUBLICATION_PENDING,
     PUBLICATION_TARGET_INVALID,
     PKCS11_FAILED,
+    KMS_FAILED,
 ];
 
 // === Error kinds (`reconcile_errors_total{kind}`) ===

@@ -617,6 +617,11 @@ async fn plan_blocking(
             let mut source = TimedKeySource::new(rng, &metrics.engine);
             lifecycle::plan_with(&resolved, &current, now, &mut source, gate.as_ref())
         }
+        KeyHome::Kms(provider) => {
+            let kms = providers::kms::KmsKeySource(provider);
+            let mut source = TimedKeySource::new(kms, &metrics.engine);
+            lifecycle::plan_with(&resolved, &current, now, &mut source, gate.as_ref())
+        }
         KeyHome::Pkcs11(provider) => {
             let token = providers::pkcs11::Pkcs11KeySource(provider);
             let mut source = TimedKeySource::new(token, &metrics.engine);

@@ -50,6 +50,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::providers::kms;
+
 mod engine;
 mod http;
 mod publish;
@@ -110,6 +112,13 @@ impl Metrics {
         );
         let http = HttpMetrics::register(&mut registry);
         let publish = PublishMetrics::register(&mut registry);
+        // Counted by the providers themselves (one process-wide family:
+        // throttling is the provider's, whichever policy's call met it).
+        registry.register(
+            "key_provider_throttled",
+            "Throttled answers from a key provider (each one retried after a backoff), by provider",
+            kms::throttled_counter().clone(),
+        );
         Metrics {
             registry,
             engine,

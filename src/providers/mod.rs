@@ -12,6 +12,7 @@
 //!
 //! - [`pkcs11`]: tokens reached through a PKCS#11 module (an HSM, a TPM
 //!   through tpm2-pkcs11, SoftHSM in tests), with the `cryptoki` crate.
+//! - [`kms`]: AWS KMS, with the official SDK (`aws-sdk-kms`).
 //!
 //! Errors never carry a PIN or key material: they name the provider, the
 //! token or key reference, the operation and the provider's return code.
@@ -23,12 +24,14 @@ use crate::keys::alg::KeyParams;
 use crate::keys::lifecycle::{KeySet, KeySource};
 use crate::keys::material::{RemoteSigner, SigningKey, VerifyingKey};
 use crate::keys::redacted::RedactedString;
+use crate::publish::credentials::{Credentials, MAX_CREDENTIALS_BYTES};
 use crate::reasons;
 
+pub mod kms;
 pub mod pkcs11;
 mod reference;
 
-pub use reference::{KeyReference, PKCS11, Pkcs11Uri, ProviderError};
+pub use reference::{AWSKMS, KeyReference, KmsArn, PKCS11, Pkcs11Uri, ProviderError};
 
 /// The signer for a key read back from a stored set: its `keyRef`
 /// (`reference`) and its public JWK. Only parses the reference: the
@@ -48,6 +51,20 @@ pub fn bind(
         }
         return Ok(Arc::new(pkcs11::Pkcs11Signer::unbound(pkcs11::Pkcs11Key {
             uri,
+            verifying: public.clone(),
+        })));
+    }
+    if reference.starts_with("arn:") {
+        let arn: KmsArn = reference.parse()?;
+        if kms::signing_algorithm(public.alg()).is_none() {
+            return Err(ProviderError::Unsupported {
+                provider: AWSKMS,
+                alg: public.alg(),
+                detail: "KMS has no signing algorithm for it".into(),
+            });
+        }
+        return Ok(Arc::new(kms::KmsSigner::unbound(kms::KmsKey {
+            arn,
             verifying: public.clone(),
         })));
     }
@@ -80,7 +97,9 @@ pub fn dropped_references(
 }
 
 /// Destroys the key `reference` names in its provider (which this process
-/// must have opened). A key already gone is not an error.
+/// must have opened): a PKCS#11 key's objects are destroyed, a KMS key's
+/// deletion is scheduled with the shortest window (7 days). A key already
+/// gone is not an error.
 pub fn destroy(reference: &str) -> Result<(), ProviderError> {
     if reference.starts_with("pkcs11:") {
         let uri: Pkcs11Uri = reference.parse()?;
@@ -93,6 +112,17 @@ pub fn destroy(reference: &str) -> Result<(), ProviderError> {
             })?;
         return provider.destroy(&uri).map(|_| ());
     }
+    if reference.starts_with("arn:") {
+        let arn: KmsArn = reference.parse()?;
+        let provider =
+            kms::KmsProvider::find_open(&arn.region).ok_or_else(|| ProviderError::Call {
+                provider: AWSKMS,
+                token: reference.to_owned(),
+                op: "schedule the key's deletion",
+                code: "no KMS client for the key's region in this process".into(),
+            })?;
+        return provider.schedule_deletion(reference);
+    }
     Err(ProviderError::BadReference(format!(
         "{:?} is neither a pkcs11: URI nor a KMS key ARN",
         reference.chars().take(64).collect::<String>()
@@ -104,6 +134,7 @@ pub fn destroy(reference: &str) -> Result<(), ProviderError> {
 pub fn failure_reason(error: &ProviderError) -> &'static str {
     match error.provider() {
         PKCS11 => reasons::PKCS11_FAILED,
+        AWSKMS => reasons::KMS_FAILED,
         _ => reasons::KEY_GENERATION_FAILED,
     }
 }
@@ -116,6 +147,8 @@ pub enum KeyHome {
     Here,
     /// In a logged-in PKCS#11 token.
     Pkcs11(Arc<pkcs11::Pkcs11Provider>),
+    /// In AWS KMS.
+    Kms(Arc<kms::KmsProvider>),
     /// The policy names a provider this process cannot use now. Planning
     /// still runs, so the current key keeps signing; a key that has to be
     /// generated fails with this error (`Degraded`, a reason naming the
@@ -145,7 +178,7 @@ pub fn unsupported_here(spec: Option<&api::KeyProvider>, adapter: &str) -> KeyHo
             provider: if kind == api::KeyProviderType::Pkcs11 {
                 PKCS11
             } else {
-                "AWSKMS"
+                AWSKMS
             },
             token: String::new(),
             op: "set up the key provider",
@@ -158,15 +191,56 @@ pub fn unsupported_here(spec: Option<&api::KeyProvider>, adapter: &str) -> KeyHo
     }
 }
 
+/// The engine's [`KeyHome`] for an `AWSKMS` policy (`policy`:
+/// `namespace/name`, tagged on its keys), with the credentials the adapter
+/// read: `credentialsSecret`'s data in Kubernetes, `credentialsFile`'s
+/// lines otherwise, `None` for the ambient chain (environment, IRSA web
+/// identity, instance profile). Unavailable, with the reason, when the
+/// spec is not `AWSKMS` or the credentials lack a key. Makes no call to
+/// KMS; may block briefly (the ambient chain's set-up): call it on the
+/// blocking pool.
+pub fn kms_home(
+    spec: &api::KeyProvider,
+    credentials: Option<&Credentials>,
+    policy: &str,
+) -> KeyHome {
+    match kms::KmsConfig::from_spec(spec, credentials, policy)
+        .and_then(|c| kms::KmsProvider::open(&c))
+    {
+        Ok(provider) => KeyHome::Kms(provider),
+        Err(e) => KeyHome::Unavailable(e),
+    }
+}
+
 /// The engine's [`KeyHome`] for a standalone
-/// policy: the logged-in token of a `PKCS11` provider with `pinFile`
-/// (opened once per process and token), or unavailable with the reason.
-/// Blocking (module loading, login): call it on the blocking pool.
-pub fn standalone_home(spec: Option<&api::KeyProvider>) -> KeyHome {
+/// policy (`policy`: `namespace/name`): the logged-in token of a `PKCS11`
+/// provider with `pinFile` (opened once per process and token), or KMS for
+/// `AWSKMS` (with `credentialsFile`, else the ambient credentials), or
+/// unavailable with the reason. Blocking (module loading, login, files):
+/// call it on the blocking pool.
+pub fn standalone_home(spec: Option<&api::KeyProvider>, policy: &str) -> KeyHome {
     use crate::api::KeyProviderType;
     let Some(spec) = spec.filter(|p| p.kind != KeyProviderType::Secret) else {
         return KeyHome::Here;
     };
+    if spec.kind == KeyProviderType::AwsKms {
+        if spec.credentials_secret.is_some() {
+            return KeyHome::Unavailable(ProviderError::Call {
+                provider: AWSKMS,
+                token: String::new(),
+                op: "read the credentials",
+                code: "credentialsSecret applies in Kubernetes; use credentialsFile in standalone mode and for the signer".into(),
+            });
+        }
+        let credentials = match &spec.credentials_file {
+            None => None,
+            Some(path) => match read_credentials_file(std::path::Path::new(path)) {
+                Ok(c) => Some(c),
+                Err(e) => return KeyHome::Unavailable(e),
+            },
+        };
+        return kms_home(spec, credentials.as_ref(), policy);
+    }
     if spec.kind != KeyProviderType::Pkcs11 {
         return unsupported_here(Some(spec), "standalone mode");
     }
@@ -188,6 +262,24 @@ pub fn standalone_home(spec: Option<&api::KeyProvider>) -> KeyHome {
         Ok(provider) => KeyHome::Pkcs11(provider),
         Err(e) => KeyHome::Unavailable(e),
     }
+}
+
+/// Reads an AWSKMS `credentialsFile` (`KEY=VALUE` lines, as for
+/// `spec.publish`). Errors name the file and the key, never a value.
+pub fn read_credentials_file(path: &std::path::Path) -> Result<Credentials, ProviderError> {
+    use std::io::Read as _;
+    let unreadable = |detail: String| ProviderError::Call {
+        provider: AWSKMS,
+        token: String::new(),
+        op: "read the credentials",
+        code: format!("credentialsFile {}: {detail}", path.display()),
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.kind().to_string()))?;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    file.take(MAX_CREDENTIALS_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(e.kind().to_string()))?;
+    Credentials::parse_env(&bytes).map_err(|e| unreadable(e.to_string()))
 }
 
 /// Longest PIN file read: PINs are short; a larger file is not a PIN.

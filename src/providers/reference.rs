@@ -1,6 +1,6 @@
 //! What the providers share, beneath each of them: the name of each
 //! provider, how a provider-held key is referred to (an RFC 7512 `pkcs11:`
-//! URI), and the error of a provider call. A leaf of `providers/`.
+//! URI or a KMS key ARN), and the error of a provider call. A leaf of `providers/`.
 
 use std::fmt;
 
@@ -12,11 +12,92 @@ const MAX_URI_LEN: usize = 1024;
 /// The API's name of the PKCS#11 provider.
 pub const PKCS11: &str = "PKCS11";
 
+/// The API's name of the AWS KMS provider.
+pub const AWSKMS: &str = "AWSKMS";
+
+/// Longest KMS key ARN accepted from a stored set.
+const MAX_ARN_LEN: usize = 256;
+
+/// A full AWS KMS key ARN, `arn:<partition>:kms:<region>:<account>:key/<id>`:
+/// it pins one key (an alias ARN would follow the alias wherever it is
+/// moved, and is refused).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KmsArn {
+    /// `aws`, `aws-cn`, `aws-us-gov`, ...
+    pub partition: String,
+    /// The key's region.
+    pub region: String,
+    /// The owning account.
+    pub account: String,
+    /// The key id (a UUID, or `mrk-...` for a multi-Region key).
+    pub key_id: String,
+}
+
+impl fmt::Display for KmsArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "arn:{}:kms:{}:{}:key/{}",
+            self.partition, self.region, self.account, self.key_id
+        )
+    }
+}
+
+impl std::str::FromStr for KmsArn {
+    type Err = ProviderError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| ProviderError::BadReference(format!("KMS key ARN: {why}"));
+        if s.len() > MAX_ARN_LEN {
+            return Err(bad("longer than 256 characters"));
+        }
+        let fields: Vec<&str> = s.splitn(6, ':').collect();
+        let [arn, partition, service, region, account, resource] = fields[..] else {
+            return Err(bad("not arn:<partition>:kms:<region>:<account>:key/<id>"));
+        };
+        let token = |v: &str| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if arn != "arn" || service != "kms" {
+            return Err(bad("not arn:<partition>:kms:..."));
+        }
+        if !token(partition) || !token(region) {
+            return Err(bad(
+                "a partition or region that is not lowercase letters, digits and '-'",
+            ));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("an account that is not 12 digits"));
+        }
+        if resource.starts_with("alias/") {
+            return Err(bad(
+                "an alias, not a key: aliases can be moved; name the key's own ARN",
+            ));
+        }
+        let key_id = resource
+            .strip_prefix("key/")
+            .filter(|id| {
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+            .ok_or_else(|| bad("no key/<id> resource"))?;
+        Ok(KmsArn {
+            partition: partition.to_owned(),
+            region: region.to_owned(),
+            account: account.to_owned(),
+            key_id: key_id.to_owned(),
+        })
+    }
+}
+
 /// Where a provider-held key lives: enough to find exactly that key again.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyReference {
     /// An RFC 7512 URI: `pkcs11:token=<label>;id=<CKA_ID>;object=<kid>;type=private`.
     Pkcs11(Pkcs11Uri),
+    /// A full KMS key ARN.
+    AwsKms(KmsArn),
 }
 
 impl KeyReference {
@@ -24,6 +105,7 @@ impl KeyReference {
     pub fn provider(&self) -> &'static str {
         match self {
             KeyReference::Pkcs11(_) => PKCS11,
+            KeyReference::AwsKms(_) => AWSKMS,
         }
     }
 }
@@ -32,6 +114,7 @@ impl fmt::Display for KeyReference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyReference::Pkcs11(uri) => uri.fmt(f),
+            KeyReference::AwsKms(arn) => arn.fmt(f),
         }
     }
 }

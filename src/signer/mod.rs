@@ -352,9 +352,11 @@ struct Signer {
 /// Opens the policy's key provider (blocking: module loading and login).
 async fn key_home(doc: &PolicyDoc) -> providers::KeyHome {
     let spec = doc.policy.spec.key_provider.clone();
-    let home = tokio::task::spawn_blocking(move || providers::standalone_home(spec.as_ref()))
-        .await
-        .unwrap_or_default();
+    let name = doc.policy.policy_ref().to_string();
+    let home =
+        tokio::task::spawn_blocking(move || providers::standalone_home(spec.as_ref(), &name))
+            .await
+            .unwrap_or_default();
     if let providers::KeyHome::Unavailable(e) = &home {
         warn!(
             reason = reasons::PKCS11_FAILED,
@@ -593,7 +595,10 @@ impl Signer {
         });
         // The token stays open once opened (cached per process): this only
         // reads the PIN file and compares it, unless the token changed.
-        self.home = providers::standalone_home(doc.policy.spec.key_provider.as_ref());
+        self.home = providers::standalone_home(
+            doc.policy.spec.key_provider.as_ref(),
+            &doc.policy.policy_ref().to_string(),
+        );
         self.doc = doc;
         // The refresh hint may have changed with publishAhead.
         self.seen = None;

@@ -359,16 +359,18 @@ async fn reconcile(
     )
     .await;
     let spec = m.doc.policy.spec.key_provider.clone();
-    let home = tokio::task::spawn_blocking(move || providers::standalone_home(spec.as_ref()))
-        .await
-        .unwrap_or_else(|e| {
-            providers::KeyHome::Unavailable(providers::ProviderError::Call {
-                provider: providers::PKCS11,
-                token: String::new(),
-                op: "set up the key provider",
-                code: e.to_string(),
-            })
-        });
+    let name = m.doc.policy.policy_ref().to_string();
+    let home =
+        tokio::task::spawn_blocking(move || providers::standalone_home(spec.as_ref(), &name))
+            .await
+            .unwrap_or_else(|e| {
+                providers::KeyHome::Unavailable(providers::ProviderError::Call {
+                    provider: providers::PKCS11,
+                    token: String::new(),
+                    op: "set up the key provider",
+                    code: e.to_string(),
+                })
+            });
     let pass = Pass {
         policy: &m.policy_ref,
         resolved: &m.doc.resolved,

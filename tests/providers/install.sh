@@ -20,3 +20,16 @@ bash "$(dirname "$0")/../../scripts/apt-install.sh" providers "${PACKAGES[@]}"
 for cmd in softhsm2-util pkcs11-tool; do
   command -v "$cmd" >/dev/null || { log "ERROR: $cmd not on PATH after install"; exit 1; }
 done
+
+# local-kms (a KMS API server that also signs in DIGEST mode, unlike moto's),
+# a Go module built from the module proxy into the cache, once per version.
+LOCAL_KMS_VERSION=v0.0.0-20260228092603-2a5e92d09ab6
+LOCAL_KMS_DIR=${JWKS_CACHE:-$HOME/.cache/jwks-operator}/local-kms-$LOCAL_KMS_VERSION
+if [[ ! -x $LOCAL_KMS_DIR/bin/local-kms ]]; then
+  command -v go >/dev/null || { log "ERROR: go is needed to build local-kms"; exit 1; }
+  log "building local-kms $LOCAL_KMS_VERSION into $LOCAL_KMS_DIR"
+  mkdir -p "$LOCAL_KMS_DIR"
+  GOBIN=$LOCAL_KMS_DIR/bin.tmp GOFLAGS=-mod=mod go install "github.com/nsmithuk/local-kms@$LOCAL_KMS_VERSION"
+  rm -rf "$LOCAL_KMS_DIR/bin" && mv "$LOCAL_KMS_DIR/bin.tmp" "$LOCAL_KMS_DIR/bin"
+fi
+[[ -x $LOCAL_KMS_DIR/bin/local-kms ]] || { log "ERROR: local-kms missing after install"; exit 1; }
