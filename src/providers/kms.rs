@@ -243,6 +243,25 @@ pub struct KmsProvider {
     policy: String,
     credentials: Option<StaticCredentials>,
     gate: Arc<tokio::sync::Semaphore>,
+    /// The accounts of the keys this provider has read: how a key read
+    /// back from a stored set finds the provider (the credentials) that
+    /// reaches it when several share a region.
+    accounts: Mutex<std::collections::BTreeSet<String>>,
+    /// When a call last succeeded (ms since the KMS runtime started), to
+    /// prefer a provider that works among several that could serve a key.
+    last_ok: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Milliseconds since the first KMS call of the process.
+fn now_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// Whether two sets of static credentials are the same (the secrets
@@ -372,6 +391,8 @@ impl KmsProvider {
             policy: config.policy.clone(),
             credentials: config.credentials.clone(),
             gate: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            accounts: Mutex::default(),
+            last_ok: Arc::default(),
         });
         PROVIDERS
             .get_or_init(Default::default)
@@ -381,16 +402,30 @@ impl KmsProvider {
         Ok(provider)
     }
 
-    /// A provider this process has opened for `region`, if any: how a key
-    /// read back from a stored set finds its KMS.
-    pub fn find_open(region: &str) -> Option<Arc<Self>> {
-        PROVIDERS
-            .get()?
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// A provider this process has opened for the key `arn` names, if any:
+    /// how a key read back from a stored set finds its KMS. Among the
+    /// providers of its region, one that has read a key of its account is
+    /// preferred, then the one whose calls succeeded last.
+    pub fn find_open(arn: &KmsArn) -> Option<Arc<Self>> {
+        let providers = PROVIDERS.get()?.lock().unwrap_or_else(|e| e.into_inner());
+        let in_region = providers
             .iter()
-            .find(|((r, _, _), _)| r == region)
-            .map(|(_, p)| p.clone())
+            .filter(|((r, _, _), _)| *r == arn.region)
+            .map(|(_, p)| p);
+        let knows = |p: &KmsProvider| {
+            p.accounts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&arn.account)
+        };
+        in_region
+            .max_by_key(|p| {
+                (
+                    knows(p),
+                    p.last_ok.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .cloned()
     }
 
     /// The region of the keys.
@@ -416,6 +451,7 @@ impl KmsProvider {
     {
         let client = self.client.clone();
         let gate = self.gate.clone();
+        let last_ok = self.last_ok.clone();
         let subject_owned = subject.to_owned();
         let failed = move |code: String| ProviderError::Call {
             provider: AWSKMS,
@@ -434,7 +470,10 @@ impl KmsProvider {
             loop {
                 let result = tokio::time::timeout_at(deadline, call(client.clone())).await;
                 let error = match result {
-                    Ok(Ok(out)) => return Ok(out),
+                    Ok(Ok(out)) => {
+                        last_ok.store(now_ms().max(1), std::sync::atomic::Ordering::Relaxed);
+                        return Ok(out);
+                    }
                     Ok(Err(e)) => e,
                     Err(_) => {
                         return Err(failed(format!("Timeout: no answer within {CALL_BUDGET:?}")));
@@ -549,6 +588,10 @@ impl KmsProvider {
             .ok_or_else(|| bad("GetPublicKey returned no key".into()))?;
         let jwk = public_jwk(alg, der.as_ref()).map_err(bad)?;
         let verifying = VerifyingKey::from_public_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
+        self.accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(arn.account.clone());
         Ok(KmsKey {
             arn: arn.clone(),
             verifying,
@@ -703,7 +746,7 @@ impl KmsSigner {
         if let Some(p) = self.provider.get() {
             return Ok(p);
         }
-        let found = KmsProvider::find_open(&self.key.arn.region).ok_or_else(|| {
+        let found = KmsProvider::find_open(&self.key.arn).ok_or_else(|| {
             ProviderError::Call {
                 provider: AWSKMS,
                 token: self.reference.clone(),

@@ -114,13 +114,12 @@ pub fn destroy(reference: &str) -> Result<(), ProviderError> {
     }
     if reference.starts_with("arn:") {
         let arn: KmsArn = reference.parse()?;
-        let provider =
-            kms::KmsProvider::find_open(&arn.region).ok_or_else(|| ProviderError::Call {
-                provider: AWSKMS,
-                token: reference.to_owned(),
-                op: "schedule the key's deletion",
-                code: "no KMS client for the key's region in this process".into(),
-            })?;
+        let provider = kms::KmsProvider::find_open(&arn).ok_or_else(|| ProviderError::Call {
+            provider: AWSKMS,
+            token: reference.to_owned(),
+            op: "schedule the key's deletion",
+            code: "no KMS client for the key's region in this process".into(),
+        })?;
         return provider.schedule_deletion(reference);
     }
     Err(ProviderError::BadReference(format!(
