@@ -864,17 +864,6 @@ impl KeyRotationPolicySpec {
                 format!("{issuer:?} is not an http(s) URL"),
             ));
         }
-        if let Some(provider) = &self.key_provider
-            && provider.kind == KeyProviderType::AwsKms
-        {
-            // No KMS backend yet: refusing is honest, generating keys into
-            // the Secret would not be. (PKCS11 is refused by the adapters
-            // that cannot use it yet: Kubernetes mode and the signer.)
-            return Err(SpecError::new(
-                "keyProvider",
-                "type AWSKMS is not supported by this version of the operator yet: it would keep private keys in the Secret, which an AWSKMS provider exists to avoid (docs/key-providers.md)",
-            ));
-        }
         Ok(Policy {
             params,
             rotation_interval,
@@ -1145,10 +1134,6 @@ mod tests {
             ("secretName: Not_Valid", "secretName"),
             ("publicConfigMap: -x", "publicConfigMap"),
             ("maxKeys: 101", "maxKeys"),
-            (
-                "algorithm: ES256\nkeyProvider: {type: AWSKMS, region: r}",
-                "keyProvider",
-            ),
         ];
         for (yaml, field) in cases {
             let err = spec(yaml).resolve(None).unwrap_err();

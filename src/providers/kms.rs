@@ -683,7 +683,7 @@ impl KmsProvider {
 /// An SDK error as a short text: the KMS error code and message, or what
 /// kept the request from an answer. Never a credential: the SDK does not
 /// put them in errors, and no request is shown.
-fn describe<E: ProvideErrorMetadata + std::error::Error>(
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
     error: &SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
     code: Option<&str>,
 ) -> String {
@@ -697,12 +697,21 @@ fn describe<E: ProvideErrorMetadata + std::error::Error>(
             "Unreachable: connection timed out".into()
         }
         SdkError::DispatchFailure(e) if e.is_io() => "Unreachable: connection failed".into(),
-        SdkError::DispatchFailure(_) => "Unreachable: the request could not be sent".into(),
+        SdkError::DispatchFailure(_) => format!("the request could not be sent: {}", chain(error)),
         SdkError::TimeoutError(_) => format!("Timeout: no answer within {ATTEMPT_TIMEOUT:?}"),
         SdkError::ResponseError(_) => "BadResponse: KMS's answer could not be read".into(),
-        SdkError::ConstructionFailure(_) => "the request could not be built".into(),
+        SdkError::ConstructionFailure(_) => {
+            format!("the request could not be built: {}", chain(error))
+        }
         _ => "an unknown SDK error".into(),
     }
+}
+
+/// The SDK's chain of causes (no credentials found, a bad endpoint URL),
+/// cut short. The SDK never puts a credential value in its errors.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let text = aws_sdk_kms::error::DisplayErrorContext(error).to_string();
+    text.chars().take(400).collect()
 }
 
 /// A key held in KMS: its ARN and its cached public half.

@@ -3,6 +3,8 @@
 //! `ThrottlingException` (HTTP 400, `__type`) for some calls, as KMS does
 //! when a request rate quota is exceeded.
 
+#![allow(dead_code)] // each test binary uses part of it
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
