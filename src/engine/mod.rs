@@ -583,9 +583,7 @@ async fn destroy_dropped(pass: &Pass<'_>, undestroyed: &mut BTreeSet<String>) ->
     undestroyed.retain(|r| failed.iter().any(|(f, _)| f == r));
     let (reference, error) = failed.first()?;
     for (_, e) in &failed {
-        pass.metrics
-            .engine
-            .inc_key_destroy_failure(pass.policy, e.provider());
+        pass.metrics.engine.inc_key_destroy_failure(e.provider());
     }
     let more = match failed.len() {
         1 => String::new(),

@@ -52,8 +52,6 @@ struct RotationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestroyLabels {
-    namespace: String,
-    name: String,
     provider: &'static str,
 }
 
@@ -281,6 +279,9 @@ impl EngineMetrics {
             "Times a pruned key's destruction in its key provider failed (it is tried again every pass), by provider",
             key_destroy_failures.clone(),
         );
+        for provider in DESTROY_PROVIDERS {
+            let _ = key_destroy_failures.get_or_create(&DestroyLabels { provider });
+        }
         // 1 ms .. ~16 s: a reconcile is an API round trip or three, plus key
         // generation when a key is due.
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
@@ -473,15 +474,11 @@ impl EngineMetrics {
             .inc();
     }
 
-    /// Counts a failed destruction of a pruned key of `policy` in its
-    /// `provider` (`PKCS11`, `AWSKMS`).
-    pub fn inc_key_destroy_failure(&self, policy: &PolicyRef, provider: &'static str) {
+    /// Counts a failed destruction of a pruned key in its `provider`
+    /// (`PKCS11`, `AWSKMS`). The policy's problem names the key.
+    pub fn inc_key_destroy_failure(&self, provider: &'static str) {
         self.key_destroy_failures
-            .get_or_create(&DestroyLabels {
-                namespace: policy.namespace.clone(),
-                name: policy.name.clone(),
-                provider,
-            })
+            .get_or_create(&DestroyLabels { provider })
             .inc();
     }
 
@@ -526,13 +523,6 @@ impl EngineMetrics {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
                 outcome: outcome.as_str(),
-            });
-        }
-        for provider in DESTROY_PROVIDERS {
-            self.key_destroy_failures.remove(&DestroyLabels {
-                namespace: policy.namespace.clone(),
-                name: policy.name.clone(),
-                provider,
             });
         }
         let labels = policy_labels(policy);
