@@ -188,58 +188,234 @@ async fn a_stopped_server_fails_within_the_deadline() {
     c.sync(&docs).await.unwrap();
 }
 
-// === standalone mode, end to end ===
+// === standalone mode, end to end, on S3 (moto) and Azure Blob (Azurite) ===
 
 mod e2e {
     use std::io::{BufRead as _, BufReader, Write as _};
+    use std::net::SocketAddr;
     use std::path::{Path, PathBuf};
     use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use object_store::ObjectStore;
     use serde_json::Value;
 
-    use super::common::moto::{ACCESS_KEY_ID, Moto, SECRET_ACCESS_KEY};
+    use super::common::azurite::{self, Azurite};
+    use super::common::moto::{self, Moto};
     use super::common::{Operator, http};
 
     const POLICY: &str = "default/pub";
 
-    /// A policy publishing to `s3://<bucket>/p` with moto's credentials.
-    fn setup(moto: &Moto, bucket: &str, timing: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
-        moto.create_bucket(bucket);
-        moto.make_public(bucket);
-        let dir = tempfile::tempdir().unwrap();
-        let creds = dir.path().join("s3.env");
-        std::fs::write(&creds, moto.credentials_env()).unwrap();
-        let policies = dir.path().join("policies.yaml");
-        write_policy(&policies, bucket, &creds, timing, "");
-        let state = dir.path().join("state");
-        (dir, policies, state)
+    /// What the end-to-end cases need of an object store server: each case
+    /// runs the same on S3 and on Azure Blob.
+    trait Server {
+        /// Starts the server.
+        fn start() -> Self;
+        /// Creates `bucket`, readable by anyone (a bucket behind a CDN).
+        fn create(&self, bucket: &str);
+        /// The `spec.publish[].url` of the prefix `p` in `bucket`.
+        fn target(&self, bucket: &str) -> String;
+        /// Where anyone reads `key` in `bucket`: the server and the path.
+        fn public(&self, bucket: &str, key: &str) -> (SocketAddr, String);
+        /// A credentialsFile's content.
+        fn credentials_env(&self) -> String;
+        /// The credential values no output may show.
+        fn secrets(&self) -> Vec<&'static str>;
+        /// Stops (SIGSTOP) or resumes the server.
+        fn pause(&self, paused: bool);
+        /// A client of `bucket` with the server's credentials, to act
+        /// behind the operator's back.
+        fn raw(&self, bucket: &str) -> Arc<dyn ObjectStore>;
     }
 
-    fn write_policy(path: &Path, bucket: &str, creds: &Path, timing: &str, extra: &str) {
+    impl Server for Moto {
+        fn start() -> Self {
+            Moto::start()
+        }
+        fn create(&self, bucket: &str) {
+            self.create_bucket(bucket);
+            self.make_public(bucket);
+        }
+        fn target(&self, bucket: &str) -> String {
+            format!("s3://{bucket}/p")
+        }
+        fn public(&self, bucket: &str, key: &str) -> (SocketAddr, String) {
+            (self.addr, format!("/{bucket}/{key}"))
+        }
+        fn credentials_env(&self) -> String {
+            Moto::credentials_env(self)
+        }
+        fn secrets(&self) -> Vec<&'static str> {
+            vec![moto::SECRET_ACCESS_KEY, moto::ACCESS_KEY_ID]
+        }
+        fn pause(&self, paused: bool) {
+            Moto::pause(self, paused)
+        }
+        fn raw(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+            Arc::new(super::raw_store(self, bucket))
+        }
+    }
+
+    impl Server for Azurite {
+        fn start() -> Self {
+            Azurite::start()
+        }
+        fn create(&self, bucket: &str) {
+            self.create_container(bucket);
+        }
+        fn target(&self, bucket: &str) -> String {
+            format!("az://{bucket}/p")
+        }
+        fn public(&self, bucket: &str, key: &str) -> (SocketAddr, String) {
+            (self.addr, format!("/{}/{bucket}/{key}", azurite::ACCOUNT))
+        }
+        fn credentials_env(&self) -> String {
+            Azurite::credentials_env(self, azurite::ACCOUNT_KEY)
+        }
+        fn secrets(&self) -> Vec<&'static str> {
+            vec![azurite::ACCOUNT_KEY]
+        }
+        fn pause(&self, paused: bool) {
+            Azurite::pause(self, paused)
+        }
+        fn raw(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+            Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::new()
+                    .with_account(azurite::ACCOUNT)
+                    .with_access_key(azurite::ACCOUNT_KEY)
+                    .with_endpoint(self.endpoint())
+                    .with_allow_http(true)
+                    .with_container_name(bucket)
+                    .build()
+                    .unwrap(),
+            )
+        }
+    }
+
+    /// A running standalone operator publishing one policy to `bucket`.
+    struct Published<S> {
+        server: S,
+        bucket: String,
+        dir: tempfile::TempDir,
+        policies: PathBuf,
+        op: Operator,
+    }
+
+    impl<S: Server> Published<S> {
+        /// A policy publishing to `bucket` on a fresh server, with `timing`
+        /// lines in its spec and `--publish-verify-interval verify`.
+        fn start(bucket: &str, timing: &str, verify: &str) -> Published<S> {
+            let server = S::start();
+            server.create(bucket);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("store.env"), server.credentials_env()).unwrap();
+            let policies = dir.path().join("policies.yaml");
+            write_policy(&server, bucket, dir.path(), &policies, timing, "");
+            let op = Operator::start_with(
+                &policies,
+                &dir.path().join("state"),
+                &["--publish-verify-interval", verify],
+            );
+            Published {
+                server,
+                bucket: bucket.into(),
+                dir,
+                policies,
+                op,
+            }
+        }
+
+        /// Rewrites the policy file (`reload` makes the operator read it).
+        fn write_policy(&self, timing: &str, extra: &str) {
+            write_policy(
+                &self.server,
+                &self.bucket,
+                self.dir.path(),
+                &self.policies,
+                timing,
+                extra,
+            );
+        }
+
+        /// The kids the bucket's public copy lists (empty when absent).
+        fn bucket_kids(&self) -> Vec<String> {
+            let (addr, path) = self.server.public(&self.bucket, "p/jwks.json");
+            let r = http(addr, "GET", &path, &[], None);
+            if r.status != 200 {
+                return Vec::new();
+            }
+            super::common::kids_of(&r.json())
+        }
+
+        fn active(&self) -> String {
+            self.op.summary(POLICY)["activeKeyID"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+
+        fn metrics(&self) -> String {
+            http(self.op.metrics, "GET", "/metrics", &[], None).text()
+        }
+
+        /// `publication_results_total{result="error"}` of the policy's copy.
+        fn failed_rounds(&self) -> f64 {
+            self.metrics()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("jwks_operator_publication_results_total{")
+                        && l.contains("result=\"error\"")
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum()
+        }
+
+        /// No credential value in the log, the metrics or `/policies`.
+        fn assert_no_credentials(&self) {
+            let shown = [
+                self.op
+                    .log()
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                self.metrics(),
+                http(self.op.metrics, "GET", "/policies", &[], None).text(),
+                http(self.op.jwks, "GET", "/policies", &[], None).text(),
+            ];
+            for (i, text) in shown.iter().enumerate() {
+                for secret in self.server.secrets() {
+                    assert!(!text.contains(secret), "a credential in output {i}: {text}");
+                }
+            }
+        }
+
+        fn wait_published(&self, kid: &str) {
+            wait_until("the copy holds the key", Duration::from_secs(20), || {
+                self.bucket_kids().iter().any(|k| k == kid).then_some(())
+            });
+        }
+    }
+
+    /// A policy publishing to `bucket` with the credentials in `dir`.
+    fn write_policy(
+        server: &impl Server,
+        bucket: &str,
+        dir: &Path,
+        path: &Path,
+        timing: &str,
+        extra: &str,
+    ) {
         std::fs::write(
             path,
             format!(
-                "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {{name: pub, namespace: default}}\nspec:\n  algorithm: ES256\n  {timing}\n  tokenEndpoint: {{enabled: true}}\n  publish:\n  - url: s3://{bucket}/p\n    credentialsFile: {}\n{extra}",
-                creds.display()
+                "apiVersion: jwks.dev/v1alpha1\nkind: KeyRotationPolicy\nmetadata: {{name: pub, namespace: default}}\nspec:\n  algorithm: ES256\n  {timing}\n  tokenEndpoint: {{enabled: true}}\n  publish:\n  - url: {}\n    credentialsFile: {}\n{extra}",
+                server.target(bucket),
+                dir.join("store.env").display()
             ),
         )
         .unwrap();
-    }
-
-    /// The kids the bucket's public copy lists (empty when absent).
-    fn bucket_kids(moto: &Moto, bucket: &str) -> Vec<String> {
-        let r = http(
-            moto.addr,
-            "GET",
-            &format!("/{bucket}/p/jwks.json"),
-            &[],
-            None,
-        );
-        if r.status != 200 {
-            return Vec::new();
-        }
-        super::common::kids_of(&r.json())
     }
 
     fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -256,75 +432,22 @@ mod e2e {
         }
     }
 
-    fn active(op: &Operator) -> String {
-        op.summary(POLICY)["activeKeyID"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn metrics(op: &Operator) -> String {
-        http(op.metrics, "GET", "/metrics", &[], None).text()
-    }
-
-    /// `publication_results_total{result="error"}` of the policy's copy.
-    fn failed_rounds(op: &Operator) -> f64 {
-        metrics(op)
-            .lines()
-            .filter(|l| {
-                l.starts_with("jwks_operator_publication_results_total{")
-                    && l.contains("result=\"error\"")
-            })
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-            .sum()
-    }
-
-    /// No credential value in the log, the metrics or `/policies`.
-    fn assert_no_credentials(op: &Operator) {
-        let shown = [
-            op.log()
-                .iter()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            metrics(op),
-            http(op.metrics, "GET", "/policies", &[], None).text(),
-            http(op.jwks, "GET", "/policies", &[], None).text(),
-        ];
-        for (i, text) in shown.iter().enumerate() {
-            for secret in [SECRET_ACCESS_KEY, ACCESS_KEY_ID] {
-                assert!(!text.contains(secret), "a credential in output {i}: {text}");
-            }
-        }
-    }
-
     /// SPEC "Publication": the new key activates only once the bucket holds
     /// it; with the server stopped (SIGSTOP) across a scheduled rotation the
     /// old key keeps signing, /policies says why, and the new key activates
     /// after the server comes back, already in the bucket.
-    #[test]
-    fn a_stopped_bucket_holds_the_rotation_and_the_old_key_keeps_signing() {
-        let moto = Moto::start();
-        let (_dir, policies, state) = setup(
-            &moto,
+    fn a_stopped_bucket_holds_the_rotation_and_the_old_key_keeps_signing<S: Server>() {
+        let p = Published::<S>::start(
             "pub-stop",
             "rotationInterval: 6s\n  publishAhead: 2s\n  maxTokenTTL: 2s\n  clockSkew: 0s",
+            "1s",
         );
-        let op = Operator::start_with(&policies, &state, &["--publish-verify-interval", "1s"]);
-        let first = active(&op);
+        let first = p.active();
         assert!(!first.is_empty());
-        wait_until(
-            "the bucket holds the first key",
-            Duration::from_secs(20),
-            || {
-                bucket_kids(&moto, "pub-stop")
-                    .contains(&first)
-                    .then_some(())
-            },
-        );
+        p.wait_published(&first);
 
-        moto.pause(true);
-        let due = op.summary(POLICY)["nextRotationTime"]
+        p.server.pause(true);
+        let due = p.op.summary(POLICY)["nextRotationTime"]
             .as_str()
             .unwrap()
             .parse::<jiff::Timestamp>()
@@ -337,36 +460,37 @@ mod e2e {
             Duration::from_secs(120),
             || {
                 (jiff::Timestamp::now() > due + jiff::SignedDuration::from_secs(1)
-                    && failed_rounds(&op) >= 3.0)
+                    && p.failed_rounds() >= 3.0)
                     .then_some(())
             },
         );
-        let degraded = op.summary(POLICY);
+        let degraded = p.op.summary(POLICY);
         assert_eq!(
             degraded["degraded"]["reason"], "PublicationPending",
             "{degraded}"
         );
         assert_eq!(degraded["activeKeyID"], first.as_str(), "{degraded}");
         let message = degraded["degraded"]["message"].as_str().unwrap();
-        assert!(message.contains("s3://pub-stop/p"), "{message}");
-        let (_, kid) = op.mint(POLICY, &serde_json::json!({"sub": "s"}));
+        let target = p.server.target("pub-stop");
+        assert!(message.contains(&target), "{message}");
+        let (_, kid) = p.op.mint(POLICY, &serde_json::json!({"sub": "s"}));
         assert_eq!(kid, first, "the old key keeps signing past its rotation");
 
-        moto.pause(false);
+        p.server.pause(false);
         let next = wait_until("the next key activates", Duration::from_secs(60), || {
-            let a = active(&op);
+            let a = p.active();
             (a != first).then_some(a)
         });
         assert!(
-            bucket_kids(&moto, "pub-stop").contains(&next),
+            p.bucket_kids().contains(&next),
             "the new signer is in the bucket"
         );
         wait_until("the problem clears", Duration::from_secs(30), || {
-            op.summary(POLICY).get("degraded").is_none().then_some(())
+            p.op.summary(POLICY).get("degraded").is_none().then_some(())
         });
-        let summary = op.summary(POLICY);
+        let summary = p.op.summary(POLICY);
         let publication = &summary["publication"][0];
-        assert_eq!(publication["url"], "s3://pub-stop/p");
+        assert_eq!(publication["url"], target.as_str());
         assert!(
             publication["publishedDigest"]
                 .as_str()
@@ -375,102 +499,92 @@ mod e2e {
         );
         assert!(publication.get("error").is_none(), "{publication}");
         // The public /policies shows nothing of the copies.
-        assert!(
-            !http(op.jwks, "GET", "/policies", &[], None)
-                .text()
-                .contains("s3://")
-        );
-        assert_no_credentials(&op);
+        let public = http(p.op.jwks, "GET", "/policies", &[], None).text();
+        assert!(!public.contains(&target), "{public}");
+        p.assert_no_credentials();
+    }
+
+    #[test]
+    fn s3_a_stopped_bucket_holds_the_rotation_and_the_old_key_keeps_signing() {
+        a_stopped_bucket_holds_the_rotation_and_the_old_key_keeps_signing::<Moto>();
+    }
+
+    #[test]
+    fn azure_a_stopped_container_holds_the_rotation_and_the_old_key_keeps_signing() {
+        a_stopped_bucket_holds_the_rotation_and_the_old_key_keeps_signing::<Azurite>();
     }
 
     /// A copy deleted or edited behind the operator's back is rewritten
     /// within `--publish-verify-interval`, and counted.
-    #[test]
-    fn a_copy_deleted_or_edited_by_hand_is_repaired_and_counted() {
-        let moto = Moto::start();
-        let (_dir, policies, state) = setup(&moto, "pub-repair", "rotationInterval: 1h");
-        let op = Operator::start_with(&policies, &state, &["--publish-verify-interval", "1s"]);
-        let kid = active(&op);
-        wait_until("published", Duration::from_secs(20), || {
-            bucket_kids(&moto, "pub-repair")
-                .contains(&kid)
-                .then_some(())
-        });
-        let raw = super::raw_store(&moto, "pub-repair");
+    fn a_copy_deleted_or_edited_by_hand_is_repaired_and_counted<S: Server>() {
+        let p = Published::<S>::start("pub-repair", "rotationInterval: 1h", "1s");
+        let kid = p.active();
+        p.wait_published(&kid);
+        let raw = p.server.raw("pub-repair");
         let path = object_store::path::Path::from("p/jwks.json");
         let rt = tokio::runtime::Runtime::new().unwrap();
         use object_store::ObjectStoreExt as _;
         rt.block_on(raw.delete(&path)).unwrap();
-        wait_until(
-            "a deleted copy is rewritten",
-            Duration::from_secs(20),
-            || {
-                bucket_kids(&moto, "pub-repair")
-                    .contains(&kid)
-                    .then_some(())
-            },
-        );
+        p.wait_published(&kid);
         rt.block_on(raw.put(
             &path,
             object_store::PutPayload::from_static(br#"{"keys":[]}"#),
         ))
         .unwrap();
-        wait_until(
-            "an edited copy is rewritten",
-            Duration::from_secs(20),
-            || {
-                bucket_kids(&moto, "pub-repair")
-                    .contains(&kid)
-                    .then_some(())
-            },
-        );
+        p.wait_published(&kid);
         let repairs = wait_until("two repairs counted", Duration::from_secs(10), || {
-            metrics(&op)
+            p.metrics()
                 .lines()
                 .find(|l| l.starts_with("jwks_operator_publication_repairs_total{"))
                 .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
                 .filter(|n| *n >= 2.0)
         });
         assert_eq!(repairs, 2.0);
-        assert_no_credentials(&op);
+        p.assert_no_credentials();
+    }
+
+    #[test]
+    fn s3_a_copy_deleted_or_edited_by_hand_is_repaired_and_counted() {
+        a_copy_deleted_or_edited_by_hand_is_repaired_and_counted::<Moto>();
+    }
+
+    #[test]
+    fn azure_a_copy_deleted_or_edited_by_hand_is_repaired_and_counted() {
+        a_copy_deleted_or_edited_by_hand_is_repaired_and_counted::<Azurite>();
     }
 
     /// A revoked key leaves the copy at once (the next pass after the
     /// policy file names it), not at its prune time.
-    #[test]
-    fn a_revoked_key_leaves_the_copy_at_once() {
-        let moto = Moto::start();
-        let (dir, policies, state) = setup(&moto, "pub-revoke", "rotationInterval: 1h");
-        let op = Operator::start_with(&policies, &state, &["--publish-verify-interval", "1h"]);
-        let kid = active(&op);
-        wait_until("published", Duration::from_secs(20), || {
-            bucket_kids(&moto, "pub-revoke")
-                .contains(&kid)
-                .then_some(())
-        });
-        write_policy(
-            &policies,
-            "pub-revoke",
-            &dir.path().join("s3.env"),
+    fn a_revoked_key_leaves_the_copy_at_once<S: Server>() {
+        let p = Published::<S>::start("pub-revoke", "rotationInterval: 1h", "1h");
+        let kid = p.active();
+        p.wait_published(&kid);
+        p.write_policy(
             "rotationInterval: 1h",
             &format!("  revokedKeyIDs: [{kid}]\n"),
         );
-        op.reload();
+        p.op.reload();
         let started = Instant::now();
         let now_listed = wait_until(
             "the revoked kid leaves the copy",
             Duration::from_secs(20),
             || {
-                let kids = bucket_kids(&moto, "pub-revoke");
+                let kids = p.bucket_kids();
                 (!kids.is_empty() && !kids.contains(&kid)).then_some(kids)
             },
         );
         assert!(started.elapsed() < Duration::from_secs(15));
-        assert_eq!(
-            now_listed,
-            vec![active(&op)],
-            "the fresh signer replaces it"
-        );
+        assert_eq!(now_listed, vec![p.active()], "the fresh signer replaces it");
+    }
+
+    #[test]
+    fn s3_a_revoked_key_leaves_the_copy_at_once() {
+        a_revoked_key_leaves_the_copy_at_once::<Moto>();
+    }
+
+    #[test]
+    fn azure_a_revoked_key_leaves_the_copy_at_once() {
+        a_revoked_key_leaves_the_copy_at_once::<Azurite>();
     }
 
     /// A third-party verifier's line protocol (tests/interop scripts).
@@ -525,16 +639,15 @@ mod e2e {
     /// means the key was in the copy before it signed), and PyJWT's
     /// PyJWKClient. Meanwhile a pruned key leaves the copy before the stored
     /// set: once the operator stops serving a kid, the copy never lists it.
-    #[test]
-    fn verifiers_at_the_bucket_never_meet_an_unknown_kid_across_three_rotations() {
-        let moto = Moto::start();
-        let (_dir, policies, state) = setup(
-            &moto,
+    fn verifiers_at_the_bucket_never_meet_an_unknown_kid_across_three_rotations<S: Server>() {
+        let p = Published::<S>::start(
             "pub-verifiers",
             "rotationInterval: 5s\n  publishAhead: 2s\n  maxTokenTTL: 3s\n  clockSkew: 0s",
+            "1s",
         );
-        let op = Operator::start_with(&policies, &state, &["--publish-verify-interval", "1s"]);
-        let url = moto.url("pub-verifiers", "p/jwks.json");
+        let op = &p.op;
+        let (addr, path) = p.server.public("pub-verifiers", "p/jwks.json");
+        let url = format!("http://{addr}{path}");
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let jose_dir = root.join("tests/interop/jose");
         assert!(
@@ -582,7 +695,7 @@ mod e2e {
             );
 
             let served = op.kids(POLICY);
-            let bucket = bucket_kids(&moto, "pub-verifiers");
+            let bucket = p.bucket_kids();
             for gone in ever_served.iter().filter(|k| !served.contains(k)) {
                 pruned_seen += 1;
                 assert!(
@@ -595,6 +708,16 @@ mod e2e {
         }
         assert!(pruned_seen > 0, "a key was pruned during the test");
         eprintln!("{tokens} tokens verified by jose and PyJWT across signers {signers:?}");
+    }
+
+    #[test]
+    fn s3_verifiers_at_the_bucket_never_meet_an_unknown_kid_across_three_rotations() {
+        verifiers_at_the_bucket_never_meet_an_unknown_kid_across_three_rotations::<Moto>();
+    }
+
+    #[test]
+    fn azure_verifiers_at_the_container_never_meet_an_unknown_kid_across_three_rotations() {
+        verifiers_at_the_bucket_never_meet_an_unknown_kid_across_three_rotations::<Azurite>();
     }
 }
 

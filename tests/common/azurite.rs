@@ -104,6 +104,14 @@ impl Azurite {
         );
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server.
+    pub fn pause(&self, paused: bool) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling our own child process by its pid.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
     /// The credentials, environment-style.
     pub fn credentials_env(&self, key: &str) -> String {
         format!(
@@ -116,6 +124,8 @@ impl Azurite {
 impl Drop for Azurite {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SAFETY: resuming our own child so that it can be killed cleanly.
+            unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
             let _ = child.kill();
             let _ = child.wait();
         }
