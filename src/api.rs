@@ -278,8 +278,9 @@ pub struct KeyProvider {
     pub token_label: Option<String>,
 
     /// PKCS11, Kubernetes mode: name of a Secret in the policy's namespace
-    /// whose data key `pin` holds the token's user PIN. The operator needs
-    /// `get` on it (docs/key-providers.md).
+    /// whose data key `pin` holds the token's user PIN. Read only when the
+    /// Secret carries the label `jwks.dev/credentials: "true"` (its owner's
+    /// consent; docs/kubernetes.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
@@ -300,8 +301,9 @@ pub struct KeyProvider {
 
     /// AWSKMS, Kubernetes mode: name of a Secret in the policy's namespace
     /// with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
-    /// `AWS_SESSION_TOKEN`. Without it the ambient credentials are used
-    /// (environment, web identity, instance profile).
+    /// `AWS_SESSION_TOKEN`, read only when it carries the label
+    /// `jwks.dev/credentials: "true"`. Without it the ambient credentials
+    /// are used (environment, web identity, instance profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
@@ -379,9 +381,10 @@ pub struct PublishTarget {
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
     /// `AWS_ENDPOINT_URL`, `AZURE_STORAGE_ACCOUNT_NAME`,
     /// `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`,
-    /// `GOOGLE_SERVICE_ACCOUNT_KEY`). Without it (and without
-    /// `credentialsFile`) the ambient credentials of the pod or process are
-    /// used (IRSA, workload identity, instance profile).
+    /// `GOOGLE_SERVICE_ACCOUNT_KEY`), read only when it carries the label
+    /// `jwks.dev/credentials: "true"` (its owner's consent). Without it (and
+    /// without `credentialsFile`) the ambient credentials of the pod or
+    /// process are used (IRSA, workload identity, instance profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),

@@ -505,6 +505,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         public_base_url: args.serve.public_base_url,
         default_policy: args.serve.default_policy,
         propagation_grace: args.serve.propagation_grace,
+        publish_verify_interval: args.serve.publish_verify_interval,
     };
     let shutdown = http::Shutdown::new();
     shutdown.trigger_on_termination_signal();

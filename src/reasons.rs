@@ -64,6 +64,13 @@ pub const PUBLICATION_PENDING: &str = "PublicationPending";
 /// A `spec.publish` target cannot be used as written (scheme, bucket,
 /// credentials source): nothing is published and no new key activates.
 pub const PUBLICATION_TARGET_INVALID: &str = "PublicationTargetInvalid";
+/// A Secret the policy names (`credentialsSecret`, `pinSecret`) exists but
+/// its owner has not labelled it `jwks.dev/credentials: "true"`, so the
+/// operator does not read it.
+pub const SECRET_NOT_OPTED_IN: &str = "SecretNotOptedIn";
+/// A Secret the policy names (`credentialsSecret`, `pinSecret`) is missing,
+/// lacks a data key, holds unusable data, or cannot be read.
+pub const REFERENCED_SECRET_UNUSABLE: &str = "ReferencedSecretUnusable";
 
 /// The reasons a `Degraded` (or not-`Ready`) policy can show in Kubernetes.
 pub const KUBERNETES: &[&str] = &[
@@ -79,7 +86,10 @@ pub const KUBERNETES: &[&str] = &[
     MAX_KEYS_REACHED,
     STATE_INCONSISTENT,
     KEY_GENERATION_FAILED,
+    PUBLICATION_PENDING,
     PUBLICATION_TARGET_INVALID,
+    SECRET_NOT_OPTED_IN,
+    REFERENCED_SECRET_UNUSABLE,
 ];
 
 /// The reasons a degraded policy can show in standalone mode (`/policies`)
@@ -101,6 +111,12 @@ pub const STANDALONE: &[&str] = &[
     PKCS11_FAILED,
     KMS_FAILED,
 ];
+
+// === Event reasons (Kubernetes Events that are not conditions) ===
+
+/// Warning Event: a `spec.publish` copy that someone else changed or
+/// deleted was rewritten (also `jwks_operator_publication_repairs_total`).
+pub const EVENT_COPY_REPAIRED: &str = "PublicationRepaired";
 
 // === Error kinds (`reconcile_errors_total{kind}`) ===
 

@@ -28,7 +28,8 @@ pub fn note(policy: &PolicyRef, note: &Note<'_>) {
         Note::Recreated => {
             warn!(%policy, reason = RECREATED, "{RECREATED_MESSAGE}");
         }
-        Note::Lifecycle(_) => {}
+        // The publish step logs a repair itself; copies are shown, not logged.
+        Note::Lifecycle(_) | Note::CopyRepaired { .. } | Note::Copies(_) => {}
     }
 }
 

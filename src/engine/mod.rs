@@ -48,7 +48,7 @@ use crate::keys;
 use crate::keys::lifecycle::{self, KeySet, LifecycleEvent, PlanError};
 use crate::keys::material::RngKeySource;
 use crate::metrics::{LostKeySet, Metrics, TimedKeySource, next_prune_time};
-use crate::policy::PolicyRef;
+use crate::policy::{PolicyRef, PublicationSummary};
 pub use crate::problem::{Failure, Problem};
 use crate::providers::{self, KeyHome, Refusing};
 use crate::publish::Tracker;
@@ -98,6 +98,14 @@ pub enum Note<'a> {
     },
     /// A lifecycle step the planner took.
     Lifecycle(&'a LifecycleEvent),
+    /// A `spec.publish` copy someone else changed or deleted was rewritten.
+    CopyRepaired {
+        /// The target's URL.
+        url: &'a str,
+    },
+    /// What every `spec.publish` copy holds after this pass's publish step
+    /// (Kubernetes writes it to `status.publication[]`).
+    Copies(&'a [PublicationSummary]),
 }
 
 /// Where a pass reports to, and publishes through.
@@ -368,7 +376,9 @@ where
     // copy): then the policy runs again at once.
     let mut published = publish::Published::default();
     let mut replan = false;
-    if let Some(p) = pass.publication {
+    // Only a writer touches the copies (the Lease holder in Kubernetes):
+    // a replica that may not write leaves them, and their gate, alone.
+    if let Some(p) = pass.publication.filter(|_| store.can_write()) {
         let before = p.gate(&tracked.publication, &planned.keys);
         published = p
             .run(
@@ -381,6 +391,11 @@ where
             )
             .await;
         replan = p.gate(&tracked.publication, &planned.keys) != before;
+        for url in &published.repaired {
+            reporter.note(Note::CopyRepaired { url }).await;
+        }
+        let copies = tracked.publication.summary(&p.urls());
+        reporter.note(Note::Copies(&copies)).await;
     }
     match gathered {
         Gathered::Stored => {}

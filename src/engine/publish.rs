@@ -59,46 +59,63 @@ pub struct Published {
 // === impl Publication ===
 
 impl Publication {
-    /// The copies of a standalone or signer policy: `spec.publish` and
-    /// `extra` (the signer's `--publish`), with `default_jwks_path` for a
-    /// target without `jwksPath` and the credentials files read now (a
-    /// rotated file is picked up at the next pass). `None` without any.
+    /// The copies of `spec.publish` and `extra` (the signer's `--publish`)
+    /// as `mode` resolves them, with `default_jwks_path` for a target
+    /// without `jwksPath`; every target's credentials are still `Ok(None)`
+    /// (ambient): the adapter fills in those it reads (a file, a Secret).
+    /// `None` without any target.
+    pub fn resolve(
+        spec: &api::KeyRotationPolicySpec,
+        extra: &[api::PublishTarget],
+        mode: publish::Mode,
+        default_jwks_path: &str,
+        verify_interval: Duration,
+    ) -> Option<Publication> {
+        if spec.publish.is_empty() && extra.is_empty() {
+            return None;
+        }
+        let all: Vec<api::PublishTarget> = spec.publish.iter().chain(extra).cloned().collect();
+        let cx = publish::Context {
+            mode,
+            issuer: spec.issuer.as_deref(),
+            max_age: spec.jwks_max_age(),
+            default_jwks_path,
+        };
+        let (targets, invalid) = match publish::target::resolve(&all, cx) {
+            Ok(targets) => (targets, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        Some(Publication {
+            targets: targets.into_iter().map(|t| (t, Ok(None))).collect(),
+            invalid,
+            issuer: spec.issuer.clone(),
+            verify_interval,
+            call_timeout: publish::copy::DEFAULT_CALL_TIMEOUT,
+        })
+    }
+
+    /// The copies of a standalone or signer policy ([`Publication::resolve`]
+    /// in [`Mode::Local`](publish::Mode::Local)) with the credentials files
+    /// read now (a rotated file is picked up at the next pass).
     pub async fn local(
         spec: &api::KeyRotationPolicySpec,
         extra: &[api::PublishTarget],
         default_jwks_path: &str,
         verify_interval: Duration,
     ) -> Option<Publication> {
-        use crate::publish::{Context, CredentialSource, Mode, target};
-        if spec.publish.is_empty() && extra.is_empty() {
-            return None;
-        }
-        let all: Vec<api::PublishTarget> = spec.publish.iter().chain(extra).cloned().collect();
-        let cx = Context {
-            mode: Mode::Local,
-            issuer: spec.issuer.as_deref(),
-            max_age: spec.jwks_max_age(),
+        let mut publication = Publication::resolve(
+            spec,
+            extra,
+            publish::Mode::Local,
             default_jwks_path,
-        };
-        let (targets, invalid) = match target::resolve(&all, cx) {
-            Ok(targets) => (targets, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        };
-        let mut resolved = Vec::with_capacity(targets.len());
-        for t in targets {
-            let creds = match &t.credentials {
-                CredentialSource::File(path) => read_credentials(path).await.map(Some),
-                _ => Ok(None),
-            };
-            resolved.push((t, creds));
-        }
-        Some(Publication {
-            targets: resolved,
-            invalid,
-            issuer: spec.issuer.clone(),
             verify_interval,
-            call_timeout: publish::copy::DEFAULT_CALL_TIMEOUT,
-        })
+        )?;
+        for (t, creds) in &mut publication.targets {
+            if let publish::CredentialSource::File(path) = &t.credentials {
+                *creds = read_credentials(path).await.map(Some);
+            }
+        }
+        Some(publication)
     }
 
     /// Copies that cannot be written at all, for `why`: nothing is

@@ -205,6 +205,8 @@ impl Reporter for Recorder {
             Note::Recreated => "recreated".into(),
             Note::Restored { keys } => format!("restored {keys}"),
             Note::Lifecycle(e) => event_reason(e).into(),
+            Note::CopyRepaired { url } => format!("repaired {url}"),
+            Note::Copies(c) => format!("copies {}", c.len()),
         });
     }
 

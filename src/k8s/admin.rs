@@ -16,7 +16,7 @@ use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 use crate::api;
-use crate::api::{KeyRotationPolicy, KeyStateName, KeyStatus};
+use crate::api::{KeyRotationPolicy, KeyStateName, KeyStatus, PublicationStatus};
 
 /// Why a `status` or `revoke` command failed.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +168,9 @@ pub struct StatusReport {
     pub keys: Vec<KeyStatus>,
     /// `status.conditions`.
     pub conditions: Vec<Condition>,
+    /// `status.publication[]`: what each `spec.publish` copy holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publication: Vec<PublicationStatus>,
     /// The most recent Events about the policy, newest first.
     pub events: Vec<EventSummary>,
 }
@@ -261,6 +264,7 @@ impl StatusReport {
             jwks_uri: status.jwks_uri,
             keys: status.keys,
             conditions: status.conditions,
+            publication: status.publication,
             events,
         }
     }
@@ -362,6 +366,34 @@ impl StatusReport {
                 .collect();
             out.push_str(&table(
                 &["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"],
+                &rows,
+            ));
+        }
+
+        if !self.publication.is_empty() {
+            out.push_str("\nPublished copies:\n");
+            let rows: Vec<Vec<String>> = self
+                .publication
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.url.clone(),
+                        if c.kids.is_empty() {
+                            none()
+                        } else {
+                            c.kids.join(",")
+                        },
+                        opt_time(c.last_published_time.as_ref().map(|t| t.0)),
+                        c.last_verified_time
+                            .as_ref()
+                            .map(|t| age(t.0, now))
+                            .unwrap_or_else(none),
+                        c.error.clone().unwrap_or_else(none),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &["URL", "KIDS", "PUBLISHED", "VERIFIED", "ERROR"],
                 &rows,
             ));
         }
@@ -657,6 +689,40 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn status_shows_each_published_copy_with_its_kids_and_error() {
+        let mut p = policy(two_keys(), &[]);
+        let status = p.status.as_mut().unwrap();
+        status.publication = serde_json::from_value(serde_json::json!([
+            {"url": "s3://bucket-a/cluster", "publishedDigest": "sha256:00",
+             "kids": ["kid-pending", "kid-active"],
+             "lastPublishedTime": "2026-12-01T09:00:00Z", "lastVerifiedTime": "2026-12-01T09:29:00Z"},
+            {"url": "s3://bucket-b", "error": "s3://bucket-b: the bucket does not exist"}
+        ]))
+        .unwrap();
+        let report = StatusReport::new(&p, &[], 10);
+        let text = report.render(now());
+        assert!(text.contains("\nPublished copies:\n"), "{text}");
+        let line = |url: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(url))
+                .unwrap_or_else(|| panic!("no row for {url}: {text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            line("s3://bucket-a/cluster"),
+            "s3://bucket-a/cluster kid-pending,kid-active 2026-12-01T09:00:00Z 60s -"
+        );
+        assert!(
+            line("s3://bucket-b").ends_with("- - - s3://bucket-b: the bucket does not exist"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["publication"][1]["url"], "s3://bucket-b");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod leader;
 pub mod reconcile;
+pub mod referenced;
 pub mod request;
 pub mod run;
 pub mod secret;

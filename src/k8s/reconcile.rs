@@ -17,13 +17,15 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::leader::WriteGate;
+use super::referenced::Reference;
 pub use super::request::{Error, MANAGER, RECHECK, is_conflict};
 use super::secret::{Decoder, config_map_is_ours, config_map_object};
 use super::serving::LastGood;
-use super::status::{Observed, WrittenStatus, desired_status, new_warnings};
+use super::status::{self, Observed, WrittenStatus, desired_status, new_warnings};
 use super::store::{SecretCache, SecretStore, post_params};
 use crate::api;
-use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus};
+use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus, PublicationStatus};
+use crate::engine::publish::Publication;
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, backoff, run_pass};
 use crate::http::PolicyRef;
 use crate::keys;
@@ -31,6 +33,7 @@ use crate::keys::lifecycle::{self, LifecycleEvent};
 use crate::metrics::Metrics;
 use crate::names::is_dns_subdomain;
 use crate::providers;
+use crate::publish::{self, Credentials, Tracker};
 use crate::reasons;
 use crate::store::layout::{self, StoredKeySet};
 
@@ -66,6 +69,14 @@ pub struct Context {
     /// Consecutive failed passes by policy, for the engine's backoff (only
     /// policies that are failing have an entry).
     pub failures: Mutex<HashMap<PolicyRef, u32>>,
+    /// `--publish-verify-interval`: how often each `spec.publish` copy is
+    /// read back when nothing else changes.
+    pub publish_verify_interval: Duration,
+    /// What each policy's `spec.publish` copies were last confirmed to hold,
+    /// by policy uid (the planner's publication gate reads it). Kept while
+    /// this replica leads; a new leader starts empty and confirms every copy
+    /// by reading it back before a new key activates.
+    pub publications: Mutex<HashMap<String, Tracker>>,
 }
 
 fn event_for(e: &LifecycleEvent) -> (EventType, &'static str, &'static str) {
@@ -91,6 +102,13 @@ struct Reconciler<'a> {
     /// Publishing to `spec.publicConfigMap` failed in a way a retry will not
     /// fix: the key set works, the policy is Degraded (Ready stays True).
     publish_problem: Option<Problem>,
+    /// A Secret the policy names cannot be used (not opted in, missing...):
+    /// shown under its own reason rather than the `PublicationPending` it
+    /// causes.
+    referenced_problem: Option<Problem>,
+    /// `status.publication[]` as the publish step left it (`None`: keep
+    /// what status says, the step did not run).
+    copies: Option<Vec<PublicationStatus>>,
 }
 
 impl Reconciler<'_> {
@@ -145,6 +163,7 @@ impl Reconciler<'_> {
                 secret_name: self.policy.secret_name(),
                 jwks_uri: self.jwks_uri(),
                 warnings: self.policy.info().warnings(),
+                publication: self.copies.clone(),
             },
             Timestamp::now(),
         );
@@ -194,6 +213,17 @@ impl Reconciler<'_> {
             .await;
         }
         Ok(())
+    }
+
+    /// The `Degraded` problem status shows now, if any.
+    fn degraded_condition(&self) -> Option<Problem> {
+        self.ctx
+            .written
+            .current(self.policy)?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == status::DEGRADED && c.status == "True")
+            .map(|c| Problem::new(c.reason, c.message))
     }
 
     async fn sync_config_map(&self, cm_name: &str, public_jwks: &[u8]) -> Result<(), Error> {
@@ -295,6 +325,18 @@ impl Reporter for Reconciler<'_> {
                 let (type_, reason, action) = event_for(e);
                 self.event(type_, reason, action, e.to_string()).await;
             }
+            Note::CopyRepaired { url } => {
+                self.event(
+                    EventType::Warning,
+                    reasons::EVENT_COPY_REPAIRED,
+                    "Publish",
+                    format!("the published copy at {url} was changed or deleted by someone else; it was rewritten"),
+                )
+                .await;
+            }
+            Note::Copies(copies) => {
+                self.copies = Some(copies.iter().map(status::publication_status).collect());
+            }
             // Every reconcile reads the Secret: not worth a line.
             Note::Loaded { .. } | Note::Adopting { .. } => {}
         }
@@ -306,11 +348,21 @@ impl Reporter for Reconciler<'_> {
         problem: Option<Problem>,
     ) -> Result<(), Error> {
         let published = self.publish_problem.take();
-        let problem = problem.or(published.clone());
-        let changed = self.status(Some(keys), self.resolved, problem).await?;
+        let problem = with_cause(self.referenced_problem.clone(), problem).or(published.clone());
+        let before = self.degraded_condition();
+        let changed = self
+            .status(Some(keys), self.resolved, problem.clone())
+            .await?;
         if let Some(p) = published.filter(|_| changed) {
             warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %p.reason, "{}", p.message);
             self.event(EventType::Warning, &p.reason, "Publish", p.message)
+                .await;
+        } else if let Some(p) = problem.filter(|p| changed && before.as_ref() != Some(p)) {
+            // A new problem that leaves the keys working (a copy not
+            // confirmed, a Secret the policy names, a deferred rotation):
+            // an Event once, as the condition changes.
+            warn!(policy = %format!("{}/{}", self.namespace, self.name), reason = %p.reason, "{}", p.message);
+            self.event(EventType::Warning, &p.reason, "Reconcile", p.message)
                 .await;
         }
         Ok(())
@@ -340,6 +392,19 @@ impl Reporter for Reconciler<'_> {
     }
 }
 
+/// `cause` (a Secret the policy names cannot be used) under its own reason,
+/// with the problem it causes (`PublicationPending`) said after it.
+fn with_cause(cause: Option<Problem>, problem: Option<Problem>) -> Option<Problem> {
+    match (cause, problem) {
+        (Some(c), Some(p)) if !p.message.contains(&c.message) => Some(Problem::new(
+            c.reason.clone(),
+            format!("{}; {}", c.message, p.message),
+        )),
+        (Some(c), Some(p)) => Some(Problem::new(c.reason, p.message)),
+        (c, p) => c.or(p),
+    }
+}
+
 /// Reconciles one policy.
 pub async fn reconcile(policy: Arc<KeyRotationPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
@@ -361,6 +426,9 @@ async fn reconcile_inner(
         name: policy.name_any(),
         resolved: None,
         publish_problem: None,
+        referenced_problem: None,
+        // No copies: nothing to show (a removed spec.publish clears them).
+        copies: policy.spec.publish.is_empty().then(Vec::new),
     };
 
     // Being deleted (a finalizer holds it, or a foreground deletion is
@@ -407,14 +475,13 @@ async fn reconcile_inner(
 
     let policy_ref = policy.policy_ref();
     let remembered = policy.uid().and_then(|uid| ctx.last_good.get(&uid));
-    // The controller does not write spec.publish copies yet
-    // (docs/publication.md): rather than rotate to a key those copies'
-    // verifiers have never seen, it holds activation back and says so.
-    let publication = (!policy.spec.publish.is_empty()).then(|| {
-        engine::publish::Publication::unavailable(
-            "spec.publish: the Kubernetes controller does not publish to object storage yet (standalone and the signer do); no new key activates until the copies can hold it, so remove spec.publish or run the policy in standalone mode".into(),
-        )
-    });
+    let publication = match publication_of(policy, ctx).await {
+        Some((publication, refused)) => {
+            r.referenced_problem = refused;
+            Some(publication)
+        }
+        None => None,
+    };
     let pass = Pass {
         policy: &policy_ref,
         resolved: &resolved,
@@ -435,12 +502,17 @@ async fn reconcile_inner(
         &ctx.secrets,
         &ctx.decoder,
     );
+    let uid = policy.uid().unwrap_or_default();
     let mut tracked = Tracked {
         failures: ctx.failures_of(&policy_ref),
+        publication: ctx.take_publication(&uid),
         ..Tracked::default()
     };
     let next = run_pass(&pass, &mut tracked, &store, &mut r).await;
     ctx.set_failures(&policy_ref, tracked.failures);
+    if publication.is_some() {
+        ctx.keep_publication(uid, tracked.publication);
+    }
     Ok(match next {
         Next::At(due) => {
             // Wake when the planner says, a little late rather than early.
@@ -456,9 +528,58 @@ async fn reconcile_inner(
     })
 }
 
+/// The policy's `spec.publish` copies for this pass, with the credentials
+/// of each `credentialsSecret` read now through [`referenced`] (a rotated
+/// Secret is used at once), and the first Secret refused, as a problem.
+/// `None` without `spec.publish`.
+async fn publication_of(
+    policy: &KeyRotationPolicy,
+    ctx: &Context,
+) -> Option<(Publication, Option<Problem>)> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let mut publication = Publication::resolve(
+        &policy.spec,
+        &[],
+        publish::Mode::Kubernetes,
+        publish::target::DEFAULT_JWKS_PATH,
+        ctx.publish_verify_interval,
+    )?;
+    let mut refused = None;
+    for (i, (target, creds)) in publication.targets.iter_mut().enumerate() {
+        let publish::CredentialSource::Secret(name) = &target.credentials else {
+            continue;
+        };
+        let reference = Reference::new(
+            &namespace,
+            name,
+            format!("spec.publish[{i}].credentialsSecret"),
+        );
+        let read = reference.read(&ctx.client).await.and_then(|data| {
+            Credentials::from_pairs(data.iter().map(|(k, v)| (k.clone(), v.to_vec())))
+                .map_err(|e| reference.unusable(e.to_string()))
+        });
+        *creds = read.map(Some).map_err(|e| {
+            let message = e.to_string();
+            refused.get_or_insert(Problem::new(e.reason(), message.clone()));
+            message
+        });
+    }
+    Some((publication, refused))
+}
+
 // === impl Context ===
 
 impl Context {
+    fn take_publication(&self, uid: &str) -> Tracker {
+        let mut all = self.publications.lock().unwrap_or_else(|e| e.into_inner());
+        all.remove(uid).unwrap_or_default()
+    }
+
+    fn keep_publication(&self, uid: String, tracker: Tracker) {
+        let mut all = self.publications.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(uid, tracker);
+    }
+
     fn failures_of(&self, policy: &PolicyRef) -> u32 {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         failures.get(policy).copied().unwrap_or(0)

@@ -37,6 +37,8 @@ struct Server {
     status: Option<Value>,
     /// Another writer stores this Secret just before our next write.
     racing_writer: Option<Value>,
+    /// Other Secrets (a policy's credentials), by path.
+    others: BTreeMap<String, Value>,
 }
 
 impl Server {
@@ -91,6 +93,9 @@ impl Server {
                 policy["status"] = body["status"].clone();
                 policy["metadata"]["resourceVersion"] = json!(self.next_version());
                 (StatusCode::OK, policy)
+            }
+            (Method::GET, other) if self.others.contains_key(other) => {
+                (StatusCode::OK, self.others[other].clone())
             }
             _ => status(StatusCode::NOT_FOUND, "NotFound"),
         }
@@ -158,6 +163,8 @@ fn context(server: &Arc<Mutex<Server>>) -> Arc<Context> {
         }),
         written: WrittenStatus::default(),
         failures: Default::default(),
+        publish_verify_interval: std::time::Duration::from_secs(300),
+        publications: Default::default(),
     })
 }
 
@@ -517,5 +524,98 @@ async fn a_key_provider_policy_is_refused_and_no_secret_is_written() {
             .unwrap()
             .events
             .contains(&"InvalidSpec".into())
+    );
+}
+
+/// A `credentialsSecret` whose owner did not label it is never used: the
+/// policy is `Degraded/SecretNotOptedIn` with a message that says exactly
+/// which label to add, a Warning Event, nothing of the Secret's value
+/// anywhere, and the first key signs (no copy holds back the first key).
+/// Labelled, the same Secret is used (a missing key is then named).
+#[tokio::test]
+async fn a_credentials_secret_its_owner_did_not_opt_in_is_not_used() {
+    const VALUE: &str = "credentialValueThatMustNeverShow0123";
+    let creds_path = format!("{SECRETS}/creds");
+    let creds = |labels: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "creds", "namespace": "ns", "labels": labels},
+            "data": {"AWS_SECRET_ACCESS_KEY": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, VALUE)},
+        })
+    };
+    let server = Arc::new(Mutex::new(Server::default()));
+    server
+        .lock()
+        .unwrap()
+        .others
+        .insert(creds_path.clone(), creds(json!({})));
+    let ctx = context(&server);
+    let mut json = policy_json();
+    json["spec"]["publish"] = json!([{"url": "s3://bucket-a/p", "credentialsSecret": "creds"}]);
+    let policy: Arc<KeyRotationPolicy> = Arc::new(serde_json::from_value(json).unwrap());
+    reconcile(policy.clone(), ctx.clone()).await.unwrap();
+
+    let degraded = |server: &Arc<Mutex<Server>>| {
+        let status = server.lock().unwrap().status.clone().unwrap();
+        assert!(!status.to_string().contains(VALUE), "{status}");
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .unwrap()
+            .clone()
+    };
+    let d = degraded(&server);
+    assert_eq!(d["reason"], reasons::SECRET_NOT_OPTED_IN, "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains("Secret ns/creds (spec.publish[0].credentialsSecret) is not opted in")
+            && message.contains("kubectl label secret -n ns creds jwks.dev/credentials=true"),
+        "{message}"
+    );
+    let status = server.lock().unwrap().status.clone().unwrap();
+    assert!(
+        status["activeKeyID"].is_string(),
+        "the first key signs: {status}"
+    );
+    assert_eq!(
+        status["publication"][0]["url"], "s3://bucket-a/p",
+        "{status}"
+    );
+    assert!(
+        status["publication"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not opted in"),
+        "{status}"
+    );
+    assert!(
+        server
+            .lock()
+            .unwrap()
+            .events
+            .contains(&reasons::SECRET_NOT_OPTED_IN.into())
+    );
+    assert!(requests(&server).contains(&format!("GET {creds_path}")));
+
+    // Opted in, the same Secret is read; a key it should not hold (a typo)
+    // is named, its value is not.
+    let mut labelled = creds(json!({"jwks.dev/credentials": "true"}));
+    labelled["data"]["AWS_SECRET_ACCES_KEY"] = labelled["data"]["AWS_SECRET_ACCESS_KEY"].clone();
+    server
+        .lock()
+        .unwrap()
+        .others
+        .insert(creds_path.clone(), labelled);
+    reconcile(policy, ctx).await.unwrap();
+    let d = degraded(&server);
+    assert_eq!(d["reason"], reasons::REFERENCED_SECRET_UNUSABLE, "{d}");
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret ns/creds (spec.publish[0].credentialsSecret): unknown key \"AWS_SECRET_ACCES_KEY\""),
+        "{d}"
     );
 }

@@ -45,6 +45,9 @@ pub struct RunConfig {
     pub default_policy: Option<PolicyRef>,
     /// `--propagation-grace`: added to every retired key's retention.
     pub propagation_grace: std::time::Duration,
+    /// `--publish-verify-interval`: how often each `spec.publish` copy is
+    /// read back.
+    pub publish_verify_interval: std::time::Duration,
 }
 
 /// Runs until `shutdown` is triggered.
@@ -93,6 +96,8 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
         decoder,
         written: WrittenStatus::default(),
         failures: Default::default(),
+        publish_verify_interval: config.publish_verify_interval,
+        publications: Default::default(),
     });
 
     if config.leader_elect {

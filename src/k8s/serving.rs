@@ -29,6 +29,7 @@ use crate::http;
 use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState, Update};
 use crate::keys;
 use crate::keys::material::{VerifyingKey, parse_public_jwks};
+use crate::policy::PublicationSummary;
 use crate::reasons;
 use crate::store::StoredKeySet;
 use crate::store::layout;
@@ -129,6 +130,24 @@ pub struct Index {
     stale: HashMap<PolicyRef, String>,
 }
 
+/// What `/policies` shows of a policy's `spec.publish` copies: its
+/// `status.publication[]`, as the leader wrote it.
+fn publication_of(policy: &KeyRotationPolicy) -> Vec<PublicationSummary> {
+    policy
+        .status
+        .iter()
+        .flat_map(|s| &s.publication)
+        .map(|c| PublicationSummary {
+            url: c.url.clone(),
+            published_digest: c.published_digest.clone(),
+            kids: c.kids.clone(),
+            last_published_time: c.last_published_time.as_ref().map(|t| t.0),
+            last_verified_time: c.last_verified_time.as_ref().map(|t| t.0),
+            error: c.error.clone(),
+        })
+        .collect()
+}
+
 // === impl Index ===
 
 impl Index {
@@ -170,7 +189,9 @@ impl Index {
                     stale: stale.clone(),
                     ..p.info()
                 };
-                let view = PolicyView::build(&info, &set, base_url);
+                // The leader's status.publication[], the same on every replica.
+                let view =
+                    PolicyView::build(&info, &set, base_url).with_publication(publication_of(p));
                 state.upsert(match status_problem.filter(|_| stale.is_none()) {
                     Some(problem) => view.with_problem(Some(problem)),
                     None => view,

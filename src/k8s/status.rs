@@ -10,10 +10,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::api::{
-    KeyRotationPolicy, KeyRotationPolicyStatus, KeyStateName, KeyStatus, RotationReasonName,
+    KeyRotationPolicy, KeyRotationPolicyStatus, KeyStateName, KeyStatus, PublicationStatus,
+    RotationReasonName,
 };
 use crate::engine::Problem;
 use crate::keys::lifecycle::{KeySet, KeyState, LifecycleKey, Policy, RotationReason};
+use crate::policy::PublicationSummary;
 use crate::reasons;
 
 /// Condition type: the key set is published and a key signs.
@@ -39,6 +41,22 @@ pub struct Observed<'a, K> {
     /// own (type and reason the warning's reason, status `True`), absent
     /// when the warning does not apply.
     pub warnings: Vec<Problem>,
+    /// `status.publication[]` as the publish step left it; `None` keeps
+    /// what `prev` says (the step did not run this pass).
+    pub publication: Option<Vec<PublicationStatus>>,
+}
+
+/// One `status.publication[]` entry from what the publish step recorded,
+/// with status times at second precision (as they are stored).
+pub fn publication_status(copy: &PublicationSummary) -> PublicationStatus {
+    PublicationStatus {
+        url: copy.url.clone(),
+        published_digest: copy.published_digest.clone(),
+        kids: copy.kids.clone(),
+        last_published_time: copy.last_published_time.map(time),
+        last_verified_time: copy.last_verified_time.map(time),
+        error: copy.error.clone(),
+    }
 }
 
 fn state_name(s: KeyState) -> KeyStateName {
@@ -185,6 +203,9 @@ pub fn desired_status<K: LifecycleKey>(
         conditions,
         secret_name: Some(obs.secret_name),
         jwks_uri: obs.jwks_uri,
+        publication: obs
+            .publication
+            .unwrap_or_else(|| prev.map(|p| p.publication.clone()).unwrap_or_default()),
         ..Default::default()
     };
     match keys {
@@ -339,6 +360,7 @@ mod tests {
             secret_name: "p-jwks".into(),
             jwks_uri: None,
             warnings: Vec::new(),
+            publication: None,
         }
     }
 

@@ -406,21 +406,7 @@ impl Copy {
 
     fn store_error(&self, op: &str, what: &str, e: object_store::Error) -> PublishError {
         let text = e.to_string();
-        let kind = match &e {
-            object_store::Error::PermissionDenied { .. } => ErrorKind::Denied,
-            object_store::Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
-            _ if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") => {
-                ErrorKind::NoBucket
-            }
-            _ if text.contains("InvalidAccessKeyId")
-                || text.contains("SignatureDoesNotMatch")
-                || text.contains("AuthenticationFailed") =>
-            {
-                ErrorKind::Unauthenticated
-            }
-            _ if text.contains("AccessDenied") || text.contains("403") => ErrorKind::Denied,
-            _ => ErrorKind::Failed,
-        };
+        let kind = classify(&e, &text);
         let summary = match kind {
             ErrorKind::NoBucket => "the bucket or container does not exist",
             ErrorKind::Unauthenticated => "the store refused the credentials",
@@ -436,6 +422,29 @@ impl Copy {
                 self.target.url
             )),
         }
+    }
+}
+
+/// The kind of a store's error. The store's own error code wins over the
+/// HTTP status `object_store` maps: S3 answers wrong keys
+/// (`SignatureDoesNotMatch`, `InvalidAccessKeyId`) with 403, which the
+/// crate reports as `PermissionDenied`, but the fix is other keys, not
+/// other permissions.
+fn classify(e: &object_store::Error, text: &str) -> ErrorKind {
+    if text.contains("InvalidAccessKeyId")
+        || text.contains("SignatureDoesNotMatch")
+        || text.contains("AuthenticationFailed")
+    {
+        return ErrorKind::Unauthenticated;
+    }
+    match e {
+        object_store::Error::PermissionDenied { .. } => ErrorKind::Denied,
+        object_store::Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+        _ if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") => {
+            ErrorKind::NoBucket
+        }
+        _ if text.contains("AccessDenied") || text.contains("403") => ErrorKind::Denied,
+        _ => ErrorKind::Failed,
     }
 }
 

@@ -37,9 +37,57 @@ fn moto_server() -> PathBuf {
     p
 }
 
+/// Key pairs of the IAM users [`Moto::start_enforcing_iam`] made.
+pub struct IamKeys {
+    /// (access key id, secret key) of a user allowed `s3:*`.
+    pub allowed: (String, String),
+    /// (access key id, secret key) of a user allowed nothing (403s).
+    pub denied: (String, String),
+}
+
+/// Actions tests/publish/moto_iam.py makes before moto enforces IAM.
+const SETUP_ACTIONS: u32 = 5;
+
 impl Moto {
     /// Starts moto on 127.0.0.1 and waits until it answers.
     pub fn start() -> Moto {
+        Moto::start_env(&[])
+    }
+
+    /// Starts moto enforcing IAM (signatures checked, policies applied:
+    /// wrong keys are refused, a user without a policy gets 403), with two
+    /// users and `buckets` made by tests/publish/moto_iam.py.
+    pub fn start_enforcing_iam(buckets: &[&str]) -> (Moto, IamKeys) {
+        let moto = Moto::start_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_ACTIONS.to_string())]);
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/publish/moto_iam.py");
+        let python = moto_server().with_file_name("python");
+        let out = Command::new(python)
+            .arg(script)
+            .arg(moto.endpoint())
+            .args(buckets)
+            .output()
+            .expect("run moto_iam.py");
+        assert!(
+            out.status.success(),
+            "moto_iam.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let pair = |k: &str| {
+            (
+                v[k][0].as_str().unwrap().to_owned(),
+                v[k][1].as_str().unwrap().to_owned(),
+            )
+        };
+        let keys = IamKeys {
+            allowed: pair("allowed"),
+            denied: pair("denied"),
+        };
+        (moto, keys)
+    }
+
+    fn start_env(env: &[(&str, String)]) -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -47,6 +95,7 @@ impl Moto {
             .port();
         let child = Command::new(moto_server())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -102,6 +151,16 @@ impl Moto {
     pub fn credentials_env(&self) -> String {
         format!(
             "AWS_ACCESS_KEY_ID={ACCESS_KEY_ID}\nAWS_SECRET_ACCESS_KEY={SECRET_ACCESS_KEY}\nAWS_REGION=us-east-1\nAWS_ENDPOINT_URL={}\n",
+            self.endpoint()
+        )
+    }
+
+    /// Credentials for `key` (access key id, secret key), environment-style.
+    pub fn credentials_env_of(&self, key: &(String, String)) -> String {
+        format!(
+            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_REGION=us-east-1\nAWS_ENDPOINT_URL={}\n",
+            key.0,
+            key.1,
             self.endpoint()
         )
     }

@@ -203,3 +203,24 @@ async fn a_file_target_is_written_and_read_back_without_attributes() {
     std::fs::write(dir.path().join("pub/openid/v1/jwks"), b"{}").unwrap();
     assert_eq!(c.sync(&docs).await.unwrap().wrote, ["openid/v1/jwks"]);
 }
+
+/// S3 answers wrong keys with 403 (which `object_store` reports as
+/// `PermissionDenied`); the code in the body says they are the keys, and a
+/// user without the permission gets `AccessDenied`. Seen against moto with
+/// IAM enforced: wrong keys were reported as "access denied".
+#[test]
+fn wrong_keys_are_told_from_missing_permissions_by_the_store_code() {
+    let denied = |code: &str| {
+        let source: Box<dyn std::error::Error + Send + Sync> =
+            format!("403 Forbidden: <Error><Code>{code}</Code></Error>").into();
+        let e = object_store::Error::PermissionDenied {
+            path: "p/jwks.json".into(),
+            source,
+        };
+        let text = e.to_string();
+        classify(&e, &text)
+    };
+    assert_eq!(denied("SignatureDoesNotMatch"), ErrorKind::Unauthenticated);
+    assert_eq!(denied("InvalidAccessKeyId"), ErrorKind::Unauthenticated);
+    assert_eq!(denied("AccessDenied"), ErrorKind::Denied);
+}
