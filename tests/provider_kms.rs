@@ -232,3 +232,81 @@ fn a_refused_or_unreachable_kms_is_a_quick_clear_error_and_leaves_no_half_made_k
     assert!(err.to_string().contains("Unreachable"), "{err}");
     assert!(!err.to_string().contains(local_kms::SECRET_ACCESS_KEY));
 }
+
+/// The service-account signer's Sign through a KMS-held key: the header
+/// names the key, the signature (made in KMS, DIGEST mode, converted to
+/// `r‖s`) verifies with jsonwebtoken against the key's public JWK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signers_sign_goes_through_kms() {
+    use jwks_operator::keys::SigningKey;
+    use jwks_operator::keys::lifecycle::{KeySet, KeyState as Lifecycle, ManagedKey};
+    use jwks_operator::providers::kms::KmsSigner;
+    use jwks_operator::signer::pb::SignJwtRequest;
+    use jwks_operator::signer::pb::external_jwt_signer_server::ExternalJwtSigner as _;
+    use jwks_operator::signer::service::{Lifetimes, Service, SignerState};
+
+    let _alone = THROTTLING.lock().unwrap_or_else(|e| e.into_inner());
+    let kms = LocalKms::start();
+    let endpoint = kms.endpoint();
+    let (provider, key) = tokio::task::spawn_blocking(move || {
+        let provider = provider(&endpoint, "test/signer");
+        let key = provider.generate(KeyParams::new(Algorithm::ES256)).unwrap();
+        (provider, key)
+    })
+    .await
+    .unwrap();
+    let jwk = key.verifying.public_jwk();
+    let kid = key.verifying.kid().to_owned();
+    let remote = SigningKey::remote(
+        KeyParams::new(Algorithm::ES256),
+        key.verifying.clone(),
+        std::sync::Arc::new(KmsSigner::on(provider, key)),
+    );
+    let now = jiff::Timestamp::now();
+    let set = KeySet {
+        keys: vec![ManagedKey {
+            key: std::sync::Arc::new(remote),
+            state: Lifecycle::Active,
+            created_at: now,
+            activates_at: now,
+            retired_at: None,
+            prune_after: None,
+            reason: None,
+            max_token_ttl: Duration::from_secs(3600),
+        }],
+        ..KeySet::default()
+    };
+    let state = SignerState::new(Lifetimes {
+        announce: Duration::from_secs(3600),
+        sign_cap: Duration::from_secs(3600),
+        clock_skew: Duration::from_secs(60),
+    });
+    state.publish(&set, &Default::default(), Duration::from_secs(5), now);
+    let iat = now.as_second();
+    let claims = URL_SAFE_NO_PAD.encode(
+        serde_json::json!({
+            "iss": "https://kubernetes.default.svc",
+            "sub": "system:serviceaccount:default:demo",
+            "aud": ["https://kubernetes.default.svc"],
+            "iat": iat, "nbf": iat, "exp": iat + 600,
+        })
+        .to_string(),
+    );
+    let signed = Service::new(state)
+        .sign(tonic::Request::new(SignJwtRequest {
+            claims: claims.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&signed.header).unwrap()).unwrap();
+    assert_eq!(header["kid"], kid.as_str());
+    assert_eq!(header["alg"], "ES256");
+    let token = format!("{}.{claims}.{}", signed.header, signed.signature);
+    let decoding =
+        jsonwebtoken::DecodingKey::from_jwk(&serde_json::from_value(jwk).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["https://kubernetes.default.svc"]);
+    jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
+}

@@ -338,7 +338,15 @@ impl Service {
         let signature = sign_off_workers(key, move |key| key.sign(&message))
             .await
             .and_then(|signed| signed)
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| {
+                // A key provider that cannot sign now (a token, a KMS) is
+                // for kube-apiserver to retry; a key held here failing is a bug.
+                if key.is_remote() {
+                    Status::unavailable(e.to_string())
+                } else {
+                    Status::internal(e.to_string())
+                }
+            })?;
         debug!(kid = key.kid(), "signed a service-account token");
         Ok(pb::SignJwtResponse {
             header: header.to_owned(),

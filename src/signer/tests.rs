@@ -520,6 +520,20 @@ async fn a_provider_signature_does_not_hold_the_async_worker() {
     let _ = h.stop.send(());
 }
 
+/// A key provider that cannot sign is kube-apiserver's to retry, not an
+/// internal error of the signer: UNAVAILABLE, naming the provider's error.
+#[tokio::test]
+async fn a_provider_that_cannot_sign_is_unavailable_not_internal() {
+    let mut h = serve(lifetimes(HOUR, HOUR)).await;
+    let (active, _gated, go) = crate::keys::testing::Gated::wrap(&fixture(Algorithm::ES256));
+    drop(go); // every signature fails at once: the provider is gone
+    h.publish(&set_of(vec![(active, KeyState::Active)]));
+    let status = h.sign_now().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("no go-ahead"), "{status:?}");
+    let _ = h.stop.send(());
+}
+
 #[tokio::test]
 async fn sign_uses_the_active_rs256_key() {
     sign_with(Algorithm::RS256).await;
