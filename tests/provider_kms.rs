@@ -236,8 +236,8 @@ fn a_refused_or_unreachable_kms_is_a_quick_clear_error_and_leaves_no_half_made_k
 /// The service-account signer's Sign through a KMS-held key: the header
 /// names the key, the signature (made in KMS, DIGEST mode, converted to
 /// `r‖s`) verifies with jsonwebtoken against the key's public JWK.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_signers_sign_goes_through_kms() {
+#[test]
+fn the_signers_sign_goes_through_kms() {
     use jwks_operator::keys::SigningKey;
     use jwks_operator::keys::lifecycle::{KeySet, KeyState as Lifecycle, ManagedKey};
     use jwks_operator::providers::kms::KmsSigner;
@@ -247,14 +247,8 @@ async fn the_signers_sign_goes_through_kms() {
 
     let _alone = THROTTLING.lock().unwrap_or_else(|e| e.into_inner());
     let kms = LocalKms::start();
-    let endpoint = kms.endpoint();
-    let (provider, key) = tokio::task::spawn_blocking(move || {
-        let provider = provider(&endpoint, "test/signer");
-        let key = provider.generate(KeyParams::new(Algorithm::ES256)).unwrap();
-        (provider, key)
-    })
-    .await
-    .unwrap();
+    let provider = provider(&kms.endpoint(), "test/signer");
+    let key = provider.generate(KeyParams::new(Algorithm::ES256)).unwrap();
     let jwk = key.verifying.public_jwk();
     let kid = key.verifying.kid().to_owned();
     let remote = SigningKey::remote(
@@ -292,11 +286,17 @@ async fn the_signers_sign_goes_through_kms() {
         })
         .to_string(),
     );
-    let signed = Service::new(state)
-        .sign(tonic::Request::new(SignJwtRequest {
-            claims: claims.clone(),
-        }))
-        .await
+    // The gRPC service as tonic runs it: on a multi-threaded runtime.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let request = tonic::Request::new(SignJwtRequest {
+        claims: claims.clone(),
+    });
+    let signed = runtime
+        .block_on(Service::new(state).sign(request))
         .unwrap()
         .into_inner();
     let header: serde_json::Value =

@@ -140,7 +140,7 @@ fn es256_and_rs256_rotate_through_kms_and_keep_secrets_out_of_everything() {
         let throttled_before = throttled_metric(&op);
         proxy.throttle.store(2, Ordering::SeqCst);
         let deadline = Instant::now() + 40 * SEC;
-        let mut signers = BTreeSet::new();
+        let mut signers = BTreeSet::from([first.clone()]);
         while op.kids(p).contains(&first) {
             assert!(
                 Instant::now() < deadline,
@@ -213,6 +213,21 @@ fn es256_and_rs256_rotate_through_kms_and_keep_secrets_out_of_everything() {
         "the log",
         &op.log().iter().map(|l| l.to_string()).collect::<String>(),
     );
+
+    // A restart binds the stored keys to KMS again by their ARNs: the
+    // active key signs, with the same kid.
+    let p = "default/kms-rs256";
+    let active = op.summary(p)["activeKeyID"].as_str().unwrap().to_string();
+    op.stop();
+    let mut op = Operator::launch_env(&ws.policies(), &ws.state(), &[], &[]);
+    op.wait_for_log(|l| l["message"] == "standalone mode ready", 30 * SEC);
+    assert!(
+        op.kids(p).contains(&active),
+        "{active} lost across the restart"
+    );
+    let (token, kid) = op.mint(p, &json!({"sub": "after restart"}));
+    assert_eq!(op.verify(p, &token).as_deref(), Ok(kid.as_str()));
+    assert!(cli_verify(&op.jwks_url(p), &token).unwrap().contains(&kid));
     op.stop();
 }
 
