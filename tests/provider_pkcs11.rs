@@ -443,5 +443,21 @@ fn a_tampered_provider_set_is_refused() {
     });
     let err = decode(&bad_ref).unwrap_err();
     assert_eq!(err.data_key, layout::LIFECYCLE);
+    assert!(err.problem.contains("KMS key ARN: not arn:"), "{err}");
+
+    let alias = with(layout::LIFECYCLE, &|v| {
+        let mut doc: serde_json::Value = serde_json::from_slice(v).unwrap();
+        doc["keys"][0]["keyRef"] = "arn:aws:kms:eu-west-1:111122223333:alias/signing".into();
+        *v = serde_json::to_vec(&doc).unwrap();
+    });
+    let err = decode(&alias).unwrap_err();
+    assert!(err.problem.contains("an alias, not a key"), "{err}");
+
+    let other = with(layout::LIFECYCLE, &|v| {
+        let mut doc: serde_json::Value = serde_json::from_slice(v).unwrap();
+        doc["keys"][0]["keyRef"] = "vault:transit/keys/x".into();
+        *v = serde_json::to_vec(&doc).unwrap();
+    });
+    let err = decode(&other).unwrap_err();
     assert!(err.problem.contains("neither a pkcs11: URI"), "{err}");
 }
