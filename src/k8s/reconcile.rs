@@ -17,13 +17,13 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::leader::WriteGate;
+use super::provider;
 use super::referenced::Reference;
 pub use super::request::{Error, MANAGER, RECHECK, is_conflict};
 use super::secret::{Decoder, config_map_is_ours, config_map_object};
 use super::serving::LastGood;
 use super::status::{self, Observed, WrittenStatus, desired_status, new_warnings};
 use super::store::{SecretCache, SecretStore, post_params};
-use crate::api;
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus, PublicationStatus};
 use crate::engine::publish::Publication;
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, backoff, run_pass};
@@ -32,7 +32,6 @@ use crate::keys;
 use crate::keys::lifecycle::{self, LifecycleEvent};
 use crate::metrics::Metrics;
 use crate::names::is_dns_subdomain;
-use crate::providers;
 use crate::publish::{self, Credentials, Tracker};
 use crate::reasons;
 use crate::store::layout::{self, StoredKeySet};
@@ -373,6 +372,10 @@ impl Reporter for Reconciler<'_> {
         problem: Problem,
         held: Option<&StoredKeySet>,
     ) -> Result<(), Error> {
+        // A Secret the policy names (a PIN nobody opted in) under its own
+        // reason, rather than the failed generation it causes.
+        let problem =
+            with_cause(self.referenced_problem.clone(), Some(problem.clone())).unwrap_or(problem);
         self.stop(problem).await?;
         // The JWKS of every replica drops a revoked kid from the spec alone
         // (the serving index); the public ConfigMap needs a write of its own
@@ -458,19 +461,6 @@ async fn reconcile_inner(
         r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
         return Ok(Action::await_change());
     }
-    if let Some(provider) = policy
-        .spec
-        .key_provider
-        .as_ref()
-        .filter(|p| p.kind != api::KeyProviderType::Secret)
-    {
-        let message = format!(
-            "spec.keyProvider: type {} is not supported in Kubernetes mode yet (standalone mode supports PKCS11 with pinFile); no key is generated into the Secret instead (docs/key-providers.md)",
-            provider.kind.as_str()
-        );
-        r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
-        return Ok(Action::await_change());
-    }
     r.resolved = Some(&resolved);
 
     let policy_ref = policy.policy_ref();
@@ -482,6 +472,13 @@ async fn reconcile_inner(
         }
         None => None,
     };
+    // Where new keys are generated: a token the policy names is logged in to
+    // with the PIN of its pinSecret (read now). A problem with it is shown
+    // at once, although only a generation needs the token.
+    let (home, home_problem) = provider::home(&ctx.client, policy).await;
+    if home_problem.is_some() {
+        r.referenced_problem = home_problem;
+    }
     let pass = Pass {
         policy: &policy_ref,
         resolved: &resolved,
@@ -492,8 +489,7 @@ async fn reconcile_inner(
             .is_some_and(|s| s.active_key_id.is_some()),
         remembered: remembered.as_ref(),
         publication: publication.as_ref(),
-        // Refused above for any other provider.
-        home: providers::KeyHome::Here,
+        home,
     };
     let store = SecretStore::new(
         ctx.client.clone(),
