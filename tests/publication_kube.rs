@@ -308,6 +308,7 @@ async fn a_policy_publishes_to_s3_in_kubernetes_and_every_failure_is_named_witho
         )
     };
     let after_due = failed(&metrics);
+    let said = degraded(&env.policies().get("pub").await.unwrap());
     policy_until(
         &env,
         Duration::from_secs(30),
@@ -316,6 +317,9 @@ async fn a_policy_publishes_to_s3_in_kubernetes_and_every_failure_is_named_witho
     )
     .await;
     let p = env.policies().get("pub").await.unwrap();
+    // The same failure, retried, reads the same (no new status, Event and
+    // log line every 5 s).
+    assert_eq!(degraded(&p), said, "the message changed between retries");
     assert_eq!(
         active(&p).as_deref(),
         Some(first.as_str()),
