@@ -343,9 +343,18 @@ async fn a_policy_publishes_to_s3_in_kubernetes_and_every_failure_is_named_witho
     .await;
     assert_eq!(mint(&op, &env.ns), first);
 
-    // 5. Good keys again: the bucket holds the next key while the first still
-    //    signs (publishAhead after the confirmation), then it activates.
-    set_publish(&env, URL, "s3-creds").await;
+    // 5. The Secret's owner rotates it to good keys (no spec change: the
+    //    Secret is read every pass). The bucket holds the next key while the
+    //    first still signs (publishAhead after the confirmation), then it
+    //    activates.
+    env.secrets()
+        .patch(
+            "s3-wrong",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"AWS_SECRET_ACCESS_KEY": keys.allowed.1}})),
+        )
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let in_bucket = bucket_kids(&store).await.contains(&next);
