@@ -349,3 +349,49 @@ async fn pkcs11_keys_live_in_the_token_through_rotation_revocation_and_restart()
         }
     }
 }
+
+/// With leader election, every replica signs with the token-held key, not
+/// only the leader whose reconciler set the provider up: a follower's token
+/// endpoint behind the same Service would otherwise refuse every other
+/// request. Both replicas use the same token (SoftHSM's file store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_signs_with_the_token_held_key_too() {
+    let hsm = softhsm::SoftHsm::new_dir();
+    hsm.init_token_with_util(LABEL, PIN);
+    let env = TestEnv::new("hsmha").await;
+    pin_secret(&env, PIN).await;
+    let conf = hsm.conf();
+    let replica = |identity: &str| {
+        env.operator_env(
+            &[
+                "--leader-elect",
+                &format!("--leader-elect-namespace={}", env.ns),
+                &format!("--leader-elect-lease-name={}", env.id.lease_name),
+                "--leader-elect-lease-duration=4",
+                &format!("--identity={identity}"),
+            ],
+            &[("SOFTHSM2_CONF", conf.as_os_str())],
+        )
+    };
+    let a = replica("a");
+    let b = replica("b");
+    env.create(
+        "hsm",
+        json!({
+            "algorithm": "ES256", "tokenEndpoint": {"enabled": true},
+            "keyProvider": {"type": "PKCS11", "module": softhsm::MODULE,
+                            "tokenLabel": LABEL, "pinSecret": "hsm-pin"},
+        }),
+    )
+    .await;
+    let kid = policy_until(&env, Duration::from_secs(30), "a first key", active).await;
+    for (name, op) in [("a", &a), ("b", &b)] {
+        let (token, minted) = mint(op, &env.ns).await;
+        assert_eq!(minted, kid, "replica {name}");
+        assert_eq!(
+            verify(op, &env.ns, &token).as_deref(),
+            Some(kid.as_str()),
+            "replica {name}"
+        );
+    }
+}

@@ -10,7 +10,13 @@
 //! process logged in with, stops key generation with a reason naming the
 //! provider while the current key keeps signing.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
 use kube::{Client, ResourceExt};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tracing::warn;
 
 use super::referenced::{Reference, RefusedSecret};
 use crate::api::{KeyProviderType, KeyRotationPolicy};
@@ -81,6 +87,50 @@ pub async fn home(client: &Client, policy: &KeyRotationPolicy) -> (KeyHome, Opti
                 code: join.to_string(),
             };
             with_problem(KeyHome::Unavailable(e), reasons::PKCS11_FAILED)
+        }
+    }
+}
+
+/// How soon a replica tries again to set up a provider that failed.
+pub const REOPEN: Duration = Duration::from_secs(30);
+
+/// Sets up the key provider of every policy `policies` delivers (the
+/// serving index sends each policy with one as it arrives or changes), so
+/// that every replica's token endpoint signs with token-held keys, not only
+/// the leader's (whose reconciler sets it up for generation). Once per
+/// policy generation when it works; a failure is logged and tried again
+/// after [`REOPEN`] (the leader reports it in status).
+pub async fn keep_open(
+    client: Client,
+    again: UnboundedSender<Arc<KeyRotationPolicy>>,
+    mut policies: UnboundedReceiver<Arc<KeyRotationPolicy>>,
+) {
+    // uid -> the generation whose provider is set up.
+    let mut done: HashMap<String, Option<i64>> = HashMap::new();
+    while let Some(policy) = policies.recv().await {
+        let uid = policy.uid().unwrap_or_default();
+        if done.get(&uid) == Some(&policy.metadata.generation) {
+            continue;
+        }
+        match home(&client, &policy).await {
+            (_, None) => {
+                done.insert(uid, policy.metadata.generation);
+            }
+            (_, Some(problem)) => {
+                done.remove(&uid);
+                warn!(
+                    policy = %format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any()),
+                    reason = %problem.reason,
+                    "this replica cannot set up the key provider (retried in {}s): {}",
+                    REOPEN.as_secs(),
+                    problem.message
+                );
+                let again = again.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(REOPEN).await;
+                    let _ = again.send(policy);
+                });
+            }
         }
     }
 }
