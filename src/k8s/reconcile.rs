@@ -566,6 +566,12 @@ async fn publication_of(
 // === impl Context ===
 
 impl Context {
+    /// Forgets every copy's confirmations (leadership was lost).
+    pub fn forget_publications(&self) {
+        let mut all = self.publications.lock().unwrap_or_else(|e| e.into_inner());
+        all.clear();
+    }
+
     fn take_publication(&self, uid: &str) -> Tracker {
         let mut all = self.publications.lock().unwrap_or_else(|e| e.into_inner());
         all.remove(uid).unwrap_or_default()

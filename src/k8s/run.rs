@@ -280,6 +280,10 @@ async fn lead(
         .await;
         ctx.writable.set_leading(false);
         metrics.engine.set_leader(false);
+        // What this replica confirmed of the copies may be stale by the
+        // time it leads again (another leader wrote them meanwhile): a new
+        // term confirms every copy by reading it again.
+        ctx.forget_publications();
         if stop.is_triggered() {
             break;
         }
