@@ -38,6 +38,9 @@ use crate::store::layout::{self, StoredKeySet};
 
 /// Longest the reconciler sleeps with nothing due (a safety net).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// Longest the reconciler sleeps while a Secret the policy names, or the
+/// key provider it opens, cannot be used: the Secret is read again then.
+pub const REFERENCE_RECHECK: Duration = Duration::from_secs(10);
 
 /// Shared state of the reconciler.
 pub struct Context {
@@ -509,6 +512,13 @@ async fn reconcile_inner(
     if publication.is_some() {
         ctx.keep_publication(uid, tracked.publication);
     }
+    // A Secret the policy names (or the token its PIN opens) is not usable:
+    // its owner's fix changes no watched object, so look again soon.
+    let longest = if r.referenced_problem.is_some() {
+        REFERENCE_RECHECK
+    } else {
+        MAX_REQUEUE
+    };
     Ok(match next {
         Next::At(due) => {
             // Wake when the planner says, a little late rather than early.
@@ -517,9 +527,9 @@ async fn reconcile_inner(
                 .try_into()
                 .unwrap_or(Duration::ZERO);
             let jitter = Duration::from_millis(rand::random_range(50..250));
-            Action::requeue((wait + jitter).min(MAX_REQUEUE))
+            Action::requeue((wait + jitter).min(longest))
         }
-        Next::After(wait) => Action::requeue(wait),
+        Next::After(wait) => Action::requeue(wait.min(longest)),
         Next::OnChange => Action::await_change(),
     })
 }
