@@ -90,6 +90,7 @@ pub const KUBERNETES: &[&str] = &[
     PUBLICATION_TARGET_INVALID,
     SECRET_NOT_OPTED_IN,
     REFERENCED_SECRET_UNUSABLE,
+    PKCS11_FAILED,
 ];
 
 /// The reasons a degraded policy can show in standalone mode (`/policies`)

@@ -374,7 +374,14 @@ const OTHER_TOOLS_FLAGS: &[(&str, &[&str])] = &[
     ),
     (
         "kubectl",
-        &["--raw", "--overwrite", "--cascade", "--token", "--type"],
+        &[
+            "--raw",
+            "--overwrite",
+            "--cascade",
+            "--token",
+            "--type",
+            "--from-file",
+        ],
     ),
     (
         "kube-apiserver",

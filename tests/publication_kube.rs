@@ -308,6 +308,7 @@ async fn a_policy_publishes_to_s3_in_kubernetes_and_every_failure_is_named_witho
         )
     };
     let after_due = failed(&metrics);
+    let said = degraded(&env.policies().get("pub").await.unwrap());
     policy_until(
         &env,
         Duration::from_secs(30),
@@ -316,6 +317,9 @@ async fn a_policy_publishes_to_s3_in_kubernetes_and_every_failure_is_named_witho
     )
     .await;
     let p = env.policies().get("pub").await.unwrap();
+    // The same failure, retried, reads the same (no new status, Event and
+    // log line every 5 s).
+    assert_eq!(degraded(&p), said, "the message changed between retries");
     assert_eq!(
         active(&p).as_deref(),
         Some(first.as_str()),
@@ -339,9 +343,18 @@ async fn a_policy_publishes_to_s3_in_kubernetes_and_every_failure_is_named_witho
     .await;
     assert_eq!(mint(&op, &env.ns), first);
 
-    // 5. Good keys again: the bucket holds the next key while the first still
-    //    signs (publishAhead after the confirmation), then it activates.
-    set_publish(&env, URL, "s3-creds").await;
+    // 5. The Secret's owner rotates it to good keys (no spec change: the
+    //    Secret is read every pass). The bucket holds the next key while the
+    //    first still signs (publishAhead after the confirmation), then it
+    //    activates.
+    env.secrets()
+        .patch(
+            "s3-wrong",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"AWS_SECRET_ACCESS_KEY": keys.allowed.1}})),
+        )
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let in_bucket = bucket_kids(&store).await.contains(&next);

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod leader;
+pub mod provider;
 pub mod reconcile;
 pub mod referenced;
 pub mod request;

@@ -17,13 +17,13 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::leader::WriteGate;
+use super::provider;
 use super::referenced::Reference;
 pub use super::request::{Error, MANAGER, RECHECK, is_conflict};
 use super::secret::{Decoder, config_map_is_ours, config_map_object};
 use super::serving::LastGood;
 use super::status::{self, Observed, WrittenStatus, desired_status, new_warnings};
 use super::store::{SecretCache, SecretStore, post_params};
-use crate::api;
 use crate::api::{KeyRotationPolicy, KeyRotationPolicyStatus, PublicationStatus};
 use crate::engine::publish::Publication;
 use crate::engine::{self, Next, Note, Pass, Problem, Reporter, Tracked, backoff, run_pass};
@@ -32,13 +32,15 @@ use crate::keys;
 use crate::keys::lifecycle::{self, LifecycleEvent};
 use crate::metrics::Metrics;
 use crate::names::is_dns_subdomain;
-use crate::providers;
 use crate::publish::{self, Credentials, Tracker};
 use crate::reasons;
 use crate::store::layout::{self, StoredKeySet};
 
 /// Longest the reconciler sleeps with nothing due (a safety net).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// Longest the reconciler sleeps while a Secret the policy names, or the
+/// key provider it opens, cannot be used: the Secret is read again then.
+pub const REFERENCE_RECHECK: Duration = Duration::from_secs(10);
 
 /// Shared state of the reconciler.
 pub struct Context {
@@ -373,6 +375,10 @@ impl Reporter for Reconciler<'_> {
         problem: Problem,
         held: Option<&StoredKeySet>,
     ) -> Result<(), Error> {
+        // A Secret the policy names (a PIN nobody opted in) under its own
+        // reason, rather than the failed generation it causes.
+        let problem =
+            with_cause(self.referenced_problem.clone(), Some(problem.clone())).unwrap_or(problem);
         self.stop(problem).await?;
         // The JWKS of every replica drops a revoked kid from the spec alone
         // (the serving index); the public ConfigMap needs a write of its own
@@ -458,19 +464,6 @@ async fn reconcile_inner(
         r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
         return Ok(Action::await_change());
     }
-    if let Some(provider) = policy
-        .spec
-        .key_provider
-        .as_ref()
-        .filter(|p| p.kind != api::KeyProviderType::Secret)
-    {
-        let message = format!(
-            "spec.keyProvider: type {} is not supported in Kubernetes mode yet (standalone mode supports PKCS11 with pinFile); no key is generated into the Secret instead (docs/key-providers.md)",
-            provider.kind.as_str()
-        );
-        r.stop(Problem::new(reasons::INVALID_SPEC, message)).await?;
-        return Ok(Action::await_change());
-    }
     r.resolved = Some(&resolved);
 
     let policy_ref = policy.policy_ref();
@@ -482,6 +475,13 @@ async fn reconcile_inner(
         }
         None => None,
     };
+    // Where new keys are generated: a token the policy names is logged in to
+    // with the PIN of its pinSecret (read now). A problem with it is shown
+    // at once, although only a generation needs the token.
+    let (home, home_problem) = provider::home(&ctx.client, policy).await;
+    if home_problem.is_some() {
+        r.referenced_problem = home_problem;
+    }
     let pass = Pass {
         policy: &policy_ref,
         resolved: &resolved,
@@ -492,8 +492,7 @@ async fn reconcile_inner(
             .is_some_and(|s| s.active_key_id.is_some()),
         remembered: remembered.as_ref(),
         publication: publication.as_ref(),
-        // Refused above for any other provider.
-        home: providers::KeyHome::Here,
+        home,
     };
     let store = SecretStore::new(
         ctx.client.clone(),
@@ -513,6 +512,13 @@ async fn reconcile_inner(
     if publication.is_some() {
         ctx.keep_publication(uid, tracked.publication);
     }
+    // A Secret the policy names (or the token its PIN opens) is not usable:
+    // its owner's fix changes no watched object, so look again soon.
+    let longest = if r.referenced_problem.is_some() {
+        REFERENCE_RECHECK
+    } else {
+        MAX_REQUEUE
+    };
     Ok(match next {
         Next::At(due) => {
             // Wake when the planner says, a little late rather than early.
@@ -521,9 +527,9 @@ async fn reconcile_inner(
                 .try_into()
                 .unwrap_or(Duration::ZERO);
             let jitter = Duration::from_millis(rand::random_range(50..250));
-            Action::requeue((wait + jitter).min(MAX_REQUEUE))
+            Action::requeue((wait + jitter).min(longest))
         }
-        Next::After(wait) => Action::requeue(wait),
+        Next::After(wait) => Action::requeue(wait.min(longest)),
         Next::OnChange => Action::await_change(),
     })
 }
@@ -570,6 +576,12 @@ async fn publication_of(
 // === impl Context ===
 
 impl Context {
+    /// Forgets every copy's confirmations (leadership was lost).
+    pub fn forget_publications(&self) {
+        let mut all = self.publications.lock().unwrap_or_else(|e| e.into_inner());
+        all.clear();
+    }
+
     fn take_publication(&self, uid: &str) -> Tracker {
         let mut all = self.publications.lock().unwrap_or_else(|e| e.into_inner());
         all.remove(uid).unwrap_or_default()

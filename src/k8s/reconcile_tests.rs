@@ -485,12 +485,21 @@ fn with_status_of(stored: &Value) -> Arc<KeyRotationPolicy> {
     Arc::new(serde_json::from_value(policy).unwrap())
 }
 
-/// Kubernetes mode cannot use a key provider yet: a policy naming one is
-/// `Degraded/InvalidSpec` with an Event, and no key is generated into a
-/// Secret instead (the Secret is never even read).
+/// A PKCS#11 policy whose pinSecret its owner did not label: the PIN is
+/// not read, the policy is `Degraded/SecretNotOptedIn` (with the label to
+/// add) and an Event, and no key is generated into the Secret instead of
+/// the token (nothing is written at all).
 #[tokio::test]
-async fn a_key_provider_policy_is_refused_and_no_secret_is_written() {
+async fn a_key_provider_whose_pin_secret_is_not_opted_in_generates_nothing() {
     let server = Arc::new(Mutex::new(Server::default()));
+    server.lock().unwrap().others.insert(
+        format!("{SECRETS}/pin"),
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "pin", "namespace": "ns"},
+            "data": {"pin": "MTIzNDU2Nzg="},
+        }),
+    );
     let ctx = context(&server);
     let mut json = policy_json();
     json["spec"]["keyProvider"] = json!({
@@ -501,8 +510,15 @@ async fn a_key_provider_policy_is_refused_and_no_secret_is_written() {
     });
     let policy: Arc<KeyRotationPolicy> = Arc::new(serde_json::from_value(json).unwrap());
     reconcile(policy, ctx.clone()).await.unwrap();
-    assert_eq!(requests(&server), [format!("PATCH {STATUS}")]);
+    let requests = requests(&server);
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.starts_with("POST") && !r.starts_with("PUT")),
+        "{requests:?}"
+    );
     let status = server.lock().unwrap().status.clone().unwrap();
+    assert!(!status.to_string().contains("12345678"), "{status}");
     let degraded = status["conditions"]
         .as_array()
         .unwrap()
@@ -510,12 +526,16 @@ async fn a_key_provider_policy_is_refused_and_no_secret_is_written() {
         .find(|c| c["type"] == "Degraded")
         .unwrap()
         .clone();
-    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert_eq!(
+        degraded["reason"],
+        reasons::SECRET_NOT_OPTED_IN,
+        "{degraded}"
+    );
     assert!(
         degraded["message"]
             .as_str()
             .unwrap()
-            .contains("spec.keyProvider: type PKCS11 is not supported in Kubernetes mode"),
+            .contains("Secret ns/pin (spec.keyProvider.pinSecret) is not opted in"),
         "{degraded}"
     );
     assert!(
@@ -523,7 +543,7 @@ async fn a_key_provider_policy_is_refused_and_no_secret_is_written() {
             .lock()
             .unwrap()
             .events
-            .contains(&"InvalidSpec".into())
+            .contains(&reasons::SECRET_NOT_OPTED_IN.into())
     );
 }
 

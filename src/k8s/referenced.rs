@@ -87,7 +87,7 @@ pub enum RefusedSecret {
         /// The Secret.
         reference: Reference,
         /// The API error.
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -149,7 +149,7 @@ impl Reference {
             .await
             .map_err(|source| RefusedSecret::Read {
                 reference: self.clone(),
-                source,
+                source: Box::new(source),
             })?;
         self.check(secret)
     }

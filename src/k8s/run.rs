@@ -66,6 +66,15 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
     )
     .sharing(secrets.clone(), decoder.clone())
     .with_propagation_grace(config.propagation_grace);
+    // Every replica signs with provider-held keys, so every replica sets up
+    // the providers its policies name (not only the leader's reconciler).
+    let (providers_tx, providers_rx) = tokio::sync::mpsc::unbounded_channel();
+    let indexer = indexer.opening_providers(providers_tx.clone());
+    let opener = tokio::spawn(super::provider::keep_open(
+        client.clone(),
+        providers_tx,
+        providers_rx,
+    ));
     let index = tokio::spawn(serving::run(
         client.clone(),
         config.namespaces.clone(),
@@ -110,6 +119,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: Shutdown) -> anyho
 
     shutdown.wait().await;
     index.abort();
+    opener.abort();
     // Each listener drains for at most its drain timeout.
     servers.stopped().await;
     info!("stopped");
@@ -270,6 +280,10 @@ async fn lead(
         .await;
         ctx.writable.set_leading(false);
         metrics.engine.set_leader(false);
+        // What this replica confirmed of the copies may be stale by the
+        // time it leads again (another leader wrote them meanwhile): a new
+        // term confirms every copy by reading it again.
+        ctx.forget_publications();
         if stop.is_triggered() {
             break;
         }

@@ -23,7 +23,9 @@ use tracing::{debug, info, warn};
 use super::request::forget_managed_fields;
 use super::secret::{Decoder, Found};
 use super::store::SecretCache;
-use crate::api::{KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::api::{KeyProviderType, KeyRotationPolicy, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::engine;
 use crate::http;
 use crate::http::{PolicyRef, PolicySummary, PolicyView, Problem, SharedState, Update};
@@ -358,6 +360,9 @@ pub struct Indexer {
     secrets_failing: HashMap<Option<String>, std::time::Instant>,
     /// `--propagation-grace`, part of the staleness bound.
     propagation_grace: std::time::Duration,
+    /// Where policies with a key provider go, to be set up on this replica
+    /// too ([`provider::keep_open`](super::provider::keep_open)).
+    providers: Option<UnboundedSender<Arc<KeyRotationPolicy>>>,
 }
 
 // === impl Indexer ===
@@ -381,7 +386,16 @@ impl Indexer {
             relist_secrets: HashMap::new(),
             secrets_failing: HashMap::new(),
             propagation_grace: keys::lifecycle::DEFAULT_PROPAGATION_GRACE,
+            providers: None,
         }
+    }
+
+    /// Sends every policy with a key provider (as it arrives or changes) to
+    /// `to`, which sets the provider up on this replica: a token-held key
+    /// read from the Secret signs only where its token is logged in.
+    pub fn opening_providers(mut self, to: UnboundedSender<Arc<KeyRotationPolicy>>) -> Indexer {
+        self.providers = Some(to);
+        self
     }
 
     /// Sets `--propagation-grace` (part of the staleness bound).
@@ -471,6 +485,15 @@ impl Indexer {
             Change::Policy(Event::Apply(p) | Event::InitApply(p)) => {
                 let r = p.policy_ref();
                 let p = Arc::new(p);
+                if let Some(to) = &self.providers
+                    && p.spec
+                        .key_provider
+                        .as_ref()
+                        .is_some_and(|k| k.kind != KeyProviderType::Secret)
+                {
+                    // The receiver lives as long as the run.
+                    let _ = to.send(p.clone());
+                }
                 match self.relist_policies.get_mut(&scope) {
                     Some(pending) => {
                         pending.insert(r, p);

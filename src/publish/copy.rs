@@ -413,8 +413,9 @@ impl Copy {
             ErrorKind::Denied => "access denied",
             _ => "the store answered an error",
         };
-        // The store's text can be long (an XML body); keep the start.
-        let detail: String = text.chars().take(300).collect();
+        // The store's text can be long (an XML body); keep the start,
+        // without the request's duration.
+        let detail: String = stable(&text).chars().take(300).collect();
         PublishError {
             kind,
             message: self.credentials.scrub(&format!(
@@ -423,6 +424,52 @@ impl Copy {
             )),
         }
     }
+}
+
+/// The part of a store's error text that is the same on every retry of the
+/// same failure: without the request's duration and without anything from
+/// a request id on (S3's `<RequestId>`, Azure's `RequestId:`, followed by
+/// times and host ids).
+fn stable(text: &str) -> String {
+    let text = without_durations(text);
+    match text.find("RequestId") {
+        Some(at) => text[..at].trim_end_matches(['<', ' ', '\n']).to_owned(),
+        None => text,
+    }
+}
+
+/// `text` without the durations the HTTP client puts in its errors
+/// (`Error performing GET … in 5.895503ms - …`): the same failure must read
+/// the same on every retry, or each pass would report a new problem (a
+/// status write, an Event and a WARN line every 5 s).
+fn without_durations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" in ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 4..];
+        let number = after
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(after.len());
+        let unit = ["ns", "µs", "us", "ms", "s"]
+            .iter()
+            .find(|u| number > 0 && after[number..].starts_with(**u))
+            .filter(|u| {
+                after[number + u.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_alphanumeric())
+            });
+        match unit {
+            Some(u) => rest = &after[number + u.len()..],
+            None => {
+                out.push_str(" in ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The kind of a store's error. The store's own error code wins over the

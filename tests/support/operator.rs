@@ -152,6 +152,18 @@ impl Operator {
         args: &[String],
         ready_within: Duration,
     ) -> Operator {
+        Operator::start_binary_within_env(binary, kubeconfig, args, ready_within, &[])
+    }
+
+    /// Like [`Operator::start_binary_within`], with extra environment
+    /// variables (such as `SOFTHSM2_CONF`).
+    pub fn start_binary_within_env(
+        binary: &Path,
+        kubeconfig: &Path,
+        args: &[String],
+        ready_within: Duration,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Operator {
         let (jwks_port, token_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("jwks-operator-{jwks_port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
@@ -164,6 +176,7 @@ impl Operator {
             .arg("--propagation-grace=1s")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,kube=warn")
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")
@@ -432,6 +445,19 @@ impl TestEnv {
         let mut args = vec![format!("--namespace={}", self.ns)];
         args.extend(extra.iter().map(|s| s.to_string()));
         Operator::start(&self.id.kubeconfig, &args)
+    }
+
+    /// [`TestEnv::operator`] with extra environment variables.
+    pub fn operator_env(&self, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Operator {
+        let mut args = vec![format!("--namespace={}", self.ns)];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Operator::start_binary_within_env(
+            Path::new(env!("CARGO_BIN_EXE_jwks-operator")),
+            &self.id.kubeconfig,
+            &args,
+            Duration::from_secs(30),
+            env,
+        )
     }
 
     /// Policies in this namespace, as admin.

@@ -224,3 +224,42 @@ fn wrong_keys_are_told_from_missing_permissions_by_the_store_code() {
     assert_eq!(denied("InvalidAccessKeyId"), ErrorKind::Unauthenticated);
     assert_eq!(denied("AccessDenied"), ErrorKind::Denied);
 }
+
+/// The same failure reads the same on every retry: the request's duration
+/// is not part of it. Seen on the real control plane: a bucket refusing the
+/// keys gave a new `PublicationPending` message (so a status write) every
+/// 5 s, "... in 5.895503ms ..." then "... in 4.1ms ...".
+#[test]
+fn a_store_error_reads_the_same_on_every_retry() {
+    let text = |ms: &str| {
+        format!(
+            "Error performing GET http://127.0.0.1:1/b/p/jwks.json in {ms} - Server returned non-2xx status code: 403 Forbidden"
+        )
+    };
+    assert_eq!(
+        without_durations(&text("5.895503ms")),
+        "Error performing GET http://127.0.0.1:1/b/p/jwks.json - Server returned non-2xx status code: 403 Forbidden"
+    );
+    assert_eq!(
+        without_durations(&text("4.1ms")),
+        without_durations(&text("12s"))
+    );
+    // Nor is the request id (S3, Azure), nor what follows it.
+    assert_eq!(
+        stable(
+            "403 Forbidden: <Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>abc123</RequestId></Error>"
+        ),
+        "403 Forbidden: <Error><Code>AccessDenied</Code><Message>Access Denied</Message>"
+    );
+    assert_eq!(
+        stable(
+            "AuthorizationFailure: This request is not authorized.\nRequestId:9f1c\nTime:2026-12-06T08:00:00Z"
+        ),
+        "AuthorizationFailure: This request is not authorized."
+    );
+    // Words after " in " stay.
+    assert_eq!(
+        without_durations("not in sync in 3 places in us-east-1"),
+        "not in sync in 3 places in us-east-1"
+    );
+}
