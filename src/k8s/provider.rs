@@ -1,6 +1,10 @@
 //! A policy's `spec.keyProvider` in Kubernetes mode: where its new keys are
 //! generated ([`KeyHome`]) for this pass.
 //!
+//! `AWSKMS` takes its credentials from `credentialsSecret` through the
+//! [`referenced`](super::referenced) reader (opt-in label, read every
+//! pass), or the pod's ambient ones (IRSA, the environment) without it.
+//!
 //! `PKCS11` reads the user PIN from `pinSecret` (data key [`PIN_KEY`])
 //! through the [`referenced`](super::referenced) reader, so the Secret's
 //! owner must have opted in, and logs in to the token once per process
@@ -11,7 +15,8 @@
 //! provider while the current key keeps signing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kube::{Client, ResourceExt};
@@ -23,7 +28,8 @@ use crate::api::{KeyProviderType, KeyRotationPolicy};
 use crate::keys::redacted::RedactedString;
 use crate::problem::Problem;
 use crate::providers::pkcs11::{Pkcs11Config, Pkcs11Provider};
-use crate::providers::{self, KeyHome, PKCS11, ProviderError};
+use crate::providers::{self, AWSKMS, KeyHome, PKCS11, ProviderError};
+use crate::publish::Credentials;
 use crate::reasons;
 
 /// The data key of `pinSecret` that holds the PIN.
@@ -36,9 +42,11 @@ pub async fn home(client: &Client, policy: &KeyRotationPolicy) -> (KeyHome, Opti
     match spec.map(|p| p.kind) {
         None | Some(KeyProviderType::Secret) => return (KeyHome::Here, None),
         Some(KeyProviderType::Pkcs11) => {}
-        Some(_) => {
-            let home = providers::unsupported_here(spec, "Kubernetes mode");
-            return with_problem(home, reasons::KEY_GENERATION_FAILED);
+        Some(KeyProviderType::AwsKms) => {
+            let Some(spec) = spec.cloned() else {
+                return (KeyHome::Here, None);
+            };
+            return kms(client, policy, spec).await;
         }
     }
     let Some(spec) = spec.cloned() else {
@@ -75,7 +83,7 @@ pub async fn home(client: &Client, policy: &KeyRotationPolicy) -> (KeyHome, Opti
             ProviderError::BadReference("keyProvider PKCS11 needs module and tokenLabel".into());
         return with_problem(KeyHome::Unavailable(e), reasons::PKCS11_FAILED);
     };
-    let opened = tokio::task::spawn_blocking(move || Pkcs11Provider::open(&config)).await;
+    let opened = tokio::task::spawn_blocking(move || refusals().open(&config)).await;
     match opened {
         Ok(Ok(provider)) => (KeyHome::Pkcs11(provider), None),
         Ok(Err(e)) => with_problem(KeyHome::Unavailable(e), reasons::PKCS11_FAILED),
@@ -91,8 +99,64 @@ pub async fn home(client: &Client, policy: &KeyRotationPolicy) -> (KeyHome, Opti
     }
 }
 
-/// How soon a replica tries again to set up a provider that failed.
-pub const REOPEN: Duration = Duration::from_secs(30);
+/// How soon a replica tries again to set up a provider that failed (a PIN
+/// the token refused is not tried again: see [`Refusals`]).
+pub const REOPEN: Duration = Duration::from_secs(5);
+
+/// The PINs tokens refused, by (module, token label), as SHA-256 digests:
+/// a PIN a token refused is not offered to it again until the PIN changes.
+/// Every pass of a policy (every 10 s while it fails) and every replica
+/// reads the PIN again; offering a refused one each time would count
+/// towards the token's retry limit and lock it (most HSMs lock the user PIN
+/// after a few failed logins).
+#[derive(Default)]
+pub struct Refusals {
+    refused: Mutex<HashMap<(PathBuf, String), ([u8; 32], ProviderError)>>,
+}
+
+fn refusals() -> &'static Refusals {
+    static REFUSALS: OnceLock<Refusals> = OnceLock::new();
+    REFUSALS.get_or_init(Refusals::default)
+}
+
+// === impl Refusals ===
+
+impl Refusals {
+    /// [`Pkcs11Provider::open`], unless the token refused this very PIN
+    /// before (then that refusal again, without a login).
+    pub fn open(&self, config: &Pkcs11Config) -> Result<Arc<Pkcs11Provider>, ProviderError> {
+        self.open_with(config, Pkcs11Provider::open)
+    }
+
+    fn open_with<T>(
+        &self,
+        config: &Pkcs11Config,
+        open: impl FnOnce(&Pkcs11Config) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let key = (config.module.clone(), config.token_label.clone());
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, config.pin.expose().as_bytes())
+                .as_ref()
+                .try_into()
+                .unwrap_or([0; 32]);
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((d, e)) = refused.get(&key)
+            && *d == digest
+        {
+            return Err(e.clone());
+        }
+        let result = open(config);
+        match &result {
+            Err(e @ ProviderError::PinRefused { .. }) => {
+                refused.insert(key, (digest, e.clone()));
+            }
+            _ => {
+                refused.remove(&key);
+            }
+        }
+        result
+    }
+}
 
 /// Sets up the key provider of every policy `policies` delivers (the
 /// serving index sends each policy with one as it arrives or changes), so
@@ -133,6 +197,66 @@ pub async fn keep_open(
             }
         }
     }
+}
+
+/// The home of an `AWSKMS` policy: KMS with the credentials of its
+/// `credentialsSecret` (read now through the referenced-Secret reader), or
+/// the pod's ambient ones without it.
+async fn kms(
+    client: &Client,
+    policy: &KeyRotationPolicy,
+    spec: crate::api::KeyProvider,
+) -> (KeyHome, Option<Problem>) {
+    let namespace = policy.namespace().unwrap_or_default();
+    let unreadable = |code: String| ProviderError::Call {
+        provider: AWSKMS,
+        token: String::new(),
+        op: "read the credentials",
+        code,
+    };
+    if spec.credentials_file.is_some() {
+        let e = unreadable(
+            "credentialsFile applies in standalone mode and for the signer; use credentialsSecret in Kubernetes".into(),
+        );
+        return with_reason(KeyHome::Unavailable(e));
+    }
+    let credentials = match &spec.credentials_secret {
+        None => None,
+        Some(name) => {
+            let reference = Reference::new(&namespace, name, "spec.keyProvider.credentialsSecret");
+            let read = reference.read(client).await.and_then(|data| {
+                Credentials::from_pairs(data.iter().map(|(k, v)| (k.clone(), v.to_vec())))
+                    .map_err(|e| reference.unusable(e.to_string()))
+            });
+            match read {
+                Ok(c) => Some(c),
+                Err(refused) => {
+                    let problem = Problem::new(refused.reason(), refused.to_string());
+                    return (
+                        KeyHome::Unavailable(unreadable(refused.to_string())),
+                        Some(problem),
+                    );
+                }
+            }
+        }
+    };
+    let name = format!("{namespace}/{}", policy.name_any());
+    let home = tokio::task::spawn_blocking(move || {
+        providers::kms_home(&spec, credentials.as_ref(), &name)
+    })
+    .await
+    .unwrap_or_else(|e| KeyHome::Unavailable(unreadable(e.to_string())));
+    with_reason(home)
+}
+
+/// An unavailable home with its error shown under the reason naming its
+/// provider ([`providers::failure_reason`]).
+fn with_reason(home: KeyHome) -> (KeyHome, Option<Problem>) {
+    let reason = match &home {
+        KeyHome::Unavailable(e) => providers::failure_reason(e),
+        _ => reasons::KEY_GENERATION_FAILED,
+    };
+    with_problem(home, reason)
 }
 
 /// An unavailable home with its error shown under `reason`.
@@ -177,6 +301,54 @@ mod tests {
 
     fn data(pin: &[u8]) -> super::super::referenced::SecretData {
         [(PIN_KEY.to_owned(), Zeroizing::new(pin.to_vec()))].into()
+    }
+
+    fn config(pin: &str) -> Pkcs11Config {
+        Pkcs11Config {
+            module: "/m.so".into(),
+            token_label: "t".into(),
+            pin: RedactedString::new(pin.to_owned()),
+        }
+    }
+
+    /// A PIN the token refused is not offered again (each failed login
+    /// counts towards the token's lock-out); another PIN is, and a working
+    /// one clears the record.
+    #[test]
+    fn a_refused_pin_is_not_offered_to_the_token_again() {
+        let refusals = Refusals::default();
+        let logins = std::cell::Cell::new(0);
+        let refuse = |_: &Pkcs11Config| -> Result<(), ProviderError> {
+            logins.set(logins.get() + 1);
+            Err(ProviderError::PinRefused {
+                provider: PKCS11,
+                token: "t".into(),
+                code: "PinIncorrect".into(),
+            })
+        };
+        for _ in 0..3 {
+            let e = refusals.open_with(&config("wrong-1"), refuse).unwrap_err();
+            assert!(matches!(e, ProviderError::PinRefused { .. }), "{e}");
+        }
+        assert_eq!(logins.get(), 1, "one login with the refused PIN");
+        refusals.open_with(&config("wrong-2"), refuse).unwrap_err();
+        assert_eq!(logins.get(), 2, "a changed PIN is tried");
+        refusals
+            .open_with(&config("right"), |_| -> Result<(), ProviderError> {
+                logins.set(logins.get() + 1);
+                Ok(())
+            })
+            .unwrap();
+        refusals.open_with(&config("wrong-2"), refuse).unwrap_err();
+        assert_eq!(logins.get(), 4, "after a success, a PIN is tried afresh");
+        // Other failures (a module that does not load) are retried.
+        let other = |_: &Pkcs11Config| -> Result<(), ProviderError> {
+            logins.set(logins.get() + 1);
+            Err(ProviderError::BadReference("x".into()))
+        };
+        refusals.open_with(&config("p"), other).unwrap_err();
+        refusals.open_with(&config("p"), other).unwrap_err();
+        assert_eq!(logins.get(), 6);
     }
 
     #[test]
