@@ -91,6 +91,7 @@ pub const KUBERNETES: &[&str] = &[
     SECRET_NOT_OPTED_IN,
     REFERENCED_SECRET_UNUSABLE,
     PKCS11_FAILED,
+    KMS_FAILED,
 ];
 
 /// The reasons a degraded policy can show in standalone mode (`/policies`)

@@ -1,9 +1,12 @@
-//! `keyProvider: {type: PKCS11, pinSecret}` in Kubernetes mode (issue #22)
-//! on the real control plane: `jwks-operator run` as the chart's
-//! ServiceAccount, with a SoftHSM2 token of its own (its own
-//! `SOFTHSM2_CONF`; tests/providers/install.sh). The controller runs on
-//! the host, so the module path is the host's.
+//! Key providers in Kubernetes mode (issue #22) on the real control plane:
+//! `jwks-operator run` as the chart's ServiceAccount. `PKCS11` with
+//! `pinSecret`, with a SoftHSM2 token of its own (its own `SOFTHSM2_CONF`;
+//! tests/providers/install.sh; the controller runs on the host, so the
+//! module path is the host's), and `AWSKMS` with `credentialsSecret`
+//! against local-kms.
 
+#[path = "common/local_kms.rs"]
+mod local_kms;
 #[path = "common/softhsm.rs"]
 mod softhsm;
 mod support;
@@ -150,15 +153,24 @@ async fn assert_public_only(env: &TestEnv) -> Secret {
             assert!(k.get(private).is_none(), "private member {private} in {k}");
         }
     }
-    let lifecycle = String::from_utf8_lossy(&data["lifecycle.json"].0).into_owned();
+    let lifecycle: Value = serde_json::from_slice(&data["lifecycle.json"].0).unwrap();
     for kid in jwks["keys"]
         .as_array()
         .unwrap()
         .iter()
         .map(|k| k["kid"].as_str().unwrap())
     {
-        assert!(lifecycle.contains("pkcs11:"), "{lifecycle}");
-        assert!(lifecycle.contains(kid), "{lifecycle}");
+        let reference = lifecycle["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kid"] == kid)
+            .and_then(|r| r["keyRef"].as_str())
+            .unwrap_or_else(|| panic!("no keyRef for {kid}: {lifecycle}"));
+        assert!(
+            reference.starts_with("pkcs11:") || reference.starts_with("arn:aws:kms:"),
+            "{reference}"
+        );
     }
     secret
 }
@@ -387,5 +399,171 @@ async fn a_follower_signs_with_the_token_held_key_too() {
             Some(kid.as_str()),
             "replica {name}"
         );
+    }
+}
+
+/// `AWSKMS` with a `credentialsSecret`: not read until its owner opts in,
+/// then keys made in KMS (full ARNs as references) sign there, a full
+/// rotation ends with the pruned key pending deletion, and the secret key
+/// appears nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_kms_keys_with_an_opted_in_credentials_secret() {
+    use aws_sdk_kms::types::KeyState;
+    use jwks_operator::providers::kms::{KmsConfig, KmsProvider, StaticCredentials};
+    use jwks_operator::publish::credentials::Credentials;
+
+    let kms = local_kms::LocalKms::start();
+    let env = TestEnv::new("kms").await;
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "kms-creds"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": local_kms::ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": local_kms::SECRET_ACCESS_KEY,
+        },
+    }))
+    .unwrap();
+    env.secrets()
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let op = env.operator(&[&format!("--metrics-addr={metrics}")]);
+    env.create(
+        "hsm",
+        json!({
+            "algorithm": "ES256", "rotationInterval": "6s", "publishAhead": "2s",
+            "maxTokenTTL": "2s", "clockSkew": "0s", "tokenEndpoint": {"enabled": true},
+            "keyProvider": {"type": "AWSKMS", "region": local_kms::REGION,
+                            "endpoint": kms.endpoint(), "credentialsSecret": "kms-creds"},
+        }),
+    )
+    .await;
+
+    // Not opted in: not read, no key anywhere, the label named.
+    let message = policy_until(
+        &env,
+        Duration::from_secs(30),
+        "Degraded/SecretNotOptedIn",
+        |p| {
+            degraded(p)
+                .filter(|(r, _)| r == "SecretNotOptedIn")
+                .map(|(_, m)| m)
+        },
+    )
+    .await;
+    assert!(
+        message.contains("spec.keyProvider.credentialsSecret")
+            && message.contains("jwks.dev/credentials=true"),
+        "{message}"
+    );
+    assert!(
+        env.secrets().get_opt("hsm-jwks").await.unwrap().is_none(),
+        "a key was made elsewhere"
+    );
+
+    // Opted in: the first key is made in KMS and signs there.
+    env.secrets()
+        .patch(
+            "kms-creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"jwks.dev/credentials": "true"}}})),
+        )
+        .await
+        .unwrap();
+    let first = policy_until(&env, Duration::from_secs(30), "a first key", active).await;
+    let (token, kid) = mint(&op, &env.ns).await;
+    assert_eq!(kid, first);
+    assert_eq!(
+        verify(&op, &env.ns, &token).as_deref(),
+        Some(first.as_str())
+    );
+    assert_public_only(&env).await;
+    let lifecycle: Value = serde_json::from_slice(
+        &env.secrets().get("hsm-jwks").await.unwrap().data.unwrap()["lifecycle.json"].0,
+    )
+    .unwrap();
+    let arn = lifecycle["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == first.as_str())
+        .and_then(|k| k["keyRef"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(
+        arn.starts_with("arn:aws:kms:eu-west-2:111122223333:key/"),
+        "{arn}"
+    );
+    let inspect = KmsProvider::open(&KmsConfig {
+        region: local_kms::REGION.into(),
+        endpoint: Some(kms.endpoint()),
+        credentials: Some(
+            StaticCredentials::from_credentials(
+                &Credentials::parse_env(local_kms::credentials_env().as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        ),
+        policy: "test/inspect".into(),
+    })
+    .unwrap();
+    let state = |arn: &str| {
+        let arn = arn.to_owned();
+        let inspect = inspect.clone();
+        async move {
+            tokio::task::spawn_blocking(move || inspect.key_state(&arn).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(state(&arn).await, Some(KeyState::Enabled));
+
+    // A full rotation: the first key is pruned, then pending deletion in KMS.
+    policy_until(&env, Duration::from_secs(40), "the first key pruned", |p| {
+        (active(p).is_some_and(|a| a != first) && !kids(p).contains(&first)).then_some(())
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state(&arn).await != Some(KeyState::PendingDeletion) {
+        assert!(
+            Instant::now() < deadline,
+            "the pruned key was not scheduled for deletion"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, kid) = mint(&op, &env.ns).await;
+    assert_ne!(kid, first);
+    assert_public_only(&env).await;
+
+    // The secret key is nowhere the operator writes or shows.
+    let policy = serde_json::to_string(&env.policies().get("hsm").await.unwrap()).unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.admin.clone(), &env.ns);
+    let events =
+        serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
+    let secret: String = env
+        .secrets()
+        .get("hsm-jwks")
+        .await
+        .unwrap()
+        .data
+        .unwrap()
+        .values()
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .collect();
+    for (what, text) in [
+        ("Secret", secret),
+        ("policy", policy),
+        ("Events", events),
+        ("log", op.log_text()),
+        ("metrics", http_get(&format!("http://{metrics}/metrics")).1),
+        (
+            "/policies",
+            http_get(&format!("http://{metrics}/policies")).1,
+        ),
+    ] {
+        assert!(!text.is_empty(), "{what} is empty");
+        for bad in [local_kms::SECRET_ACCESS_KEY, "PRIVATE KEY", "\"d\":"] {
+            assert!(!text.contains(bad), "{what} holds {bad:?}: {text}");
+        }
     }
 }
