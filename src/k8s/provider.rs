@@ -24,7 +24,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::warn;
 
 use super::referenced::{Reference, RefusedSecret};
-use crate::api::{KeyProviderType, KeyRotationPolicy};
+use crate::api::{KeyProvider, KeyProviderType, KeyRotationPolicy};
 use crate::keys::redacted::RedactedString;
 use crate::problem::Problem;
 use crate::providers::pkcs11::{Pkcs11Config, Pkcs11Provider};
@@ -111,8 +111,13 @@ pub const REOPEN: Duration = Duration::from_secs(5);
 /// after a few failed logins).
 #[derive(Default)]
 pub struct Refusals {
-    refused: Mutex<HashMap<(PathBuf, String), ([u8; 32], ProviderError)>>,
+    refused: Mutex<HashMap<Token, Refused>>,
 }
+
+/// A token: (module, label).
+type Token = (PathBuf, String);
+/// The digest of the PIN a token refused, and its refusal.
+type Refused = ([u8; 32], ProviderError);
 
 fn refusals() -> &'static Refusals {
     static REFUSALS: OnceLock<Refusals> = OnceLock::new();
@@ -205,7 +210,7 @@ pub async fn keep_open(
 async fn kms(
     client: &Client,
     policy: &KeyRotationPolicy,
-    spec: crate::api::KeyProvider,
+    spec: KeyProvider,
 ) -> (KeyHome, Option<Problem>) {
     let namespace = policy.namespace().unwrap_or_default();
     let unreadable = |code: String| ProviderError::Call {
