@@ -200,6 +200,14 @@ async fn key_provider_rules_are_enforced_by_the_api_server() {
             serde_json::json!({"keyProvider": {"type": "AWSKMS"}}),
             "keyProvider AWSKMS needs region",
         ),
+        (
+            serde_json::json!({"keyProvider": {"type": "AWSKMS", "region": "eu-west-1", "credentialsSecret": "aws", "credentialsFile": "/etc/aws"}}),
+            "set credentialsSecret (Kubernetes) or credentialsFile (standalone, signer), not both",
+        ),
+        (
+            serde_json::json!({"keyProvider": {"type": "PKCS11", "module": "/m.so", "tokenLabel": "t", "pinSecret": "p", "credentialsFile": "/etc/aws"}}),
+            "region, credentialsSecret, credentialsFile and endpoint apply only to keyProvider type AWSKMS",
+        ),
     ];
     for (i, (spec, needle)) in cases.into_iter().enumerate() {
         let err = policies

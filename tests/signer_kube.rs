@@ -10,6 +10,8 @@
 //!
 //! The tests run one at a time (kube-apiservers are heavy on a small machine).
 
+#[path = "common/local_kms.rs"]
+mod local_kms;
 #[path = "common/softhsm.rs"]
 mod softhsm;
 mod support;
@@ -1192,4 +1194,59 @@ async fn a_pkcs11_signer_keeps_the_cluster_keys_in_the_token_across_a_rotation()
         .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains(&k1) && listing.contains(&k2), "{listing}");
+}
+
+/// The service-account signer with its keys in AWS KMS (local-kms,
+/// tests/providers/install.sh): kube-apiserver issues a token signed in KMS
+/// and authenticates it; the state directory holds the key's ARN, no
+/// private key and no credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_signer_signs_the_cluster_tokens_in_kms() {
+    let _serial = SERIAL.lock().await;
+    let cp = controlplane::control_plane().await;
+    let _dump = DumpOnFailure(cp);
+    let work = Work::new();
+    let kms = local_kms::LocalKms::start();
+    let creds = work.path().join("aws-credentials");
+    std::fs::write(&creds, local_kms::credentials_env()).unwrap();
+    let spec = format!(
+        "{SPEC}  keyProvider: {{type: AWSKMS, region: {}, endpoint: '{}', credentialsFile: {}}}\n",
+        local_kms::REGION,
+        kms.endpoint(),
+        creds.display()
+    );
+    work.write_policy(&policy_yaml("sa", "", &spec));
+    let signer =
+        Signer::start_env(work.path(), "h", &work.policies(), &work.state(), &[], &[]).await;
+    let api = ApiServer::start(cp, work.path(), "h", &signer.socket).await;
+    let ns = cp.namespace(&api.client, "kms").await;
+    create_sa(&api.client, &ns, "demo").await;
+
+    let k1 = active_kid(&work.state());
+    let t1 = api.token(&ns, "demo").await;
+    assert_eq!(kid_of(&t1), k1);
+    assert_eq!(
+        api.review(&t1).await.as_deref(),
+        Some(format!("system:serviceaccount:{ns}:demo").as_str())
+    );
+    let dir = work.state().join("kube-system/sa");
+    assert!(!dir.join("active.pem").exists(), "no private key file");
+    let lifecycle = std::fs::read_to_string(dir.join("lifecycle.json")).unwrap();
+    assert!(
+        lifecycle.contains(&format!(
+            "\"keyRef\": \"arn:aws:kms:{}:{}:key/",
+            local_kms::REGION,
+            local_kms::ACCOUNT
+        )),
+        "{lifecycle}"
+    );
+    for name in ["jwks.json", "jwks.public.json", "lifecycle.json"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(!text.contains("\"d\""), "{name} holds a private member");
+        assert!(
+            !text.contains(local_kms::SECRET_ACCESS_KEY),
+            "{name} holds the secret access key"
+        );
+    }
+    assert!(!signer.proc.tail(500).contains(local_kms::SECRET_ACCESS_KEY));
 }
