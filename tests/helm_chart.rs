@@ -304,6 +304,11 @@ fn combinations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
                 ("extraArgs[0]", "--default-policy=team-a/my-app"),
                 ("extraEnv[0].name", "RUST_LOG"),
                 ("extraEnv[0].value", "info"),
+                ("extraVolumes[0].name", "hsm"),
+                ("extraVolumes[0].configMap.name", "hsm-client"),
+                ("extraVolumeMounts[0].name", "hsm"),
+                ("extraVolumeMounts[0].mountPath", "/etc/hsm"),
+                ("extraVolumeMounts[0].readOnly", "true"),
                 ("podAnnotations.example\\.com/team", "identity"),
                 ("podLabels.team", "identity"),
                 ("commonLabels.cost-center", "security"),
@@ -1008,6 +1013,37 @@ fn image_tag_digest_and_extras_render_where_expected() {
         json!({"name": "RUST_LOG", "value": "debug"})
     );
     assert!(all(&objects, "CustomResourceDefinition").is_empty());
+
+    // extraVolumes and extraVolumeMounts, alone (the pod has no other
+    // volume by default) and beside the chart's own.
+    for tls in ["false", "true"] {
+        let objects = render(
+            RELEASE,
+            NS,
+            &[
+                ("tls.enabled", tls),
+                ("tls.secretName", "jwks-tls"),
+                ("extraVolumes[0].name", "hsm"),
+                ("extraVolumes[0].configMap.name", "hsm-client"),
+                ("extraVolumeMounts[0].name", "hsm"),
+                ("extraVolumeMounts[0].mountPath", "/etc/hsm"),
+            ],
+        );
+        let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        assert!(
+            volumes.contains(&json!({"name": "hsm", "configMap": {"name": "hsm-client"}})),
+            "{volumes:?}"
+        );
+        assert_eq!(volumes.len(), if tls == "true" { 2 } else { 1 });
+        let mounts = container(&objects)["volumeMounts"]
+            .as_array()
+            .expect("mounts");
+        assert!(
+            mounts.contains(&json!({"name": "hsm", "mountPath": "/etc/hsm"})),
+            "{mounts:?}"
+        );
+    }
 }
 
 #[test]

@@ -185,8 +185,8 @@ the token listener is on and uses them; empty otherwise.
 {{- end }}
 
 {{/*
-Non-empty when the pod mounts any Secret.
+Non-empty when the pod has any volume (a Secret it mounts, or extraVolumes).
 */}}
 {{- define "jwks-operator.volumes" -}}
-{{- if or .Values.tls.enabled (include "jwks-operator.tokenAuthSecret" .) (include "jwks-operator.tokenClientCASecret" .) }}true{{ end }}
+{{- if or .Values.tls.enabled (include "jwks-operator.tokenAuthSecret" .) (include "jwks-operator.tokenClientCASecret" .) .Values.extraVolumes .Values.extraVolumeMounts }}true{{ end }}
 {{- end }}
