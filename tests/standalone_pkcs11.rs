@@ -118,6 +118,19 @@ fn a_full_rotation_through_the_token_keeps_private_keys_out_of_everything() {
     eventually("the pruned key's objects leave the token", 5 * SEC, || {
         (!token_labels(&hsm, label).contains(&first)).then_some(())
     });
+    // Listed as awaiting destruction in lifecycle.json from the write that
+    // pruned it until the token has destroyed it; then written out of the
+    // list (absent whenever nothing awaits).
+    let lifecycle_json = ws.policy_state(p).join("lifecycle.json");
+    eventually(
+        "lifecycle.json lists no key awaiting destruction",
+        5 * SEC,
+        || {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&lifecycle_json).ok()?).ok()?;
+            doc.get("undestroyedKeyRefs").is_none().then_some(())
+        },
+    );
     let kept: BTreeSet<String> = op.kids(p).into_iter().collect();
     let in_token = token_labels(&hsm, label);
     assert!(

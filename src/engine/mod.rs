@@ -162,11 +162,10 @@ pub struct Tracked<V> {
     pub failures: u32,
     /// What each `spec.publish` copy was last confirmed to hold.
     pub publication: Tracker,
-    /// References of provider-held keys that have left the stored set but
-    /// whose destruction in their provider has not succeeded yet: tried
-    /// again every pass (and shown as a problem) until it does. Kept in
-    /// memory only: a restart forgets them (docs/key-providers.md).
-    pub undestroyed: BTreeSet<String>,
+    /// References this process destroyed in their provider that the
+    /// stored set still lists as awaiting destruction
+    /// (`KeySet::undestroyed`): the next write drops them.
+    pub destroyed: BTreeSet<String>,
 }
 
 impl<V> Default for Tracked<V> {
@@ -177,7 +176,7 @@ impl<V> Default for Tracked<V> {
             unsaved: false,
             failures: 0,
             publication: Tracker::default(),
-            undestroyed: BTreeSet::new(),
+            destroyed: BTreeSet::new(),
         }
     }
 }
@@ -326,7 +325,9 @@ where
         let gate = pass
             .publication
             .map(|p| p.gate(&tracked.publication, &current));
-        let planned = plan_blocking(pass, current.clone(), clock.clone(), gate).await?;
+        let mut planned = plan_blocking(pass, current.clone(), clock.clone(), gate).await?;
+        planned.keys.undestroyed =
+            awaiting_destruction(&current, &planned.keys, &tracked.destroyed);
         if planned.keys == current && !tracked.unsaved {
             break (planned, Gathered::Stored);
         }
@@ -336,11 +337,9 @@ where
         match store.save(&planned.keys, version.as_ref()).await {
             Ok(version) => {
                 // The write has landed: the keys it dropped have left the
-                // stored (and so the served) set; only now do they leave
-                // their provider (below, with any earlier failed ones).
-                tracked
-                    .undestroyed
-                    .extend(providers::dropped_references(&current, &planned.keys));
+                // stored (and so the served) set, and are listed as awaiting
+                // destruction; only now do they leave their provider
+                // (below, with any listed before).
                 if tracked.unsaved && gathered == Gathered::Stored {
                     reporter
                         .note(Note::Adopted {
@@ -434,9 +433,21 @@ where
     );
     tracked.keys = Some((planned.keys, tracked.keys.take().and_then(|(_, v)| v)));
     let (keys, _) = tracked.keys.as_ref().expect("just set");
+    // Only a writer destroys (the Lease holder in Kubernetes): it alone
+    // can then write the list without what it destroyed.
+    let writer = store.can_write();
+    let undestroyed = if writer {
+        destroy_dropped(pass, &keys.undestroyed, &mut tracked.destroyed).await
+    } else {
+        None
+    };
+    tracked.destroyed.retain(|r| keys.undestroyed.contains(r));
+    // Destroyed but still listed: the next pass, at once, writes the list
+    // without them. Listed and not destroyed: tried again soon.
+    let rewrite = !tracked.destroyed.is_empty();
+    let retry_destroy = writer && !keys.undestroyed.is_empty();
     // A copy that is not confirmed is the more urgent news: the rotation
     // it holds back is the reason a deferral would show.
-    let undestroyed = destroy_dropped(pass, &mut tracked.undestroyed).await;
     let problem = published
         .problem
         .or(planned.deferred.map(|d| Problem::new(d.reason, d.message)))
@@ -449,13 +460,14 @@ where
         .await
         .map_err(|e| Failed::of(&e))?;
     let next = match pass.publication {
-        None if !tracked.undestroyed.is_empty() => planned
+        _ if rewrite => now,
+        None if retry_destroy => planned
             .next_due
             .min(keys::lifecycle::after(now, DESTROY_RETRY)),
         None => planned.next_due,
         Some(_) if replan => now,
         Some(p) => {
-            let check = if failing || !tracked.undestroyed.is_empty() {
+            let check = if failing || retry_destroy {
                 publish::RETRY
             } else {
                 p.verify_interval
@@ -562,18 +574,49 @@ fn held<V>(pass: &Pass<'_>, tracked: &Tracked<V>) -> Option<StoredKeySet> {
 /// again after its provider failed it.
 pub const DESTROY_RETRY: Duration = Duration::from_secs(60);
 
-/// Destroys, in their provider, the provider-held keys that have left the
-/// stored set (`undestroyed`: just dropped by the write, or left over from
-/// an earlier failure). Those that fail stay in `undestroyed`, are counted
-/// (`jwks_operator_key_destroy_failures_total`), and make the problem
-/// returned (a reason naming the provider): the key no longer signs or
-/// verifies anything, but its private half is still in the provider.
-async fn destroy_dropped(pass: &Pass<'_>, undestroyed: &mut BTreeSet<String>) -> Option<Problem> {
-    if undestroyed.is_empty() {
+/// What the stored set lists as awaiting destruction after `planned`
+/// replaces `current`: what `current` listed, and the provider-held keys
+/// the plan drops (destroyed only once the write that drops them has
+/// landed), less what this process has destroyed since, and never the
+/// reference of a key `planned` still holds.
+fn awaiting_destruction(
+    current: &StoredKeySet,
+    planned: &StoredKeySet,
+    destroyed: &BTreeSet<String>,
+) -> Vec<String> {
+    let held: Vec<&str> = planned
+        .keys
+        .iter()
+        .filter_map(|k| k.key.key_reference())
+        .collect();
+    let mut listed: BTreeSet<String> = current.undestroyed.iter().cloned().collect();
+    listed.extend(providers::dropped_references(current, planned));
+    listed.retain(|r| !destroyed.contains(r) && !held.iter().any(|h| providers::same_key(h, r)));
+    listed.into_iter().collect()
+}
+
+/// Destroys, in their provider, the provider-held keys the stored set
+/// lists as awaiting destruction (just dropped by the write, or left over
+/// from an earlier failure or an earlier process) and that this process has
+/// not destroyed yet; those destroyed join `destroyed`. Those that fail
+/// are counted (`jwks_operator_key_destroy_failures_total`) and make the
+/// problem returned (a reason naming the provider): the key no longer signs
+/// or verifies anything, but its private half is still in the provider.
+async fn destroy_dropped(
+    pass: &Pass<'_>,
+    listed: &[String],
+    destroyed: &mut BTreeSet<String>,
+) -> Option<Problem> {
+    let references: Vec<String> = listed
+        .iter()
+        .filter(|r| !destroyed.contains(*r))
+        .cloned()
+        .collect();
+    if references.is_empty() {
         return None;
     }
     let policy = pass.policy.to_string();
-    let references: Vec<String> = undestroyed.iter().cloned().collect();
+    let tried = references.clone();
     let failed = tokio::task::spawn_blocking(move || {
         let mut failed = Vec::new();
         for reference in references {
@@ -595,7 +638,11 @@ async fn destroy_dropped(pass: &Pass<'_>, undestroyed: &mut BTreeSet<String>) ->
     })
     .await
     .unwrap_or_default();
-    undestroyed.retain(|r| failed.iter().any(|(f, _)| f == r));
+    destroyed.extend(
+        tried
+            .into_iter()
+            .filter(|r| !failed.iter().any(|(f, _)| f == r)),
+    );
     let (reference, error) = failed.first()?;
     for (_, e) in &failed {
         pass.metrics.engine.inc_key_destroy_failure(e.provider());

@@ -659,10 +659,11 @@ async fn a_pruned_key_the_provider_fails_to_destroy_is_shown_counted_and_retried
             "pass {pass}: {calls:?}"
         );
         assert_eq!(
-            tracked.undestroyed.iter().collect::<Vec<_>>(),
-            [&reference],
-            "pass {pass}"
+            store.set().undestroyed,
+            std::slice::from_ref(&reference),
+            "pass {pass}: listed in the stored set until destroyed"
         );
+        assert!(tracked.destroyed.is_empty(), "pass {pass}");
         let sample =
             format!("jwks_operator_key_destroy_failures_total{{provider=\"PKCS11\"}} {pass}");
         assert!(
@@ -675,4 +676,74 @@ async fn a_pruned_key_the_provider_fails_to_destroy_is_shown_counted_and_retried
             "pass {pass}: {next:?}"
         );
     }
+}
+
+/// The list of keys awaiting destruction lives in the stored set, not in
+/// the process: a restart (a fresh `Tracked`, as a new process or a new
+/// leader has) still tries the destruction, shows the failure, and keeps
+/// the reference listed; it never lists a key the set still holds.
+#[tokio::test]
+async fn a_restart_still_destroys_the_keys_its_predecessor_could_not() {
+    let (f, store, _, mut report) = after_a_first_pass().await;
+    let mut stored = store.set();
+    let reference = "pkcs11:token=gone;id=%0f".to_owned();
+    stored.undestroyed = vec![reference.clone()];
+    *store.stored.lock().unwrap() = Stored::Set(stored, 9);
+    let mut fresh = Tracked::default();
+    let next = run_pass(&f.pass(true), &mut fresh, &store, &mut report).await;
+    let calls = report.take();
+    assert!(
+        calls.contains(&"healthy 1 PKCS11Failed".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        f.metrics
+            .encode()
+            .contains("jwks_operator_key_destroy_failures_total{provider=\"PKCS11\"} 1"),
+        "the new process tried"
+    );
+    assert_eq!(store.set().undestroyed, [reference]);
+    let soon = Timestamp::now() + DESTROY_RETRY + Duration::from_secs(5);
+    assert!(matches!(next, Next::At(t) if t <= soon), "{next:?}");
+}
+
+#[test]
+fn only_keys_the_plan_drops_or_listed_before_await_destruction() {
+    let (a, _ga, _goa) = crate::keys::testing::Gated::wrap(&fixture(Algorithm::ES256));
+    let held = |set: &StoredKeySet| {
+        set.keys
+            .iter()
+            .filter_map(|k| k.key.key_reference().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let mut current = crate::store::testing::one_key_set();
+    current.keys.push(lifecycle::ManagedKey {
+        key: a,
+        ..current.keys[0].clone()
+    });
+    let dropped = held(&current)[0].clone();
+    current.undestroyed = vec![
+        "pkcs11:token=t;id=%01".into(),
+        "pkcs11:token=t;id=%02".into(),
+    ];
+    let mut planned = current.clone();
+    planned.keys.pop();
+    let destroyed = std::collections::BTreeSet::from(["pkcs11:token=t;id=%02".to_owned()]);
+    assert_eq!(
+        super::awaiting_destruction(&current, &planned, &destroyed),
+        [dropped.clone(), "pkcs11:token=t;id=%01".to_owned()]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        "listed before and dropped now, less what was destroyed"
+    );
+    // A reference some key still holds is never listed.
+    let mut relisted = current.clone();
+    relisted.undestroyed.push(dropped);
+    assert!(
+        super::awaiting_destruction(&relisted, &current, &Default::default())
+            .iter()
+            .all(|r| !held(&current).contains(r))
+    );
 }

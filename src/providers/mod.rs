@@ -96,6 +96,19 @@ pub fn dropped_references(
         .collect()
 }
 
+/// Whether two references name the same key: equal, or `pkcs11:` URIs of
+/// the same token and object id however they are written (attribute order,
+/// percent-encoding, `object`/`type` attributes).
+pub fn same_key(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.parse::<Pkcs11Uri>(), b.parse::<Pkcs11Uri>()) {
+        (Ok(x), Ok(y)) => x.token == y.token && x.id == y.id,
+        _ => false,
+    }
+}
+
 /// Destroys the key `reference` names in its provider (which this process
 /// must have opened): a PKCS#11 key's objects are destroyed, a KMS key's
 /// deletion is scheduled with the shortest window (7 days). A key already

@@ -217,6 +217,11 @@ struct LifecycleDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_revocation_time: Option<Timestamp>,
     keys: Vec<KeyRecord>,
+    /// Provider-held keys pruned from `keys` whose destruction is not yet
+    /// confirmed. Written only while not empty, so sets without one (every
+    /// set of the Secret provider) stay readable by earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    undestroyed_key_refs: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -286,6 +291,7 @@ pub fn encode(set: &StoredKeySet, generation: u64) -> Result<Encoded, EncodeErro
         rotation_request_outstanding: set.rotation_request_outstanding,
         last_revocation_time: set.last_revocation_time,
         keys: set.keys.iter().map(record).collect(),
+        undestroyed_key_refs: set.undestroyed.clone(),
     };
     let mut lifecycle = serde_json::to_vec_pretty(&doc).expect("lifecycle records serialize");
     lifecycle.push(b'\n');
@@ -375,6 +381,7 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
     };
 
     let managed = match_records(&doc, &keys)?;
+    check_undestroyed(&doc.undestroyed_key_refs, &managed)?;
     let set = KeySet {
         keys: managed,
         last_rotation_time: doc.last_rotation_time,
@@ -382,6 +389,7 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
         last_rotation_request: doc.last_rotation_request,
         rotation_request_outstanding: doc.rotation_request_outstanding,
         last_revocation_time: doc.last_revocation_time,
+        undestroyed: doc.undestroyed_key_refs,
     };
     set.check()
         .map_err(|e| DecodeError::new(LIFECYCLE, e.to_string()))?;
@@ -390,6 +398,45 @@ pub fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Decoded, Dec
         set,
         generation: doc.generation,
     })
+}
+
+/// Most references a set lists as awaiting destruction: far more than a
+/// provider outage can leave (one per pruned key), and a bound on the work a
+/// hand-edited `lifecycle.json` can ask for.
+pub const MAX_UNDESTROYED: usize = 64;
+
+/// `undestroyedKeyRefs` as the engine will act on it: bounded, each entry a
+/// `pkcs11:` URI or KMS ARN of sane length, and none the reference of a key
+/// still in the set (destroying it would lose a key that still signs or
+/// verifies).
+fn check_undestroyed(
+    refs: &[String],
+    keys: &[ManagedKey<Arc<SigningKey>>],
+) -> Result<(), DecodeError> {
+    let bad = |why: String| DecodeError::new(LIFECYCLE, format!("undestroyedKeyRefs: {why}"));
+    if refs.len() > MAX_UNDESTROYED {
+        return Err(bad(format!(
+            "{} entries, more than {MAX_UNDESTROYED}",
+            refs.len()
+        )));
+    }
+    for (i, r) in refs.iter().enumerate() {
+        if r.is_empty() || r.len() > 2048 || !(r.starts_with("pkcs11:") || r.starts_with("arn:")) {
+            return Err(bad(format!(
+                "entry {i} is not a pkcs11: URI or a KMS key ARN"
+            )));
+        }
+        if keys
+            .iter()
+            .filter_map(|k| k.key.key_reference())
+            .any(|held| providers::same_key(held, r))
+        {
+            return Err(bad(format!(
+                "entry {i} is the reference of a key still in the set"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Pairs every lifecycle record with its key in `jwks.json` (one record per

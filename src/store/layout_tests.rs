@@ -62,6 +62,54 @@ fn round_trip_keeps_every_record_and_the_generation() {
     }
 }
 
+/// Keys awaiting destruction in their provider survive a round trip; a set
+/// without any writes no such field, so earlier versions still read it.
+#[test]
+fn keys_awaiting_destruction_are_stored_and_absent_when_there_are_none() {
+    let plain = data_of(&three_key_set(), 1);
+    assert!(
+        json_of(&plain, LIFECYCLE)
+            .get("undestroyedKeyRefs")
+            .is_none(),
+        "written only while not empty"
+    );
+    let mut set = three_key_set();
+    set.undestroyed = vec![
+        "arn:aws:kms:eu-west-1:111122223333:key/0b7e4f52-1a1c-4a5e-9c1d-3f6f0e2b9a10".into(),
+        "pkcs11:token=hsm;id=%0a%0b".into(),
+    ];
+    let data = data_of(&set, 2);
+    assert_eq!(
+        json_of(&data, LIFECYCLE)["undestroyedKeyRefs"],
+        json!(set.undestroyed)
+    );
+    match decode_data(&data).unwrap() {
+        Decoded::Keys { set: back, .. } => assert_eq!(back, set),
+        other => panic!("expected keys, got {other:?}"),
+    }
+}
+
+/// A list of keys to destroy that names a key still in the set is refused
+/// as corrupt: acting on it would destroy a key that still verifies.
+#[test]
+fn a_key_still_in_the_set_is_never_listed_for_destruction() {
+    let (remote, _gated, _go) = crate::keys::testing::Gated::wrap(&fixture(Algorithm::ES384));
+    let reference = remote.key_reference().unwrap().to_owned();
+    let mut set = crate::store::testing::one_key_set();
+    set.keys[0].key = remote;
+    let mut data = data_of(&set, 1);
+    let mut doc = json_of(&data, LIFECYCLE);
+    doc["undestroyedKeyRefs"] = json!([reference]);
+    put_json(&mut data, LIFECYCLE, &doc);
+    let err = decode_data(&data).unwrap_err();
+    assert_eq!(err.data_key, LIFECYCLE, "{err}");
+    assert!(
+        err.to_string()
+            .contains("the reference of a key still in the set"),
+        "{err}"
+    );
+}
+
 #[test]
 fn data_keys_hold_what_the_contract_says() {
     let set = three_key_set();
@@ -341,6 +389,22 @@ fn corruptions() -> Vec<Corruption> {
                 v["keys"].as_array_mut().unwrap().pop();
                 put_json(d, PUBLIC_JWKS, &v);
             }),
+        ),
+        (
+            "lifecycle.json lists more keys to destroy than any outage leaves",
+            LIFECYCLE,
+            lifecycle(|v| {
+                v["undestroyedKeyRefs"] = json!(
+                    (0..=MAX_UNDESTROYED)
+                        .map(|i| format!("pkcs11:token=t;id=%{i:02x}"))
+                        .collect::<Vec<_>>()
+                );
+            }),
+        ),
+        (
+            "lifecycle.json lists something that is no key reference to destroy",
+            LIFECYCLE,
+            lifecycle(|v| v["undestroyedKeyRefs"] = json!(["/etc/passwd"])),
         ),
         (
             "jwks.public.json has another key",

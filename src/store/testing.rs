@@ -51,6 +51,7 @@ pub fn three_key_set() -> StoredKeySet {
         last_rotation_request: Some("2026-11-24T10:00:00Z".into()),
         rotation_request_outstanding: false,
         last_revocation_time: Some(t(110)),
+        undestroyed: Vec::new(),
     }
 }
 
@@ -63,6 +64,7 @@ pub fn one_key_set() -> StoredKeySet {
         last_rotation_request: None,
         rotation_request_outstanding: false,
         last_revocation_time: None,
+        undestroyed: Vec::new(),
     }
 }
 

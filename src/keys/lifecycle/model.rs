@@ -168,6 +168,12 @@ pub struct KeySet<K> {
     pub rotation_request_outstanding: bool,
     /// When a key was last removed by revocation.
     pub last_revocation_time: Option<Timestamp>,
+    /// References (`pkcs11:` URI, KMS ARN) of provider-held keys that have
+    /// left `keys` but whose destruction in their provider is not yet
+    /// confirmed: stored with the set, so that a restart, or the next
+    /// leader, still destroys them (docs/key-providers.md). The planner
+    /// leaves it alone; the engine keeps it.
+    pub undestroyed: Vec<String>,
 }
 
 impl<K> Default for KeySet<K> {
@@ -179,6 +185,7 @@ impl<K> Default for KeySet<K> {
             last_rotation_request: None,
             rotation_request_outstanding: false,
             last_revocation_time: None,
+            undestroyed: Vec::new(),
         }
     }
 }
@@ -444,6 +451,7 @@ impl<K: LifecycleKey> KeySet<K> {
             last_rotation_request: None,
             rotation_request_outstanding: false,
             last_revocation_time: None,
+            undestroyed: Vec::new(),
         }
     }
 

@@ -53,6 +53,7 @@ impl<K: LifecycleKey + Clone> KeySet<K> {
             last_rotation_request: self.last_rotation_request.clone(),
             rotation_request_outstanding: self.rotation_request_outstanding,
             last_revocation_time: self.last_revocation_time,
+            undestroyed: self.undestroyed.clone(),
         }
     }
 }
